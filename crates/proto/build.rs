@@ -1,0 +1,21 @@
+//! Generates the etcd API types and gRPC stubs from the vendored `.proto` files.
+//! `protox` parses the protos in-process, so no `protoc` binary is needed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = [
+        "proto/mvccpb/kv.proto",
+        "proto/authpb/auth.proto",
+        "proto/etcdserverpb/rpc.proto",
+        "proto/v3lockpb/v3lock.proto",
+        "proto/v3electionpb/v3election.proto",
+        "proto/etcdrs/internal.proto",
+    ];
+    for proto in &protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let fds = protox::compile(protos, ["proto"])?;
+    tonic_prost_build::configure()
+        .generate_default_stubs(true)
+        .compile_fds(fds)?;
+    Ok(())
+}
