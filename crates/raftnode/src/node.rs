@@ -1,0 +1,415 @@
+//! [`RaftNode`]: the `RawNode` plus its in-memory log, and the Ready cycle.
+
+use raft::eraftpb::{ConfState, Entry, HardState, Message, Snapshot};
+use raft::storage::MemStorage;
+use raft::{Config, RawNode, ReadOnlyOption, ReadState, StateRole, Storage};
+
+use crate::Error;
+
+/// The timing and identity of one Raft member. Ticks are in units of the heartbeat
+/// interval's driver tick (the daemon ticks every heartbeat interval).
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This member's ID (non-zero).
+    pub id: u64,
+    /// Ticks without a leader before a follower campaigns (randomized by raft-rs in
+    /// `[election_tick, 2 * election_tick)`).
+    pub election_tick: usize,
+    /// Ticks between leader heartbeats.
+    pub heartbeat_tick: usize,
+    /// The index the state machine has already applied (the backend's consistent index).
+    pub applied: u64,
+}
+
+/// What the WAL replay recovered, handed to [`RaftNode::restore`].
+#[derive(Debug, Clone, Default)]
+pub struct RestoreState {
+    /// Index and term of the newest snapshot (0, 0 when none was taken).
+    pub snapshot_index: u64,
+    /// Term of the snapshot's last entry.
+    pub snapshot_term: u64,
+    /// Membership as of the snapshot.
+    pub conf_state: ConfState,
+    /// The newest persisted hard state.
+    pub hard_state: HardState,
+    /// Entries after the snapshot, contiguous.
+    pub entries: Vec<Entry>,
+}
+
+/// A member's role, as reported to the sink when it changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Following a leader (or waiting for one).
+    Follower,
+    /// Campaigning.
+    Candidate,
+    /// Running a pre-vote.
+    PreCandidate,
+    /// Leading.
+    Leader,
+}
+
+impl From<StateRole> for Role {
+    fn from(role: StateRole) -> Self {
+        match role {
+            StateRole::Follower => Role::Follower,
+            StateRole::Candidate => Role::Candidate,
+            StateRole::PreCandidate => Role::PreCandidate,
+            StateRole::Leader => Role::Leader,
+        }
+    }
+}
+
+/// The effects of one Ready, executed by the caller. Methods are called in the order
+/// Raft requires: `send` (leader messages may go before the fsync, thesis 10.2.1),
+/// `persist`, `send` again for messages that had to wait for the disk, then `apply`.
+pub trait ReadySink {
+    /// Sends messages to peers (best effort; Raft retries).
+    fn send(&mut self, messages: Vec<Message>);
+    /// Makes entries, the hard state and a snapshot durable. When `must_sync` is true
+    /// the data must be on stable storage before this returns; a failure here must
+    /// abort the process, since Raft's safety depends on it.
+    fn persist(
+        &mut self,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+        snapshot: Option<&Snapshot>,
+        must_sync: bool,
+    );
+    /// Hands committed entries to the state machine, in log order.
+    fn apply(&mut self, committed: Vec<Entry>);
+    /// Delivers answered ReadIndex requests.
+    fn read_states(&mut self, states: Vec<ReadState>);
+    /// Reports a change of leader or role.
+    fn soft_state(&mut self, leader_id: u64, role: Role);
+}
+
+/// One Raft member: a raft-rs `RawNode` over an in-memory copy of the persisted log.
+pub struct RaftNode {
+    raw: RawNode<MemStorage>,
+}
+
+fn raft_config(cfg: &NodeConfig) -> Config {
+    Config {
+        id: cfg.id,
+        election_tick: cfg.election_tick,
+        heartbeat_tick: cfg.heartbeat_tick,
+        applied: cfg.applied,
+        max_size_per_msg: 1024 * 1024,
+        max_inflight_msgs: 256,
+        check_quorum: true,
+        pre_vote: true,
+        min_election_tick: cfg.election_tick,
+        max_election_tick: cfg.election_tick * 2,
+        read_only_option: ReadOnlyOption::Safe,
+        skip_bcast_commit: false,
+        batch_append: true,
+        priority: 0,
+        max_uncommitted_size: 64 * 1024 * 1024,
+        max_committed_size_per_ready: 16 * 1024 * 1024,
+    }
+}
+
+fn discard_logger() -> slog::Logger {
+    slog::Logger::root(slog::Discard, slog::o!())
+}
+
+impl RaftNode {
+    /// Starts a brand-new member whose initial membership is `voters`. Every member of
+    /// a new cluster must bootstrap with the same voters.
+    pub fn bootstrap(cfg: &NodeConfig, voters: &[u64]) -> Result<RaftNode, Error> {
+        assert!(
+            voters.contains(&cfg.id),
+            "invariant: a bootstrapping member is a voter"
+        );
+        let storage = MemStorage::new_with_conf_state(ConfState::from((voters.to_vec(), vec![])));
+        let raw = RawNode::new(&raft_config(cfg), storage, &discard_logger())?;
+        Ok(RaftNode { raw })
+    }
+
+    /// Restarts a member from what its WAL held.
+    pub fn restore(cfg: &NodeConfig, state: RestoreState) -> Result<RaftNode, Error> {
+        let storage = MemStorage::new();
+        {
+            let mut core = storage.wl();
+            if state.snapshot_index > 0 {
+                let mut snapshot = Snapshot::default();
+                let meta = snapshot.mut_metadata();
+                meta.index = state.snapshot_index;
+                meta.term = state.snapshot_term;
+                meta.set_conf_state(state.conf_state.clone());
+                core.apply_snapshot(snapshot)?;
+            } else {
+                core.set_conf_state(state.conf_state.clone());
+            }
+            core.append(&state.entries)?;
+            let mut hard_state = state.hard_state.clone();
+            hard_state.commit = hard_state.commit.max(state.snapshot_index).max(cfg.applied);
+            core.set_hardstate(hard_state);
+        }
+        let raw = RawNode::new(&raft_config(cfg), storage, &discard_logger())?;
+        Ok(RaftNode { raw })
+    }
+
+    /// Advances logical time by one tick.
+    pub fn tick(&mut self) {
+        self.raw.tick();
+    }
+
+    /// Starts an election now (used by a single-member cluster to avoid waiting).
+    pub fn campaign(&mut self) -> Result<(), Error> {
+        Ok(self.raw.campaign()?)
+    }
+
+    /// Proposes an entry; it is committed (or lost) asynchronously.
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<(), Error> {
+        match self.raw.propose(vec![], data) {
+            Ok(()) => Ok(()),
+            Err(raft::Error::ProposalDropped) => Err(Error::ProposalDropped),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Requests a read index; the answer arrives through [`ReadySink::read_states`]
+    /// carrying the same `ctx`, or never (the caller retries).
+    pub fn read_index(&mut self, ctx: Vec<u8>) {
+        self.raw.read_index(ctx);
+    }
+
+    /// Delivers a message from a peer.
+    pub fn step(&mut self, message: Message) -> Result<(), Error> {
+        Ok(self.raw.step(message)?)
+    }
+
+    /// This member's ID.
+    pub fn id(&self) -> u64 {
+        self.raw.raft.id
+    }
+
+    /// The leader this member knows of (0 when none).
+    pub fn leader_id(&self) -> u64 {
+        self.raw.raft.leader_id
+    }
+
+    /// The current term.
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
+    }
+
+    /// The highest index known to be committed.
+    pub fn commit_index(&self) -> u64 {
+        self.raw.raft.raft_log.committed
+    }
+
+    /// The current role.
+    pub fn role(&self) -> Role {
+        self.raw.raft.state.into()
+    }
+
+    /// The current membership.
+    pub fn conf_state(&self) -> ConfState {
+        self.raw
+            .store()
+            .initial_state()
+            .expect("invariant: MemStorage never fails")
+            .conf_state
+    }
+
+    /// The term of the entry at `index`, if the in-memory log still has it.
+    pub fn term_of(&self, index: u64) -> Option<u64> {
+        self.raw.store().term(index).ok()
+    }
+
+    /// Drops in-memory entries below `index` once a snapshot covers them.
+    pub fn compact_log(&mut self, index: u64) -> Result<(), Error> {
+        let last = self.raw.store().last_index()?;
+        self.raw.mut_store().wl().compact(index.min(last))?;
+        Ok(())
+    }
+
+    /// Runs one Ready cycle, if any work is pending. Returns whether there was work.
+    pub fn process_ready(&mut self, sink: &mut impl ReadySink) -> Result<bool, Error> {
+        if !self.raw.has_ready() {
+            return Ok(false);
+        }
+        let mut ready = self.raw.ready();
+        if let Some(ss) = ready.ss() {
+            sink.soft_state(ss.leader_id, ss.raft_state.into());
+        }
+        if !ready.messages().is_empty() {
+            sink.send(ready.take_messages());
+        }
+        let snapshot = (!ready.snapshot().is_empty()).then(|| ready.snapshot().clone());
+        let committed = ready.take_committed_entries();
+        if !committed.is_empty() {
+            sink.apply(committed);
+        }
+        if !ready.read_states().is_empty() {
+            sink.read_states(ready.take_read_states());
+        }
+        let entries = ready.take_entries();
+        let hard_state = ready.hs().cloned();
+        if !entries.is_empty() || hard_state.is_some() || snapshot.is_some() {
+            sink.persist(
+                &entries,
+                hard_state.as_ref(),
+                snapshot.as_ref(),
+                ready.must_sync(),
+            );
+            let mut core = self.raw.mut_store().wl();
+            if let Some(snapshot) = snapshot {
+                core.apply_snapshot(snapshot)?;
+            }
+            core.append(&entries)?;
+            if let Some(hard_state) = hard_state {
+                core.set_hardstate(hard_state);
+            }
+        }
+        if !ready.persisted_messages().is_empty() {
+            sink.send(ready.take_persisted_messages());
+        }
+        let mut light = self.raw.advance_append(ready);
+        if let Some(commit) = light.commit_index() {
+            let mut hard_state = self.raw.store().rl().hard_state().clone();
+            hard_state.commit = commit;
+            // The commit index may lag on disk: recovery re-derives it from the log.
+            sink.persist(&[], Some(&hard_state), None, false);
+            self.raw.mut_store().wl().set_hardstate(hard_state);
+        }
+        if !light.messages().is_empty() {
+            sink.send(light.take_messages());
+        }
+        let committed = light.take_committed_entries();
+        if !committed.is_empty() {
+            sink.apply(committed);
+        }
+        self.raw.advance_apply();
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Recorder {
+        persisted: Vec<Entry>,
+        applied: Vec<Entry>,
+        reads: Vec<ReadState>,
+        leader: u64,
+    }
+
+    impl ReadySink for Recorder {
+        fn send(&mut self, messages: Vec<Message>) {
+            assert!(messages.is_empty(), "a single member sends nothing");
+        }
+        fn persist(
+            &mut self,
+            entries: &[Entry],
+            _: Option<&HardState>,
+            _: Option<&Snapshot>,
+            _: bool,
+        ) {
+            self.persisted.extend_from_slice(entries);
+        }
+        fn apply(&mut self, committed: Vec<Entry>) {
+            for e in &committed {
+                assert!(
+                    self.persisted.iter().any(|p| p.index == e.index),
+                    "entry {} applied before it was persisted",
+                    e.index
+                );
+            }
+            self.applied.extend(committed);
+        }
+        fn read_states(&mut self, states: Vec<ReadState>) {
+            self.reads.extend(states);
+        }
+        fn soft_state(&mut self, leader_id: u64, _: Role) {
+            self.leader = leader_id;
+        }
+    }
+
+    fn single(applied: u64) -> NodeConfig {
+        NodeConfig {
+            id: 1,
+            election_tick: 10,
+            heartbeat_tick: 1,
+            applied,
+        }
+    }
+
+    fn drain(node: &mut RaftNode, sink: &mut Recorder) {
+        while node.process_ready(sink).expect("ready") {}
+    }
+
+    #[test]
+    fn single_member_elects_itself_and_commits_proposals_after_persisting() {
+        let mut node = RaftNode::bootstrap(&single(0), &[1]).expect("bootstrap");
+        let mut sink = Recorder::default();
+        node.campaign().expect("campaign");
+        drain(&mut node, &mut sink);
+        assert_eq!(sink.leader, 1);
+        assert_eq!(node.role(), Role::Leader);
+        node.propose(b"a".to_vec()).expect("propose");
+        node.propose(b"b".to_vec()).expect("propose");
+        drain(&mut node, &mut sink);
+        let data: Vec<&[u8]> = sink.applied.iter().map(|e| e.data.as_ref()).collect();
+        assert_eq!(
+            data,
+            vec![&b""[..], b"a", b"b"],
+            "leader's empty entry, then proposals"
+        );
+    }
+
+    #[test]
+    fn read_index_is_answered_once_the_leader_committed_in_its_term() {
+        let mut node = RaftNode::bootstrap(&single(0), &[1]).expect("bootstrap");
+        let mut sink = Recorder::default();
+        node.campaign().expect("campaign");
+        drain(&mut node, &mut sink);
+        node.read_index(b"ctx".to_vec());
+        drain(&mut node, &mut sink);
+        assert_eq!(sink.reads.len(), 1);
+        assert_eq!(sink.reads[0].request_ctx, b"ctx");
+        assert_eq!(sink.reads[0].index, node.commit_index());
+    }
+
+    #[test]
+    fn restored_member_does_not_reapply_what_was_applied() {
+        let mut node = RaftNode::bootstrap(&single(0), &[1]).expect("bootstrap");
+        let mut sink = Recorder::default();
+        node.campaign().expect("campaign");
+        drain(&mut node, &mut sink);
+        for i in 0..5u8 {
+            node.propose(vec![i]).expect("propose");
+        }
+        drain(&mut node, &mut sink);
+        let hard_state = HardState {
+            term: node.term(),
+            vote: 1,
+            commit: node.commit_index(),
+            ..Default::default()
+        };
+        let state = RestoreState {
+            conf_state: node.conf_state(),
+            hard_state,
+            entries: sink.persisted.clone(),
+            ..Default::default()
+        };
+        let applied = 4;
+        let mut restored = RaftNode::restore(&single(applied), state).expect("restore");
+        let mut after = Recorder {
+            persisted: sink.persisted.clone(),
+            ..Default::default()
+        };
+        restored.campaign().expect("campaign");
+        drain(&mut restored, &mut after);
+        let first = after
+            .applied
+            .first()
+            .expect("entries after the applied index");
+        assert_eq!(first.index, applied + 1);
+    }
+}
