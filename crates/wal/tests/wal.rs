@@ -1,0 +1,566 @@
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use etcd_wal::{Entry, Error, HardState, Replay, SnapshotMarker, Wal};
+
+fn ent(index: u64, term: u64) -> Entry {
+    Entry {
+        index,
+        term,
+        entry_type: (index % 3) as u8,
+        data: format!("data-{index}-{term}").into_bytes(),
+        context: if index.is_multiple_of(2) {
+            vec![index as u8; 3]
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+fn hs(term: u64, commit: u64) -> HardState {
+    HardState {
+        term,
+        vote: term % 3 + 1,
+        commit,
+    }
+}
+
+/// Segment files of `dir`, sorted by name (= by seq).
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// Tiny deterministic PRNG (xorshift64*), so the tests need no extra dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+fn assert_corrupt(r: Result<(Wal, Replay), Error>) -> String {
+    match r {
+        Err(e @ Error::Corrupt { .. }) => e.to_string(),
+        Err(e) => panic!("expected Error::Corrupt, got {e:?}"),
+        Ok((_, replay)) => panic!("expected Error::Corrupt, got a replay: {replay:?}"),
+    }
+}
+
+#[test]
+fn round_trip_across_syncs_and_reopens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("wal");
+    let mut wal = Wal::create(&dir, b"cluster-7/member-3").unwrap();
+    assert!(Wal::exists(&dir));
+    let mut written = Vec::new();
+    for batch in 0..5u64 {
+        let ents: Vec<Entry> = (batch * 4 + 1..=batch * 4 + 4)
+            .map(|i| ent(i, batch + 1))
+            .collect();
+        wal.append(&ents, Some(&hs(batch + 1, batch * 4))).unwrap();
+        written.extend(ents);
+        wal.sync().unwrap();
+    }
+    // Hard state without entries, entries without hard state.
+    wal.append(&[], Some(&hs(9, 20))).unwrap();
+    wal.append(&[ent(21, 9)], None).unwrap();
+    written.push(ent(21, 9));
+    wal.sync().unwrap();
+    assert_eq!(wal.last_index(), 21);
+    drop(wal);
+
+    let (mut wal, replay) = Wal::open(&dir).unwrap();
+    assert_eq!(replay.metadata, b"cluster-7/member-3");
+    assert_eq!(replay.snapshot, None);
+    assert_eq!(replay.hard_state, Some(hs(9, 20)));
+    assert_eq!(replay.entries, written);
+    assert_eq!(replay.torn_bytes, 0);
+    assert_eq!(wal.last_index(), 21);
+
+    // Keep appending to the reopened log.
+    wal.append(&[ent(22, 9), ent(23, 9)], Some(&hs(9, 23)))
+        .unwrap();
+    wal.sync().unwrap();
+    written.extend([ent(22, 9), ent(23, 9)]);
+    drop(wal);
+    let (_, replay) = Wal::open(&dir).unwrap();
+    assert_eq!(replay.entries, written);
+    assert_eq!(replay.hard_state, Some(hs(9, 23)));
+}
+
+#[test]
+fn later_entries_overwrite_conflicting_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut wal = Wal::create(dir, b"m").unwrap();
+    let first: Vec<Entry> = (1..=10).map(|i| ent(i, 1)).collect();
+    wal.append(&first, Some(&hs(1, 3))).unwrap();
+    wal.sync().unwrap();
+    let second: Vec<Entry> = (6..=8).map(|i| ent(i, 2)).collect();
+    wal.append(&second, Some(&hs(2, 5))).unwrap();
+    wal.sync().unwrap();
+    assert_eq!(wal.last_index(), 8);
+    drop(wal);
+
+    let (mut wal, replay) = Wal::open(dir).unwrap();
+    let expected: Vec<Entry> = (1..=5).map(|i| ent(i, 1)).chain(second.clone()).collect();
+    assert_eq!(replay.entries, expected);
+    assert_eq!(replay.hard_state, Some(hs(2, 5)));
+
+    // Overwrite again after a reopen, reaching back before the previous conflict.
+    wal.append(&[ent(3, 3)], None).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let (_, replay) = Wal::open(dir).unwrap();
+    let expected: Vec<Entry> = vec![ent(1, 1), ent(2, 1), ent(3, 3)];
+    assert_eq!(replay.entries, expected);
+}
+
+#[test]
+fn create_refuses_existing_log_and_open_refuses_empty_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    assert!(!Wal::exists(dir));
+    assert!(matches!(Wal::open(dir), Err(Error::NotFound(_))));
+    assert!(Wal::open(&dir.join("missing")).is_err());
+    let wal = Wal::create(dir, b"m").unwrap();
+    drop(wal);
+    match Wal::create(dir, b"m") {
+        Err(e @ Error::AlreadyExists(_)) => assert!(e.to_string().contains("Wal::open")),
+        other => panic!("expected AlreadyExists, got {other:?}"),
+    }
+    // A freshly created log replays as empty.
+    let (_, replay) = Wal::open(dir).unwrap();
+    assert_eq!(replay.metadata, b"m");
+    assert!(replay.entries.is_empty() && replay.hard_state.is_none() && replay.snapshot.is_none());
+}
+
+/// Builds a log with `n` entries, each followed by a hard state, one sync per entry.
+/// Returns the written entries and hard states.
+fn build_log(dir: &Path, n: u64, segment_bytes: Option<u64>) -> (Vec<Entry>, Vec<HardState>) {
+    let mut wal = Wal::create(dir, b"meta").unwrap();
+    if let Some(b) = segment_bytes {
+        wal.set_segment_bytes_max(b);
+    }
+    let (mut ents, mut hss) = (Vec::new(), Vec::new());
+    for i in 1..=n {
+        let e = ent(i, 1 + i / 4);
+        let h = hs(1 + i / 4, i.saturating_sub(1));
+        wal.append(std::slice::from_ref(&e), Some(&h)).unwrap();
+        wal.sync().unwrap();
+        ents.push(e);
+        hss.push(h);
+    }
+    (ents, hss)
+}
+
+/// Truncates the last segment of a copy of `src` to every possible length and checks that
+/// the log opens to a valid prefix and still accepts appends.
+fn torn_tail_every_byte(src: &Path, ents: &[Entry], hss: &[HardState], single_segment: bool) {
+    let last = segment_files(src).pop().unwrap();
+    let full = fs::read(&last).unwrap();
+    let metadata_record_len = 8 + 1 + 4 + b"meta".len();
+    let mut prev_len = 0;
+    for cut in 0..=full.len() {
+        let tmp = tempfile::tempdir().unwrap();
+        copy_dir(src, tmp.path());
+        let seg = tmp.path().join(last.file_name().unwrap());
+        fs::write(&seg, &full[..cut]).unwrap();
+        let opened = Wal::open(tmp.path());
+        if single_segment && cut < metadata_record_len {
+            // Only a lost, fsynced segment header can cause this; metadata is unrecoverable.
+            assert_corrupt(opened);
+            continue;
+        }
+        let (mut wal, replay) = opened.unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        let k = replay.entries.len();
+        assert_eq!(
+            replay.entries[..],
+            ents[..k],
+            "cut at {cut}: entries are not a prefix"
+        );
+        assert!(
+            k >= prev_len,
+            "cut at {cut}: replay lost entries a shorter cut kept"
+        );
+        prev_len = k;
+        if let Some(h) = replay.hard_state {
+            assert!(
+                hss.contains(&h),
+                "cut at {cut}: hard state {h:?} was never written"
+            );
+        }
+        // What was cut off plus what is left (the emptied segment is removed) is the input.
+        let left = fs::metadata(&seg).map_or(0, |m| m.len());
+        assert_eq!(replay.torn_bytes + left, cut as u64, "cut at {cut}");
+        // The repaired log accepts appends, and they survive a reopen.
+        let next = ent(k as u64 + 1, 99);
+        wal.append(std::slice::from_ref(&next), Some(&hs(99, 1)))
+            .unwrap();
+        wal.sync().unwrap();
+        drop(wal);
+        let (_, again) =
+            Wal::open(tmp.path()).unwrap_or_else(|e| panic!("cut at {cut}, reopen: {e}"));
+        assert_eq!(again.entries.len(), k + 1, "cut at {cut}");
+        assert_eq!(again.entries[..k], ents[..k]);
+        assert_eq!(again.entries[k], next);
+        assert_eq!(again.hard_state, Some(hs(99, 1)));
+        assert_eq!(again.torn_bytes, 0);
+    }
+    assert_eq!(
+        prev_len,
+        ents.len(),
+        "the untruncated log must replay in full"
+    );
+}
+
+#[test]
+fn torn_tail_at_every_byte_single_segment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ents, hss) = build_log(tmp.path(), 12, None);
+    assert_eq!(segment_files(tmp.path()).len(), 1);
+    torn_tail_every_byte(tmp.path(), &ents, &hss, true);
+}
+
+#[test]
+fn torn_tail_at_every_byte_of_last_segment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ents, hss) = build_log(tmp.path(), 30, Some(400));
+    assert!(segment_files(tmp.path()).len() >= 3);
+    torn_tail_every_byte(tmp.path(), &ents, &hss, false);
+}
+
+#[test]
+fn garbage_at_the_tail_is_repaired() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ents, hss) = build_log(tmp.path(), 8, None);
+    let seg = segment_files(tmp.path()).pop().unwrap();
+    let good = fs::read(&seg).unwrap();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut tails: Vec<Vec<u8>> = vec![
+        vec![0; 1],
+        vec![0; 7],
+        vec![0; 4096],
+        // A header promising a huge record, then nothing.
+        vec![0xff, 0xff, 0xff, 0x00, 1, 2, 3, 4, 2],
+        // A plausible header whose body never made it to disk.
+        vec![40, 0, 0, 0, 1, 2, 3, 4, 2, 0, 0],
+    ];
+    for n in [1, 3, 8, 9, 100, 5000] {
+        tails.push(rng.bytes(n));
+    }
+    for tail in tails {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(tmp.path(), dir.path());
+        let seg = dir.path().join(seg.file_name().unwrap());
+        let mut bytes = good.clone();
+        bytes.extend_from_slice(&tail);
+        fs::write(&seg, &bytes).unwrap();
+        let (mut wal, replay) = Wal::open(dir.path()).unwrap();
+        assert_eq!(replay.entries, ents);
+        assert_eq!(replay.hard_state, hss.last().copied());
+        assert_eq!(replay.torn_bytes, tail.len() as u64);
+        assert_eq!(
+            fs::read(&seg).unwrap(),
+            good,
+            "the tail must be truncated on disk"
+        );
+        wal.append(&[ent(9, 5)], None).unwrap();
+        wal.sync().unwrap();
+        drop(wal);
+        let (_, replay) = Wal::open(dir.path()).unwrap();
+        assert_eq!(replay.entries.len(), 9);
+        assert_eq!(replay.torn_bytes, 0);
+    }
+}
+
+#[test]
+fn flipped_byte_in_an_early_record_is_corruption() {
+    let tmp = tempfile::tempdir().unwrap();
+    build_log(tmp.path(), 6, None);
+    let seg = segment_files(tmp.path()).pop().unwrap();
+    let good = fs::read(&seg).unwrap();
+    // Records: metadata (17 bytes), then entry 1 starts at offset 17.
+    let start = 8 + 1 + 4 + 4;
+    let entry_len = 8 + u32::from_le_bytes(good[start..start + 4].try_into().unwrap()) as usize;
+    for pos in start..start + entry_len {
+        for mask in [0x01u8, 0x80, 0xff] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut bytes = good.clone();
+            bytes[pos] ^= mask;
+            fs::write(dir.path().join(seg.file_name().unwrap()), &bytes).unwrap();
+            let msg = assert_corrupt(Wal::open(dir.path()));
+            assert!(msg.contains("followed by a valid record"), "{msg}");
+            assert!(msg.contains("re-add"), "{msg}");
+            // Refusing must not repair anything.
+            assert_eq!(
+                fs::read(dir.path().join(seg.file_name().unwrap())).unwrap(),
+                bytes
+            );
+        }
+    }
+    // Flipping a byte in the metadata record is corruption too.
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = good.clone();
+    bytes[12] ^= 1;
+    fs::write(dir.path().join(seg.file_name().unwrap()), &bytes).unwrap();
+    assert_corrupt(Wal::open(dir.path()));
+}
+
+#[test]
+fn damage_in_a_non_last_segment_is_corruption() {
+    let tmp = tempfile::tempdir().unwrap();
+    build_log(tmp.path(), 20, Some(300));
+    let segs = segment_files(tmp.path());
+    assert!(segs.len() >= 3);
+    let victim = segs[segs.len() - 2].file_name().unwrap().to_owned();
+    let good = fs::read(&segs[segs.len() - 2]).unwrap();
+
+    // A flipped byte in the final record of a non-last segment (nothing valid after it in
+    // that file) is still corruption.
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(tmp.path(), dir.path());
+    let mut bytes = good.clone();
+    *bytes.last_mut().unwrap() ^= 0x10;
+    fs::write(dir.path().join(&victim), &bytes).unwrap();
+    let msg = assert_corrupt(Wal::open(dir.path()));
+    assert!(msg.contains("not the newest"), "{msg}");
+
+    // So is a non-last segment with a truncated tail, or with garbage appended.
+    for bytes in [
+        good[..good.len() - 3].to_vec(),
+        [good.clone(), vec![0; 16]].concat(),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(tmp.path(), dir.path());
+        fs::write(dir.path().join(&victim), &bytes).unwrap();
+        assert_corrupt(Wal::open(dir.path()));
+    }
+
+    // A missing segment in the middle breaks the seq chain.
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(tmp.path(), dir.path());
+    fs::remove_file(dir.path().join(&victim)).unwrap();
+    let msg = assert_corrupt(Wal::open(dir.path()));
+    assert!(msg.contains("missing"), "{msg}");
+}
+
+#[test]
+fn rollover_and_release() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut wal = Wal::create(dir, b"meta").unwrap();
+    wal.set_segment_bytes_max(512);
+    for i in 1..=100 {
+        wal.append(&[ent(i, 2)], Some(&hs(2, i - 1))).unwrap();
+        if i % 7 == 0 {
+            wal.sync().unwrap();
+        }
+    }
+    wal.sync().unwrap();
+    let before = segment_files(dir);
+    assert!(
+        before.len() > 10,
+        "expected many segments, got {}",
+        before.len()
+    );
+    assert_eq!(before.len(), wal.segments().len());
+    for (i, s) in wal.segments().iter().enumerate() {
+        assert_eq!(s.seq, i as u64);
+    }
+
+    // Without a snapshot marker nothing may be released.
+    wal.release_to(90).unwrap();
+    assert_eq!(segment_files(dir), before);
+
+    let marker = SnapshotMarker {
+        index: 60,
+        term: 2,
+        conf_state: b"voters=1,2,3".to_vec(),
+    };
+    wal.save_snapshot(&marker).unwrap();
+    // Asking for more than the newest marker covers is capped at the marker.
+    wal.release_to(1000).unwrap();
+    let after = segment_files(dir);
+    assert!(after.len() < before.len(), "nothing was released");
+    assert!(after.len() >= 2);
+    let first = &wal.segments()[0];
+    assert!(
+        first.first_index <= 60,
+        "released a segment holding entries > 60"
+    );
+    assert!(
+        wal.segments()[1].first_index > 60,
+        "kept a segment it could release"
+    );
+    assert_eq!(after.len(), wal.segments().len());
+    for p in &before[..before.len() - after.len()] {
+        assert!(!p.exists());
+    }
+
+    // More appends after the release, then replay what remains.
+    wal.append(&[ent(101, 3)], Some(&hs(3, 100))).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let (mut wal, replay) = Wal::open(dir).unwrap();
+    assert_eq!(replay.snapshot, Some(marker.clone()));
+    assert_eq!(replay.hard_state, Some(hs(3, 100)));
+    let expected: Vec<Entry> = (61..=100).map(|i| ent(i, 2)).chain([ent(101, 3)]).collect();
+    assert_eq!(replay.entries, expected);
+
+    // One segment per entry from here on; segments cut before a marker carry the older
+    // marker in their header, and replay from the remaining suffix must still work.
+    wal.set_segment_bytes_max(0);
+    for i in 102..=110 {
+        wal.append(&[ent(i, 3)], Some(&hs(3, i - 1))).unwrap();
+    }
+    let marker2 = SnapshotMarker {
+        index: 108,
+        term: 3,
+        conf_state: b"voters=1,2".to_vec(),
+    };
+    wal.save_snapshot(&marker2).unwrap();
+    wal.release_to(108).unwrap();
+    // The segment holding entry 108 is the oldest kept: everything before it held < 108.
+    assert_eq!(wal.segments()[0].first_index, 108);
+    assert_eq!(segment_files(dir).len(), wal.segments().len());
+    drop(wal);
+    let (_, replay) = Wal::open(dir).unwrap();
+    assert_eq!(replay.snapshot, Some(marker2));
+    assert_eq!(replay.hard_state, Some(hs(3, 109)));
+    assert_eq!(replay.entries, vec![ent(109, 3), ent(110, 3)]);
+}
+
+#[test]
+fn snapshot_marker_discards_older_entries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut wal = Wal::create(dir, b"m").unwrap();
+    wal.append(&(1..=5).map(|i| ent(i, 1)).collect::<Vec<_>>(), None)
+        .unwrap();
+    // A follower receives a snapshot far ahead of its log, then entries after it.
+    let marker = SnapshotMarker {
+        index: 50,
+        term: 4,
+        conf_state: vec![],
+    };
+    wal.save_snapshot(&marker).unwrap();
+    assert_eq!(wal.last_index(), 50);
+    wal.append(&[ent(51, 4)], Some(&hs(4, 51))).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let (wal, replay) = Wal::open(dir).unwrap();
+    assert_eq!(replay.snapshot, Some(marker));
+    assert_eq!(replay.entries, vec![ent(51, 4)]);
+    assert_eq!(wal.last_index(), 51);
+}
+
+#[test]
+fn gap_in_entries_is_corruption() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut wal = Wal::create(dir, b"m").unwrap();
+    wal.append(&[ent(1, 1), ent(2, 1), ent(5, 1)], None)
+        .unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let msg = assert_corrupt(Wal::open(dir));
+    assert!(msg.contains("entries are missing"), "{msg}");
+}
+
+#[test]
+fn unsynced_appends_are_not_durable_and_leftover_temp_segments_are_ignored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut wal = Wal::create(dir, b"m").unwrap();
+    wal.append(&[ent(1, 1)], None).unwrap();
+    wal.sync().unwrap();
+    wal.append(&[ent(2, 1)], None).unwrap();
+    drop(wal); // never synced: still buffered
+    let tmp_seg = dir.join("0000000000000001-0000000000000002.wal.tmp");
+    fs::write(&tmp_seg, b"half a header").unwrap();
+    let (_, replay) = Wal::open(dir).unwrap();
+    assert_eq!(replay.entries, vec![ent(1, 1)]);
+    assert!(!tmp_seg.exists(), "leftover temp segment was not removed");
+}
+
+#[test]
+fn oversized_records_are_rejected_and_the_log_stays_usable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut wal = Wal::create(dir, b"m").unwrap();
+    let mut big = ent(1, 1);
+    big.data = vec![0; etcd_wal::MAX_RECORD_BYTES];
+    let err = wal.append(&[ent(1, 1), big], Some(&hs(1, 0))).unwrap_err();
+    assert!(matches!(err, Error::TooLarge { .. }), "{err:?}");
+    wal.append(&[ent(1, 2)], None).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let (_, replay) = Wal::open(dir).unwrap();
+    assert_eq!(replay.entries, vec![ent(1, 2)]);
+    assert_eq!(replay.hard_state, None);
+}
+
+#[test]
+fn every_segment_header_restates_snapshot_and_hard_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut wal = Wal::create(dir, b"m").unwrap();
+    let ents: Vec<Entry> = (1..=5).map(|i| ent(i, 1)).collect();
+    wal.append(&ents, Some(&hs(1, 5))).unwrap();
+    let marker = SnapshotMarker {
+        index: 5,
+        term: 1,
+        conf_state: b"cs".to_vec(),
+    };
+    wal.set_segment_bytes_max(0); // every write cuts a new segment after it
+    wal.save_snapshot(&marker).unwrap();
+    wal.append(&[ent(6, 1)], None).unwrap();
+    wal.append(&[ent(7, 1)], None).unwrap();
+    wal.sync().unwrap();
+    let names: Vec<String> = wal
+        .segments()
+        .iter()
+        .map(|s| s.path.file_name().unwrap().to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "0000000000000000-0000000000000000.wal",
+            "0000000000000001-0000000000000006.wal",
+            "0000000000000002-0000000000000007.wal",
+            "0000000000000003-0000000000000008.wal",
+        ]
+    );
+    drop(wal);
+    // The suffix starting at the segment for entry 6 replays on its own.
+    let suffix = tempfile::tempdir().unwrap();
+    for name in &names[1..] {
+        fs::copy(dir.join(name), suffix.path().join(name)).unwrap();
+    }
+    let (_, replay) = Wal::open(suffix.path()).unwrap();
+    assert_eq!(replay.metadata, b"m");
+    assert_eq!(replay.snapshot, Some(marker));
+    assert_eq!(replay.hard_state, Some(hs(1, 5)));
+    assert_eq!(replay.entries, vec![ent(6, 1), ent(7, 1)]);
+}
