@@ -14,8 +14,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={proto}");
     }
     let fds = protox::compile(protos, ["proto"])?;
-    tonic_prost_build::configure()
-        .generate_default_stubs(true)
-        .compile_fds(fds)?;
+    tonic_prost_build::configure().generate_default_stubs(true).compile_fds(fds)?;
     Ok(())
 }

@@ -1,1 +1,244 @@
-fn main() {}
+//! `bench`: a load generator with the interface of etcd's `benchmark` tool, so the
+//! same command line measures this server and real etcd side by side.
+//!
+//! ```text
+//! bench --endpoints=127.0.0.1:2379 --conns=1 --clients=1 put --key-size=8 --val-size=256 --total=10000
+//! bench --endpoints=127.0.0.1:2379 --clients=64 range foo --consistency=l --total=10000
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use etcd_proto::etcdserverpb::kv_client::KvClient;
+use etcd_proto::etcdserverpb::{PutRequest, RangeRequest};
+use tonic::transport::{Channel, Endpoint};
+
+/// A low-level benchmark tool for etcd-compatible servers.
+#[derive(Debug, Parser)]
+#[command(name = "bench")]
+struct Cli {
+    /// Comma-separated gRPC endpoints.
+    #[arg(long, global = true, default_value = "127.0.0.1:2379")]
+    endpoints: String,
+    /// Total number of gRPC connections.
+    #[arg(long, global = true, default_value_t = 1)]
+    conns: usize,
+    /// Total number of concurrent clients.
+    #[arg(long, global = true, default_value_t = 1)]
+    clients: usize,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Benchmark put.
+    Put {
+        /// Key size of put request.
+        #[arg(long, default_value_t = 8)]
+        key_size: usize,
+        /// Value size of put request.
+        #[arg(long, default_value_t = 8)]
+        val_size: usize,
+        /// Total number of put requests.
+        #[arg(long, default_value_t = 10_000)]
+        total: u64,
+        /// Maximum possible keys.
+        #[arg(long, default_value_t = 1)]
+        key_space_size: u64,
+        /// Use sequential keys.
+        #[arg(long)]
+        sequential_keys: bool,
+    },
+    /// Benchmark range.
+    Range {
+        /// The key to range over.
+        key: String,
+        /// The end of the range (exclusive).
+        end_range: Option<String>,
+        /// Linearizable (l) or serializable (s).
+        #[arg(long, default_value = "l")]
+        consistency: String,
+        /// Total number of range requests.
+        #[arg(long, default_value_t = 10_000)]
+        total: u64,
+        /// Maximum number of results to return.
+        #[arg(long, default_value_t = 0)]
+        limit: i64,
+        /// Only returns the count of keys.
+        #[arg(long)]
+        count_only: bool,
+    },
+}
+
+async fn connect(cli: &Cli) -> Result<Vec<KvClient<Channel>>, String> {
+    let endpoints: Vec<String> = cli
+        .endpoints
+        .split(',')
+        .map(|e| if e.contains("://") { e.to_string() } else { format!("http://{e}") })
+        .collect();
+    let mut clients = Vec::new();
+    for i in 0..cli.conns.max(1) {
+        let url = &endpoints[i % endpoints.len()];
+        let channel = Endpoint::from_shared(url.clone())
+            .map_err(|e| format!("bad endpoint {url}: {e}"))?
+            .connect()
+            .await
+            .map_err(|e| format!("cannot connect to {url}: {e} (is the server running?)"))?;
+        clients.push(KvClient::new(channel));
+    }
+    Ok(clients)
+}
+
+/// Builds the request for the `n`th operation.
+type MakeOp = Arc<dyn Fn(u64) -> Op + Send + Sync>;
+
+enum Op {
+    Put(PutRequest),
+    Range(RangeRequest),
+}
+
+fn put_key(n: u64, key_size: usize, key_space: u64, sequential: bool) -> Vec<u8> {
+    let k = if sequential { n % key_space.max(1) } else { fastrand(n) % key_space.max(1) };
+    let mut key = vec![0u8; key_size.max(8)];
+    key[..8].copy_from_slice(&k.to_be_bytes());
+    key.truncate(key_size.max(1));
+    key
+}
+
+/// A cheap deterministic mix (splitmix64), enough to spread keys.
+fn fastrand(n: u64) -> u64 {
+    let mut z = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let (total, make): (u64, MakeOp) = match &cli.command {
+        Command::Put { key_size, val_size, total, key_space_size, sequential_keys } => {
+            let (key_size, value) = (*key_size, vec![b'x'; *val_size]);
+            let (space, seq) = (*key_space_size, *sequential_keys);
+            let make: MakeOp = Arc::new(move |n| {
+                Op::Put(PutRequest {
+                    key: put_key(n, key_size, space, seq),
+                    value: value.clone(),
+                    ..Default::default()
+                })
+            });
+            (*total, make)
+        }
+        Command::Range { key, end_range, consistency, total, limit, count_only } => {
+            let serializable = match consistency.as_str() {
+                "l" => false,
+                "s" => true,
+                other => return Err(format!("--consistency {other:?}: use l or s")),
+            };
+            let request = RangeRequest {
+                key: key.clone().into_bytes(),
+                range_end: end_range.clone().unwrap_or_default().into_bytes(),
+                limit: *limit,
+                serializable,
+                count_only: *count_only,
+                ..Default::default()
+            };
+            (*total, Arc::new(move |_| Op::Range(request.clone())))
+        }
+    };
+    let connections = connect(&cli).await?;
+    let next = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let progress = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let n = done.load(Ordering::Relaxed);
+                eprint!(
+                    "\r{n} / {total} requests ({:.0}%)",
+                    n as f64 * 100.0 / total.max(1) as f64
+                );
+            }
+        })
+    };
+    let mut workers = Vec::new();
+    for c in 0..cli.clients.max(1) {
+        let mut client = connections[c % connections.len()].clone();
+        let (next, done, make) = (next.clone(), done.clone(), make.clone());
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0u64;
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= total {
+                    break;
+                }
+                let begin = Instant::now();
+                let ok = match make(n) {
+                    Op::Put(r) => client.put(r).await.is_ok(),
+                    Op::Range(r) => client.range(r).await.is_ok(),
+                };
+                if ok {
+                    latencies.push(begin.elapsed());
+                } else {
+                    errors += 1;
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for worker in workers {
+        let (l, e) = worker.await.map_err(|e| e.to_string())?;
+        latencies.extend(l);
+        errors += e;
+    }
+    let elapsed = started.elapsed();
+    progress.abort();
+    eprintln!("\r{total} / {total} requests (100%)");
+    report(&mut latencies, errors, elapsed);
+    Ok(())
+}
+
+fn report(latencies: &mut [Duration], errors: u64, elapsed: Duration) {
+    latencies.sort();
+    let secs: Vec<f64> = latencies.iter().map(Duration::as_secs_f64).collect();
+    let n = secs.len().max(1) as f64;
+    let average = secs.iter().sum::<f64>() / n;
+    let stddev = (secs.iter().map(|s| (s - average).powi(2)).sum::<f64>() / n).sqrt();
+    println!("\nSummary:");
+    println!("  Total:\t{:.4} secs.", elapsed.as_secs_f64());
+    println!("  Slowest:\t{:.4} secs.", secs.last().copied().unwrap_or(0.0));
+    println!("  Fastest:\t{:.4} secs.", secs.first().copied().unwrap_or(0.0));
+    println!("  Average:\t{average:.4} secs.");
+    println!("  Stddev:\t{stddev:.4} secs.");
+    println!("  Requests/sec:\t{:.4}", secs.len() as f64 / elapsed.as_secs_f64());
+    if errors > 0 {
+        println!("\nError distribution:\n  [{errors}]\trequest failed");
+    }
+    println!("\nLatency distribution:");
+    for p in [10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9] {
+        if secs.is_empty() {
+            break;
+        }
+        let i = ((p / 100.0) * secs.len() as f64).ceil() as usize;
+        println!("  {p}% in {:.4} secs.", secs[i.clamp(1, secs.len()) - 1]);
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,32 @@
-//! placeholder
+//! The multi-version key-value store of an etcd-rs member: revisions, the
+//! in-memory key index with generations, and etcd's Range / Put /
+//! DeleteRange / Txn / Compact semantics on top of the `key` table of
+//! [`etcd_storage`]. It owns the meaning of revisions and of the `key`
+//! table and the compaction record in `meta`.
+//!
+//! It must not know about Raft, gRPC, authentication, or leases beyond the
+//! lease id stored on a key (the caller says which leases exist and is told
+//! which keys changed lease). Response headers are the caller's, except the
+//! revision-only headers etcd puts on the responses nested in a Txn.
+//!
+//! Writes go through a [`Batch`] (one redb write transaction, committed by
+//! the caller together with its own meta writes); reads on [`KvStore`] run
+//! concurrently and only ever see committed batches (see `kvstore.rs`).
+#![warn(missing_docs)]
+
+mod batch;
+mod error;
+pub mod index;
+pub mod key_index;
+mod kvstore;
+mod range;
+pub mod revision;
+mod txn;
+
+pub use batch::{Batch, LeaseChange};
+pub use error::MvccError;
+pub use kvstore::{HashKv, KvStore};
+pub use revision::Revision;
+
+#[cfg(test)]
+mod tests;

@@ -69,10 +69,7 @@ mod tests {
 
     #[test]
     fn truncated_conf_state_is_rejected() {
-        let bytes = encode_conf_state(&ConfState {
-            voters: vec![1, 2],
-            ..Default::default()
-        });
+        let bytes = encode_conf_state(&ConfState { voters: vec![1, 2], ..Default::default() });
         for len in 0..bytes.len() {
             assert_eq!(decode_conf_state(&bytes[..len]), None, "len {len}");
         }

@@ -118,10 +118,7 @@ impl RaftNode {
     /// Starts a brand-new member whose initial membership is `voters`. Every member of
     /// a new cluster must bootstrap with the same voters.
     pub fn bootstrap(cfg: &NodeConfig, voters: &[u64]) -> Result<RaftNode, Error> {
-        assert!(
-            voters.contains(&cfg.id),
-            "invariant: a bootstrapping member is a voter"
-        );
+        assert!(voters.contains(&cfg.id), "invariant: a bootstrapping member is a voter");
         let storage = MemStorage::new_with_conf_state(ConfState::from((voters.to_vec(), vec![])));
         let raw = RawNode::new(&raft_config(cfg), storage, &discard_logger())?;
         Ok(RaftNode { raw })
@@ -208,11 +205,7 @@ impl RaftNode {
 
     /// The current membership.
     pub fn conf_state(&self) -> ConfState {
-        self.raw
-            .store()
-            .initial_state()
-            .expect("invariant: MemStorage never fails")
-            .conf_state
+        self.raw.store().initial_state().expect("invariant: MemStorage never fails").conf_state
     }
 
     /// The term of the entry at `index`, if the in-memory log still has it.
@@ -250,12 +243,7 @@ impl RaftNode {
         let entries = ready.take_entries();
         let hard_state = ready.hs().cloned();
         if !entries.is_empty() || hard_state.is_some() || snapshot.is_some() {
-            sink.persist(
-                &entries,
-                hard_state.as_ref(),
-                snapshot.as_ref(),
-                ready.must_sync(),
-            );
+            sink.persist(&entries, hard_state.as_ref(), snapshot.as_ref(), ready.must_sync());
             let mut core = self.raw.mut_store().wl();
             if let Some(snapshot) = snapshot {
                 core.apply_snapshot(snapshot)?;
@@ -332,12 +320,7 @@ mod tests {
     }
 
     fn single(applied: u64) -> NodeConfig {
-        NodeConfig {
-            id: 1,
-            election_tick: 10,
-            heartbeat_tick: 1,
-            applied,
-        }
+        NodeConfig { id: 1, election_tick: 10, heartbeat_tick: 1, applied }
     }
 
     fn drain(node: &mut RaftNode, sink: &mut Recorder) {
@@ -356,11 +339,7 @@ mod tests {
         node.propose(b"b".to_vec()).expect("propose");
         drain(&mut node, &mut sink);
         let data: Vec<&[u8]> = sink.applied.iter().map(|e| e.data.as_ref()).collect();
-        assert_eq!(
-            data,
-            vec![&b""[..], b"a", b"b"],
-            "leader's empty entry, then proposals"
-        );
+        assert_eq!(data, vec![&b""[..], b"a", b"b"], "leader's empty entry, then proposals");
     }
 
     #[test]
@@ -400,16 +379,10 @@ mod tests {
         };
         let applied = 4;
         let mut restored = RaftNode::restore(&single(applied), state).expect("restore");
-        let mut after = Recorder {
-            persisted: sink.persisted.clone(),
-            ..Default::default()
-        };
+        let mut after = Recorder { persisted: sink.persisted.clone(), ..Default::default() };
         restored.campaign().expect("campaign");
         drain(&mut restored, &mut after);
-        let first = after
-            .applied
-            .first()
-            .expect("entries after the applied index");
+        let first = after.applied.first().expect("entries after the applied index");
         assert_eq!(first.index, applied + 1);
     }
 }

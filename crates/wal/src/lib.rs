@@ -133,11 +133,7 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error("wal: record at offset {offset} in {segment} {reason}")]
-    Corrupt {
-        segment: PathBuf,
-        offset: u64,
-        reason: String,
-    },
+    Corrupt { segment: PathBuf, offset: u64, reason: String },
     #[error(
         "wal: {0} already contains WAL segments; open it with Wal::open instead, or move the \
          directory away if this member must start from scratch"
@@ -162,10 +158,7 @@ pub enum Error {
 
 impl From<record::TooLarge> for Error {
     fn from(e: record::TooLarge) -> Self {
-        Error::TooLarge {
-            size: e.0,
-            max: MAX_RECORD_BYTES,
-        }
+        Error::TooLarge { size: e.0, max: MAX_RECORD_BYTES }
     }
 }
 
@@ -185,11 +178,8 @@ struct ReplayState {
 
 impl ReplayState {
     fn apply(&mut self, rec: Record, path: &Path, offset: u64) -> Result<()> {
-        let corrupt = |reason: String| Error::Corrupt {
-            segment: path.to_path_buf(),
-            offset,
-            reason,
-        };
+        let corrupt =
+            |reason: String| Error::Corrupt { segment: path.to_path_buf(), offset, reason };
         match rec {
             Record::Metadata(m) => {
                 if offset != 0 {
@@ -235,9 +225,7 @@ impl ReplayState {
     }
 
     fn finish(mut self, dir: &Path) -> Result<Replay> {
-        let metadata = self
-            .metadata
-            .ok_or_else(|| Error::NotFound(dir.to_path_buf()))?;
+        let metadata = self.metadata.ok_or_else(|| Error::NotFound(dir.to_path_buf()))?;
         if let Some((s, ..)) = &self.snapshot {
             self.entries.retain(|e| e.index > s.index);
         }
@@ -360,10 +348,6 @@ impl Wal {
             let is_last = i + 1 == n;
             let data = std::fs::read(&seg.path).map_err(segment::io_err("read", &seg.path))?;
             let scanned = segment::scan(&seg.path, &data, is_last)?;
-            if scanned.torn {
-                torn_bytes = (data.len() - scanned.valid_end) as u64;
-                segment::truncate(&seg.path, scanned.valid_end as u64)?;
-            }
             match scanned.records.first() {
                 Some((_, Record::Metadata(_))) => {}
                 Some((offset, _)) => {
@@ -389,6 +373,12 @@ impl Wal {
                         ),
                     })
                 }
+            }
+            // Repair only once the segment is known to be ours: a file of another format
+            // fails the metadata check above and is left untouched.
+            if scanned.torn {
+                torn_bytes = (data.len() - scanned.valid_end) as u64;
+                segment::truncate(&seg.path, scanned.valid_end as u64)?;
             }
             for (offset, rec) in scanned.records {
                 state.apply(rec, &seg.path, offset)?;

@@ -105,8 +105,7 @@ impl<'a> Reader<'a> {
         self.take(1).map(|b| b[0])
     }
     fn u64(&mut self) -> Option<u64> {
-        self.take(8)
-            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        self.take(8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
     }
     fn bytes(&mut self) -> Option<Vec<u8>> {
         let n = u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes"));
@@ -138,19 +137,11 @@ fn parse_body(body: &[u8]) -> Option<Record> {
             r.finish(Record::Entry(e))
         }
         TYPE_HARD_STATE => {
-            let hs = HardState {
-                term: r.u64()?,
-                vote: r.u64()?,
-                commit: r.u64()?,
-            };
+            let hs = HardState { term: r.u64()?, vote: r.u64()?, commit: r.u64()? };
             r.finish(Record::HardState(hs))
         }
         TYPE_SNAPSHOT => {
-            let s = SnapshotMarker {
-                index: r.u64()?,
-                term: r.u64()?,
-                conf_state: r.bytes()?,
-            };
+            let s = SnapshotMarker { index: r.u64()?, term: r.u64()?, conf_state: r.bytes()? };
             r.finish(Record::Snapshot(s))
         }
         _ => None,
@@ -186,10 +177,7 @@ pub(crate) fn decode(buf: &[u8]) -> Decoded {
     let body = &buf[HEADER_LEN..HEADER_LEN + len];
     let crc_ok = crc32c::crc32c(body) == crc;
     match (parse_body(body), crc_ok) {
-        (Some(record), true) => Decoded::Valid {
-            record,
-            len: HEADER_LEN + len,
-        },
+        (Some(record), true) => Decoded::Valid { record, len: HEADER_LEN + len },
         (_, false) => Decoded::Bad("fails its CRC".to_string()),
         (None, true) => Decoded::Bad(format!(
             "passes its CRC but has an unknown type {} or a malformed payload \
@@ -238,16 +226,8 @@ mod tests {
             data: b"hello".to_vec(),
             context: b"ctx".to_vec(),
         };
-        let hs = HardState {
-            term: 3,
-            vote: 2,
-            commit: 6,
-        };
-        let s = SnapshotMarker {
-            index: 5,
-            term: 2,
-            conf_state: vec![1, 2, 3],
-        };
+        let hs = HardState { term: 3, vote: 2, commit: 6 };
+        let s = SnapshotMarker { index: 5, term: 2, conf_state: vec![1, 2, 3] };
         let mut b = Vec::new();
         encode_entry(&mut b, &e).unwrap();
         assert_eq!(roundtrip(&b), Record::Entry(e));

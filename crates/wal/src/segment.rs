@@ -49,11 +49,7 @@ pub(crate) fn list(dir: &Path) -> Result<Vec<SegmentInfo>> {
         let ent = ent.map_err(io_err("read directory", dir))?;
         let name = ent.file_name();
         if let Some((seq, first_index)) = name.to_str().and_then(parse_name) {
-            out.push(SegmentInfo {
-                seq,
-                first_index,
-                path: ent.path(),
-            });
+            out.push(SegmentInfo { seq, first_index, path: ent.path() });
         }
     }
     out.sort_by_key(|s| s.seq);
@@ -65,11 +61,8 @@ pub(crate) fn remove_tmp_files(dir: &Path) -> Result<()> {
     for ent in fs::read_dir(dir).map_err(io_err("read directory", dir))? {
         let ent = ent.map_err(io_err("read directory", dir))?;
         let name = ent.file_name();
-        let is_tmp = name
-            .to_str()
-            .and_then(|n| n.strip_suffix(TMP_SUFFIX))
-            .and_then(parse_name)
-            .is_some();
+        let is_tmp =
+            name.to_str().and_then(|n| n.strip_suffix(TMP_SUFFIX)).and_then(parse_name).is_some();
         if is_tmp {
             fs::remove_file(ent.path())
                 .map_err(io_err("remove leftover temp segment", &ent.path()))?;
@@ -80,14 +73,8 @@ pub(crate) fn remove_tmp_files(dir: &Path) -> Result<()> {
 
 /// Fsyncs a directory so that file creations, renames and removals in it are durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync directory", dir))
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("fsync directory", dir))
 }
 
 /// Creates segment `seq` holding `header` (already-framed records): writes a temp file, fsyncs
@@ -108,28 +95,17 @@ pub(crate) fn create(
             .truncate(true)
             .open(&tmp)
             .map_err(io_err("create temp segment", &tmp))?;
-        f.write_all(header)
-            .map_err(io_err("write temp segment", &tmp))?;
+        f.write_all(header).map_err(io_err("write temp segment", &tmp))?;
         f.sync_all().map_err(io_err("fsync temp segment", &tmp))?;
     }
     fs::rename(&tmp, &path).map_err(io_err("rename temp segment into", &path))?;
     sync_dir(dir)?;
     let file = open_append(&path)?;
-    Ok((
-        file,
-        SegmentInfo {
-            seq,
-            first_index,
-            path,
-        },
-    ))
+    Ok((file, SegmentInfo { seq, first_index, path }))
 }
 
 pub(crate) fn open_append(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .append(true)
-        .open(path)
-        .map_err(io_err("open segment for appending", path))
+    OpenOptions::new().append(true).open(path).map_err(io_err("open segment for appending", path))
 }
 
 /// The records of one segment.
@@ -179,17 +155,9 @@ pub(crate) fn scan(path: &Path, data: &[u8], is_last: bool) -> Result<Scanned> {
                  corrupted in the middle, refusing to start; {ADVICE}"
             )));
         }
-        return Ok(Scanned {
-            records,
-            valid_end: off,
-            torn: true,
-        });
+        return Ok(Scanned { records, valid_end: off, torn: true });
     }
-    Ok(Scanned {
-        records,
-        valid_end: off,
-        torn: false,
-    })
+    Ok(Scanned { records, valid_end: off, torn: false })
 }
 
 /// Truncates a torn segment to `len` bytes and fsyncs it.
@@ -198,8 +166,7 @@ pub(crate) fn truncate(path: &Path, len: u64) -> Result<()> {
         .write(true)
         .open(path)
         .map_err(io_err("open segment to repair its torn tail", path))?;
-    f.set_len(len)
-        .map_err(io_err("truncate torn tail of segment", path))?;
+    f.set_len(len).map_err(io_err("truncate torn tail of segment", path))?;
     f.sync_all().map_err(io_err("fsync repaired segment", path))
 }
 
@@ -212,10 +179,7 @@ mod tests {
         let n = file_name(2, 0x51);
         assert_eq!(n, "0000000000000002-0000000000000051.wal");
         assert_eq!(parse_name(&n), Some((2, 0x51)));
-        assert_eq!(
-            parse_name("0000000000000002-0000000000000051.wal.tmp"),
-            None
-        );
+        assert_eq!(parse_name("0000000000000002-0000000000000051.wal.tmp"), None);
         assert_eq!(parse_name("2-51.wal"), None);
         assert_eq!(parse_name("000000000000000g-0000000000000051.wal"), None);
         assert_eq!(parse_name("+000000000000002-0000000000000051.wal"), None);

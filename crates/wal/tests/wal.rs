@@ -9,20 +9,12 @@ fn ent(index: u64, term: u64) -> Entry {
         term,
         entry_type: (index % 3) as u8,
         data: format!("data-{index}-{term}").into_bytes(),
-        context: if index.is_multiple_of(2) {
-            vec![index as u8; 3]
-        } else {
-            Vec::new()
-        },
+        context: if index.is_multiple_of(2) { vec![index as u8; 3] } else { Vec::new() },
     }
 }
 
 fn hs(term: u64, commit: u64) -> HardState {
-    HardState {
-        term,
-        vote: term % 3 + 1,
-        commit,
-    }
+    HardState { term, vote: term % 3 + 1, commit }
 }
 
 /// Segment files of `dir`, sorted by name (= by seq).
@@ -74,9 +66,7 @@ fn round_trip_across_syncs_and_reopens() {
     assert!(Wal::exists(&dir));
     let mut written = Vec::new();
     for batch in 0..5u64 {
-        let ents: Vec<Entry> = (batch * 4 + 1..=batch * 4 + 4)
-            .map(|i| ent(i, batch + 1))
-            .collect();
+        let ents: Vec<Entry> = (batch * 4 + 1..=batch * 4 + 4).map(|i| ent(i, batch + 1)).collect();
         wal.append(&ents, Some(&hs(batch + 1, batch * 4))).unwrap();
         written.extend(ents);
         wal.sync().unwrap();
@@ -98,8 +88,7 @@ fn round_trip_across_syncs_and_reopens() {
     assert_eq!(wal.last_index(), 21);
 
     // Keep appending to the reopened log.
-    wal.append(&[ent(22, 9), ent(23, 9)], Some(&hs(9, 23)))
-        .unwrap();
+    wal.append(&[ent(22, 9), ent(23, 9)], Some(&hs(9, 23))).unwrap();
     wal.sync().unwrap();
     written.extend([ent(22, 9), ent(23, 9)]);
     drop(wal);
@@ -194,29 +183,18 @@ fn torn_tail_every_byte(src: &Path, ents: &[Entry], hss: &[HardState], single_se
         }
         let (mut wal, replay) = opened.unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
         let k = replay.entries.len();
-        assert_eq!(
-            replay.entries[..],
-            ents[..k],
-            "cut at {cut}: entries are not a prefix"
-        );
-        assert!(
-            k >= prev_len,
-            "cut at {cut}: replay lost entries a shorter cut kept"
-        );
+        assert_eq!(replay.entries[..], ents[..k], "cut at {cut}: entries are not a prefix");
+        assert!(k >= prev_len, "cut at {cut}: replay lost entries a shorter cut kept");
         prev_len = k;
         if let Some(h) = replay.hard_state {
-            assert!(
-                hss.contains(&h),
-                "cut at {cut}: hard state {h:?} was never written"
-            );
+            assert!(hss.contains(&h), "cut at {cut}: hard state {h:?} was never written");
         }
         // What was cut off plus what is left (the emptied segment is removed) is the input.
         let left = fs::metadata(&seg).map_or(0, |m| m.len());
         assert_eq!(replay.torn_bytes + left, cut as u64, "cut at {cut}");
         // The repaired log accepts appends, and they survive a reopen.
         let next = ent(k as u64 + 1, 99);
-        wal.append(std::slice::from_ref(&next), Some(&hs(99, 1)))
-            .unwrap();
+        wal.append(std::slice::from_ref(&next), Some(&hs(99, 1))).unwrap();
         wal.sync().unwrap();
         drop(wal);
         let (_, again) =
@@ -227,11 +205,7 @@ fn torn_tail_every_byte(src: &Path, ents: &[Entry], hss: &[HardState], single_se
         assert_eq!(again.hard_state, Some(hs(99, 1)));
         assert_eq!(again.torn_bytes, 0);
     }
-    assert_eq!(
-        prev_len,
-        ents.len(),
-        "the untruncated log must replay in full"
-    );
+    assert_eq!(prev_len, ents.len(), "the untruncated log must replay in full");
 }
 
 #[test]
@@ -280,11 +254,7 @@ fn garbage_at_the_tail_is_repaired() {
         assert_eq!(replay.entries, ents);
         assert_eq!(replay.hard_state, hss.last().copied());
         assert_eq!(replay.torn_bytes, tail.len() as u64);
-        assert_eq!(
-            fs::read(&seg).unwrap(),
-            good,
-            "the tail must be truncated on disk"
-        );
+        assert_eq!(fs::read(&seg).unwrap(), good, "the tail must be truncated on disk");
         wal.append(&[ent(9, 5)], None).unwrap();
         wal.sync().unwrap();
         drop(wal);
@@ -313,10 +283,7 @@ fn flipped_byte_in_an_early_record_is_corruption() {
             assert!(msg.contains("followed by a valid record"), "{msg}");
             assert!(msg.contains("re-add"), "{msg}");
             // Refusing must not repair anything.
-            assert_eq!(
-                fs::read(dir.path().join(seg.file_name().unwrap())).unwrap(),
-                bytes
-            );
+            assert_eq!(fs::read(dir.path().join(seg.file_name().unwrap())).unwrap(), bytes);
         }
     }
     // Flipping a byte in the metadata record is corruption too.
@@ -347,10 +314,7 @@ fn damage_in_a_non_last_segment_is_corruption() {
     assert!(msg.contains("not the newest"), "{msg}");
 
     // So is a non-last segment with a truncated tail, or with garbage appended.
-    for bytes in [
-        good[..good.len() - 3].to_vec(),
-        [good.clone(), vec![0; 16]].concat(),
-    ] {
+    for bytes in [good[..good.len() - 3].to_vec(), [good.clone(), vec![0; 16]].concat()] {
         let dir = tempfile::tempdir().unwrap();
         copy_dir(tmp.path(), dir.path());
         fs::write(dir.path().join(&victim), &bytes).unwrap();
@@ -379,11 +343,7 @@ fn rollover_and_release() {
     }
     wal.sync().unwrap();
     let before = segment_files(dir);
-    assert!(
-        before.len() > 10,
-        "expected many segments, got {}",
-        before.len()
-    );
+    assert!(before.len() > 10, "expected many segments, got {}", before.len());
     assert_eq!(before.len(), wal.segments().len());
     for (i, s) in wal.segments().iter().enumerate() {
         assert_eq!(s.seq, i as u64);
@@ -393,11 +353,7 @@ fn rollover_and_release() {
     wal.release_to(90).unwrap();
     assert_eq!(segment_files(dir), before);
 
-    let marker = SnapshotMarker {
-        index: 60,
-        term: 2,
-        conf_state: b"voters=1,2,3".to_vec(),
-    };
+    let marker = SnapshotMarker { index: 60, term: 2, conf_state: b"voters=1,2,3".to_vec() };
     wal.save_snapshot(&marker).unwrap();
     // Asking for more than the newest marker covers is capped at the marker.
     wal.release_to(1000).unwrap();
@@ -405,14 +361,8 @@ fn rollover_and_release() {
     assert!(after.len() < before.len(), "nothing was released");
     assert!(after.len() >= 2);
     let first = &wal.segments()[0];
-    assert!(
-        first.first_index <= 60,
-        "released a segment holding entries > 60"
-    );
-    assert!(
-        wal.segments()[1].first_index > 60,
-        "kept a segment it could release"
-    );
+    assert!(first.first_index <= 60, "released a segment holding entries > 60");
+    assert!(wal.segments()[1].first_index > 60, "kept a segment it could release");
     assert_eq!(after.len(), wal.segments().len());
     for p in &before[..before.len() - after.len()] {
         assert!(!p.exists());
@@ -434,11 +384,7 @@ fn rollover_and_release() {
     for i in 102..=110 {
         wal.append(&[ent(i, 3)], Some(&hs(3, i - 1))).unwrap();
     }
-    let marker2 = SnapshotMarker {
-        index: 108,
-        term: 3,
-        conf_state: b"voters=1,2".to_vec(),
-    };
+    let marker2 = SnapshotMarker { index: 108, term: 3, conf_state: b"voters=1,2".to_vec() };
     wal.save_snapshot(&marker2).unwrap();
     wal.release_to(108).unwrap();
     // The segment holding entry 108 is the oldest kept: everything before it held < 108.
@@ -456,14 +402,9 @@ fn snapshot_marker_discards_older_entries() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let mut wal = Wal::create(dir, b"m").unwrap();
-    wal.append(&(1..=5).map(|i| ent(i, 1)).collect::<Vec<_>>(), None)
-        .unwrap();
+    wal.append(&(1..=5).map(|i| ent(i, 1)).collect::<Vec<_>>(), None).unwrap();
     // A follower receives a snapshot far ahead of its log, then entries after it.
-    let marker = SnapshotMarker {
-        index: 50,
-        term: 4,
-        conf_state: vec![],
-    };
+    let marker = SnapshotMarker { index: 50, term: 4, conf_state: vec![] };
     wal.save_snapshot(&marker).unwrap();
     assert_eq!(wal.last_index(), 50);
     wal.append(&[ent(51, 4)], Some(&hs(4, 51))).unwrap();
@@ -480,8 +421,7 @@ fn gap_in_entries_is_corruption() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let mut wal = Wal::create(dir, b"m").unwrap();
-    wal.append(&[ent(1, 1), ent(2, 1), ent(5, 1)], None)
-        .unwrap();
+    wal.append(&[ent(1, 1), ent(2, 1), ent(5, 1)], None).unwrap();
     wal.sync().unwrap();
     drop(wal);
     let msg = assert_corrupt(Wal::open(dir));
@@ -528,11 +468,7 @@ fn every_segment_header_restates_snapshot_and_hard_state() {
     let mut wal = Wal::create(dir, b"m").unwrap();
     let ents: Vec<Entry> = (1..=5).map(|i| ent(i, 1)).collect();
     wal.append(&ents, Some(&hs(1, 5))).unwrap();
-    let marker = SnapshotMarker {
-        index: 5,
-        term: 1,
-        conf_state: b"cs".to_vec(),
-    };
+    let marker = SnapshotMarker { index: 5, term: 1, conf_state: b"cs".to_vec() };
     wal.set_segment_bytes_max(0); // every write cuts a new segment after it
     wal.save_snapshot(&marker).unwrap();
     wal.append(&[ent(6, 1)], None).unwrap();
@@ -563,4 +499,14 @@ fn every_segment_header_restates_snapshot_and_hard_state() {
     assert_eq!(replay.snapshot, Some(marker));
     assert_eq!(replay.hard_state, Some(hs(1, 5)));
     assert_eq!(replay.entries, vec![ent(6, 1), ent(7, 1)]);
+}
+
+#[test]
+fn a_foreign_file_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("0000000000000000-0000000000000000.wal");
+    let foreign = b"written by something else, e.g. etcd's own WAL".repeat(8);
+    fs::write(&path, &foreign).unwrap();
+    assert_corrupt(Wal::open(dir.path()));
+    assert_eq!(fs::read(&path).unwrap(), foreign, "open() modified a file it cannot read");
 }

@@ -1,0 +1,122 @@
+//! The KV service: check, propose (or read), map the error, fill the header.
+
+use std::sync::Arc;
+
+use etcd_daemon::EtcdServer;
+use etcd_proto::etcdrs::InternalRaftRequest;
+use etcd_proto::etcdserverpb::kv_server::Kv;
+use etcd_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+};
+use etcd_server::{Applied, Response, ServerError};
+use tonic::{Request, Status};
+
+use crate::status::to_status;
+use crate::validate;
+
+/// etcd's KV service over one member.
+pub struct KvService {
+    server: Arc<EtcdServer>,
+}
+
+impl KvService {
+    /// Serves KV requests with `server`.
+    pub fn new(server: Arc<EtcdServer>) -> KvService {
+        KvService { server }
+    }
+
+    async fn propose(&self, request: InternalRaftRequest) -> Result<(Response, i64), Status> {
+        let Applied { result, revision, .. } =
+            self.server.propose(request).await.map_err(|e| to_status(&e))?;
+        let response = result.map_err(|e| to_status(&e))?;
+        Ok((response, revision))
+    }
+}
+
+fn unexpected(response: &Response) -> Status {
+    tracing::error!(?response, "applied result does not match its request");
+    to_status(&ServerError::NotCapable)
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<tonic::Response<RangeResponse>, Status> {
+        let request = request.into_inner();
+        validate::check_range(&request).map_err(|e| to_status(&e))?;
+        let response = self.server.range(&request).await.map_err(|e| to_status(&e))?;
+        Ok(tonic::Response::new(response))
+    }
+
+    async fn put(
+        &self,
+        request: Request<PutRequest>,
+    ) -> Result<tonic::Response<PutResponse>, Status> {
+        let put = request.into_inner();
+        validate::check_put(&put).map_err(|e| to_status(&e))?;
+        let request = InternalRaftRequest { put: Some(put), ..Default::default() };
+        match self.propose(request).await? {
+            (Response::Put(mut response), revision) => {
+                response.header = Some(self.server.header(revision));
+                Ok(tonic::Response::new(response))
+            }
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<tonic::Response<DeleteRangeResponse>, Status> {
+        let delete = request.into_inner();
+        validate::check_delete(&delete).map_err(|e| to_status(&e))?;
+        let request = InternalRaftRequest { delete_range: Some(delete), ..Default::default() };
+        match self.propose(request).await? {
+            (Response::DeleteRange(mut response), revision) => {
+                response.header = Some(self.server.header(revision));
+                Ok(tonic::Response::new(response))
+            }
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    async fn txn(
+        &self,
+        request: Request<TxnRequest>,
+    ) -> Result<tonic::Response<TxnResponse>, Status> {
+        let txn = request.into_inner();
+        validate::check_txn(&txn, self.server.config().max_txn_ops).map_err(|e| to_status(&e))?;
+        let request = InternalRaftRequest { txn: Some(txn), ..Default::default() };
+        match self.propose(request).await? {
+            (Response::Txn(mut response), revision) => {
+                fill_txn_headers(&self.server, &mut response, revision);
+                Ok(tonic::Response::new(response))
+            }
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    async fn compact(
+        &self,
+        request: Request<CompactionRequest>,
+    ) -> Result<tonic::Response<CompactionResponse>, Status> {
+        let compaction = request.into_inner();
+        let request = InternalRaftRequest { compaction: Some(compaction), ..Default::default() };
+        match self.propose(request).await? {
+            (Response::Compact(mut response), revision) => {
+                response.header = Some(self.server.header(revision));
+                Ok(tonic::Response::new(response))
+            }
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+}
+
+/// etcd fills the whole header only at the top of a txn; the responses inside it
+/// carry a header with just the revision (the store sets those).
+fn fill_txn_headers(server: &EtcdServer, response: &mut TxnResponse, revision: i64) {
+    response.header = Some(server.header(revision));
+}

@@ -1,0 +1,46 @@
+//! The client-facing API of a member: thin tonic services over
+//! [`etcd_daemon::EtcdServer`]. Each handler checks its request (etcd's rules, in
+//! [`validate`]), calls the server, maps any error through [`status::to_status`]
+//! (the only place errors become gRPC statuses) and fills the response header.
+//! Nothing here writes to storage: writes go through Raft.
+
+pub mod cluster;
+pub mod kv;
+pub mod maintenance;
+pub mod status;
+pub mod validate;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use etcd_daemon::EtcdServer;
+use etcd_proto::etcdserverpb::cluster_server::ClusterServer;
+use etcd_proto::etcdserverpb::kv_server::KvServer;
+use etcd_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use maintenance::{CLUSTER_VERSION, SERVER_VERSION};
+
+/// gRPC framing and header overhead etcd allows on top of `--max-request-bytes`.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// Serves the client API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    server: Arc<EtcdServer>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let max_message_bytes = server.config().max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let kv = KvServer::new(kv::KvService::new(server.clone()))
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(usize::MAX);
+    let cluster = ClusterServer::new(cluster::ClusterService::new(server.clone()));
+    let maintenance = MaintenanceServer::new(maintenance::MaintenanceService::new(server));
+    tonic::transport::Server::builder()
+        .add_service(kv)
+        .add_service(cluster)
+        .add_service(maintenance)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}

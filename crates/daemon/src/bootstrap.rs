@@ -1,0 +1,324 @@
+//! Opening a member's data directory: a brand-new member bootstraps it, a restarted
+//! member recovers from it. The layout is etcd's: `member/wal/` for the WAL and
+//! `member/snap/db` for the backend.
+//!
+//! Recovery order: open the backend and read its consistent index, replay the WAL,
+//! then restart Raft with `applied = consistent index`, so exactly the entries after
+//! it are applied again.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use etcd_mvcc::KvStore;
+use etcd_proto::etcdrs::Member;
+use etcd_raftnode::{
+    decode_conf_state, encode_conf_state, ConfState, Entry, EntryType, HardState, NodeConfig,
+    RaftNode, RestoreState,
+};
+use etcd_server::ids;
+use etcd_storage::Backend;
+use etcd_wal::{SnapshotMarker, Wal};
+use prost::Message;
+
+use crate::config::{ClusterState, ServerConfig};
+
+/// Identifies our WAL format in the metadata record of every segment.
+const WAL_MAGIC: &[u8] = b"etcd-rs/wal/v1\0";
+
+/// Why a member could not start. Each message says what to do next.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The flags do not describe a valid member.
+    #[error("{0}")]
+    Config(String),
+    /// The data directory could not be created or read.
+    #[error("cannot use data dir {path}: {source} (check the path and its permissions)")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// The WAL is unreadable or was written by something else.
+    #[error("cannot recover the WAL in {path}: {reason}")]
+    Wal {
+        /// The WAL directory.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// The backend is unreadable or of another format.
+    #[error("cannot open the backend {path}: {reason}")]
+    Backend {
+        /// The backend file.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// Raft refused the recovered state.
+    #[error("cannot start raft: {0}")]
+    Raft(String),
+}
+
+/// A member's state once its data directory is open.
+pub struct Opened {
+    /// The backend.
+    pub backend: Arc<Backend>,
+    /// The MVCC store over it.
+    pub kv: Arc<KvStore>,
+    /// The WAL, ready for appends.
+    pub wal: Wal,
+    /// Raft, restored or bootstrapped.
+    pub node: RaftNode,
+    /// This member's ID.
+    pub member_id: u64,
+    /// The cluster's ID.
+    pub cluster_id: u64,
+    /// The known members.
+    pub members: Vec<Member>,
+    /// The newest snapshot index (0 when none).
+    pub snapshot_index: u64,
+}
+
+fn wal_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("member").join("wal")
+}
+
+fn backend_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("member").join("snap").join("db")
+}
+
+fn wal_metadata(member_id: u64, cluster_id: u64) -> Vec<u8> {
+    let mut metadata = WAL_MAGIC.to_vec();
+    metadata.extend_from_slice(&member_id.to_le_bytes());
+    metadata.extend_from_slice(&cluster_id.to_le_bytes());
+    metadata
+}
+
+fn parse_wal_metadata(metadata: &[u8]) -> Option<(u64, u64)> {
+    let rest = metadata.strip_prefix(WAL_MAGIC)?;
+    if rest.len() != 16 {
+        return None;
+    }
+    let member = u64::from_le_bytes(rest[..8].try_into().ok()?);
+    let cluster = u64::from_le_bytes(rest[8..].try_into().ok()?);
+    Some((member, cluster))
+}
+
+fn open_backend(cfg: &ServerConfig) -> Result<(Arc<Backend>, Arc<KvStore>), StartError> {
+    let path = backend_path(&cfg.data_dir);
+    let dir = path.parent().expect("backend path has a parent");
+    std::fs::create_dir_all(dir)
+        .map_err(|source| StartError::DataDir { path: dir.to_path_buf(), source })?;
+    let backend_error = |reason: String| StartError::Backend { path: path.clone(), reason };
+    let backend = Arc::new(Backend::open(&path).map_err(|e| backend_error(e.to_string()))?);
+    let kv = KvStore::open(backend.clone()).map_err(|e| backend_error(e.to_string()))?;
+    Ok((backend, Arc::new(kv)))
+}
+
+/// Opens (recovering) or creates (bootstrapping) the member's data directory.
+pub fn open(cfg: &ServerConfig) -> Result<Opened, StartError> {
+    let wal_path = wal_dir(&cfg.data_dir);
+    if Wal::exists(&wal_path) {
+        recover(cfg, &wal_path)
+    } else {
+        if cfg.initial_cluster_state == ClusterState::Existing {
+            return Err(StartError::Config(
+                "--initial-cluster-state=existing is not supported yet: start a new cluster \
+                 with --initial-cluster-state=new"
+                    .into(),
+            ));
+        }
+        bootstrap(cfg, &wal_path)
+    }
+}
+
+fn initial_members(cfg: &ServerConfig) -> Result<Vec<Member>, StartError> {
+    let mut members = Vec::new();
+    for (name, peer_urls) in &cfg.initial_cluster {
+        let id = ids::member_id(peer_urls, &cfg.initial_cluster_token);
+        let client_urls =
+            if *name == cfg.name { cfg.advertise_client_urls.clone() } else { Vec::new() };
+        members.push(Member {
+            id,
+            name: name.clone(),
+            peer_urls: peer_urls.clone(),
+            client_urls,
+            is_learner: false,
+        });
+    }
+    if !members.iter().any(|m| m.name == cfg.name) {
+        return Err(StartError::Config(format!(
+            "couldn't find local name {:?} in the initial cluster configuration: add it to \
+             --initial-cluster or fix --name",
+            cfg.name
+        )));
+    }
+    if members.len() > 1 {
+        return Err(StartError::Config(
+            "clusters of more than one member are not supported yet: start a single member \
+             (--initial-cluster with one entry)"
+                .into(),
+        ));
+    }
+    Ok(members)
+}
+
+fn save_members(backend: &Backend, members: &[Member]) -> Result<(), String> {
+    let txn = backend.begin_write().map_err(|e| e.to_string())?;
+    for member in members {
+        etcd_storage::members_put(&txn, member.id, &member.encode_to_vec())
+            .map_err(|e| e.to_string())?;
+    }
+    txn.commit(true).map_err(|e| e.to_string())
+}
+
+fn load_members(backend: &Backend) -> Result<Vec<Member>, String> {
+    let txn = backend.begin_read().map_err(|e| e.to_string())?;
+    let rows = etcd_storage::members_list(&txn).map_err(|e| e.to_string())?;
+    rows.into_iter()
+        .map(|(id, bytes)| {
+            Member::decode(bytes.as_slice())
+                .map_err(|e| format!("member {id:x} is unreadable: {e}"))
+        })
+        .collect()
+}
+
+fn node_config(cfg: &ServerConfig, id: u64, applied: u64) -> NodeConfig {
+    NodeConfig { id, election_tick: cfg.election_ticks(), heartbeat_tick: 1, applied }
+}
+
+fn bootstrap(cfg: &ServerConfig, wal_path: &Path) -> Result<Opened, StartError> {
+    let members = initial_members(cfg)?;
+    let member_ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    let member_id = members.iter().find(|m| m.name == cfg.name).expect("checked above").id;
+    let cluster_id = ids::cluster_id(&member_ids);
+    let (backend, kv) = open_backend(cfg)?;
+    save_members(&backend, &members)
+        .map_err(|reason| StartError::Backend { path: backend_path(&cfg.data_dir), reason })?;
+    let wal_error = |reason: String| StartError::Wal { path: wal_path.to_path_buf(), reason };
+    let mut wal = Wal::create(wal_path, &wal_metadata(member_id, cluster_id))
+        .map_err(|e| wal_error(e.to_string()))?;
+    let conf_state = ConfState::from((member_ids.clone(), vec![]));
+    let marker = SnapshotMarker { index: 0, term: 0, conf_state: encode_conf_state(&conf_state) };
+    wal.save_snapshot(&marker).map_err(|e| wal_error(e.to_string()))?;
+    wal.sync().map_err(|e| wal_error(e.to_string()))?;
+    let node = RaftNode::bootstrap(&node_config(cfg, member_id, 0), &member_ids)
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+    Ok(Opened { backend, kv, wal, node, member_id, cluster_id, members, snapshot_index: 0 })
+}
+
+fn to_raft_entry(entry: etcd_wal::Entry) -> Entry {
+    let mut out = Entry {
+        index: entry.index,
+        term: entry.term,
+        data: entry.data.into(),
+        context: entry.context.into(),
+        ..Default::default()
+    };
+    out.set_entry_type(match entry.entry_type {
+        1 => EntryType::EntryConfChange,
+        2 => EntryType::EntryConfChangeV2,
+        _ => EntryType::EntryNormal,
+    });
+    out
+}
+
+/// The WAL's view of a raft entry.
+pub fn to_wal_entry(entry: &Entry) -> etcd_wal::Entry {
+    etcd_wal::Entry {
+        index: entry.index,
+        term: entry.term,
+        entry_type: match entry.get_entry_type() {
+            EntryType::EntryNormal => 0,
+            EntryType::EntryConfChange => 1,
+            EntryType::EntryConfChangeV2 => 2,
+        },
+        data: entry.data.to_vec(),
+        context: entry.context.to_vec(),
+    }
+}
+
+fn recover(cfg: &ServerConfig, wal_path: &Path) -> Result<Opened, StartError> {
+    let wal_error = |reason: String| StartError::Wal { path: wal_path.to_path_buf(), reason };
+    let (wal, replay) = Wal::open(wal_path).map_err(|e| {
+        wal_error(format!(
+            "{e}; if this data dir was written by another etcd version, start with an empty \
+             --data-dir and restore a snapshot instead"
+        ))
+    })?;
+    let (member_id, cluster_id) = parse_wal_metadata(&replay.metadata).ok_or_else(|| {
+        wal_error(
+            "the WAL was not written by this server (unknown metadata); refusing to touch it: \
+             use another --data-dir"
+                .into(),
+        )
+    })?;
+    let (backend, kv) = open_backend(cfg)?;
+    let consistent_index = {
+        let txn = backend.begin_read().map_err(|e| StartError::Backend {
+            path: backend_path(&cfg.data_dir),
+            reason: e.to_string(),
+        })?;
+        etcd_storage::consistent_index(&txn)
+            .map_err(|e| StartError::Backend {
+                path: backend_path(&cfg.data_dir),
+                reason: e.to_string(),
+            })?
+            .0
+    };
+    let marker = replay.snapshot.unwrap_or_default();
+    if consistent_index < marker.index {
+        return Err(StartError::Backend {
+            path: backend_path(&cfg.data_dir),
+            reason: format!(
+                "the backend is at index {consistent_index} but the WAL's snapshot is at {}: \
+                 the backend lost writes; restore this member from a snapshot",
+                marker.index
+            ),
+        });
+    }
+    let conf_state = decode_conf_state(&marker.conf_state)
+        .ok_or_else(|| wal_error("the snapshot marker's membership is unreadable".into()))?;
+    let hs = replay.hard_state.unwrap_or_default();
+    let hard_state =
+        HardState { term: hs.term, vote: hs.vote, commit: hs.commit, ..Default::default() };
+    let state = RestoreState {
+        snapshot_index: marker.index,
+        snapshot_term: marker.term,
+        conf_state,
+        hard_state,
+        entries: replay.entries.into_iter().map(to_raft_entry).collect(),
+    };
+    let node = RaftNode::restore(&node_config(cfg, member_id, consistent_index), state)
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+    let mut members = load_members(&backend)
+        .map_err(|reason| StartError::Backend { path: backend_path(&cfg.data_dir), reason })?;
+    // A restarted member advertises the client URLs it was started with now.
+    for member in members.iter_mut().filter(|m| m.id == member_id) {
+        member.name = cfg.name.clone();
+        member.client_urls = cfg.advertise_client_urls.clone();
+    }
+    Ok(Opened {
+        backend,
+        kv,
+        wal,
+        node,
+        member_id,
+        cluster_id,
+        members,
+        snapshot_index: marker.index,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wal_metadata_round_trips_and_rejects_foreign_bytes() {
+        assert_eq!(parse_wal_metadata(&wal_metadata(7, 9)), Some((7, 9)));
+        assert_eq!(parse_wal_metadata(b"\x08\x00etcd"), None);
+    }
+}

@@ -1,0 +1,77 @@
+//! The configuration of one member, as the `etcd` binary parsed it from etcd's flags.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Whether this member starts a new cluster or joins an existing one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterState {
+    /// `--initial-cluster-state new`.
+    New,
+    /// `--initial-cluster-state existing`.
+    Existing,
+}
+
+/// Everything a member needs to start.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// `--name`.
+    pub name: String,
+    /// `--data-dir`.
+    pub data_dir: PathBuf,
+    /// `--initial-cluster`, parsed: (member name, peer URLs).
+    pub initial_cluster: Vec<(String, Vec<String>)>,
+    /// `--initial-cluster-token`.
+    pub initial_cluster_token: String,
+    /// `--initial-cluster-state`.
+    pub initial_cluster_state: ClusterState,
+    /// `--advertise-client-urls`.
+    pub advertise_client_urls: Vec<String>,
+    /// `--initial-advertise-peer-urls`.
+    pub initial_advertise_peer_urls: Vec<String>,
+    /// `--snapshot-count`: applied entries between snapshots.
+    pub snapshot_count: u64,
+    /// `--quota-backend-bytes`.
+    pub quota_backend_bytes: u64,
+    /// `--max-request-bytes`.
+    pub max_request_bytes: usize,
+    /// `--max-txn-ops`.
+    pub max_txn_ops: usize,
+    /// `--heartbeat-interval`.
+    pub heartbeat_interval: Duration,
+    /// `--election-timeout`.
+    pub election_timeout: Duration,
+}
+
+impl ServerConfig {
+    /// A single member named `name` with etcd's defaults, storing data in `data_dir`.
+    pub fn single(name: &str, data_dir: PathBuf) -> ServerConfig {
+        let peer = "http://localhost:2380".to_string();
+        ServerConfig {
+            name: name.to_string(),
+            data_dir,
+            initial_cluster: vec![(name.to_string(), vec![peer.clone()])],
+            initial_cluster_token: "etcd-cluster".to_string(),
+            initial_cluster_state: ClusterState::New,
+            advertise_client_urls: vec!["http://localhost:2379".to_string()],
+            initial_advertise_peer_urls: vec![peer],
+            snapshot_count: 10_000,
+            quota_backend_bytes: 2 * 1024 * 1024 * 1024,
+            max_request_bytes: 1536 * 1024,
+            max_txn_ops: 128,
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(1000),
+        }
+    }
+
+    /// How long a client request may wait for Raft (etcd: 5 s + 2 election timeouts).
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(5) + 2 * self.election_timeout
+    }
+
+    /// Raft ticks (heartbeat intervals) per election timeout; raft needs more than one.
+    pub fn election_ticks(&self) -> usize {
+        let ticks = self.election_timeout.as_millis() / self.heartbeat_interval.as_millis().max(1);
+        (ticks as usize).max(3)
+    }
+}

@@ -1,0 +1,21 @@
+//! The async shell of one member. It opens the data directory
+//! ([`bootstrap`]), runs the raft loop (the only owner of Raft and the WAL) and the
+//! apply loop (the only writer of the backend) on their own threads, and offers
+//! [`EtcdServer`] to the API layer: proposals and ReadIndex barriers as futures.
+//!
+//! Write path: handler -> [`EtcdServer::propose`] registers a waiter and hands the
+//! encoded request to the raft loop -> Raft appends it, the WAL fsyncs it (one fsync
+//! per Ready, shared by every proposal in it) -> committed -> the apply loop applies
+//! it in one backend transaction with the consistent index -> the waiter wakes.
+
+pub mod bootstrap;
+pub mod config;
+
+mod apply_loop;
+mod raft_loop;
+mod server;
+mod shared;
+
+pub use bootstrap::StartError;
+pub use config::{ClusterState, ServerConfig};
+pub use server::{EtcdServer, StatusInfo};

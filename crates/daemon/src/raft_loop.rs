@@ -1,0 +1,257 @@
+//! The raft loop: the only owner of the `RaftNode` and the WAL. It runs on its own
+//! thread (with its own single-threaded runtime, since it blocks on fsync) and, per
+//! turn, drains many inputs, ticks, and runs Ready cycles: one WAL write and at
+//! most one fsync per Ready, so concurrent proposals share an fsync.
+
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_raftnode::{
+    encode_conf_state, Entry, HardState, Message, RaftNode, ReadState, ReadySink, Role, Snapshot,
+};
+use etcd_server::{Applied, ServerError};
+use etcd_wal::{SnapshotMarker, Wal};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::bootstrap::to_wal_entry;
+use crate::shared::Shared;
+
+/// Inputs accepted per turn before running a Ready cycle: bounds a turn's latency.
+const INPUTS_PER_TURN_MAX: usize = 4096;
+/// An unanswered ReadIndex is re-sent after this long (raft-rs silently drops one
+/// sent before the leader committed an entry of its term).
+const READ_INDEX_RETRY: Duration = Duration::from_millis(500);
+/// Entries kept in memory behind a snapshot, for followers that lag a little.
+const CATCH_UP_ENTRIES: u64 = 5000;
+
+/// What other tasks ask of the raft loop.
+pub(crate) enum RaftInput {
+    /// Propose an encoded `InternalRaftRequest` whose waiter is registered under `id`.
+    Propose { id: u64, data: Vec<u8> },
+    /// Ask for a read index; answered with the index to wait for.
+    ReadIndex(Reader),
+    /// The backend is durable up to `index`: record a snapshot and release the WAL.
+    Snapshot { index: u64, term: u64 },
+    /// Stop after this turn (graceful shutdown).
+    Stop,
+}
+
+/// Work handed to the apply loop.
+pub(crate) type ApplyTask = Vec<Entry>;
+
+struct RaftIo<'a> {
+    wal: &'a mut Wal,
+    apply_tx: &'a SyncSender<ApplyTask>,
+    shared: &'a Shared,
+    read_states: Vec<ReadState>,
+}
+
+fn fatal(what: &str, err: impl std::fmt::Display) -> ! {
+    tracing::error!(error = %err, "{what}; the member cannot continue safely and stops now");
+    std::process::abort();
+}
+
+impl ReadySink for RaftIo<'_> {
+    fn send(&mut self, messages: Vec<Message>) {
+        // A single member has no peers; the peer transport arrives with clustering.
+        debug_assert!(messages.iter().all(|m| m.to == m.from), "no peers to send to");
+    }
+
+    fn persist(
+        &mut self,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+        snapshot: Option<&Snapshot>,
+        must_sync: bool,
+    ) {
+        assert!(snapshot.is_none(), "invariant: a single member never receives a snapshot");
+        let entries: Vec<etcd_wal::Entry> = entries.iter().map(to_wal_entry).collect();
+        let hard_state = hard_state.map(|hs| etcd_wal::HardState {
+            term: hs.term,
+            vote: hs.vote,
+            commit: hs.commit,
+        });
+        if let Err(err) = self.wal.append(&entries, hard_state.as_ref()) {
+            fatal("failed to append to the WAL", err);
+        }
+        if must_sync {
+            if let Err(err) = self.wal.sync() {
+                fatal("failed to fsync the WAL", err);
+            }
+        }
+    }
+
+    fn apply(&mut self, committed: Vec<Entry>) {
+        if let Some(last) = committed.last() {
+            self.shared.commit_index.fetch_max(last.index, Ordering::Relaxed);
+        }
+        if self.apply_tx.send(committed).is_err() {
+            fatal("the apply loop stopped", "channel closed");
+        }
+    }
+
+    fn read_states(&mut self, states: Vec<ReadState>) {
+        self.read_states.extend(states);
+    }
+
+    fn soft_state(&mut self, leader_id: u64, role: Role) {
+        let previous = self.shared.leader_id.swap(leader_id, Ordering::Relaxed);
+        if previous != leader_id {
+            tracing::info!(
+                leader = %format!("{leader_id:x}"),
+                role = ?role,
+                "raft.node: leader changed"
+            );
+        }
+    }
+}
+
+/// A linearizable reader waiting for the index it must see applied.
+type Reader = oneshot::Sender<Result<u64, ServerError>>;
+
+/// ReadIndex requests: those waiting to be sent, and the batch in flight with its
+/// context and when it was (re)sent.
+#[derive(Default)]
+struct ReadQueue {
+    next_ctx: u64,
+    waiting: Vec<Reader>,
+    in_flight: Option<(u64, Vec<Reader>, Instant)>,
+}
+
+impl ReadQueue {
+    fn send_if_due(&mut self, node: &mut RaftNode) {
+        let now = Instant::now();
+        let due = match &self.in_flight {
+            None => !self.waiting.is_empty(),
+            Some((_, _, sent)) => now.duration_since(*sent) >= READ_INDEX_RETRY,
+        };
+        if !due {
+            return;
+        }
+        self.next_ctx += 1;
+        let ctx = self.next_ctx;
+        let mut batch = self.in_flight.take().map(|(_, b, _)| b).unwrap_or_default();
+        batch.append(&mut self.waiting);
+        node.read_index(ctx.to_be_bytes().to_vec());
+        self.in_flight = Some((ctx, batch, now));
+    }
+
+    fn answer(&mut self, states: Vec<ReadState>) {
+        for state in states {
+            let matches = self
+                .in_flight
+                .as_ref()
+                .is_some_and(|(ctx, _, _)| state.request_ctx == ctx.to_be_bytes());
+            if matches {
+                let (_, batch, _) = self.in_flight.take().expect("checked above");
+                for reader in batch {
+                    let _ = reader.send(Ok(state.index));
+                }
+            }
+        }
+    }
+}
+
+pub(crate) struct RaftLoop {
+    pub node: RaftNode,
+    pub wal: Wal,
+    pub inputs: mpsc::Receiver<RaftInput>,
+    pub apply_tx: SyncSender<ApplyTask>,
+    pub shared: Arc<Shared>,
+    pub heartbeat: Duration,
+}
+
+impl RaftLoop {
+    /// Runs until every input sender is dropped.
+    pub async fn run(mut self) {
+        let voters = self.node.conf_state().voters;
+        if voters == [self.node.id()] {
+            // The only voter need not wait an election timeout to lead.
+            if let Err(err) = self.node.campaign() {
+                tracing::warn!(error = %err, "raft: campaign failed");
+            }
+        }
+        let mut ticker = tokio::time::interval(self.heartbeat);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reads = ReadQueue::default();
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => self.node.tick(),
+                input = self.inputs.recv() => match input {
+                    Some(RaftInput::Stop) | None => stopping = true,
+                    Some(input) => self.handle(input, &mut reads),
+                },
+            }
+            for _ in 0..INPUTS_PER_TURN_MAX {
+                match self.inputs.try_recv() {
+                    Ok(RaftInput::Stop) => stopping = true,
+                    Ok(input) => self.handle(input, &mut reads),
+                    Err(_) => break,
+                }
+            }
+            reads.send_if_due(&mut self.node);
+            self.run_ready(&mut reads);
+            if stopping {
+                break;
+            }
+        }
+        if let Err(err) = self.wal.sync() {
+            fatal("failed to fsync the WAL at shutdown", err);
+        }
+        tracing::info!("raft loop stopped");
+    }
+
+    fn run_ready(&mut self, reads: &mut ReadQueue) {
+        let mut io = RaftIo {
+            wal: &mut self.wal,
+            apply_tx: &self.apply_tx,
+            shared: &self.shared,
+            read_states: Vec::new(),
+        };
+        loop {
+            match self.node.process_ready(&mut io) {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(err) => fatal("raft rejected its own state", err),
+            }
+        }
+        reads.answer(std::mem::take(&mut io.read_states));
+        self.shared.term.store(self.node.term(), Ordering::Relaxed);
+        self.shared.commit_index.fetch_max(self.node.commit_index(), Ordering::Relaxed);
+    }
+
+    fn handle(&mut self, input: RaftInput, reads: &mut ReadQueue) {
+        match input {
+            RaftInput::Propose { id, data } => {
+                if self.node.propose(data).is_err() {
+                    self.shared.wake(Applied {
+                        id,
+                        result: Err(ServerError::NoLeader),
+                        revision: 0,
+                    });
+                }
+            }
+            RaftInput::ReadIndex(reply) => reads.waiting.push(reply),
+            RaftInput::Snapshot { index, term } => self.snapshot(index, term),
+            RaftInput::Stop => unreachable!("handled by the loop"),
+        }
+    }
+
+    fn snapshot(&mut self, index: u64, term: u64) {
+        let conf_state = encode_conf_state(&self.node.conf_state());
+        let marker = SnapshotMarker { index, term, conf_state };
+        if let Err(err) = self.wal.save_snapshot(&marker).and_then(|()| self.wal.sync()) {
+            fatal("failed to record a snapshot in the WAL", err);
+        }
+        if let Err(err) = self.wal.release_to(index) {
+            tracing::warn!(error = %err, index, "could not release old WAL segments; will retry at the next snapshot");
+        }
+        if let Err(err) = self.node.compact_log(index.saturating_sub(CATCH_UP_ENTRIES)) {
+            tracing::warn!(error = %err, index, "could not compact the in-memory raft log");
+        }
+        tracing::info!(index, term, "saved snapshot");
+    }
+}

@@ -1,0 +1,255 @@
+//! [`EtcdServer`]: one running member, as the API layer sees it. Writes become
+//! proposals whose futures resolve when their entry is applied; linearizable reads
+//! wait on a ReadIndex barrier; serializable reads go straight to the store.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use etcd_mvcc::KvStore;
+use etcd_proto::etcdrs::{InternalRaftRequest, Member, RequestHeader};
+use etcd_proto::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
+use etcd_server::{Applied, Applier, ServerError};
+use etcd_storage::Backend;
+use prost::Message;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::apply_loop::ApplyLoop;
+use crate::bootstrap::{self, StartError};
+use crate::config::ServerConfig;
+use crate::raft_loop::{RaftInput, RaftLoop};
+use crate::shared::Shared;
+
+/// Proposals and reads queued for the raft loop at most; beyond it callers wait.
+const RAFT_INPUTS_MAX: usize = 16 * 1024;
+/// Batches of committed entries queued for the apply loop at most.
+const APPLY_TASKS_MAX: usize = 1024;
+/// etcd refuses proposals when the apply loop lags the commit index by this much.
+const APPLY_LAG_MAX: u64 = 5000;
+
+/// A point-in-time view of a member, for `Status` and `/health`.
+#[derive(Debug, Clone)]
+pub struct StatusInfo {
+    /// This member.
+    pub member_id: u64,
+    /// The known leader (0 when none).
+    pub leader_id: u64,
+    /// The current Raft term.
+    pub raft_term: u64,
+    /// The highest committed index.
+    pub raft_index: u64,
+    /// The highest applied index.
+    pub raft_applied_index: u64,
+    /// Size of the backend file.
+    pub db_size_bytes: i64,
+    /// The configured quota.
+    pub quota_backend_bytes: i64,
+}
+
+/// One running member.
+pub struct EtcdServer {
+    cfg: ServerConfig,
+    member_id: u64,
+    cluster_id: u64,
+    members: Mutex<Vec<Member>>,
+    kv: Arc<KvStore>,
+    backend: Arc<Backend>,
+    shared: Arc<Shared>,
+    raft_tx: mpsc::Sender<RaftInput>,
+    next_request_id: AtomicU64,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl EtcdServer {
+    /// Opens or bootstraps the data directory and starts the raft and apply loops.
+    pub fn start(cfg: ServerConfig) -> Result<Arc<EtcdServer>, StartError> {
+        let opened = bootstrap::open(&cfg)?;
+        let applier = Applier::new(opened.backend.clone(), opened.kv.clone()).map_err(|e| {
+            StartError::Backend { path: cfg.data_dir.clone(), reason: e.to_string() }
+        })?;
+        let shared = Arc::new(Shared::new(applier.consistent_index()));
+        let (raft_tx, raft_rx) = mpsc::channel(RAFT_INPUTS_MAX);
+        let (apply_tx, apply_rx) = std::sync::mpsc::sync_channel(APPLY_TASKS_MAX);
+        let raft_loop = RaftLoop {
+            node: opened.node,
+            wal: opened.wal,
+            inputs: raft_rx,
+            apply_tx,
+            shared: shared.clone(),
+            heartbeat: cfg.heartbeat_interval,
+        };
+        let apply_loop = ApplyLoop {
+            applier,
+            tasks: apply_rx,
+            shared: shared.clone(),
+            raft_tx: raft_tx.clone(),
+            snapshot_count: cfg.snapshot_count.max(1),
+            snapshot_index: opened.snapshot_index,
+        };
+        let spawn_error =
+            |e: std::io::Error| StartError::DataDir { path: cfg.data_dir.clone(), source: e };
+        let raft_thread = std::thread::Builder::new()
+            .name("raft".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                    .expect("a current-thread runtime for the raft loop");
+                runtime.block_on(raft_loop.run());
+            })
+            .map_err(spawn_error)?;
+        let apply_thread = std::thread::Builder::new()
+            .name("apply".into())
+            .spawn(move || apply_loop.run())
+            .map_err(spawn_error)?;
+        let now_ms =
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        // etcd's scheme: the member ID's low 16 bits, then a time-based counter, so
+        // IDs of a restarted member do not repeat those still in the log.
+        let id_prefix = (opened.member_id & 0xffff) << 48;
+        let id_start = id_prefix | ((now_ms << 8) & 0x0000_ffff_ffff_ffff);
+        Ok(Arc::new(EtcdServer {
+            member_id: opened.member_id,
+            cluster_id: opened.cluster_id,
+            members: Mutex::new(opened.members),
+            kv: opened.kv,
+            backend: opened.backend,
+            shared,
+            raft_tx,
+            next_request_id: AtomicU64::new(id_start),
+            threads: Mutex::new(vec![raft_thread, apply_thread]),
+            cfg,
+        }))
+    }
+
+    /// The configuration this member runs with.
+    pub fn config(&self) -> &ServerConfig {
+        &self.cfg
+    }
+
+    /// This member's ID.
+    pub fn member_id(&self) -> u64 {
+        self.member_id
+    }
+
+    /// The cluster's ID.
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    /// The MVCC store (reads only; writes go through [`EtcdServer::propose`]).
+    pub fn kv(&self) -> &KvStore {
+        &self.kv
+    }
+
+    /// The known members.
+    pub fn members(&self) -> Vec<Member> {
+        self.members.lock().expect("members lock").clone()
+    }
+
+    /// A response header carrying `revision`.
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            revision,
+            raft_term: self.shared.term.load(Ordering::Relaxed),
+        }
+    }
+
+    /// This member's progress, for `Status`.
+    pub fn status(&self) -> StatusInfo {
+        StatusInfo {
+            member_id: self.member_id,
+            leader_id: self.shared.leader_id.load(Ordering::Relaxed),
+            raft_term: self.shared.term.load(Ordering::Relaxed),
+            raft_index: self.shared.commit_index.load(Ordering::Relaxed),
+            raft_applied_index: *self.shared.applied_index.borrow(),
+            db_size_bytes: self.backend.size_bytes().unwrap_or(0) as i64,
+            quota_backend_bytes: self.cfg.quota_backend_bytes as i64,
+        }
+    }
+
+    /// Proposes `request` through Raft and waits until it is applied on this member.
+    pub async fn propose(&self, mut request: InternalRaftRequest) -> Result<Applied, ServerError> {
+        if self.shared.leader_id.load(Ordering::Relaxed) == 0 {
+            return Err(ServerError::NoLeader);
+        }
+        let applied = *self.shared.applied_index.borrow();
+        if self.shared.commit_index.load(Ordering::Relaxed).saturating_sub(applied) > APPLY_LAG_MAX
+        {
+            return Err(ServerError::TooManyRequests);
+        }
+        let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        request.header = Some(RequestHeader { id, ..Default::default() });
+        let data = request.encode_to_vec();
+        if data.len() > self.cfg.max_request_bytes {
+            return Err(ServerError::RequestTooLarge);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.shared.waiters.lock().expect("waiters lock").insert(id, tx);
+        let outcome = tokio::time::timeout(self.cfg.request_timeout(), async {
+            self.raft_tx
+                .send(RaftInput::Propose { id, data })
+                .await
+                .map_err(|_| ServerError::Stopped)?;
+            rx.await.map_err(|_| ServerError::Stopped)
+        })
+        .await;
+        match outcome {
+            Ok(result) => result,
+            Err(_elapsed) => {
+                self.shared.waiters.lock().expect("waiters lock").remove(&id);
+                Err(ServerError::Timeout)
+            }
+        }
+    }
+
+    /// Waits until this member has applied everything committed before now
+    /// (ReadIndex), so a following read is linearizable.
+    pub async fn read_barrier(&self) -> Result<(), ServerError> {
+        let timeout = self.cfg.request_timeout();
+        let wait = async {
+            let (tx, rx) = oneshot::channel();
+            self.raft_tx.send(RaftInput::ReadIndex(tx)).await.map_err(|_| ServerError::Stopped)?;
+            let index = rx.await.map_err(|_| ServerError::Stopped)??;
+            let mut applied = self.shared.applied_index.subscribe();
+            applied
+                .wait_for(|applied| *applied >= index)
+                .await
+                .map_err(|_| ServerError::Stopped)?;
+            Ok(())
+        };
+        tokio::time::timeout(timeout, wait).await.map_err(|_| ServerError::Timeout)?
+    }
+
+    /// Serves a Range: linearizable unless `serializable` is set.
+    pub async fn range(&self, request: &RangeRequest) -> Result<RangeResponse, ServerError> {
+        if !request.serializable {
+            self.read_barrier().await?;
+        }
+        let (mut response, revision) = self.kv.range_with_rev(request).map_err(|e| {
+            ServerError::from_mvcc(&e).unwrap_or_else(|| {
+                tracing::error!(error = %e, "backend read failed");
+                ServerError::Stopped
+            })
+        })?;
+        response.header = Some(self.header(revision));
+        Ok(response)
+    }
+
+    /// Stops the raft and apply loops after the work already queued; returns when
+    /// both have finished and the WAL is synced.
+    pub async fn shutdown(&self) {
+        let _ = self.raft_tx.send(RaftInput::Stop).await;
+        let threads: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *self.threads.lock().expect("threads lock"));
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        })
+        .await;
+    }
+}

@@ -1,0 +1,42 @@
+//! State shared between the gRPC handlers and the raft and apply loops.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+
+use etcd_server::Applied;
+use tokio::sync::{oneshot, watch};
+
+/// Published progress and the waiters of in-flight proposals.
+pub(crate) struct Shared {
+    /// The known leader (0 when none).
+    pub leader_id: AtomicU64,
+    /// The current Raft term.
+    pub term: AtomicU64,
+    /// The highest committed index seen.
+    pub commit_index: AtomicU64,
+    /// The index of the last entry whose effects readers can see.
+    pub applied_index: watch::Sender<u64>,
+    /// Proposals waiting for their entry to be applied, by request ID.
+    pub waiters: Mutex<HashMap<u64, oneshot::Sender<Applied>>>,
+}
+
+impl Shared {
+    pub fn new(applied_index: u64) -> Shared {
+        Shared {
+            leader_id: AtomicU64::new(0),
+            term: AtomicU64::new(0),
+            commit_index: AtomicU64::new(applied_index),
+            applied_index: watch::Sender::new(applied_index),
+            waiters: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Hands a result to the waiter of its proposal, if this member has one.
+    pub fn wake(&self, applied: Applied) {
+        let waiter = self.waiters.lock().expect("waiters lock").remove(&applied.id);
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(applied);
+        }
+    }
+}

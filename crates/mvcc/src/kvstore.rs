@@ -1,0 +1,288 @@
+//! The store: open (index rebuild), concurrent reads, HashKV.
+//!
+//! ## Visibility scheme
+//!
+//! `shared` (an `RwLock`) holds the key index together with the *published*
+//! current and compacted revisions. The apply batch ([`crate::Batch`]) adds
+//! its revisions to the shared index as it goes (each change under a short
+//! write lock), but only publishes its new current revision after the redb
+//! commit. A reader takes the read lock, reads the published revisions,
+//! opens its redb read transaction and looks the index up *at the published
+//! revision*, then drops the lock and fetches the values from its snapshot.
+//! Unpublished revisions are newer than the published revision, so the
+//! index lookup ignores them; the snapshot always holds every revision up to
+//! the published one because publishing follows the commit.
+//!
+//! Compaction is the one change that removes data. A batch that compacts
+//! deletes the backend rows inside its write transaction but changes the
+//! index only at commit, holding the write lock across the redb commit, the
+//! index compaction and the publication of the new compacted revision. So a
+//! reader holding the read lock sees either the old index, the old compacted
+//! revision and a snapshot with the rows, or all three new.
+//!
+//! If a batch is dropped without committing, the revisions it added to the
+//! index are removed again (the write transaction is discarded by redb).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use etcd_proto::etcdserverpb::{RangeRequest, RangeResponse};
+use etcd_proto::mvccpb::{event::EventType, Event, KeyValue};
+use etcd_storage::{schema, Backend, ReadTables};
+
+use crate::error::MvccError;
+use crate::index::Index;
+use crate::key_index::KeyIndex;
+use crate::range;
+use crate::revision::Revision;
+
+/// State shared between readers and the batch.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub index: Index,
+    /// Newest committed revision (what readers see).
+    pub current_rev: i64,
+    /// Revision of the last compaction; -1 if the store was never compacted (as in etcd).
+    pub compact_rev: i64,
+}
+
+/// The result of [`KvStore::hash_kv`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HashKv {
+    /// CRC-32C (Castagnoli) over the `key` table bucket name and the
+    /// key/value bytes of every revision up to `hash_revision` that a
+    /// compaction at `hash_revision` would keep (etcd's HashByRev).
+    pub hash: u32,
+    /// The store's compacted revision (-1 if never compacted, as etcd reports it).
+    pub compact_revision: i64,
+    /// The revision hashed up to.
+    pub hash_revision: i64,
+    /// The store's current revision when the hash was taken (the response header revision in etcd).
+    pub current_revision: i64,
+}
+
+/// The multi-version key-value store. `Send + Sync`: share it as `Arc<KvStore>`.
+#[derive(Debug)]
+pub struct KvStore {
+    pub(crate) backend: Arc<Backend>,
+    pub(crate) shared: RwLock<Shared>,
+    pub(crate) batch_lock: Mutex<()>,
+}
+
+impl KvStore {
+    /// Opens the store on `backend`, rebuilding the key index from the `key`
+    /// table. The current revision is the newest stored revision, or the
+    /// compacted revision if that is newer (compaction may have removed the
+    /// newest rows), or 1 for an empty store (the first write gets revision 2).
+    pub fn open(backend: Arc<Backend>) -> Result<KvStore, MvccError> {
+        let rtx = backend.begin_read()?;
+        let compact_rev = match rtx.meta_get(schema::META_FINISHED_COMPACT_REV)? {
+            None => -1,
+            Some(b) => {
+                Revision::from_key(&b)
+                    .ok_or_else(|| MvccError::Corrupt("bad finishedCompactRev".into()))?
+                    .0
+                    .main
+            }
+        };
+        let mut index = Index::new();
+        let mut current_rev = 1i64;
+        let mut bad: Option<MvccError> = None;
+        rtx.key_scan(&[], None, &mut |k, v| {
+            let Some((rev, tombstone)) = Revision::from_key(k) else {
+                bad = Some(MvccError::Corrupt(format!("bad revision key {k:?}")));
+                return false;
+            };
+            let kv = match range::decode_kv(v) {
+                Ok(kv) => kv,
+                Err(e) => {
+                    bad = Some(e);
+                    return false;
+                }
+            };
+            current_rev = rev.main;
+            match index.key_index_mut(&kv.key) {
+                Some(ki) if tombstone => {
+                    ki.tombstone(rev);
+                }
+                Some(ki) => ki.put(rev),
+                None if tombstone => {}
+                None => index.insert(
+                    kv.key,
+                    KeyIndex::restore(Revision::new(kv.create_revision, 0), rev, kv.version),
+                ),
+            }
+            true
+        })?;
+        if let Some(e) = bad {
+            return Err(e);
+        }
+        drop(rtx);
+        let current_rev = current_rev.max(compact_rev);
+        Ok(KvStore {
+            backend,
+            shared: RwLock::new(Shared { index, current_rev, compact_rev }),
+            batch_lock: Mutex::new(()),
+        })
+    }
+
+    pub(crate) fn read_shared(&self) -> RwLockReadGuard<'_, Shared> {
+        self.shared.read().expect("mvcc index lock poisoned")
+    }
+
+    pub(crate) fn write_shared(&self) -> RwLockWriteGuard<'_, Shared> {
+        self.shared.write().expect("mvcc index lock poisoned")
+    }
+
+    /// The backend this store was opened on.
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.backend
+    }
+
+    /// Newest committed revision (1 for an empty store, as in etcd).
+    pub fn current_revision(&self) -> i64 {
+        self.read_shared().current_rev
+    }
+
+    /// Revision of the last compaction, 0 if the store was never compacted.
+    pub fn compact_revision(&self) -> i64 {
+        self.read_shared().compact_rev.max(0)
+    }
+
+    /// `(current, compacted)` read together; compacted is -1 if never compacted.
+    pub fn revisions(&self) -> (i64, i64) {
+        let g = self.read_shared();
+        (g.current_rev, g.compact_rev)
+    }
+
+    /// Answers a Range on the committed state (header left `None`; the
+    /// header revision etcd sends is [`KvStore::current_revision`] as of the
+    /// read, returned here as the second value).
+    pub fn range_with_rev(&self, req: &RangeRequest) -> Result<(RangeResponse, i64), MvccError> {
+        let (plan, rtx, current) = {
+            let g = self.read_shared();
+            let plan = range::plan(req, &g.index, g.current_rev, g.compact_rev)?;
+            let rtx = if plan.revs.is_empty() { None } else { Some(self.backend.begin_read()?) };
+            (plan, rtx, g.current_rev)
+        };
+        let kvs = match rtx {
+            Some(rtx) => range::fetch(&rtx, &plan.revs)?,
+            None => Vec::new(),
+        };
+        Ok((range::finish(req, &plan, kvs), current))
+    }
+
+    /// Answers a Range on the committed state; the header is left `None`.
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, MvccError> {
+        self.range_with_rev(req).map(|(r, _)| r)
+    }
+
+    /// etcd's HashKV: a hash of the MVCC history up to `rev` (0 = current).
+    pub fn hash_kv(&self, rev: i64) -> Result<HashKv, MvccError> {
+        let (keep, rtx, current, compacted, rev) = {
+            let g = self.read_shared();
+            let (current, compacted) = (g.current_rev, g.compact_rev);
+            if rev > 0 && rev <= compacted {
+                return Err(MvccError::Compacted);
+            }
+            if rev > 0 && rev > current {
+                return Err(MvccError::FutureRev);
+            }
+            let rev = if rev == 0 { current } else { rev };
+            let keep: HashSet<Revision> = g.index.keep(rev);
+            (keep, self.backend.begin_read()?, current, compacted, rev)
+        };
+        let lower = Revision::new(compacted + 1, 0);
+        let mut h = crc32c::crc32c(b"key");
+        let mut bad = false;
+        rtx.key_scan(&[], None, &mut |k, v| {
+            let Some((r, _)) = Revision::from_key(k) else {
+                bad = true;
+                return false;
+            };
+            if r.main > rev {
+                return false;
+            }
+            if r < lower && !keep.is_empty() && !keep.contains(&r) {
+                return true;
+            }
+            h = crc32c::crc32c_append(h, k);
+            h = crc32c::crc32c_append(h, v);
+            true
+        })?;
+        if bad {
+            return Err(MvccError::Corrupt("bad revision key in key table".into()));
+        }
+        Ok(HashKv {
+            hash: h,
+            compact_revision: compacted,
+            hash_revision: rev,
+            current_revision: current,
+        })
+    }
+
+    /// Every change with `from <= main revision <= to` (`to` is capped at the
+    /// current revision), in revision order, read from the backend (for
+    /// watchers catching up). Delete events hold the key and the deletion
+    /// revision; `prev_kv` is not filled. Fails with `Compacted` if `from` is
+    /// below the compacted revision, as etcd's watch does.
+    pub fn events_range(&self, from: i64, to: i64) -> Result<Vec<Event>, MvccError> {
+        let (rtx, to) = {
+            let g = self.read_shared();
+            if from < g.compact_rev {
+                return Err(MvccError::Compacted);
+            }
+            (self.backend.begin_read()?, to.min(g.current_rev))
+        };
+        let mut out = Vec::new();
+        if from > to {
+            return Ok(out);
+        }
+        let start = Revision::new(from.max(0), 0).to_key(false);
+        let end = Revision::new(to + 1, 0).to_key(false);
+        let mut bad: Option<MvccError> = None;
+        rtx.key_scan(&start, Some(&end), &mut |k, v| {
+            let parsed = Revision::from_key(k)
+                .ok_or_else(|| MvccError::Corrupt(format!("bad revision key {k:?}")))
+                .and_then(|(r, t)| range::decode_kv(v).map(|kv| (r, t, kv)));
+            match parsed {
+                Ok((r, true, kv)) => out.push(Event {
+                    r#type: EventType::Delete as i32,
+                    kv: Some(KeyValue { mod_revision: r.main, ..kv }),
+                    prev_kv: None,
+                }),
+                Ok((_, false, kv)) => {
+                    out.push(Event { r#type: EventType::Put as i32, kv: Some(kv), prev_kv: None })
+                }
+                Err(e) => {
+                    bad = Some(e);
+                    return false;
+                }
+            }
+            true
+        })?;
+        match bad {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// Every key live at the current revision that carries a lease, with its
+    /// lease id, in key order (to re-attach keys to leases after a restart).
+    pub fn leased_keys(&self) -> Result<Vec<(Vec<u8>, i64)>, MvccError> {
+        let req = RangeRequest { key: Vec::new(), range_end: vec![0], ..Default::default() };
+        let out = self
+            .range(&req)?
+            .kvs
+            .into_iter()
+            .filter(|kv| kv.lease != 0)
+            .map(|kv| (kv.key, kv.lease))
+            .collect();
+        Ok(out)
+    }
+
+    /// Number of keys with history in the index (live or awaiting compaction).
+    pub fn index_len(&self) -> usize {
+        self.read_shared().index.len()
+    }
+}

@@ -1,0 +1,153 @@
+//! RangeRequest option handling, shared by concurrent readers and by the
+//! apply batch. A range is answered in two steps so that readers can drop
+//! the index lock before touching the backend:
+//! [`plan`] (under the index lock: revision checks, which revisions to
+//! fetch, the count) and [`finish`] (filters, sort, limit, keys_only), with
+//! [`fetch`] in between reading the values from a backend transaction.
+//!
+//! The order of the steps is etcd's (`etcdserver/apply.go` Range):
+//! 1. `count` is the number of keys of the range that exist at the revision,
+//!    before any filter or limit;
+//! 2. if no sort order and no revision filter is asked, only `limit + 1`
+//!    keys (in key order) are fetched; otherwise all of them;
+//! 3. the mod/create revision filters drop entries;
+//! 4. the entries are sorted (a sort target other than KEY with order NONE
+//!    means ascending); ties keep key order;
+//! 5. if more than `limit` entries remain they are cut to `limit` and `more` is set.
+//!
+//! A consequence kept from etcd: with `sort_target != KEY`, `sort_order ==
+//! NONE` and a limit, only the first `limit + 1` keys are fetched and sorted.
+
+use etcd_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
+use etcd_proto::etcdserverpb::{RangeRequest, RangeResponse};
+use etcd_proto::mvccpb::KeyValue;
+use etcd_storage::ReadTables;
+use prost::Message;
+
+use crate::error::MvccError;
+use crate::index::{Index, KeyRange};
+use crate::revision::Revision;
+
+/// The revision a read at `req_rev` is served at, given the store's current
+/// and compacted revisions (`req_rev <= 0` means current).
+pub(crate) fn read_revision(req_rev: i64, current: i64, compacted: i64) -> Result<i64, MvccError> {
+    if req_rev > current {
+        return Err(MvccError::FutureRev);
+    }
+    let at = if req_rev <= 0 { current } else { req_rev };
+    if at < compacted {
+        return Err(MvccError::Compacted);
+    }
+    Ok(at)
+}
+
+/// What a range needs from the backend.
+#[derive(Debug)]
+pub(crate) struct RangePlan {
+    /// Revisions to fetch, in key order.
+    pub revs: Vec<Revision>,
+    /// Keys of the range existing at the revision.
+    pub count: i64,
+}
+
+/// Step 1 and 2: runs under the index lock.
+pub(crate) fn plan(
+    req: &RangeRequest,
+    index: &Index,
+    current: i64,
+    compacted: i64,
+) -> Result<RangePlan, MvccError> {
+    let at = read_revision(req.revision, current, compacted)?;
+    let found = index.range(KeyRange::new(&req.key, &req.range_end), at);
+    let count = found.len() as i64;
+    if req.count_only {
+        return Ok(RangePlan { revs: Vec::new(), count });
+    }
+    let fetch_all = req.sort_order != SortOrder::None as i32
+        || req.min_mod_revision != 0
+        || req.max_mod_revision != 0
+        || req.min_create_revision != 0
+        || req.max_create_revision != 0;
+    let mut n = found.len();
+    if !fetch_all && req.limit > 0 {
+        n = n.min(usize::try_from(req.limit).unwrap_or(usize::MAX).saturating_add(1));
+    }
+    let revs = found.iter().take(n).map(|(_, kr)| kr.modified).collect();
+    Ok(RangePlan { revs, count })
+}
+
+/// Reads and decodes the values of `revs` (plain, non-tombstone revisions).
+pub(crate) fn fetch(txn: &impl ReadTables, revs: &[Revision]) -> Result<Vec<KeyValue>, MvccError> {
+    if revs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<Vec<u8>> = revs.iter().map(|r| r.to_key(false)).collect();
+    let vals = txn.key_get_many(&keys)?;
+    revs.iter()
+        .zip(vals)
+        .map(|(r, v)| {
+            let v = v.ok_or_else(|| {
+                MvccError::Corrupt(format!(
+                    "revision {}.{} is indexed but not stored",
+                    r.main, r.sub
+                ))
+            })?;
+            decode_kv(&v)
+        })
+        .collect()
+}
+
+pub(crate) fn decode_kv(v: &[u8]) -> Result<KeyValue, MvccError> {
+    KeyValue::decode(v).map_err(|e| MvccError::Corrupt(format!("bad KeyValue: {e}")))
+}
+
+/// Steps 3 to 5. The header is left `None`.
+pub(crate) fn finish(
+    req: &RangeRequest,
+    plan: &RangePlan,
+    mut kvs: Vec<KeyValue>,
+) -> RangeResponse {
+    if req.max_mod_revision != 0 {
+        kvs.retain(|kv| kv.mod_revision <= req.max_mod_revision);
+    }
+    if req.min_mod_revision != 0 {
+        kvs.retain(|kv| kv.mod_revision >= req.min_mod_revision);
+    }
+    if req.max_create_revision != 0 {
+        kvs.retain(|kv| kv.create_revision <= req.max_create_revision);
+    }
+    if req.min_create_revision != 0 {
+        kvs.retain(|kv| kv.create_revision >= req.min_create_revision);
+    }
+
+    let target = SortTarget::try_from(req.sort_target).unwrap_or(SortTarget::Key);
+    let mut order = SortOrder::try_from(req.sort_order).unwrap_or(SortOrder::None);
+    if target != SortTarget::Key && order == SortOrder::None {
+        order = SortOrder::Ascend;
+    }
+    if order != SortOrder::None {
+        let cmp = |a: &KeyValue, b: &KeyValue| match target {
+            SortTarget::Key => a.key.cmp(&b.key),
+            SortTarget::Version => a.version.cmp(&b.version),
+            SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+            SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+            SortTarget::Value => a.value.cmp(&b.value),
+        };
+        match order {
+            SortOrder::Descend => kvs.sort_by(|a, b| cmp(b, a)),
+            _ => kvs.sort_by(cmp),
+        }
+    }
+
+    let mut more = false;
+    if req.limit > 0 && kvs.len() as i64 > req.limit {
+        kvs.truncate(req.limit as usize);
+        more = true;
+    }
+    if req.keys_only {
+        for kv in &mut kvs {
+            kv.value.clear();
+        }
+    }
+    RangeResponse { header: None, kvs, more, count: plan.count }
+}

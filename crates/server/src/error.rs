@@ -1,0 +1,78 @@
+//! Every error a client can observe. The API layer owns the mapping to gRPC status
+//! codes and etcd's exact messages (clients match on the text); this enum only
+//! names the conditions.
+
+use etcd_mvcc::MvccError;
+
+/// A client-visible failure of a request.
+///
+/// Deliberately exhaustive (not `#[non_exhaustive]`): the API's status mapping
+/// matches every variant, so a new one cannot go unmapped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServerError {
+    /// A request that needs a key has none.
+    #[error("key is not provided")]
+    EmptyKey,
+    /// `ignore_value`/`ignore_lease` on a key that does not exist, or an empty op.
+    #[error("key not found")]
+    KeyNotFound,
+    /// `ignore_value` together with a value.
+    #[error("value is provided")]
+    ValueProvided,
+    /// `ignore_lease` together with a lease.
+    #[error("lease is provided")]
+    LeaseProvided,
+    /// More operations in a Txn than `--max-txn-ops`.
+    #[error("too many operations in txn request")]
+    TooManyOps,
+    /// A Txn writes the same key twice.
+    #[error("duplicate key given in txn request")]
+    DuplicateKey,
+    /// The requested revision was compacted away.
+    #[error("mvcc: required revision has been compacted")]
+    Compacted,
+    /// The requested revision is newer than the store.
+    #[error("mvcc: required revision is a future revision")]
+    FutureRev,
+    /// A Put names a lease that does not exist.
+    #[error("requested lease not found")]
+    LeaseNotFound,
+    /// The encoded request exceeds `--max-request-bytes`.
+    #[error("request is too large")]
+    RequestTooLarge,
+    /// Too many proposals are waiting to be applied.
+    #[error("too many requests")]
+    TooManyRequests,
+    /// No leader is known, so nothing can be committed.
+    #[error("no leader")]
+    NoLeader,
+    /// The leader changed while the request was in flight.
+    #[error("leader changed")]
+    LeaderChanged,
+    /// The request did not complete in time.
+    #[error("request timed out")]
+    Timeout,
+    /// The member is shutting down.
+    #[error("server stopped")]
+    Stopped,
+    /// The entry holds a request this version cannot apply.
+    #[error("not capable")]
+    NotCapable,
+    /// The backend quota is exhausted.
+    #[error("mvcc: database space exceeded")]
+    NoSpace,
+}
+
+impl ServerError {
+    /// Maps a store error that a client may see. Storage failures are not client
+    /// errors: the applier treats them as fatal before they get here.
+    pub fn from_mvcc(err: &MvccError) -> Option<ServerError> {
+        match err {
+            MvccError::Compacted => Some(ServerError::Compacted),
+            MvccError::FutureRev => Some(ServerError::FutureRev),
+            MvccError::LeaseNotFound => Some(ServerError::LeaseNotFound),
+            MvccError::KeyNotFound => Some(ServerError::KeyNotFound),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,404 @@
+//! The redb database handle and its two transaction kinds.
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+
+use crate::error::{Result, StorageError, VersionFound};
+use crate::schema::{self, KEY, LEASE, MEMBERS, META};
+
+/// The backend file: one redb database holding every table of [`crate::schema`].
+///
+/// `Backend` is `Send + Sync`. Any number of [`ReadTxn`]s may run while one
+/// [`WriteTxn`] is open; a reader sees the state of the last commit that
+/// finished before it began and never anything of an uncommitted write.
+/// redb allows one write transaction at a time: `begin_write` blocks while
+/// another is open.
+pub struct Backend {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend").field("path", &self.path).finish()
+    }
+}
+
+/// A write transaction. Nothing it writes is visible to readers until
+/// [`WriteTxn::commit`]; dropping it without commit discards everything.
+pub struct WriteTxn {
+    txn: redb::WriteTransaction,
+}
+
+/// A read transaction: a consistent snapshot of the last committed state.
+pub struct ReadTxn {
+    txn: redb::ReadTransaction,
+}
+
+fn classify_open_error(path: &Path, existed: bool, e: redb::DatabaseError) -> StorageError {
+    match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => {
+            StorageError::AlreadyOpen { path: path.to_path_buf() }
+        }
+        other if existed => {
+            StorageError::NotADatabase { path: path.to_path_buf(), source: other.into() }
+        }
+        other => other.into(),
+    }
+}
+
+impl Backend {
+    /// Opens the backend file at `path`, creating it (with all tables and the
+    /// schema version) if it does not exist or is empty. An existing file must be
+    /// a redb database written by this schema version.
+    pub fn open(path: &Path) -> Result<Backend> {
+        let existed = std::fs::metadata(path).map(|m| m.len() > 0).unwrap_or(false);
+        let db =
+            Database::builder().create(path).map_err(|e| classify_open_error(path, existed, e))?;
+        let backend = Backend { db, path: path.to_path_buf() };
+        backend.init_or_check(existed)?;
+        Ok(backend)
+    }
+
+    fn init_or_check(&self, existed: bool) -> Result<()> {
+        let version = {
+            let r = self.db.begin_read()?;
+            match r.open_table(META) {
+                Ok(t) => match t.get(schema::META_SCHEMA_VERSION)? {
+                    None => VersionFound::Missing,
+                    Some(v) => match <[u8; 8]>::try_from(v.value()) {
+                        Ok(b) => VersionFound::Version(u64::from_be_bytes(b)),
+                        Err(_) => VersionFound::Malformed,
+                    },
+                },
+                Err(redb::TableError::TableDoesNotExist(_)) => VersionFound::Missing,
+                Err(e) if existed => {
+                    return Err(StorageError::NotADatabase {
+                        path: self.path.clone(),
+                        source: e.into(),
+                    })
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        match version {
+            VersionFound::Version(schema::SCHEMA_VERSION) => {}
+            VersionFound::Missing if !existed => {
+                let mut w = self.db.begin_write()?;
+                w.set_durability(Durability::Immediate)?;
+                {
+                    w.open_table(KEY)?;
+                    w.open_table(MEMBERS)?;
+                    w.open_table(LEASE)?;
+                    let mut meta = w.open_table(META)?;
+                    meta.insert(
+                        schema::META_SCHEMA_VERSION,
+                        &schema::SCHEMA_VERSION.to_be_bytes()[..],
+                    )?;
+                }
+                w.commit()?;
+            }
+            found => {
+                return Err(StorageError::SchemaVersion {
+                    path: self.path.clone(),
+                    found,
+                    supported: schema::SCHEMA_VERSION,
+                })
+            }
+        }
+        Ok(())
+    }
+
+    /// The path this backend was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Starts a write transaction (blocks while another one is open). Its
+    /// commit is non-durable unless [`WriteTxn::commit`] is asked otherwise:
+    /// the Raft WAL is the source of truth and replays lost commits.
+    pub fn begin_write(&self) -> Result<WriteTxn> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::None)?;
+        Ok(WriteTxn { txn })
+    }
+
+    /// Starts a read transaction on the last committed state.
+    pub fn begin_read(&self) -> Result<ReadTxn> {
+        Ok(ReadTxn { txn: self.db.begin_read()? })
+    }
+
+    /// Size of the backend file in bytes (etcd's `dbSize`).
+    pub fn size_bytes(&self) -> Result<u64> {
+        std::fs::metadata(&self.path).map(|m| m.len()).map_err(|source| StorageError::Io {
+            context: format!("stat {}", self.path.display()),
+            source,
+        })
+    }
+
+    /// Writes a logical copy of every table into a new redb file at `dest`
+    /// (which must not exist), committed durably. The copy reflects one
+    /// consistent committed state of this backend.
+    pub fn copy_to(&self, dest: &Path) -> Result<()> {
+        if dest.exists() {
+            return Err(StorageError::Io {
+                context: format!("copy backend to {}", dest.display()),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "destination already exists",
+                ),
+            });
+        }
+        let src = self.db.begin_read()?;
+        let out = Database::builder().create(dest)?;
+        let mut w = out.begin_write()?;
+        w.set_durability(Durability::Immediate)?;
+        {
+            copy_table(&src, &w, KEY)?;
+            copy_table(&src, &w, META)?;
+            copy_table(&src, &w, MEMBERS)?;
+            copy_table(&src, &w, LEASE)?;
+        }
+        w.commit()?;
+        Ok(())
+    }
+}
+
+fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    src: &redb::ReadTransaction,
+    dst: &redb::WriteTransaction,
+    def: redb::TableDefinition<'static, K, V>,
+) -> Result<()> {
+    let from = src.open_table(def)?;
+    let mut to = dst.open_table(def)?;
+    for entry in from.iter()? {
+        let (k, v) = entry?;
+        to.insert(k.value(), v.value())?;
+    }
+    Ok(())
+}
+
+impl WriteTxn {
+    /// Commits. `durable` waits until the data is on disk
+    /// (`Durability::Immediate`); otherwise the commit is visible to readers
+    /// at once but may be lost in a crash, together with every other
+    /// non-durable commit since the last durable one.
+    pub fn commit(mut self, durable: bool) -> Result<()> {
+        if durable {
+            self.txn.set_durability(Durability::Immediate)?;
+        }
+        self.txn.commit()?;
+        Ok(())
+    }
+
+    /// Discards every change of this transaction.
+    pub fn abort(self) -> Result<()> {
+        self.txn.abort()?;
+        Ok(())
+    }
+
+    /// Sets meta entry `name` to `value`.
+    pub fn meta_put(&self, name: &str, value: &[u8]) -> Result<()> {
+        self.txn.open_table(META)?.insert(name, value)?;
+        Ok(())
+    }
+
+    /// Removes meta entry `name`; returns whether it existed.
+    pub fn meta_delete(&self, name: &str) -> Result<bool> {
+        Ok(self.txn.open_table(META)?.remove(name)?.is_some())
+    }
+
+    /// Stores member `id`.
+    pub fn members_put(&self, id: u64, value: &[u8]) -> Result<()> {
+        self.txn.open_table(MEMBERS)?.insert(id, value)?;
+        Ok(())
+    }
+
+    /// Removes member `id`; returns whether it existed.
+    pub fn members_delete(&self, id: u64) -> Result<bool> {
+        Ok(self.txn.open_table(MEMBERS)?.remove(id)?.is_some())
+    }
+
+    /// Stores lease `id`.
+    pub fn lease_put(&self, id: i64, value: &[u8]) -> Result<()> {
+        self.txn.open_table(LEASE)?.insert(id, value)?;
+        Ok(())
+    }
+
+    /// Removes lease `id`; returns whether it existed.
+    pub fn lease_delete(&self, id: i64) -> Result<bool> {
+        Ok(self.txn.open_table(LEASE)?.remove(id)?.is_some())
+    }
+
+    /// Inserts (or replaces) one entry of the `key` table.
+    pub fn key_put(&self, rev_key: &[u8], value: &[u8]) -> Result<()> {
+        self.txn.open_table(KEY)?.insert(rev_key, value)?;
+        Ok(())
+    }
+
+    /// Removes one entry of the `key` table; returns whether it existed.
+    pub fn key_delete(&self, rev_key: &[u8]) -> Result<bool> {
+        Ok(self.txn.open_table(KEY)?.remove(rev_key)?.is_some())
+    }
+
+    /// Visits the `key` table entries in `[start, end)` in key order and
+    /// removes those for which `keep(key)` is false. Returns how many were removed.
+    pub fn key_retain_range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        keep: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<u64> {
+        let mut removed = 0u64;
+        let mut t = self.txn.open_table(KEY)?;
+        t.retain_in(start..end, |k, _| {
+            let kept = keep(k);
+            if !kept {
+                removed += 1;
+            }
+            kept
+        })?;
+        Ok(removed)
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::ReadTxn {}
+    impl Sealed for super::WriteTxn {}
+}
+
+/// Reads available on both transaction kinds. A [`WriteTxn`] reads its own
+/// uncommitted writes; a [`ReadTxn`] reads its snapshot.
+pub trait ReadTables: sealed::Sealed {
+    /// The value of meta entry `name`.
+    fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>>;
+    /// Every member, ordered by id.
+    fn members_list(&self) -> Result<Vec<(u64, Vec<u8>)>>;
+    /// Every lease, ordered by id.
+    fn leases_list(&self) -> Result<Vec<(i64, Vec<u8>)>>;
+    /// One entry of the `key` table.
+    fn key_get(&self, rev_key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Several entries of the `key` table (one table open), in the order asked.
+    fn key_get_many(&self, rev_keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>>;
+    /// Visits `key` table entries with `start <= key < end` (no upper bound if
+    /// `end` is `None`) in key order until `f` returns false.
+    fn key_scan(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()>;
+    /// Number of entries in the `key` table.
+    fn key_count(&self) -> Result<u64>;
+}
+
+macro_rules! impl_read_tables {
+    ($t:ty) => {
+        impl ReadTables for $t {
+            fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>> {
+                let t = self.txn.open_table(META)?;
+                let v = t.get(name)?.map(|v| v.value().to_vec());
+                Ok(v)
+            }
+            fn members_list(&self) -> Result<Vec<(u64, Vec<u8>)>> {
+                let t = self.txn.open_table(MEMBERS)?;
+                let mut out = Vec::new();
+                for e in t.iter()? {
+                    let (k, v) = e?;
+                    out.push((k.value(), v.value().to_vec()));
+                }
+                Ok(out)
+            }
+            fn leases_list(&self) -> Result<Vec<(i64, Vec<u8>)>> {
+                let t = self.txn.open_table(LEASE)?;
+                let mut out = Vec::new();
+                for e in t.iter()? {
+                    let (k, v) = e?;
+                    out.push((k.value(), v.value().to_vec()));
+                }
+                Ok(out)
+            }
+            fn key_get(&self, rev_key: &[u8]) -> Result<Option<Vec<u8>>> {
+                let t = self.txn.open_table(KEY)?;
+                let v = t.get(rev_key)?.map(|v| v.value().to_vec());
+                Ok(v)
+            }
+            fn key_get_many(&self, rev_keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+                let t = self.txn.open_table(KEY)?;
+                let mut out = Vec::with_capacity(rev_keys.len());
+                for k in rev_keys {
+                    out.push(t.get(k.as_slice())?.map(|v| v.value().to_vec()));
+                }
+                Ok(out)
+            }
+            fn key_scan(
+                &self,
+                start: &[u8],
+                end: Option<&[u8]>,
+                f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+            ) -> Result<()> {
+                let t = self.txn.open_table(KEY)?;
+                let iter = match end {
+                    Some(end) => t.range(start..end)?,
+                    None => t.range(start..)?,
+                };
+                for e in iter {
+                    let (k, v) = e?;
+                    if !f(k.value(), v.value()) {
+                        break;
+                    }
+                }
+                Ok(())
+            }
+            fn key_count(&self) -> Result<u64> {
+                Ok(self.txn.open_table(KEY)?.len()?)
+            }
+        }
+    };
+}
+
+impl_read_tables!(ReadTxn);
+impl_read_tables!(WriteTxn);
+
+/// The value of meta entry `name` (free-function form of [`ReadTables::meta_get`]).
+pub fn meta_get(txn: &impl ReadTables, name: &str) -> Result<Option<Vec<u8>>> {
+    txn.meta_get(name)
+}
+
+/// Sets meta entry `name`.
+pub fn meta_put(txn: &WriteTxn, name: &str, value: &[u8]) -> Result<()> {
+    txn.meta_put(name, value)
+}
+
+/// The last applied Raft `(index, term)`; `(0, 0)` if never written.
+pub fn consistent_index(txn: &impl ReadTables) -> Result<(u64, u64)> {
+    match txn.meta_get(schema::META_CONSISTENT_INDEX)? {
+        None => Ok((0, 0)),
+        Some(b) => schema::decode_consistent_index(&b).ok_or_else(|| StorageError::Corrupt {
+            table: "meta",
+            what: format!("{} has {} bytes, want 16", schema::META_CONSISTENT_INDEX, b.len()),
+        }),
+    }
+}
+
+/// Records the last applied Raft `(index, term)`.
+pub fn set_consistent_index(txn: &WriteTxn, index: u64, term: u64) -> Result<()> {
+    txn.meta_put(schema::META_CONSISTENT_INDEX, &schema::encode_consistent_index(index, term))
+}
+
+/// Stores member `id`.
+pub fn members_put(txn: &WriteTxn, id: u64, value: &[u8]) -> Result<()> {
+    txn.members_put(id, value)
+}
+
+/// Removes member `id`; returns whether it existed.
+pub fn members_delete(txn: &WriteTxn, id: u64) -> Result<bool> {
+    txn.members_delete(id)
+}
+
+/// Every member, ordered by id.
+pub fn members_list(txn: &impl ReadTables) -> Result<Vec<(u64, Vec<u8>)>> {
+    txn.members_list()
+}

@@ -1,0 +1,294 @@
+//! etcd's command-line flags and `ETCD_*` environment variables.
+//!
+//! Go's flag package accepts `-flag` as well as `--flag`, and operators' scripts use
+//! both, so single-dash long flags are normalised first. Flags etcd has that this
+//! server does not act on yet are accepted with a warning when harmless (logging
+//! and tuning knobs) and refused when ignoring them would be unsafe (TLS).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use etcd_daemon::{ClusterState, ServerConfig};
+
+/// etcd flags that take a value and are accepted but not acted on yet.
+const IGNORED_VALUE_FLAGS: &[&str] = &[
+    "logger",
+    "log-outputs",
+    "auto-compaction-retention",
+    "auto-compaction-mode",
+    "max-snapshots",
+    "max-wals",
+    "listen-metrics-urls",
+    "metrics",
+    "backend-batch-interval",
+    "backend-batch-limit",
+    "grpc-keepalive-min-time",
+    "grpc-keepalive-interval",
+    "grpc-keepalive-timeout",
+    "max-concurrent-streams",
+    "auth-token",
+    "bcrypt-cost",
+    "auth-token-ttl",
+    "cors",
+    "host-whitelist",
+    "discovery",
+    "discovery-fallback",
+    "discovery-proxy",
+    "discovery-srv",
+    "proxy",
+    "experimental-compaction-batch-limit",
+    "experimental-watch-progress-notify-interval",
+    "experimental-warning-apply-duration",
+    "experimental-corrupt-check-time",
+];
+
+/// Boolean etcd flags that are accepted but not acted on yet.
+const IGNORED_BOOL_FLAGS: &[&str] = &[
+    "enable-v2",
+    "enable-pprof",
+    "strict-reconfig-check",
+    "pre-vote",
+    "enable-grpc-gateway",
+    "initial-election-tick-advance",
+    "debug",
+    "experimental-initial-corrupt-check",
+    "experimental-enable-lease-checkpoint",
+    "unsafe-no-fsync",
+];
+
+/// etcd flags whose absence of support must stop the server (ignoring them would
+/// silently weaken security).
+const REFUSED_FLAGS: &[&str] = &[
+    "cert-file",
+    "key-file",
+    "trusted-ca-file",
+    "client-cert-auth",
+    "auto-tls",
+    "client-crl-file",
+    "peer-cert-file",
+    "peer-key-file",
+    "peer-trusted-ca-file",
+    "peer-client-cert-auth",
+    "peer-auto-tls",
+    "peer-crl-file",
+    "force-new-cluster",
+];
+
+/// A distributed, reliable key-value store (etcd v3 API).
+#[derive(Debug, Parser)]
+#[command(name = "etcd", disable_version_flag = true)]
+pub struct Flags {
+    /// Human-readable name for this member.
+    #[arg(long, env = "ETCD_NAME", default_value = "default")]
+    pub name: String,
+    /// Path to the data directory (default: ${name}.etcd).
+    #[arg(long, env = "ETCD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// List of URLs to listen on for client traffic.
+    #[arg(long, env = "ETCD_LISTEN_CLIENT_URLS", default_value = "http://localhost:2379")]
+    pub listen_client_urls: String,
+    /// List of this member's client URLs to advertise to the public.
+    #[arg(long, env = "ETCD_ADVERTISE_CLIENT_URLS", default_value = "http://localhost:2379")]
+    pub advertise_client_urls: String,
+    /// List of URLs to listen on for peer traffic.
+    #[arg(long, env = "ETCD_LISTEN_PEER_URLS", default_value = "http://localhost:2380")]
+    pub listen_peer_urls: String,
+    /// List of this member's peer URLs to advertise to the rest of the cluster.
+    #[arg(long, env = "ETCD_INITIAL_ADVERTISE_PEER_URLS", default_value = "http://localhost:2380")]
+    pub initial_advertise_peer_urls: String,
+    /// Initial cluster configuration for bootstrapping (name=peerURL,...).
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// Initial cluster token for the etcd cluster during bootstrap.
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
+    /// Initial cluster state ('new' or 'existing').
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", default_value = "new")]
+    pub initial_cluster_state: String,
+    /// Number of committed transactions to trigger a snapshot to disk.
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 10_000)]
+    pub snapshot_count: u64,
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Time (in milliseconds) for an election to timeout.
+    #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
+    pub election_timeout: u64,
+    /// Raise alarms when backend size exceeds the given quota (0 defaults to low space quota).
+    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
+    pub quota_backend_bytes: u64,
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
+    pub max_request_bytes: usize,
+    /// Maximum number of operations permitted in a transaction.
+    #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
+    pub max_txn_ops: usize,
+    /// Configures log level. Only supports debug, info, warn, error, panic, or fatal.
+    #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Print the version and exit.
+    #[arg(long)]
+    pub version: bool,
+}
+
+/// Rewrites Go-style arguments into what clap parses: `-flag` becomes `--flag`,
+/// ignored etcd flags are dropped (returned for a warning), refused ones error.
+pub fn normalise(args: Vec<String>) -> Result<(Vec<String>, Vec<String>), String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut ignored = Vec::new();
+    let mut iter = args.into_iter();
+    if let Some(program) = iter.next() {
+        out.push(program);
+    }
+    while let Some(arg) = iter.next() {
+        let arg = match arg.strip_prefix('-') {
+            Some(rest) if !rest.starts_with('-') && rest.len() > 1 => format!("--{rest}"),
+            _ => arg,
+        };
+        let Some(body) = arg.strip_prefix("--") else {
+            out.push(arg);
+            continue;
+        };
+        let (name, inline_value) = match body.split_once('=') {
+            Some((name, value)) => (name.to_string(), Some(value.to_string())),
+            None => (body.to_string(), None),
+        };
+        if REFUSED_FLAGS.contains(&name.as_str()) {
+            return Err(format!(
+                "--{name} is not supported by this server yet (TLS and forced reconfiguration \
+                 are not implemented); remove the flag or run real etcd for this member"
+            ));
+        }
+        if IGNORED_VALUE_FLAGS.contains(&name.as_str()) {
+            if inline_value.is_none() {
+                iter.next();
+            }
+            ignored.push(name);
+            continue;
+        }
+        if IGNORED_BOOL_FLAGS.contains(&name.as_str()) {
+            ignored.push(name);
+            continue;
+        }
+        out.push(arg);
+    }
+    Ok((out, ignored))
+}
+
+fn split_urls(list: &str) -> Vec<String> {
+    list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+}
+
+/// Parses `name=url,name=url2,other=url3` into members with their peer URLs.
+pub fn parse_initial_cluster(spec: &str) -> Result<Vec<(String, Vec<String>)>, String> {
+    let mut members: Vec<(String, Vec<String>)> = Vec::new();
+    for part in split_urls(spec) {
+        let (name, url) = part.split_once('=').ok_or_else(|| {
+            format!("--initial-cluster entry {part:?} is not name=peerURL (e.g. infra0=http://10.0.0.1:2380)")
+        })?;
+        match members.iter_mut().find(|(n, _)| n == name) {
+            Some((_, urls)) => urls.push(url.to_string()),
+            None => members.push((name.to_string(), vec![url.to_string()])),
+        }
+    }
+    Ok(members)
+}
+
+impl Flags {
+    /// The client URLs to bind.
+    pub fn listen_client_urls(&self) -> Vec<String> {
+        split_urls(&self.listen_client_urls)
+    }
+
+    /// Builds the member configuration, checking what the flags say.
+    pub fn server_config(&self) -> Result<ServerConfig, String> {
+        let data_dir =
+            self.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name)));
+        let peer_urls = split_urls(&self.initial_advertise_peer_urls);
+        let initial_cluster = match &self.initial_cluster {
+            Some(spec) => parse_initial_cluster(spec)?,
+            None => vec![(self.name.clone(), peer_urls.clone())],
+        };
+        let initial_cluster_state = match self.initial_cluster_state.as_str() {
+            "new" => ClusterState::New,
+            "existing" => ClusterState::Existing,
+            other => {
+                return Err(format!(
+                    "invalid value {other:?} for --initial-cluster-state: use 'new' or 'existing'"
+                ))
+            }
+        };
+        if self.heartbeat_interval == 0 || self.election_timeout < 5 * self.heartbeat_interval {
+            return Err(format!(
+                "--election-timeout[{}ms] should be at least 5 times as --heartbeat-interval[{}ms]",
+                self.election_timeout, self.heartbeat_interval
+            ));
+        }
+        let quota = if self.quota_backend_bytes == 0 {
+            2 * 1024 * 1024 * 1024
+        } else {
+            self.quota_backend_bytes
+        };
+        Ok(ServerConfig {
+            name: self.name.clone(),
+            data_dir,
+            initial_cluster,
+            initial_cluster_token: self.initial_cluster_token.clone(),
+            initial_cluster_state,
+            advertise_client_urls: split_urls(&self.advertise_client_urls),
+            initial_advertise_peer_urls: peer_urls,
+            snapshot_count: self.snapshot_count,
+            quota_backend_bytes: quota,
+            max_request_bytes: self.max_request_bytes,
+            max_txn_ops: self.max_txn_ops,
+            heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
+            election_timeout: Duration::from_millis(self.election_timeout),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn go_style_single_dash_flags_are_accepted() {
+        let (out, _) = normalise(args(&["etcd", "-name", "a", "--data-dir=x"])).expect("ok");
+        assert_eq!(out, args(&["etcd", "--name", "a", "--data-dir=x"]));
+    }
+
+    #[test]
+    fn ignored_flags_are_dropped_with_their_values() {
+        let (out, ignored) = normalise(args(&[
+            "etcd",
+            "--logger",
+            "zap",
+            "--enable-v2",
+            "--name",
+            "a",
+            "--log-outputs=stderr",
+        ]))
+        .expect("ok");
+        assert_eq!(out, args(&["etcd", "--name", "a"]));
+        assert_eq!(ignored, args(&["logger", "enable-v2", "log-outputs"]));
+    }
+
+    #[test]
+    fn tls_flags_are_refused() {
+        assert!(normalise(args(&["etcd", "--cert-file", "x"])).is_err());
+    }
+
+    #[test]
+    fn initial_cluster_groups_urls_per_member() {
+        let parsed =
+            parse_initial_cluster("a=http://1:2380,b=http://2:2380,a=http://3:2380").expect("ok");
+        assert_eq!(parsed[0], ("a".to_string(), args(&["http://1:2380", "http://3:2380"])));
+        assert_eq!(parsed[1], ("b".to_string(), args(&["http://2:2380"])));
+        assert!(parse_initial_cluster("nonsense").is_err());
+    }
+}

@@ -1,0 +1,180 @@
+//! The `etcd` server binary: etcd's flags in, one member serving etcd's v3 gRPC API.
+
+mod flags;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use etcd_daemon::EtcdServer;
+use tokio::net::TcpListener;
+
+use flags::Flags;
+
+fn init_logging(level: &str) -> Result<(), String> {
+    let level = match level {
+        "debug" => tracing::Level::DEBUG,
+        "info" => tracing::Level::INFO,
+        "warn" => tracing::Level::WARN,
+        "error" | "panic" | "fatal" => tracing::Level::ERROR,
+        other => {
+            return Err(format!(
+                "invalid --log-level {other:?}: use debug, info, warn, error, panic or fatal"
+            ))
+        }
+    };
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .init();
+    Ok(())
+}
+
+/// `http://host:port` -> `host:port`; other schemes are refused for now.
+fn listen_address(url: &str) -> Result<String, String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        format!("listen URL {url:?} is not supported: only http:// URLs are served (TLS is not implemented yet)")
+    })?;
+    let host_port = rest.trim_end_matches('/');
+    if !host_port.contains(':') {
+        return Err(format!("listen URL {url:?} has no port: write it as http://host:port"));
+    }
+    Ok(host_port.to_string())
+}
+
+async fn bind_all(urls: &[String]) -> Result<Vec<TcpListener>, String> {
+    let mut listeners = Vec::new();
+    for url in urls {
+        let address = listen_address(url)?;
+        let listener = TcpListener::bind(&address).await.map_err(|e| {
+            format!(
+                "cannot listen for client traffic on {url}: {e} (is another etcd running there?)"
+            )
+        })?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+async fn wait_for_leader(server: &EtcdServer, limit: Duration) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if server.status().leader_id != 0 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = terminate.recv() => {},
+    }
+    tracing::info!("received a shutdown signal; stopping the member");
+}
+
+async fn run(flags: Flags) -> Result<(), String> {
+    let cfg = flags.server_config()?;
+    let listeners = bind_all(&flags.listen_client_urls()).await?;
+    let name = cfg.name.clone();
+    let client_urls = cfg.advertise_client_urls.clone();
+    let election_timeout = cfg.election_timeout;
+    tracing::info!(name = %name, data_dir = %cfg.data_dir.display(), "starting an etcd member");
+    let server = tokio::task::spawn_blocking(move || EtcdServer::start(cfg))
+        .await
+        .map_err(|e| format!("startup panicked: {e}"))?
+        .map_err(|e| e.to_string())?;
+    if !wait_for_leader(&server, election_timeout * 10).await {
+        tracing::warn!("no leader elected yet; serving anyway, writes fail until one is");
+    }
+    tracing::info!(
+        cluster_version = etcd_api::CLUSTER_VERSION,
+        "enabled capabilities for version 3.5"
+    );
+    tracing::info!(
+        local_member_id = %format!("{:x}", server.member_id()),
+        local_member_attributes = %format!("{{Name:{name} ClientURLs:[{}]}}", client_urls.join(" ")),
+        cluster_id = %format!("{:x}", server.cluster_id()),
+        "published local member to cluster through raft"
+    );
+    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut serving = Vec::new();
+    for listener in listeners {
+        let address = listener.local_addr().map_err(|e| e.to_string())?;
+        let mut stop = stop_tx.subscribe();
+        let server = Arc::clone(&server);
+        serving.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.recv().await;
+            };
+            etcd_api::serve(server, listener, shutdown).await
+        }));
+        tracing::warn!(address = %address, "serving insecure client requests on {address}, this is strongly discouraged!");
+    }
+    tracing::info!("ready to serve client requests");
+    shutdown_signal().await;
+    let _ = stop_tx.send(());
+    for task in serving {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "client listener stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "client listener task failed"),
+        }
+    }
+    server.shutdown().await;
+    tracing::info!("stopped the member cleanly");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let (args, ignored) = match flags::normalise(std::env::args().collect()) {
+        Ok(parsed) => parsed,
+        Err(message) => {
+            eprintln!("etcd: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let flags = match Flags::try_parse_from(args) {
+        Ok(flags) => flags,
+        Err(err) => {
+            let _ = err.print();
+            return ExitCode::from(2);
+        }
+    };
+    if flags.version {
+        println!("etcd Version: {}", etcd_api::SERVER_VERSION);
+        println!("Git SHA: etcd-rs");
+        println!("API Version: 3.5");
+        return ExitCode::SUCCESS;
+    }
+    if let Err(message) = init_logging(&flags.log_level) {
+        eprintln!("etcd: {message}");
+        return ExitCode::from(2);
+    }
+    for flag in ignored {
+        tracing::warn!(flag = %flag, "--{flag} is accepted for compatibility but has no effect yet");
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("etcd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(flags)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!(error = %message, "etcd: failed to start");
+            eprintln!("etcd: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

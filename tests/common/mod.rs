@@ -1,0 +1,220 @@
+//! Process-level test harness: starts real server processes (ours, or real etcd as
+//! an oracle) on loopback with free ports and temporary data dirs, waits for the
+//! `ready to serve client requests` line, and kills or restarts them.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long a server may take to print its ready line.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A free TCP port on loopback (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind port 0").local_addr().expect("addr").port()
+}
+
+/// Which server binary a [`Server`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// This repository's `etcd`.
+    Ours,
+    /// Debian's `etcd-server` (real etcd 3.4), the reference oracle.
+    RealEtcd,
+}
+
+/// Path of real etcd, if installed.
+pub fn real_etcd() -> Option<PathBuf> {
+    let path = PathBuf::from("/usr/bin/etcd");
+    path.exists().then_some(path)
+}
+
+/// A running (or stopped) server process with its data dir.
+pub struct Server {
+    pub flavor: Flavor,
+    pub data_dir: PathBuf,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub extra_args: Vec<String>,
+    child: Option<Child>,
+    stderr_log: Vec<String>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// Starts our server in a fresh temporary data dir.
+    pub fn start() -> Server {
+        Server::start_with(Flavor::Ours, &[])
+    }
+
+    /// Starts a server of `flavor` with extra flags.
+    pub fn start_with(flavor: Flavor, extra: &[&str]) -> Server {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let mut server = Server {
+            flavor,
+            data_dir: temp.path().join("data.etcd"),
+            client_port: free_port(),
+            peer_port: free_port(),
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            stderr_log: Vec::new(),
+            _temp: Some(temp),
+        };
+        server.restart();
+        server
+    }
+
+    /// The client endpoint, `127.0.0.1:port`.
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    /// The command line of this server.
+    pub fn command(&self) -> Command {
+        let binary = match self.flavor {
+            Flavor::Ours => PathBuf::from(env!("CARGO_BIN_EXE_etcd")),
+            Flavor::RealEtcd => real_etcd().expect("real etcd is installed"),
+        };
+        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let mut cmd = Command::new(binary);
+        cmd.arg("--name=node1")
+            .arg(format!("--data-dir={}", self.data_dir.display()))
+            .arg(format!("--listen-client-urls={client}"))
+            .arg(format!("--advertise-client-urls={client}"))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--initial-cluster=node1={peer}"))
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// (Re)starts the process on the same data dir and ports; waits until ready.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "server already running");
+        let mut child = self.command().spawn().expect("spawn server");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    // Keep draining so the server never blocks on a full pipe.
+                    continue;
+                }
+            }
+        });
+        let deadline = std::time::Instant::now() + READY_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    let ready = line.contains("ready to serve client requests");
+                    self.stderr_log.push(line);
+                    if ready {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("server did not become ready; its log:\n{}", self.stderr_log.join("\n"));
+                }
+            }
+        }
+        self.child = Some(child);
+    }
+
+    /// SIGKILLs the process (no chance to flush anything).
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERMs the process and waits for it to exit; returns whether it exited 0.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else { return true };
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+
+    /// What the server logged so far (up to readiness).
+    pub fn log(&self) -> &[String] {
+        &self.stderr_log
+    }
+
+    /// A connected `etcd-client` client.
+    pub async fn client(&self) -> etcd_client::Client {
+        etcd_client::Client::connect([self.endpoint()], None).await.expect("connect")
+    }
+
+    /// The WAL directory of this member.
+    pub fn wal_dir(&self) -> PathBuf {
+        self.data_dir.join("member").join("wal")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Path of the real `etcdctl` (Debian's `etcd-client`); tests need it.
+pub fn etcdctl_path() -> PathBuf {
+    let path = PathBuf::from("/usr/bin/etcdctl");
+    assert!(
+        path.exists(),
+        "the real etcdctl is required: apt-get install -y etcd-client (or run .ci/run)"
+    );
+    path
+}
+
+/// Runs real etcdctl against `endpoint` with `args`, optionally feeding stdin.
+pub fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut cmd = Command::new(etcdctl_path());
+    cmd.env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .arg("--dial-timeout=5s")
+        .arg("--command-timeout=10s")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn etcdctl");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).expect("write stdin");
+    }
+    drop(input);
+    child.wait_with_output().expect("etcdctl output")
+}
+
+/// Runs etcdctl and returns stdout, panicking (with stderr) on failure.
+pub fn must_etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> String {
+    let out = etcdctl(endpoint, args, stdin);
+    assert!(
+        out.status.success(),
+        "etcdctl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stdout).expect("utf8")
+}
+
+/// Files in `dir` sorted by name.
+pub fn sorted_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(dir).expect("read dir").map(|e| e.expect("entry").path()).collect();
+    files.sort();
+    files
+}

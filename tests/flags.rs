@@ -1,0 +1,82 @@
+//! The binary's command line and data-dir handling: unknown flags, incompatible
+//! data dirs, ETCD_* variables, the lifecycle log lines, clean shutdown.
+
+mod common;
+
+use std::process::Command;
+
+use common::Server;
+
+#[test]
+fn unknown_flag_fails_with_a_clear_message() {
+    let out = Command::new(env!("CARGO_BIN_EXE_etcd")).arg("--no-such-flag").output().expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--no-such-flag"), "{stderr}");
+}
+
+#[test]
+fn version_flag_reports_a_3_5_server() {
+    let out = Command::new(env!("CARGO_BIN_EXE_etcd")).arg("--version").output().expect("run");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("etcd Version: 3.5."));
+}
+
+#[test]
+fn lifecycle_lines_are_logged_and_sigterm_stops_cleanly() {
+    let mut server = Server::start();
+    let log = server.log().join("\n");
+    assert!(log.contains("published local member to cluster through raft"), "{log}");
+    assert!(log.contains("enabled capabilities for version"), "{log}");
+    assert!(server.terminate(), "SIGTERM should exit 0");
+    server.restart();
+    assert!(server.log().join("\n").matches("ready to serve client requests").count() >= 2);
+}
+
+#[test]
+fn a_data_dir_of_another_format_is_refused_and_left_untouched() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let wal = temp.path().join("member").join("wal");
+    std::fs::create_dir_all(&wal).expect("mkdir");
+    let segment = wal.join("0000000000000000-0000000000000000.wal");
+    let foreign = b"this is not our WAL format, e.g. one written by etcd itself".repeat(10);
+    std::fs::write(&segment, &foreign).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_etcd"))
+        .arg(format!("--data-dir={}", temp.path().display()))
+        .arg(format!("--listen-client-urls=http://127.0.0.1:{}", common::free_port()))
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "must refuse a foreign data dir");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("WAL"), "{stderr}");
+    assert_eq!(std::fs::read(&segment).expect("read"), foreign, "the data dir was modified");
+}
+
+#[test]
+fn etcd_env_vars_configure_the_server() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let port = common::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_etcd"))
+        .env("ETCD_NAME", "envnode")
+        .env("ETCD_DATA_DIR", temp.path().join("d"))
+        .env("ETCD_LISTEN_CLIENT_URLS", &url)
+        .env("ETCD_ADVERTISE_CLIENT_URLS", &url)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let endpoint = format!("127.0.0.1:{port}");
+    let mut members = String::new();
+    for _ in 0..100 {
+        let out = common::etcdctl(&endpoint, &["member", "list"], None);
+        if out.status.success() {
+            members = String::from_utf8_lossy(&out.stdout).into_owned();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(members.contains("envnode"), "{members:?}");
+    assert!(temp.path().join("d").join("member").join("wal").exists());
+}
