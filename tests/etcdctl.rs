@@ -69,6 +69,11 @@ fn etcdctl_outputs_match_real_etcd_for_the_same_sequence() {
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert_eq!(g, w, "step {i} differs from real etcd");
     }
+    // The same history hashes the same: the stored key/value bytes are etcd's.
+    let hash = |ep: &str| json(ep, &["endpoint", "hashkv"])[0]["HashKV"]["hash"].clone();
+    let ours_hash = hash(&ours.endpoint());
+    assert!(ours_hash.is_u64(), "hashkv printed no hash: {ours_hash}");
+    assert_eq!(ours_hash, hash(&oracle.endpoint()));
 }
 
 #[test]

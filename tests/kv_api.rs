@@ -208,3 +208,21 @@ async fn headers_carry_the_ids_etcd_derives() {
     assert_eq!(member.peer_urls(), [peer]);
     assert!(header.cluster_id() != 0 && header.raft_term() >= 1);
 }
+
+#[tokio::test]
+async fn writes_over_the_space_quota_fail_but_reads_and_deletes_work() {
+    let server = Server::start_with(Flavor::Ours, &["--quota-backend-bytes=1"]);
+    let mut c = server.client().await;
+    let full = status_of(c.put("k", "v", None).await.expect_err("no space"));
+    assert_eq!(
+        (full.code(), full.message()),
+        (tonic::Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded")
+    );
+    let txn = Txn::new().and_then([TxnOp::put("k", "v", None)]);
+    assert_eq!(
+        status_of(c.txn(txn).await.expect_err("no space")).code(),
+        tonic::Code::ResourceExhausted
+    );
+    assert!(c.get("k", None).await.expect("reads work").kvs().is_empty());
+    c.delete("k", None).await.expect("deletes work");
+}

@@ -34,6 +34,27 @@ impl KvService {
     }
 }
 
+/// etcd's estimate of what a put adds to the backend (key, value, bookkeeping).
+fn put_cost(put: &PutRequest) -> u64 {
+    const KV_OVERHEAD_BYTES: u64 = 256;
+    KV_OVERHEAD_BYTES + put.key.len() as u64 + put.value.len() as u64
+}
+
+/// The cost of a txn's more expensive branch, counting nested txns.
+fn txn_cost(txn: &TxnRequest) -> u64 {
+    use etcd_proto::etcdserverpb::request_op::Request as Op;
+    let branch = |ops: &[etcd_proto::etcdserverpb::RequestOp]| -> u64 {
+        ops.iter()
+            .map(|op| match &op.request {
+                Some(Op::RequestPut(put)) => put_cost(put),
+                Some(Op::RequestTxn(nested)) => txn_cost(nested),
+                _ => 0,
+            })
+            .sum()
+    };
+    branch(&txn.success).max(branch(&txn.failure))
+}
+
 fn unexpected(response: &Response) -> Status {
     tracing::error!(?response, "applied result does not match its request");
     to_status(&ServerError::NotCapable)
@@ -57,6 +78,7 @@ impl Kv for KvService {
     ) -> Result<tonic::Response<PutResponse>, Status> {
         let put = request.into_inner();
         validate::check_put(&put).map_err(|e| to_status(&e))?;
+        self.server.check_quota(put_cost(&put)).map_err(|e| to_status(&e))?;
         let request = InternalRaftRequest { put: Some(put), ..Default::default() };
         match self.propose(request).await? {
             (Response::Put(mut response), revision) => {
@@ -89,6 +111,10 @@ impl Kv for KvService {
     ) -> Result<tonic::Response<TxnResponse>, Status> {
         let txn = request.into_inner();
         validate::check_txn(&txn, self.server.config().max_txn_ops).map_err(|e| to_status(&e))?;
+        let cost = txn_cost(&txn);
+        if cost > 0 {
+            self.server.check_quota(cost).map_err(|e| to_status(&e))?;
+        }
         let request = InternalRaftRequest { txn: Some(txn), ..Default::default() };
         match self.propose(request).await? {
             (Response::Txn(mut response), revision) => {

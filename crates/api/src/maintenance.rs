@@ -4,8 +4,13 @@ use std::sync::Arc;
 
 use etcd_daemon::EtcdServer;
 use etcd_proto::etcdserverpb::maintenance_server::Maintenance;
-use etcd_proto::etcdserverpb::{StatusRequest, StatusResponse};
+use etcd_proto::etcdserverpb::{
+    AlarmRequest, AlarmResponse, HashKvRequest, HashKvResponse, StatusRequest, StatusResponse,
+};
+use etcd_server::ServerError;
 use tonic::{Request, Response, Status};
+
+use crate::status::to_status;
 
 /// The server version reported to clients: we implement etcd's 3.5 API.
 pub const SERVER_VERSION: &str = "3.5.0";
@@ -46,6 +51,36 @@ impl Maintenance for MaintenanceService {
             storage_version: String::new(),
             db_size_quota: status.quota_backend_bytes,
             downgrade_info: None,
+        }))
+    }
+
+    async fn hash_kv(
+        &self,
+        request: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        let kv = self.server.kv();
+        let revision = kv.current_revision();
+        let hash = kv
+            .hash_kv(request.into_inner().revision)
+            .map_err(|e| to_status(&ServerError::from_mvcc(&e).unwrap_or(ServerError::Stopped)))?;
+        Ok(Response::new(HashKvResponse {
+            header: Some(self.server.header(revision)),
+            hash: hash.hash,
+            compact_revision: hash.compact_revision,
+            hash_revision: hash.hash_revision,
+        }))
+    }
+
+    /// No alarm is ever raised yet (the space quota refuses writes without one),
+    /// so listing answers an empty list and deactivation is a no-op.
+    async fn alarm(
+        &self,
+        _request: Request<AlarmRequest>,
+    ) -> Result<Response<AlarmResponse>, Status> {
+        let revision = self.server.kv().current_revision();
+        Ok(Response::new(AlarmResponse {
+            header: Some(self.server.header(revision)),
+            alarms: vec![],
         }))
     }
 }

@@ -171,6 +171,16 @@ impl EtcdServer {
         }
     }
 
+    /// Refuses a write that would add about `cost_bytes` to a backend already at its
+    /// `--quota-backend-bytes` (etcd's space quota: reads and deletes stay allowed).
+    pub fn check_quota(&self, cost_bytes: u64) -> Result<(), ServerError> {
+        let size = self.backend.size_bytes().unwrap_or(0);
+        if size.saturating_add(cost_bytes) > self.cfg.quota_backend_bytes {
+            return Err(ServerError::NoSpace);
+        }
+        Ok(())
+    }
+
     /// Proposes `request` through Raft and waits until it is applied on this member.
     pub async fn propose(&self, mut request: InternalRaftRequest) -> Result<Applied, ServerError> {
         if self.shared.leader_id.load(Ordering::Relaxed) == 0 {
