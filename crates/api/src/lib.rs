@@ -9,6 +9,7 @@ pub mod kv;
 pub mod maintenance;
 pub mod status;
 pub mod validate;
+pub mod watch;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use etcd_daemon::EtcdServer;
 use etcd_proto::etcdserverpb::cluster_server::ClusterServer;
 use etcd_proto::etcdserverpb::kv_server::KvServer;
 use etcd_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use etcd_proto::etcdserverpb::watch_server::WatchServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -36,11 +38,15 @@ pub async fn serve(
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(usize::MAX);
     let cluster = ClusterServer::new(cluster::ClusterService::new(server.clone()));
-    let maintenance = MaintenanceServer::new(maintenance::MaintenanceService::new(server));
+    let maintenance = MaintenanceServer::new(maintenance::MaintenanceService::new(server.clone()));
+    let watch = WatchServer::new(watch::WatchService::new(server))
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(usize::MAX);
     tonic::transport::Server::builder()
         .add_service(kv)
         .add_service(cluster)
         .add_service(maintenance)
+        .add_service(watch)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
 }

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::raft_loop::{ApplyTask, RaftInput};
 use crate::shared::Shared;
+use crate::watch_hub::WatchHub;
 
 /// Entries merged into one backend transaction at most.
 const ENTRIES_PER_BATCH_MAX: usize = 8192;
@@ -20,6 +21,8 @@ pub(crate) struct ApplyLoop {
     pub applier: Applier,
     pub tasks: Receiver<ApplyTask>,
     pub shared: Arc<Shared>,
+    pub watch_hub: Arc<WatchHub>,
+    pub kv: Arc<etcd_mvcc::KvStore>,
     pub raft_tx: mpsc::Sender<RaftInput>,
     pub snapshot_count: u64,
     pub snapshot_index: u64,
@@ -44,6 +47,7 @@ impl ApplyLoop {
                     std::process::abort();
                 }
             };
+            self.watch_hub.publish(outcome.events, self.kv.current_revision());
             self.shared.applied_index.send_replace(self.applier.consistent_index());
             for applied in outcome.applied {
                 self.shared.wake(applied);

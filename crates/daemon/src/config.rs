@@ -41,6 +41,9 @@ pub struct ServerConfig {
     pub heartbeat_interval: Duration,
     /// `--election-timeout`.
     pub election_timeout: Duration,
+    /// `--experimental-watch-progress-notify-interval`: how often watchers that asked
+    /// for progress notifications get one when idle.
+    pub watch_progress_notify_interval: Duration,
 }
 
 impl ServerConfig {
@@ -61,6 +64,7 @@ impl ServerConfig {
             max_txn_ops: 128,
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),
+            watch_progress_notify_interval: Duration::from_secs(600),
         }
     }
 

@@ -10,6 +10,7 @@
 
 pub mod bootstrap;
 pub mod config;
+pub mod watch_hub;
 
 mod apply_loop;
 mod raft_loop;

@@ -20,6 +20,7 @@ use crate::bootstrap::{self, StartError};
 use crate::config::ServerConfig;
 use crate::raft_loop::{RaftInput, RaftLoop};
 use crate::shared::Shared;
+use crate::watch_hub::WatchHub;
 
 /// Proposals and reads queued for the raft loop at most; beyond it callers wait.
 const RAFT_INPUTS_MAX: usize = 16 * 1024;
@@ -56,6 +57,7 @@ pub struct EtcdServer {
     kv: Arc<KvStore>,
     backend: Arc<Backend>,
     shared: Arc<Shared>,
+    watch_hub: Arc<WatchHub>,
     raft_tx: mpsc::Sender<RaftInput>,
     next_request_id: AtomicU64,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -69,6 +71,7 @@ impl EtcdServer {
             StartError::Backend { path: cfg.data_dir.clone(), reason: e.to_string() }
         })?;
         let shared = Arc::new(Shared::new(applier.consistent_index()));
+        let watch_hub = Arc::new(WatchHub::new(opened.kv.current_revision()));
         let (raft_tx, raft_rx) = mpsc::channel(RAFT_INPUTS_MAX);
         let (apply_tx, apply_rx) = std::sync::mpsc::sync_channel(APPLY_TASKS_MAX);
         let raft_loop = RaftLoop {
@@ -83,6 +86,8 @@ impl EtcdServer {
             applier,
             tasks: apply_rx,
             shared: shared.clone(),
+            watch_hub: watch_hub.clone(),
+            kv: opened.kv.clone(),
             raft_tx: raft_tx.clone(),
             snapshot_count: cfg.snapshot_count.max(1),
             snapshot_index: opened.snapshot_index,
@@ -116,6 +121,7 @@ impl EtcdServer {
             kv: opened.kv,
             backend: opened.backend,
             shared,
+            watch_hub,
             raft_tx,
             next_request_id: AtomicU64::new(id_start),
             threads: Mutex::new(vec![raft_thread, apply_thread]),
@@ -141,6 +147,11 @@ impl EtcdServer {
     /// The MVCC store (reads only; writes go through [`EtcdServer::propose`]).
     pub fn kv(&self) -> &KvStore {
         &self.kv
+    }
+
+    /// Recent events and the published revision, for watchers.
+    pub fn watch_hub(&self) -> &WatchHub {
+        &self.watch_hub
     }
 
     /// The known members.

@@ -12,7 +12,7 @@
 //! segment made by [`Wal::create`]). Files named `<segment name>.tmp` are segments that were
 //! being initialised during a crash; they are never replayed and are deleted by [`Wal::open`].
 //!
-//! A segment is a sequence of records:
+//! A segment is a sequence of records, followed by zero bytes up to the end of the file:
 //!
 //! ```text
 //! len: u32 LE | crc: u32 LE | type: u8 | payload
@@ -33,9 +33,22 @@
 //! Every segment begins with a metadata record (identical in all segments), followed by the
 //! current snapshot marker (if any) and the current hard state (if any) at the time the segment
 //! was cut, so any suffix of segments replays on its own once older ones are released. A new
-//! segment is cut when the current one exceeds [`SEGMENT_BYTES_MAX`]: the current segment is
-//! flushed and fsynced, the new one is written under its `.tmp` name, fsynced, renamed into
-//! place, and the directory is fsynced.
+//! segment is cut when the current one exceeds the segment size limit ([`SEGMENT_BYTES_MAX`]
+//! by default, see [`Wal::set_segment_bytes_max`]): the current segment is flushed and fsynced,
+//! the new one is written under its `.tmp` name, preallocated, fsynced, renamed into place, and
+//! the directory is fsynced.
+//!
+//! ## Preallocation
+//!
+//! Every segment is created preallocated to the segment size limit: disk blocks are allocated
+//! with `fallocate` (no zeros are written; the unwritten space reads as zeros) and the file size
+//! is set to the limit, so that appends overwrite allocated space and the `fdatasync` after
+//! them need not journal a file-size change. Records are therefore written at the *logical end*
+//! of the segment, the end of its last record, not at the end of the file; the bytes after it
+//! are zero. A segment may still grow past the limit (the write that crosses it lands in the
+//! current segment before the cut), and on a filesystem without `fallocate` segments are not
+//! preallocated at all; both layouts are read the same way. Segments keep their unused zero
+//! tail after a cut.
 //!
 //! # Replay and recovery
 //!
@@ -45,12 +58,17 @@
 //! The newest hard state and snapshot marker win. Replayed entries must be contiguous and start
 //! right after the snapshot marker's index (when there is one).
 //!
-//! A damaged or incomplete record in the **last** segment with no valid record anywhere after
-//! it is a torn tail, as left by a crash during an append: the segment is truncated to the end
-//! of the last valid record and fsynced. (If that leaves the last segment without even its
-//! metadata record and an older segment exists, the empty last segment is removed.) Any other
-//! damage — in a non-last segment, or followed by a valid record — is [`Error::Corrupt`]:
-//! records are never silently dropped from the middle of the log.
+//! Bytes after the last valid record of a segment that are **all zero** are preallocated space
+//! (the normal end of every segment): they are neither a torn tail nor corruption, in any
+//! segment, and are left alone. Otherwise, a damaged or incomplete record in the **last**
+//! segment with no valid record anywhere after it is a torn tail, as left by a crash during an
+//! append: the segment is truncated to the end of the last valid record, preallocated again to
+//! its former size (so the torn bytes now read as zeros) and fsynced; [`Replay::torn_bytes`]
+//! counts the bytes from the end of the last valid record to the last non-zero byte. (If that
+//! leaves the last segment without even its metadata record and an older segment exists, the
+//! empty last segment is removed.) Any other damage — in a non-last segment, or followed by a
+//! valid record — is [`Error::Corrupt`]: records are never silently dropped from the middle of
+//! the log. The log then continues at the logical end of the last segment.
 //!
 //! # Retention
 //!
@@ -59,7 +77,7 @@
 //! marker.
 
 use std::fs::File;
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 mod record;
@@ -114,7 +132,9 @@ pub struct Replay {
     /// Entries after the snapshot marker (all entries if there is none), contiguous, after
     /// conflict resolution.
     pub entries: Vec<Entry>,
-    /// Bytes cut off the last segment as a torn tail (0 if none). For the caller to log.
+    /// Bytes cut off the last segment as a torn tail (0 if none): from the end of the last valid
+    /// record to the last non-zero byte; the zero-filled preallocated space after them is not
+    /// counted. For the caller to log.
     pub torn_bytes: u64,
 }
 
@@ -262,7 +282,7 @@ impl ReplayState {
     }
 }
 
-/// An open write-ahead log, positioned for appends at the end of its last segment.
+/// An open write-ahead log, positioned for appends at the logical end of its last segment.
 #[derive(Debug)]
 pub struct Wal {
     dir: PathBuf,
@@ -270,7 +290,8 @@ pub struct Wal {
     /// All segments, oldest first; the last one is `file`.
     segments: Vec<SegmentInfo>,
     file: File,
-    /// Bytes written to `file` so far (excluding `buf`).
+    /// Logical end of the data in `file`: the end of its last record, where the next write goes
+    /// (excluding `buf`). The file itself is usually longer: zero-filled preallocated space.
     file_len: u64,
     /// Encoded records not yet written to `file`.
     buf: Vec<u8>,
@@ -285,8 +306,18 @@ pub struct Wal {
 
 impl Wal {
     /// Creates a new WAL in `dir` (created if missing; error if it already contains WAL
-    /// segments).
+    /// segments), with segments of [`SEGMENT_BYTES_MAX`].
     pub fn create(dir: &Path, metadata: &[u8]) -> Result<Wal> {
+        Self::create_with_segment_bytes_max(dir, metadata, SEGMENT_BYTES_MAX)
+    }
+
+    /// Like [`Wal::create`], but cuts segments after `segment_bytes_max` bytes (see
+    /// [`Wal::set_segment_bytes_max`]) and preallocates the first segment to that size too.
+    pub fn create_with_segment_bytes_max(
+        dir: &Path,
+        metadata: &[u8],
+        segment_bytes_max: u64,
+    ) -> Result<Wal> {
         let created = !dir.exists();
         std::fs::create_dir_all(dir).map_err(segment::io_err("create directory", dir))?;
         if Self::exists(dir) {
@@ -295,7 +326,7 @@ impl Wal {
         segment::remove_tmp_files(dir)?;
         let mut header = Vec::new();
         record::encode_metadata(&mut header, metadata)?;
-        let (file, info) = segment::create(dir, 0, 0, &header)?;
+        let (file, info) = segment::create(dir, 0, 0, &header, segment_bytes_max)?;
         if created {
             if let Some(parent) = dir.parent() {
                 segment::sync_dir(parent)?;
@@ -312,7 +343,7 @@ impl Wal {
             last_index: 0,
             snapshot: None,
             hard_state: None,
-            segment_bytes_max: SEGMENT_BYTES_MAX,
+            segment_bytes_max,
             failed: false,
         })
     }
@@ -377,8 +408,15 @@ impl Wal {
             // Repair only once the segment is known to be ours: a file of another format
             // fails the metadata check above and is left untouched.
             if scanned.torn {
-                torn_bytes = (data.len() - scanned.valid_end) as u64;
-                segment::truncate(&seg.path, scanned.valid_end as u64)?;
+                torn_bytes = (scanned.garbage_end - scanned.valid_end) as u64;
+                // A segment left without any record is removed below instead.
+                if scanned.valid_end > 0 {
+                    segment::repair_torn_tail(
+                        &seg.path,
+                        scanned.valid_end as u64,
+                        data.len() as u64,
+                    )?;
+                }
             }
             for (offset, rec) in scanned.records {
                 state.apply(rec, &seg.path, offset)?;
@@ -396,7 +434,7 @@ impl Wal {
         let mut replay = state.finish(dir)?;
         replay.torn_bytes = torn_bytes;
         let last = segments.last().expect("at least one segment");
-        let file = segment::open_append(&last.path)?;
+        let file = segment::open_write(&last.path)?;
         let last_index = replay
             .entries
             .last()
@@ -500,7 +538,9 @@ impl Wal {
         segment::sync_dir(&self.dir)
     }
 
-    /// Sets the size after which a new segment is cut (default [`SEGMENT_BYTES_MAX`]).
+    /// Sets the size after which a new segment is cut (default [`SEGMENT_BYTES_MAX`]), which
+    /// is also the size segments cut from now on are preallocated to. The current segment keeps
+    /// its size.
     pub fn set_segment_bytes_max(&mut self, bytes: u64) {
         self.segment_bytes_max = bytes;
     }
@@ -544,7 +584,8 @@ impl Wal {
         if self.buf.is_empty() {
             return Ok(());
         }
-        if let Err(e) = self.file.write_all(&self.buf) {
+        // Positioned writes at the logical end, not appends: the file is preallocated past it.
+        if let Err(e) = self.file.write_all_at(&self.buf, self.file_len) {
             self.failed = true;
             let path = &self.segments.last().expect("current segment").path;
             return Err(segment::io_err("write segment", path)(e));
@@ -567,7 +608,8 @@ impl Wal {
             record::encode_hard_state(&mut header, hs)?;
         }
         let seq = self.segments.last().expect("current segment").seq + 1;
-        match segment::create(&self.dir, seq, self.last_index + 1, &header) {
+        match segment::create(&self.dir, seq, self.last_index + 1, &header, self.segment_bytes_max)
+        {
             Ok((file, info)) => {
                 self.file = file;
                 self.file_len = header.len() as u64;

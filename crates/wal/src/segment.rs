@@ -77,13 +77,16 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("fsync directory", dir))
 }
 
-/// Creates segment `seq` holding `header` (already-framed records): writes a temp file, fsyncs
-/// it, renames it into place and fsyncs the directory. Returns the file opened for appending.
+/// Creates segment `seq` holding `header` (already-framed records) and preallocated to
+/// `prealloc` bytes (see [`preallocate`]): writes and preallocates a temp file, fsyncs it, renames
+/// it into place and fsyncs the directory, so a segment under its final name is always fully
+/// initialised. Returns the file opened for writing; the caller writes from `header.len()` on.
 pub(crate) fn create(
     dir: &Path,
     seq: u64,
     first_index: u64,
     header: &[u8],
+    prealloc: u64,
 ) -> Result<(File, SegmentInfo)> {
     let name = file_name(seq, first_index);
     let path = dir.join(&name);
@@ -96,16 +99,57 @@ pub(crate) fn create(
             .open(&tmp)
             .map_err(io_err("create temp segment", &tmp))?;
         f.write_all(header).map_err(io_err("write temp segment", &tmp))?;
+        preallocate(&f, prealloc, &tmp)?;
         f.sync_all().map_err(io_err("fsync temp segment", &tmp))?;
     }
     fs::rename(&tmp, &path).map_err(io_err("rename temp segment into", &path))?;
     sync_dir(dir)?;
-    let file = open_append(&path)?;
+    let file = open_write(&path)?;
     Ok((file, SegmentInfo { seq, first_index, path }))
 }
 
-pub(crate) fn open_append(path: &Path) -> Result<File> {
-    OpenOptions::new().append(true).open(path).map_err(io_err("open segment for appending", path))
+/// Opens a segment for writing. Not `O_APPEND`: a segment is preallocated, so the caller writes
+/// at the logical end of its data (the end of the last record), not at the end of the file.
+pub(crate) fn open_write(path: &Path) -> Result<File> {
+    OpenOptions::new().write(true).open(path).map_err(io_err("open segment for writing", path))
+}
+
+/// Allocates disk blocks for the first `len` bytes of `file`, extending it to `len` bytes if it
+/// is shorter (the new bytes read as zeros), so that later writes in that range do not change
+/// the file size and `fdatasync` need not journal one. Real allocation (`fallocate` with an
+/// empty mode), not a sparse `set_len`. A filesystem that cannot preallocate (`EOPNOTSUPP`,
+/// `EINVAL`, `ENOSYS`) leaves the file as it is: writes then extend it, which is only slower.
+/// Nothing is ever written, so no zeros are streamed to disk.
+pub(crate) fn preallocate(file: &File, len: u64, path: &Path) -> Result<()> {
+    use rustix::fs::{fallocate, FallocateFlags};
+    use rustix::io::Errno;
+    if len == 0 {
+        return Ok(());
+    }
+    match fallocate(file, FallocateFlags::empty(), 0, len) {
+        Ok(()) => Ok(()),
+        Err(e) if e == Errno::OPNOTSUPP || e == Errno::INVAL || e == Errno::NOSYS => Ok(()),
+        Err(e) => Err(io_err("preallocate segment", path)(e.into())),
+    }
+}
+
+/// A block of zeros to compare against: slice equality is a `memcmp`, far faster than a
+/// byte-by-byte loop over a 64 MiB preallocated tail.
+const ZEROS: [u8; 4096] = [0; 4096];
+
+/// True if every byte of `b` is zero.
+pub(crate) fn is_all_zero(b: &[u8]) -> bool {
+    let mut blocks = b.chunks_exact(ZEROS.len());
+    blocks.all(|blk| blk == ZEROS) && blocks.remainder().iter().all(|&x| x == 0)
+}
+
+/// Length of `b` without its trailing zero bytes (the offset just past its last non-zero byte).
+fn trim_zeros_end(b: &[u8]) -> usize {
+    let mut end = b.len();
+    while end >= ZEROS.len() && b[end - ZEROS.len()..end] == ZEROS {
+        end -= ZEROS.len();
+    }
+    b[..end].iter().rposition(|&x| x != 0).map_or(0, |p| p + 1)
 }
 
 /// The records of one segment.
@@ -113,18 +157,23 @@ pub(crate) fn open_append(path: &Path) -> Result<File> {
 pub(crate) struct Scanned {
     /// `(offset, record)` for every valid record, in file order.
     pub records: Vec<(u64, Record)>,
-    /// Offset just past the last valid record.
+    /// Offset just past the last valid record: the logical end of the segment's data.
     pub valid_end: usize,
     /// True if bytes after `valid_end` form a torn tail that must be truncated away.
     pub torn: bool,
+    /// When `torn`, offset just past the last non-zero byte of the segment: the torn bytes are
+    /// `valid_end..garbage_end`, and only zero-filled (preallocated) space follows them.
+    /// Equal to `valid_end` otherwise.
+    pub garbage_end: usize,
 }
 
 const ADVICE: &str = "restore this member from a snapshot or remove it from the cluster and \
                       re-add it";
 
-/// Decodes every record of a segment. In the last segment a damaged or incomplete record with
-/// no valid record anywhere after it is a torn tail (`torn = true`); any other damage is
-/// [`Error::Corrupt`].
+/// Decodes every record of a segment. Bytes after the last valid record that are all zero are
+/// preallocated space, in any segment: the segment simply ends there. Otherwise, in the last
+/// segment a damaged or incomplete record with no valid record anywhere after it is a torn tail
+/// (`torn = true`); any other damage is [`Error::Corrupt`].
 pub(crate) fn scan(path: &Path, data: &[u8], is_last: bool) -> Result<Scanned> {
     let mut records = Vec::new();
     let mut off = 0usize;
@@ -135,6 +184,8 @@ pub(crate) fn scan(path: &Path, data: &[u8], is_last: bool) -> Result<Scanned> {
                 off += len;
                 continue;
             }
+            // Checked before building the error text: this is every segment's normal end.
+            _ if is_all_zero(&data[off..]) => break,
             Decoded::Incomplete(r) => r.to_string(),
             Decoded::Bad(r) => r,
         };
@@ -149,30 +200,58 @@ pub(crate) fn scan(path: &Path, data: &[u8], is_last: bool) -> Result<Scanned> {
                  the middle, refusing to start; {ADVICE}"
             )));
         }
-        if let Some(next) = (off + 1..data.len()).find(|&o| record::is_valid_record(&data[o..])) {
+        // Not all zero, so a non-zero byte exists at or after `off`. A valid record starts with
+        // a non-zero length, so none can start after the last non-zero byte: search only up to
+        // it, not through the whole preallocated tail.
+        let garbage_end = trim_zeros_end(data);
+        if let Some(next) = (off + 1..garbage_end).find(|&o| record::is_valid_record(&data[o..])) {
             return Err(corrupt(format!(
                 "{reason} and is followed by a valid record at offset {next}: the log is \
                  corrupted in the middle, refusing to start; {ADVICE}"
             )));
         }
-        return Ok(Scanned { records, valid_end: off, torn: true });
+        return Ok(Scanned { records, valid_end: off, torn: true, garbage_end });
     }
-    Ok(Scanned { records, valid_end: off, torn: false })
+    Ok(Scanned { records, valid_end: off, torn: false, garbage_end: off })
 }
 
-/// Truncates a torn segment to `len` bytes and fsyncs it.
-pub(crate) fn truncate(path: &Path, len: u64) -> Result<()> {
+/// Repairs a torn segment: truncates it to `valid_end` bytes, preallocates it again to
+/// `prealloc` bytes (its size before the repair) so later appends stay within allocated space,
+/// and fsyncs it. The bytes after `valid_end` then read as zeros.
+pub(crate) fn repair_torn_tail(path: &Path, valid_end: u64, prealloc: u64) -> Result<()> {
     let f = OpenOptions::new()
         .write(true)
         .open(path)
         .map_err(io_err("open segment to repair its torn tail", path))?;
-    f.set_len(len).map_err(io_err("truncate torn tail of segment", path))?;
+    f.set_len(valid_end).map_err(io_err("truncate torn tail of segment", path))?;
+    preallocate(&f, prealloc, path)?;
     f.sync_all().map_err(io_err("fsync repaired segment", path))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_helpers() {
+        for len in [0, 1, 7, 4095, 4096, 4097, 3 * 4096 + 5] {
+            let mut b = vec![0u8; len];
+            assert!(is_all_zero(&b), "len {len}");
+            assert_eq!(trim_zeros_end(&b), 0, "len {len}");
+            for pos in [0, len / 2, len.saturating_sub(1)] {
+                if pos < len {
+                    b[pos] = 9;
+                    assert!(!is_all_zero(&b), "len {len} pos {pos}");
+                    assert_eq!(trim_zeros_end(&b), pos + 1, "len {len} pos {pos}");
+                    b[pos] = 0;
+                }
+            }
+        }
+        let mut b = vec![0u8; 5 * 4096];
+        b[3] = 1;
+        b[4096] = 1;
+        assert_eq!(trim_zeros_end(&b), 4097);
+    }
 
     #[test]
     fn names_roundtrip() {

@@ -1,7 +1,8 @@
 use std::fs;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use etcd_wal::{Entry, Error, HardState, Replay, SnapshotMarker, Wal};
+use etcd_wal::{Entry, Error, HardState, Replay, SnapshotMarker, Wal, SEGMENT_BYTES_MAX};
 
 fn ent(index: u64, term: u64) -> Entry {
     Entry {
@@ -48,6 +49,60 @@ impl Rng {
     fn bytes(&mut self, n: usize) -> Vec<u8> {
         (0..n).map(|_| self.next() as u8).collect()
     }
+}
+
+/// Offsets just past each record of a segment's bytes, read from the length fields, up to the
+/// first zero length (the start of the zero-filled preallocated space). The last one is the
+/// logical end of the segment's data.
+fn record_ends(data: &[u8]) -> Vec<usize> {
+    let mut ends = Vec::new();
+    let mut off = 0;
+    while off + 8 <= data.len() {
+        let len = u32::from_le_bytes(data[off..off + 4].try_into().unwrap()) as usize;
+        if len == 0 || off + 8 + len > data.len() {
+            break;
+        }
+        off += 8 + len;
+        ends.push(off);
+    }
+    ends
+}
+
+fn logical_len(data: &[u8]) -> usize {
+    let end = record_ends(data).last().copied().unwrap_or(0);
+    assert!(is_zero(&data[end..]), "bytes after the last record must be zero");
+    end
+}
+
+fn is_zero(b: &[u8]) -> bool {
+    b.iter().all(|&x| x == 0)
+}
+
+/// Length of `b` up to and including its last non-zero byte.
+fn nonzero_len(b: &[u8]) -> usize {
+    b.iter().rposition(|&x| x != 0).map_or(0, |p| p + 1)
+}
+
+/// True if the filesystem under `dir` supports `fallocate` (probed on a scratch file).
+fn fallocate_supported(dir: &Path) -> bool {
+    let probe = dir.join("fallocate-probe");
+    let f = fs::File::create(&probe).unwrap();
+    let ok = rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, 1 << 16).is_ok();
+    fs::remove_file(&probe).unwrap();
+    ok
+}
+
+/// Asserts that `path` is `len` bytes long with disk blocks allocated for all of them (not a
+/// sparse file).
+fn assert_preallocated(path: &Path, len: u64) {
+    let m = fs::metadata(path).unwrap();
+    assert_eq!(m.len(), len, "{}: file size", path.display());
+    assert!(
+        m.blocks() * 512 >= len,
+        "{}: only {} bytes of {len} are allocated",
+        path.display(),
+        m.blocks() * 512
+    );
 }
 
 fn assert_corrupt(r: Result<(Wal, Replay), Error>) -> String {
@@ -146,11 +201,12 @@ fn create_refuses_existing_log_and_open_refuses_empty_dir() {
 
 /// Builds a log with `n` entries, each followed by a hard state, one sync per entry.
 /// Returns the written entries and hard states.
+/// `segment_bytes` sets the segment size limit (and preallocation) from the first segment on.
 fn build_log(dir: &Path, n: u64, segment_bytes: Option<u64>) -> (Vec<Entry>, Vec<HardState>) {
-    let mut wal = Wal::create(dir, b"meta").unwrap();
-    if let Some(b) = segment_bytes {
-        wal.set_segment_bytes_max(b);
-    }
+    let mut wal = match segment_bytes {
+        Some(b) => Wal::create_with_segment_bytes_max(dir, b"meta", b).unwrap(),
+        None => Wal::create(dir, b"meta").unwrap(),
+    };
     let (mut ents, mut hss) = (Vec::new(), Vec::new());
     for i in 1..=n {
         let e = ent(i, 1 + i / 4);
@@ -163,55 +219,89 @@ fn build_log(dir: &Path, n: u64, segment_bytes: Option<u64>) -> (Vec<Entry>, Vec
     (ents, hss)
 }
 
-/// Truncates the last segment of a copy of `src` to every possible length and checks that
-/// the log opens to a valid prefix and still accepts appends.
+/// Cuts the data of the last segment of a copy of `src` at every byte up to its logical end (the
+/// end of its last record) and checks that the log opens to a valid prefix, that the repair
+/// leaves the intact records followed by zeros, and that the log still accepts appends. The
+/// crash is simulated two ways: inside the preallocated space (zeros after the cut, the file
+/// keeps its size) and at the end of the file (a segment that could not be preallocated).
 fn torn_tail_every_byte(src: &Path, ents: &[Entry], hss: &[HardState], single_segment: bool) {
     let last = segment_files(src).pop().unwrap();
     let full = fs::read(&last).unwrap();
-    let metadata_record_len = 8 + 1 + 4 + b"meta".len();
-    let mut prev_len = 0;
-    for cut in 0..=full.len() {
-        let tmp = tempfile::tempdir().unwrap();
-        copy_dir(src, tmp.path());
-        let seg = tmp.path().join(last.file_name().unwrap());
-        fs::write(&seg, &full[..cut]).unwrap();
-        let opened = Wal::open(tmp.path());
-        if single_segment && cut < metadata_record_len {
-            // Only a lost, fsynced segment header can cause this; metadata is unrecoverable.
-            assert_corrupt(opened);
-            continue;
+    let ends = record_ends(&full);
+    let logical = logical_len(&full);
+    for preallocated in [true, false] {
+        let mut prev_len = 0;
+        for cut in 0..=logical {
+            let tmp = tempfile::tempdir().unwrap();
+            copy_dir(src, tmp.path());
+            let seg = tmp.path().join(last.file_name().unwrap());
+            let before = if preallocated {
+                let mut b = full.clone();
+                b[cut..].fill(0);
+                b
+            } else {
+                full[..cut].to_vec()
+            };
+            fs::write(&seg, &before).unwrap();
+            // The records left intact (zeroing bytes that were zero anyway keeps one intact).
+            let valid_end = ends
+                .iter()
+                .copied()
+                .filter(|&e| e <= before.len() && before[..e] == full[..e])
+                .max()
+                .unwrap_or(0);
+            let opened = Wal::open(tmp.path());
+            if single_segment && valid_end == 0 {
+                // Only a lost, fsynced segment header can cause this; metadata is unrecoverable.
+                assert_corrupt(opened);
+                assert_eq!(fs::read(&seg).unwrap(), before, "cut at {cut}: refusing repaired");
+                continue;
+            }
+            let (mut wal, replay) = opened.unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+            let k = replay.entries.len();
+            assert_eq!(replay.entries[..], ents[..k], "cut at {cut}: entries are not a prefix");
+            assert!(k >= prev_len, "cut at {cut}: replay lost entries a shorter cut kept");
+            prev_len = k;
+            if let Some(h) = replay.hard_state {
+                assert!(hss.contains(&h), "cut at {cut}: hard state {h:?} was never written");
+            }
+            // What was cut off is the damaged bytes up to the last non-zero one; on disk the
+            // intact records remain, followed by zeros up to the former size (the segment is
+            // re-allocated), unless the segment was left empty and removed.
+            let torn = nonzero_len(&before[valid_end..]) as u64;
+            assert_eq!(replay.torn_bytes, torn, "cut at {cut}");
+            match fs::read(&seg) {
+                Ok(after) => {
+                    assert_eq!(after.len(), before.len(), "cut at {cut}: segment size changed");
+                    assert_eq!(after[..valid_end], full[..valid_end], "cut at {cut}");
+                    assert!(is_zero(&after[valid_end..]), "cut at {cut}: tail not repaired");
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    assert!(!single_segment && valid_end == 0, "cut at {cut}: segment removed");
+                }
+                Err(e) => panic!("cut at {cut}: {e}"),
+            }
+            // The repaired log accepts appends, and they survive a reopen.
+            let next = ent(k as u64 + 1, 99);
+            wal.append(std::slice::from_ref(&next), Some(&hs(99, 1))).unwrap();
+            wal.sync().unwrap();
+            drop(wal);
+            let (_, again) =
+                Wal::open(tmp.path()).unwrap_or_else(|e| panic!("cut at {cut}, reopen: {e}"));
+            assert_eq!(again.entries.len(), k + 1, "cut at {cut}");
+            assert_eq!(again.entries[..k], ents[..k]);
+            assert_eq!(again.entries[k], next);
+            assert_eq!(again.hard_state, Some(hs(99, 1)));
+            assert_eq!(again.torn_bytes, 0);
         }
-        let (mut wal, replay) = opened.unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
-        let k = replay.entries.len();
-        assert_eq!(replay.entries[..], ents[..k], "cut at {cut}: entries are not a prefix");
-        assert!(k >= prev_len, "cut at {cut}: replay lost entries a shorter cut kept");
-        prev_len = k;
-        if let Some(h) = replay.hard_state {
-            assert!(hss.contains(&h), "cut at {cut}: hard state {h:?} was never written");
-        }
-        // What was cut off plus what is left (the emptied segment is removed) is the input.
-        let left = fs::metadata(&seg).map_or(0, |m| m.len());
-        assert_eq!(replay.torn_bytes + left, cut as u64, "cut at {cut}");
-        // The repaired log accepts appends, and they survive a reopen.
-        let next = ent(k as u64 + 1, 99);
-        wal.append(std::slice::from_ref(&next), Some(&hs(99, 1))).unwrap();
-        wal.sync().unwrap();
-        drop(wal);
-        let (_, again) =
-            Wal::open(tmp.path()).unwrap_or_else(|e| panic!("cut at {cut}, reopen: {e}"));
-        assert_eq!(again.entries.len(), k + 1, "cut at {cut}");
-        assert_eq!(again.entries[..k], ents[..k]);
-        assert_eq!(again.entries[k], next);
-        assert_eq!(again.hard_state, Some(hs(99, 1)));
-        assert_eq!(again.torn_bytes, 0);
+        assert_eq!(prev_len, ents.len(), "the untruncated log must replay in full");
     }
-    assert_eq!(prev_len, ents.len(), "the untruncated log must replay in full");
 }
 
 #[test]
 fn torn_tail_at_every_byte_single_segment() {
     let tmp = tempfile::tempdir().unwrap();
-    let (ents, hss) = build_log(tmp.path(), 12, None);
+    let (ents, hss) = build_log(tmp.path(), 12, Some(4096));
     assert_eq!(segment_files(tmp.path()).len(), 1);
     torn_tail_every_byte(tmp.path(), &ents, &hss, true);
 }
@@ -226,12 +316,19 @@ fn torn_tail_at_every_byte_of_last_segment() {
 
 #[test]
 fn garbage_at_the_tail_is_repaired() {
+    const SEGMENT: usize = 16 << 10;
     let tmp = tempfile::tempdir().unwrap();
-    let (ents, hss) = build_log(tmp.path(), 8, None);
+    let (ents, hss) = build_log(tmp.path(), 8, Some(SEGMENT as u64));
     let seg = segment_files(tmp.path()).pop().unwrap();
     let good = fs::read(&seg).unwrap();
+    if fallocate_supported(tmp.path()) {
+        assert_eq!(good.len(), SEGMENT);
+    }
+    // The records; preallocated space (zeros) follows them.
+    let logical = logical_len(&good);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut tails: Vec<Vec<u8>> = vec![
+        // Zeros are preallocated space, not damage.
         vec![0; 1],
         vec![0; 7],
         vec![0; 4096],
@@ -239,35 +336,46 @@ fn garbage_at_the_tail_is_repaired() {
         vec![0xff, 0xff, 0xff, 0x00, 1, 2, 3, 4, 2],
         // A plausible header whose body never made it to disk.
         vec![40, 0, 0, 0, 1, 2, 3, 4, 2, 0, 0],
+        // A block that reached the disk after one that did not.
+        [vec![0; 600], vec![0xab; 100]].concat(),
     ];
     for n in [1, 3, 8, 9, 100, 5000] {
         tails.push(rng.bytes(n));
     }
     for tail in tails {
-        let dir = tempfile::tempdir().unwrap();
-        copy_dir(tmp.path(), dir.path());
-        let seg = dir.path().join(seg.file_name().unwrap());
-        let mut bytes = good.clone();
-        bytes.extend_from_slice(&tail);
-        fs::write(&seg, &bytes).unwrap();
-        let (mut wal, replay) = Wal::open(dir.path()).unwrap();
-        assert_eq!(replay.entries, ents);
-        assert_eq!(replay.hard_state, hss.last().copied());
-        assert_eq!(replay.torn_bytes, tail.len() as u64);
-        assert_eq!(fs::read(&seg).unwrap(), good, "the tail must be truncated on disk");
-        wal.append(&[ent(9, 5)], None).unwrap();
-        wal.sync().unwrap();
-        drop(wal);
-        let (_, replay) = Wal::open(dir.path()).unwrap();
-        assert_eq!(replay.entries.len(), 9);
-        assert_eq!(replay.torn_bytes, 0);
+        // Garbage written into the preallocated space (the file keeps its size), or at the end
+        // of a segment that could not be preallocated (the file grows).
+        for preallocated in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            copy_dir(tmp.path(), dir.path());
+            let seg = dir.path().join(seg.file_name().unwrap());
+            let size = if preallocated { SEGMENT } else { logical + tail.len() };
+            let mut bytes = good[..logical].to_vec();
+            bytes.extend_from_slice(&tail);
+            bytes.resize(size, 0);
+            fs::write(&seg, &bytes).unwrap();
+            let (mut wal, replay) = Wal::open(dir.path()).unwrap();
+            assert_eq!(replay.entries, ents);
+            assert_eq!(replay.hard_state, hss.last().copied());
+            // Zeros after the last non-zero byte are preallocated space, not torn bytes.
+            assert_eq!(replay.torn_bytes, nonzero_len(&tail) as u64);
+            let mut repaired = good[..logical].to_vec();
+            repaired.resize(size, 0);
+            assert_eq!(fs::read(&seg).unwrap(), repaired, "the tail must be zeroed on disk");
+            wal.append(&[ent(9, 5)], None).unwrap();
+            wal.sync().unwrap();
+            drop(wal);
+            let (_, replay) = Wal::open(dir.path()).unwrap();
+            assert_eq!(replay.entries.len(), 9);
+            assert_eq!(replay.torn_bytes, 0);
+        }
     }
 }
 
 #[test]
 fn flipped_byte_in_an_early_record_is_corruption() {
     let tmp = tempfile::tempdir().unwrap();
-    build_log(tmp.path(), 6, None);
+    build_log(tmp.path(), 6, Some(4096));
     let seg = segment_files(tmp.path()).pop().unwrap();
     let good = fs::read(&seg).unwrap();
     // Records: metadata (17 bytes), then entry 1 starts at offset 17.
@@ -302,19 +410,24 @@ fn damage_in_a_non_last_segment_is_corruption() {
     assert!(segs.len() >= 3);
     let victim = segs[segs.len() - 2].file_name().unwrap().to_owned();
     let good = fs::read(&segs[segs.len() - 2]).unwrap();
+    let logical = logical_len(&good);
 
     // A flipped byte in the final record of a non-last segment (nothing valid after it in
     // that file) is still corruption.
     let dir = tempfile::tempdir().unwrap();
     copy_dir(tmp.path(), dir.path());
     let mut bytes = good.clone();
-    *bytes.last_mut().unwrap() ^= 0x10;
+    bytes[logical - 1] ^= 0x10;
     fs::write(dir.path().join(&victim), &bytes).unwrap();
     let msg = assert_corrupt(Wal::open(dir.path()));
     assert!(msg.contains("not the newest"), "{msg}");
 
-    // So is a non-last segment with a truncated tail, or with garbage appended.
-    for bytes in [good[..good.len() - 3].to_vec(), [good.clone(), vec![0; 16]].concat()] {
+    // So is a non-last segment with a truncated tail (within preallocated space or at the end
+    // of the file), or with non-zero garbage after its last record.
+    let mut zeroed = good.clone();
+    zeroed[nonzero_len(&good) - 1..].fill(0);
+    let garbage = [&good[..logical], &[0u8; 16][..], &[7u8][..]].concat();
+    for bytes in [good[..logical - 3].to_vec(), zeroed, garbage] {
         let dir = tempfile::tempdir().unwrap();
         copy_dir(tmp.path(), dir.path());
         fs::write(dir.path().join(&victim), &bytes).unwrap();
@@ -509,4 +622,176 @@ fn a_foreign_file_is_refused_and_left_untouched() {
     fs::write(&path, &foreign).unwrap();
     assert_corrupt(Wal::open(dir.path()));
     assert_eq!(fs::read(&path).unwrap(), foreign, "open() modified a file it cannot read");
+}
+
+#[test]
+fn fresh_segments_are_preallocated_to_the_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let supported = fallocate_supported(tmp.path());
+    let metadata_record_len = 8 + 1 + 4 + b"meta".len() as u64;
+
+    // The segment made by `create`, at the default limit.
+    let dir = tmp.path().join("default");
+    let wal = Wal::create(&dir, b"meta").unwrap();
+    let first = wal.segments()[0].path.clone();
+    if supported {
+        assert_preallocated(&first, SEGMENT_BYTES_MAX);
+    } else {
+        assert_eq!(fs::metadata(&first).unwrap().len(), metadata_record_len);
+    }
+    drop(wal);
+    let (_, replay) = Wal::open(&dir).unwrap();
+    assert_eq!(replay.metadata, b"meta");
+    assert_eq!(replay.torn_bytes, 0);
+
+    // Segments made by `cut`.
+    const LIMIT: u64 = 8 << 10;
+    let dir = tmp.path().join("cut");
+    let mut wal = Wal::create_with_segment_bytes_max(&dir, b"meta", LIMIT).unwrap();
+    for i in 1..=300 {
+        wal.append(&[ent(i, 1)], Some(&hs(1, i - 1))).unwrap();
+        wal.sync().unwrap();
+    }
+    assert!(wal.segments().len() >= 3);
+    for seg in wal.segments() {
+        let len = fs::metadata(&seg.path).unwrap().len();
+        if supported {
+            // A segment is cut once its data exceeds the limit, so older ones may be longer.
+            assert_preallocated(&seg.path, len.max(LIMIT));
+        }
+        let data = fs::read(&seg.path).unwrap();
+        logical_len(&data);
+    }
+    if supported {
+        assert_preallocated(&wal.segments().last().unwrap().path, LIMIT);
+    }
+    let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(names.iter().all(|n| !n.to_string_lossy().ends_with(".tmp")), "{names:?}");
+}
+
+#[test]
+fn reopen_with_a_zero_tail_replays_exactly_and_appends_at_the_logical_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let supported = fallocate_supported(dir);
+    let mut wal = Wal::create(dir, b"meta").unwrap();
+    let seg = wal.segments()[0].path.clone();
+    let mut written: Vec<Entry> = (1..=10).map(|i| ent(i, 1)).collect();
+    wal.append(&written, Some(&hs(1, 10))).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let size = fs::metadata(&seg).unwrap().len();
+    if supported {
+        assert_eq!(size, SEGMENT_BYTES_MAX);
+    }
+
+    for round in 0..3u64 {
+        let before = fs::read(&seg).unwrap();
+        let logical = logical_len(&before);
+        let (mut wal, replay) = Wal::open(dir).unwrap();
+        assert_eq!(replay.entries, written, "round {round}");
+        assert_eq!(replay.hard_state, Some(hs(1 + round, 10 + 3 * round)));
+        assert_eq!(replay.torn_bytes, 0);
+        assert_eq!(fs::read(&seg).unwrap(), before, "round {round}: open modified the segment");
+        // Appends go right after the last record, inside the preallocated space.
+        let more: Vec<Entry> = (0..3).map(|j| ent(11 + 3 * round + j, 2 + round)).collect();
+        wal.append(&more, Some(&hs(2 + round, 13 + 3 * round))).unwrap();
+        wal.sync().unwrap();
+        written.extend(more);
+        drop(wal);
+        let after = fs::read(&seg).unwrap();
+        assert_eq!(after.len() as u64, size, "round {round}: the append extended the file");
+        assert_eq!(after[..logical], before[..logical], "round {round}");
+        assert!(logical_len(&after) > logical);
+    }
+    let (_, replay) = Wal::open(dir).unwrap();
+    assert_eq!(replay.entries, written);
+    if supported {
+        assert_preallocated(&seg, SEGMENT_BYTES_MAX);
+    }
+}
+
+#[test]
+fn torn_record_inside_the_preallocated_space_is_repaired() {
+    const LIMIT: u64 = 64 << 10;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let supported = fallocate_supported(dir);
+    let (ents, hss) = build_log(dir, 5, Some(LIMIT));
+    let seg = segment_files(dir).pop().unwrap();
+    let good = fs::read(&seg).unwrap();
+    let logical = logical_len(&good);
+    let ends = record_ends(&good);
+    // A crash part-way through writing a copy of the last entry record at the logical end:
+    // its first half reached the disk, the preallocated zeros after it are untouched.
+    let (start, end) = (ends[ends.len() - 3], ends[ends.len() - 2]);
+    let partial = &good[start..start + (end - start) / 2];
+    let f = fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.write_all_at(partial, logical as u64).unwrap();
+    drop(f);
+
+    let (mut wal, replay) = Wal::open(dir).unwrap();
+    assert_eq!(replay.entries, ents);
+    assert_eq!(replay.hard_state, hss.last().copied());
+    assert_eq!(replay.torn_bytes, nonzero_len(partial) as u64);
+    assert_eq!(fs::read(&seg).unwrap(), good, "the torn record must be zeroed on disk");
+    if supported {
+        assert_preallocated(&seg, LIMIT);
+    }
+    wal.append(&[ent(6, 9)], Some(&hs(9, 6))).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let (_, replay) = Wal::open(dir).unwrap();
+    assert_eq!(replay.entries.len(), 6);
+    assert_eq!(replay.entries[5], ent(6, 9));
+    assert_eq!(replay.hard_state, Some(hs(9, 6)));
+    assert_eq!(replay.torn_bytes, 0);
+    if supported {
+        assert_preallocated(&seg, LIMIT);
+    }
+}
+
+#[test]
+fn older_segment_with_a_zero_tail_replays() {
+    const LIMIT: u64 = 64 << 10;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut wal = Wal::create_with_segment_bytes_max(dir, b"meta", LIMIT).unwrap();
+    wal.append(&(1..=3).map(|i| ent(i, 1)).collect::<Vec<_>>(), Some(&hs(1, 3))).unwrap();
+    wal.sync().unwrap();
+    // A lower limit cuts the next segments long before the first one's preallocated space is
+    // used up, so it keeps a zero tail.
+    wal.set_segment_bytes_max(200);
+    for i in 4..=10 {
+        wal.append(&[ent(i, 2)], Some(&hs(2, i))).unwrap();
+    }
+    wal.sync().unwrap();
+    drop(wal);
+    let segs = segment_files(dir);
+    assert!(segs.len() >= 3);
+    let first = fs::read(&segs[0]).unwrap();
+    let logical = logical_len(&first);
+    assert!(logical < first.len() || !fallocate_supported(dir), "no zero tail to test");
+
+    let (_, replay) = Wal::open(dir).unwrap();
+    assert_eq!(
+        replay.entries,
+        (1..=3).map(|i| ent(i, 1)).chain((4..=10).map(|i| ent(i, 2))).collect::<Vec<_>>()
+    );
+    assert_eq!(replay.hard_state, Some(hs(2, 10)));
+    assert_eq!(replay.torn_bytes, 0);
+    assert_eq!(fs::read(&segs[0]).unwrap(), first, "an older segment must not be modified");
+
+    // A non-zero byte anywhere in that tail is still corruption in a non-last segment.
+    if logical < first.len() {
+        for pos in [logical, first.len() - 1] {
+            let copy = tempfile::tempdir().unwrap();
+            copy_dir(dir, copy.path());
+            let mut bytes = first.clone();
+            bytes[pos] = 1;
+            fs::write(copy.path().join(segs[0].file_name().unwrap()), &bytes).unwrap();
+            let msg = assert_corrupt(Wal::open(copy.path()));
+            assert!(msg.contains("not the newest"), "{msg}");
+        }
+    }
 }

@@ -38,7 +38,6 @@ const IGNORED_VALUE_FLAGS: &[&str] = &[
     "discovery-srv",
     "proxy",
     "experimental-compaction-batch-limit",
-    "experimental-watch-progress-notify-interval",
     "experimental-warning-apply-duration",
     "experimental-corrupt-check-time",
 ];
@@ -127,6 +126,14 @@ pub struct Flags {
     /// Configures log level. Only supports debug, info, warn, error, panic, or fatal.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Duration of periodic watch progress notifications (Go duration, e.g. 10m, 500ms).
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        default_value = "10m",
+        value_parser = parse_go_duration
+    )]
+    pub experimental_watch_progress_notify_interval: Duration,
     /// Print the version and exit.
     #[arg(long)]
     pub version: bool,
@@ -174,6 +181,37 @@ pub fn normalise(args: Vec<String>) -> Result<(Vec<String>, Vec<String>), String
         out.push(arg);
     }
     Ok((out, ignored))
+}
+
+/// Parses Go's duration syntax (`1h30m`, `10s`, `250ms`, `1.5s`), as etcd's flags use.
+pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {text:?}: write it like 10s, 500ms or 1m30s");
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut rest = text;
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or_else(bad)?;
+        let number: f64 = rest[..number_len].parse().map_err(|_| bad())?;
+        rest = &rest[number_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let seconds_per_unit = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return Err(bad()),
+        };
+        total += number * seconds_per_unit;
+        rest = &rest[unit_len..];
+    }
+    if total <= 0.0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(total))
 }
 
 fn split_urls(list: &str) -> Vec<String> {
@@ -244,6 +282,7 @@ impl Flags {
             max_txn_ops: self.max_txn_ops,
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
             election_timeout: Duration::from_millis(self.election_timeout),
+            watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
         })
     }
 }
@@ -276,6 +315,16 @@ mod tests {
         .expect("ok");
         assert_eq!(out, args(&["etcd", "--name", "a"]));
         assert_eq!(ignored, args(&["logger", "enable-v2", "log-outputs"]));
+    }
+
+    #[test]
+    fn go_durations_parse() {
+        assert_eq!(parse_go_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_go_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_go_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_go_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_go_duration("10").is_err());
+        assert!(parse_go_duration("ten seconds").is_err());
     }
 
     #[test]

@@ -1,0 +1,347 @@
+//! The Watch service: one bidirectional stream carries many watchers.
+//!
+//! Each stream has one bounded outbound channel. Control responses (created,
+//! canceled, progress) are sent by the task reading the client's requests; each
+//! watcher is its own task that pulls revisions from the [`WatchHub`] and sends its
+//! events. Since a watcher's "created" response is queued before its task starts, no
+//! event of a watcher can overtake its creation. A client that stops reading fills
+//! the channel and stalls only its own stream's watchers; they resume from their
+//! revision, so nothing is lost.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use etcd_daemon::watch_hub::{WatchHub, WatchReadError};
+use etcd_daemon::EtcdServer;
+use etcd_proto::etcdserverpb::watch_create_request::FilterType;
+use etcd_proto::etcdserverpb::watch_request::RequestUnion;
+use etcd_proto::etcdserverpb::watch_server::Watch;
+use etcd_proto::etcdserverpb::{RangeRequest, WatchCreateRequest, WatchRequest, WatchResponse};
+use etcd_proto::mvccpb::event::EventType;
+use etcd_proto::mvccpb::Event;
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+/// The stream type tonic's generated trait expects.
+type BoxStream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+/// Responses queued per stream at most before watchers wait for the client.
+const STREAM_QUEUE_MAX: usize = 256;
+/// The watch ID of responses that belong to no watcher (clientv3's InvalidWatchID).
+const INVALID_WATCH_ID: i64 = -1;
+
+/// etcd's Watch service over one member.
+pub struct WatchService {
+    server: Arc<EtcdServer>,
+}
+
+impl WatchService {
+    /// Serves Watch streams with `server`.
+    pub fn new(server: Arc<EtcdServer>) -> WatchService {
+        WatchService { server }
+    }
+}
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    async fn watch(
+        &self,
+        request: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<BoxStream<WatchResponse>>, Status> {
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE_MAX);
+        let stream =
+            WatchStream { server: self.server.clone(), tx, watchers: BTreeMap::new(), next_id: 0 };
+        tokio::spawn(stream.run(inbound));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
+    }
+}
+
+/// The server side of one Watch stream.
+struct WatchStream {
+    server: Arc<EtcdServer>,
+    tx: mpsc::Sender<WatchResponse>,
+    watchers: BTreeMap<i64, JoinHandle<()>>,
+    next_id: i64,
+}
+
+impl WatchStream {
+    async fn run(mut self, mut inbound: Streaming<WatchRequest>) {
+        while let Some(Ok(request)) = inbound.next().await {
+            let sent = match request.request_union {
+                Some(RequestUnion::CreateRequest(create)) => self.create(create).await,
+                Some(RequestUnion::CancelRequest(cancel)) => self.cancel(cancel.watch_id).await,
+                Some(RequestUnion::ProgressRequest(_)) => {
+                    let header = Some(self.server.header(self.server.watch_hub().revision()));
+                    let progress =
+                        WatchResponse { header, watch_id: INVALID_WATCH_ID, ..Default::default() };
+                    self.tx.send(progress).await.is_ok()
+                }
+                None => true,
+            };
+            if !sent {
+                break;
+            }
+            self.watchers.retain(|_, task| !task.is_finished());
+        }
+        for task in self.watchers.values() {
+            task.abort();
+        }
+    }
+
+    async fn create(&mut self, mut create: WatchCreateRequest) -> bool {
+        let hub_revision = self.server.watch_hub().revision();
+        let header = Some(self.server.header(hub_revision));
+        if create.key.is_empty() {
+            create.key = vec![0];
+        }
+        let range_end = match create.range_end.as_slice() {
+            [] => RangeEnd::Single,
+            [0] => RangeEnd::Unbounded,
+            end => RangeEnd::Below(end.to_vec()),
+        };
+        let refused = |reason: &str| WatchResponse {
+            header,
+            watch_id: INVALID_WATCH_ID,
+            created: true,
+            canceled: true,
+            cancel_reason: reason.to_string(),
+            ..Default::default()
+        };
+        if let RangeEnd::Below(end) = &range_end {
+            if create.key >= *end {
+                return self.tx.send(refused("mvcc: watcher range is empty")).await.is_ok();
+            }
+        }
+        let id = if create.watch_id == 0 {
+            while self.watchers.contains_key(&self.next_id) {
+                self.next_id += 1;
+            }
+            self.next_id += 1;
+            self.next_id - 1
+        } else if self.watchers.contains_key(&create.watch_id) {
+            let reason = "mvcc: duplicate watch ID provided on the WatchStream";
+            return self.tx.send(refused(reason)).await.is_ok();
+        } else {
+            create.watch_id
+        };
+        let created = WatchResponse { header, watch_id: id, created: true, ..Default::default() };
+        if self.tx.send(created).await.is_err() {
+            return false;
+        }
+        let start =
+            if create.start_revision == 0 { hub_revision + 1 } else { create.start_revision };
+        let watcher = Watcher {
+            id,
+            key: create.key,
+            range_end,
+            no_put: create.filters.contains(&(FilterType::Noput as i32)),
+            no_delete: create.filters.contains(&(FilterType::Nodelete as i32)),
+            prev_kv: create.prev_kv,
+            fragment: create.fragment,
+            progress_notify: create.progress_notify,
+            next_revision: start,
+        };
+        let task = tokio::spawn(watcher.run(self.server.clone(), self.tx.clone()));
+        self.watchers.insert(id, task);
+        true
+    }
+
+    async fn cancel(&mut self, id: i64) -> bool {
+        let Some(task) = self.watchers.remove(&id) else { return true };
+        task.abort();
+        let header = Some(self.server.header(self.server.watch_hub().revision()));
+        let canceled = WatchResponse { header, watch_id: id, canceled: true, ..Default::default() };
+        self.tx.send(canceled).await.is_ok()
+    }
+}
+
+/// The upper end of a watched range.
+#[derive(Debug, Clone)]
+enum RangeEnd {
+    /// Only `key` itself.
+    Single,
+    /// Every key `>= key`.
+    Unbounded,
+    /// Keys in `[key, end)`.
+    Below(Vec<u8>),
+}
+
+/// One watcher: what it watches and the next revision it must deliver.
+struct Watcher {
+    id: i64,
+    key: Vec<u8>,
+    range_end: RangeEnd,
+    no_put: bool,
+    no_delete: bool,
+    prev_kv: bool,
+    fragment: bool,
+    progress_notify: bool,
+    next_revision: i64,
+}
+
+impl Watcher {
+    fn matches(&self, event: &Event) -> bool {
+        let Some(kv) = &event.kv else { return false };
+        let is_put = event.r#type == EventType::Put as i32;
+        if (is_put && self.no_put) || (!is_put && self.no_delete) {
+            return false;
+        }
+        match &self.range_end {
+            RangeEnd::Single => kv.key == self.key,
+            RangeEnd::Unbounded => kv.key >= self.key,
+            RangeEnd::Below(end) => kv.key >= self.key && kv.key < *end,
+        }
+    }
+
+    /// The event as this watcher delivers it: `prev_kv` only when asked for, read
+    /// from history when the event came from the backend without it.
+    fn shape(&self, server: &EtcdServer, event: &Event) -> Event {
+        let mut event = event.clone();
+        if !self.prev_kv {
+            event.prev_kv = None;
+            return event;
+        }
+        let kv = event.kv.as_ref().expect("matched events have a kv");
+        let is_create = event.r#type == EventType::Put as i32 && kv.version == 1;
+        if event.prev_kv.is_none() && !is_create {
+            let previous = RangeRequest {
+                key: kv.key.clone(),
+                revision: kv.mod_revision - 1,
+                ..Default::default()
+            };
+            if let Ok(response) = server.kv().range(&previous) {
+                event.prev_kv = response.kvs.into_iter().next();
+            }
+        }
+        event
+    }
+
+    async fn run(mut self, server: Arc<EtcdServer>, tx: mpsc::Sender<WatchResponse>) {
+        let hub: &WatchHub = server.watch_hub();
+        let mut published = hub.subscribe();
+        let interval = server.config().watch_progress_notify_interval;
+        let mut progress =
+            tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        let mut sent_since_progress = false;
+        loop {
+            let current = *published.borrow_and_update();
+            if current < self.next_revision {
+                tokio::select! {
+                    changed = published.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                    }
+                    _ = progress.tick(), if self.progress_notify => {
+                        if !sent_since_progress {
+                            let header = Some(server.header(current));
+                            let note = WatchResponse { header, watch_id: self.id, ..Default::default() };
+                            if tx.send(note).await.is_err() {
+                                return;
+                            }
+                        }
+                        sent_since_progress = false;
+                    }
+                }
+                continue;
+            }
+            let (revisions, covered) = match hub.read(server.kv(), self.next_revision, current) {
+                Ok(read) => read,
+                Err(WatchReadError::Compacted) => {
+                    let compacted = WatchResponse {
+                        header: Some(server.header(current)),
+                        watch_id: self.id,
+                        canceled: true,
+                        compact_revision: server.kv().compact_revision(),
+                        ..Default::default()
+                    };
+                    let _ = tx.send(compacted).await;
+                    return;
+                }
+                Err(WatchReadError::Storage) => return,
+            };
+            let events: Vec<Event> = revisions
+                .iter()
+                .flat_map(|(_, events)| events.iter())
+                .filter(|e| self.matches(e))
+                .map(|e| self.shape(&server, e))
+                .collect();
+            self.next_revision = covered + 1;
+            if events.is_empty() {
+                continue;
+            }
+            sent_since_progress = true;
+            let response = WatchResponse {
+                header: Some(server.header(covered)),
+                watch_id: self.id,
+                events,
+                ..Default::default()
+            };
+            let limit = server.config().max_request_bytes;
+            for part in fragments(response, self.fragment, limit) {
+                if tx.send(part).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Splits a response whose encoding exceeds `limit` bytes into several, all but the
+/// last marked `fragment` (only for watchers that asked for fragmentation, and never
+/// below one event per response), as etcd does.
+fn fragments(response: WatchResponse, fragment: bool, limit: usize) -> Vec<WatchResponse> {
+    if !fragment || response.events.len() < 2 || response.encoded_len() < limit {
+        return vec![response];
+    }
+    let mut parts = Vec::new();
+    let template = WatchResponse { events: Vec::new(), fragment: true, ..response.clone() };
+    let mut current = template.clone();
+    for event in response.events {
+        current.events.push(event);
+        if current.events.len() > 1 && current.encoded_len() >= limit {
+            let overflow = current.events.pop().expect("just pushed");
+            parts.push(std::mem::replace(&mut current, template.clone()));
+            current.events.push(overflow);
+        }
+    }
+    current.fragment = false;
+    parts.push(current);
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etcd_proto::mvccpb::KeyValue;
+
+    fn event(key: &str, value_bytes: usize) -> Event {
+        Event {
+            r#type: EventType::Put as i32,
+            kv: Some(KeyValue {
+                key: key.into(),
+                value: vec![b'v'; value_bytes],
+                ..Default::default()
+            }),
+            prev_kv: None,
+        }
+    }
+
+    #[test]
+    fn large_responses_fragment_only_when_asked_and_keep_every_event_in_order() {
+        let events: Vec<Event> = (0..10).map(|i| event(&format!("k{i}"), 100)).collect();
+        let response = WatchResponse { watch_id: 3, events: events.clone(), ..Default::default() };
+        assert_eq!(fragments(response.clone(), false, 300).len(), 1);
+        let parts = fragments(response, true, 300);
+        assert!(parts.len() > 1);
+        assert!(parts[..parts.len() - 1].iter().all(|p| p.fragment));
+        assert!(!parts.last().expect("last").fragment);
+        let rejoined: Vec<Event> = parts.into_iter().flat_map(|p| p.events).collect();
+        assert_eq!(rejoined, events);
+    }
+}

@@ -1,0 +1,184 @@
+//! The watch hub: where applied changes meet watchers.
+//!
+//! The apply loop publishes each batch's events, grouped per revision, into a bounded
+//! in-memory ring of recent revisions and then announces the new store revision.
+//! Watchers never get pushed to: each one pulls the revisions it still needs, from the
+//! ring when they are recent and from the backend when they fell out of it. So a slow
+//! watcher only slows itself, the apply loop never waits for anyone, and no event can
+//! be lost or duplicated: a watcher's position is a revision, and every revision is
+//! read exactly once.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, RwLock};
+
+use etcd_mvcc::{KvStore, MvccError};
+use etcd_proto::mvccpb::Event;
+use tokio::sync::watch;
+
+/// Revisions kept in memory at most.
+const RING_REVISIONS_MAX: usize = 8192;
+/// Bytes of events kept in memory at most (approximate: keys and values).
+const RING_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Revisions handed out per read at most, so a far-behind watcher catches up in
+/// bounded steps.
+pub const READ_REVISIONS_MAX: i64 = 256;
+
+/// The events of one revision, shared by every watcher that reads them.
+pub type RevisionEvents = (i64, Arc<Vec<Event>>);
+
+#[derive(Default)]
+struct Ring {
+    /// Events per revision, oldest first; revisions are contiguous.
+    revisions: VecDeque<RevisionEvents>,
+    bytes: usize,
+}
+
+/// Recent events and the published store revision.
+pub struct WatchHub {
+    ring: RwLock<Ring>,
+    revision: watch::Sender<i64>,
+}
+
+fn event_bytes(events: &[Event]) -> usize {
+    events.iter().map(|e| e.kv.as_ref().map_or(0, |kv| kv.key.len() + kv.value.len()) + 64).sum()
+}
+
+/// Why a watcher cannot continue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchReadError {
+    /// The revisions it needs were compacted away.
+    Compacted,
+    /// The store failed; the member is going down.
+    Storage,
+}
+
+impl WatchHub {
+    /// A hub whose store is at `current_revision`.
+    pub fn new(current_revision: i64) -> WatchHub {
+        WatchHub { ring: RwLock::default(), revision: watch::Sender::new(current_revision) }
+    }
+
+    /// Called by the apply loop after a batch is committed: remembers its events and
+    /// announces `current_revision`.
+    pub fn publish(&self, batch: Vec<(i64, Vec<Event>)>, current_revision: i64) {
+        if !batch.is_empty() {
+            let mut ring = self.ring.write().expect("watch ring lock");
+            for (revision, events) in batch {
+                if let Some((last, _)) = ring.revisions.back() {
+                    if revision != last + 1 {
+                        // Only contiguous revisions can be served from memory.
+                        ring.revisions.clear();
+                        ring.bytes = 0;
+                    }
+                }
+                ring.bytes += event_bytes(&events);
+                ring.revisions.push_back((revision, Arc::new(events)));
+            }
+            while ring.revisions.len() > RING_REVISIONS_MAX || ring.bytes > RING_BYTES_MAX {
+                let Some((_, events)) = ring.revisions.pop_front() else { break };
+                ring.bytes -= event_bytes(&events);
+            }
+        }
+        self.revision.send_replace(current_revision);
+    }
+
+    /// Follows the published store revision.
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.revision.subscribe()
+    }
+
+    /// The published store revision.
+    pub fn revision(&self) -> i64 {
+        *self.revision.borrow()
+    }
+
+    /// The events of revisions `from..=to` (at most [`READ_REVISIONS_MAX`] of them),
+    /// grouped per revision, and the last revision covered. Recent revisions come from
+    /// memory; older ones from the backend (without `prev_kv`).
+    pub fn read(
+        &self,
+        kv: &KvStore,
+        from: i64,
+        to: i64,
+    ) -> Result<(Vec<RevisionEvents>, i64), WatchReadError> {
+        if from < kv.compact_revision() {
+            // etcd cancels a watcher that needs compacted history, even when the
+            // revisions happen to still be in memory.
+            return Err(WatchReadError::Compacted);
+        }
+        let to = to.min(from + READ_REVISIONS_MAX - 1);
+        {
+            let ring = self.ring.read().expect("watch ring lock");
+            if let (Some((first, _)), Some((last, _))) =
+                (ring.revisions.front(), ring.revisions.back())
+            {
+                if from >= *first && from <= *last {
+                    let covered = to.min(*last);
+                    let skip = (from - first) as usize;
+                    let taken: Vec<RevisionEvents> = ring
+                        .revisions
+                        .iter()
+                        .skip(skip)
+                        .take_while(|(revision, _)| *revision <= covered)
+                        .cloned()
+                        .collect();
+                    return Ok((taken, covered));
+                }
+            }
+        }
+        let events = kv.events_range(from, to).map_err(|e| match e {
+            MvccError::Compacted => WatchReadError::Compacted,
+            other => {
+                tracing::error!(error = %other, "reading watch history failed");
+                WatchReadError::Storage
+            }
+        })?;
+        let mut grouped: Vec<(i64, Vec<Event>)> = Vec::new();
+        for event in events {
+            let revision = event.kv.as_ref().map_or(0, |kv| kv.mod_revision);
+            match grouped.last_mut() {
+                Some((last, list)) if *last == revision => list.push(event),
+                _ => grouped.push((revision, vec![event])),
+            }
+        }
+        Ok((grouped.into_iter().map(|(r, e)| (r, Arc::new(e))).collect(), to))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etcd_proto::mvccpb::KeyValue;
+
+    fn put(key: &str, revision: i64) -> Event {
+        Event {
+            r#type: 0,
+            kv: Some(KeyValue { key: key.into(), mod_revision: revision, ..Default::default() }),
+            prev_kv: None,
+        }
+    }
+
+    #[test]
+    fn ring_serves_contiguous_recent_revisions_and_bounds_its_size() {
+        let hub = WatchHub::new(1);
+        for revision in 2..(RING_REVISIONS_MAX as i64 + 100) {
+            hub.publish(vec![(revision, vec![put("k", revision)])], revision);
+        }
+        let ring = hub.ring.read().expect("lock");
+        assert_eq!(ring.revisions.len(), RING_REVISIONS_MAX);
+        let first = ring.revisions.front().expect("first").0;
+        let revisions: Vec<i64> = ring.revisions.iter().map(|(r, _)| *r).collect();
+        assert!(revisions.windows(2).all(|w| w[1] == w[0] + 1));
+        assert_eq!(first, RING_REVISIONS_MAX as i64 + 99 - RING_REVISIONS_MAX as i64 + 1);
+    }
+
+    #[test]
+    fn publishing_announces_the_revision() {
+        let hub = WatchHub::new(1);
+        let rx = hub.subscribe();
+        hub.publish(vec![(2, vec![put("a", 2)])], 2);
+        assert_eq!(*rx.borrow(), 2);
+        hub.publish(vec![], 2);
+        assert_eq!(hub.revision(), 2);
+    }
+}
