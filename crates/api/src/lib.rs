@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
 pub mod status;
 pub mod validate;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use etcd_daemon::EtcdServer;
 use etcd_proto::etcdserverpb::cluster_server::ClusterServer;
 use etcd_proto::etcdserverpb::kv_server::KvServer;
+use etcd_proto::etcdserverpb::lease_server::LeaseServer;
 use etcd_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use etcd_proto::etcdserverpb::watch_server::WatchServer;
 use tokio::net::TcpListener;
@@ -39,6 +41,7 @@ pub async fn serve(
         .max_encoding_message_size(usize::MAX);
     let cluster = ClusterServer::new(cluster::ClusterService::new(server.clone()));
     let maintenance = MaintenanceServer::new(maintenance::MaintenanceService::new(server.clone()));
+    let lease = LeaseServer::new(lease::LeaseService::new(server.clone()));
     let watch = WatchServer::new(watch::WatchService::new(server))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(usize::MAX);
@@ -47,6 +50,7 @@ pub async fn serve(
         .add_service(cluster)
         .add_service(maintenance)
         .add_service(watch)
+        .add_service(lease)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
 }

@@ -18,6 +18,8 @@ pub fn to_status(err: &ServerError) -> Status {
         | ServerError::RequestTooLarge => Code::InvalidArgument,
         ServerError::Compacted | ServerError::FutureRev => Code::OutOfRange,
         ServerError::LeaseNotFound => Code::NotFound,
+        ServerError::LeaseExists => Code::FailedPrecondition,
+        ServerError::LeaseTtlTooLarge => Code::OutOfRange,
         ServerError::TooManyRequests | ServerError::NoSpace => Code::ResourceExhausted,
         ServerError::NoLeader
         | ServerError::LeaderChanged

@@ -40,7 +40,8 @@ impl ApplyLoop {
             }
             let last_index = entries.last().map_or(0, |e| e.index);
             let durable = last_index.saturating_sub(self.snapshot_index) >= self.snapshot_count;
-            let outcome = match self.applier.apply(&entries, durable) {
+            let outcome = match self.applier.apply(&entries, durable, crate::clock::monotonic_ms())
+            {
                 Ok(outcome) => outcome,
                 Err(err) => {
                     tracing::error!(error = %err, "failed to apply committed entries; the member stops now");

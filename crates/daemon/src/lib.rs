@@ -13,6 +13,8 @@ pub mod config;
 pub mod watch_hub;
 
 mod apply_loop;
+mod clock;
+mod lease;
 mod raft_loop;
 mod server;
 mod shared;

@@ -2,7 +2,7 @@
 //! proposals whose futures resolve when their entry is applied; linearizable reads
 //! wait on a ReadIndex barrier; serializable reads go straight to the store.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -58,8 +58,10 @@ pub struct EtcdServer {
     backend: Arc<Backend>,
     shared: Arc<Shared>,
     watch_hub: Arc<WatchHub>,
+    pub(crate) lessor: Arc<Mutex<etcd_lease::Lessor>>,
     raft_tx: mpsc::Sender<RaftInput>,
     next_request_id: AtomicU64,
+    stopped: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -67,9 +69,13 @@ impl EtcdServer {
     /// Opens or bootstraps the data directory and starts the raft and apply loops.
     pub fn start(cfg: ServerConfig) -> Result<Arc<EtcdServer>, StartError> {
         let opened = bootstrap::open(&cfg)?;
-        let applier = Applier::new(opened.backend.clone(), opened.kv.clone()).map_err(|e| {
-            StartError::Backend { path: cfg.data_dir.clone(), reason: e.to_string() }
-        })?;
+        let backend_error =
+            |reason: String| StartError::Backend { path: cfg.data_dir.clone(), reason };
+        let lessor = crate::lease::recover_lessor(&cfg, &opened.backend, &opened.kv)
+            .map_err(backend_error)?;
+        let lessor = Arc::new(Mutex::new(lessor));
+        let applier = Applier::new(opened.backend.clone(), opened.kv.clone(), lessor.clone())
+            .map_err(|e| backend_error(e.to_string()))?;
         let shared = Arc::new(Shared::new(applier.consistent_index()));
         let watch_hub = Arc::new(WatchHub::new(opened.kv.current_revision()));
         let (raft_tx, raft_rx) = mpsc::channel(RAFT_INPUTS_MAX);
@@ -122,11 +128,24 @@ impl EtcdServer {
             backend: opened.backend,
             shared,
             watch_hub,
+            lessor,
             raft_tx,
             next_request_id: AtomicU64::new(id_start),
+            stopped: AtomicBool::new(false),
             threads: Mutex::new(vec![raft_thread, apply_thread]),
             cfg,
         }))
+    }
+
+    /// Starts the member's async duties (the leader's lease expiry loop) on the
+    /// current tokio runtime.
+    pub fn spawn_background_tasks(self: &Arc<Self>) {
+        tokio::spawn(self.clone().run_lease_expiry());
+    }
+
+    /// Whether [`EtcdServer::shutdown`] was called.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
     }
 
     /// The configuration this member runs with.
@@ -202,7 +221,7 @@ impl EtcdServer {
         {
             return Err(ServerError::TooManyRequests);
         }
-        let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_id();
         request.header = Some(RequestHeader { id, ..Default::default() });
         let data = request.encode_to_vec();
         if data.len() > self.cfg.max_request_bytes {
@@ -225,6 +244,16 @@ impl EtcdServer {
                 Err(ServerError::Timeout)
             }
         }
+    }
+
+    /// A fresh ID from etcd's generator (request IDs, server-chosen lease IDs).
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_request_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether this member is the Raft leader now.
+    pub fn is_leader(&self) -> bool {
+        self.shared.leader_id.load(Ordering::Relaxed) == self.member_id
     }
 
     /// Waits until this member has applied everything committed before now
@@ -263,6 +292,7 @@ impl EtcdServer {
     /// Stops the raft and apply loops after the work already queued; returns when
     /// both have finished and the WAL is synced.
     pub async fn shutdown(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
         let _ = self.raft_tx.send(RaftInput::Stop).await;
         let threads: Vec<JoinHandle<()>> =
             std::mem::take(&mut *self.threads.lock().expect("threads lock"));

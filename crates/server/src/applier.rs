@@ -10,12 +10,15 @@
 //! Results are deterministic: every member computes the same result for the same
 //! entry. Only a storage failure is an `Err`, and the caller must treat it as fatal.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use etcd_lease::{LeaseError, Lessor};
 use etcd_mvcc::{Batch, KvStore, MvccError};
 use etcd_proto::etcdrs::InternalRaftRequest;
+use etcd_proto::etcdserverpb::request_op::Request as Op;
 use etcd_proto::etcdserverpb::{
-    CompactionResponse, DeleteRangeResponse, PutResponse, RangeResponse, TxnResponse,
+    CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantResponse,
+    LeaseRevokeResponse, PutResponse, RangeResponse, RequestOp, TxnRequest, TxnResponse,
 };
 use etcd_proto::mvccpb::Event;
 use etcd_raftnode::{Entry, EntryType};
@@ -37,6 +40,10 @@ pub enum Response {
     Txn(TxnResponse),
     /// Result of a Compact.
     Compact(CompactionResponse),
+    /// Result of a LeaseGrant.
+    LeaseGrant(LeaseGrantResponse),
+    /// Result of a LeaseRevoke.
+    LeaseRevoke(LeaseRevokeResponse),
 }
 
 /// One applied request, for the waiter of the member that proposed it.
@@ -63,26 +70,37 @@ pub struct BatchOutcome {
     pub applied_term: u64,
 }
 
-/// Applies committed entries to the MVCC store.
+/// Applies committed entries to the MVCC store and the lessor.
 pub struct Applier {
     backend: Arc<Backend>,
     kv: Arc<KvStore>,
+    lessor: Arc<Mutex<Lessor>>,
     consistent_index: u64,
 }
 
 /// A storage failure during apply: the member cannot continue.
 #[derive(Debug, thiserror::Error)]
-#[error("apply failed: {0}")]
-pub struct ApplyFailure(#[from] pub MvccError);
+pub enum ApplyFailure {
+    /// The MVCC store or backend failed.
+    #[error("apply failed: {0}")]
+    Mvcc(#[from] MvccError),
+    /// The lease table failed.
+    #[error("apply failed: {0}")]
+    Lease(LeaseError),
+}
 
 impl Applier {
     /// Creates an applier that resumes after the backend's consistent index.
-    pub fn new(backend: Arc<Backend>, kv: Arc<KvStore>) -> Result<Applier, ApplyFailure> {
+    pub fn new(
+        backend: Arc<Backend>,
+        kv: Arc<KvStore>,
+        lessor: Arc<Mutex<Lessor>>,
+    ) -> Result<Applier, ApplyFailure> {
         let consistent_index = {
             let txn = backend.begin_read().map_err(MvccError::from)?;
             etcd_storage::consistent_index(&txn).map_err(MvccError::from)?.0
         };
-        Ok(Applier { backend, kv, consistent_index })
+        Ok(Applier { backend, kv, lessor, consistent_index })
     }
 
     /// The index of the last entry whose effects are in the backend.
@@ -92,10 +110,14 @@ impl Applier {
 
     /// Applies a batch of committed entries in one backend transaction. `durable`
     /// asks for an fsync of the backend (before a snapshot releases WAL segments).
+    ///
+    /// `now_ms` (a monotonic clock reading) only starts the expiry clock of leases
+    /// granted while this member is the leader; results never depend on it.
     pub fn apply(
         &mut self,
         entries: &[Entry],
         durable: bool,
+        now_ms: u64,
     ) -> Result<BatchOutcome, ApplyFailure> {
         let mut outcome = BatchOutcome::default();
         let fresh: Vec<&Entry> =
@@ -116,7 +138,12 @@ impl Applier {
                 ),
             };
             let id = request.header.as_ref().map_or(request.id, |h| h.id);
-            let result = apply_request(&mut batch, request)?;
+            let mut lessor = self.lessor.lock().expect("lessor lock");
+            let result = apply_request(&mut batch, &mut lessor, request, now_ms)?;
+            for change in batch.take_lease_changes() {
+                lessor.detach(change.old_lease, &change.key);
+                lessor.attach(change.new_lease, &change.key);
+            }
             outcome.applied.push(Applied { id, result, revision: batch.revision() });
         }
         etcd_storage::set_consistent_index(batch.write_txn(), last.index, last.term)
@@ -129,11 +156,6 @@ impl Applier {
     }
 }
 
-/// Leases are not implemented yet, so no lease exists.
-fn no_lease_exists(_: i64) -> bool {
-    false
-}
-
 fn client_result<T>(
     result: Result<T, MvccError>,
     wrap: fn(T) -> Response,
@@ -142,26 +164,81 @@ fn client_result<T>(
         Ok(value) => Ok(Ok(wrap(value))),
         Err(err) => match ServerError::from_mvcc(&err) {
             Some(client) => Ok(Err(client)),
-            None => Err(ApplyFailure(err)),
+            None => Err(ApplyFailure::Mvcc(err)),
         },
     }
 }
 
+fn lease_result<T>(result: Result<T, LeaseError>) -> Result<Result<T, ServerError>, ApplyFailure> {
+    match result {
+        Ok(value) => Ok(Ok(value)),
+        Err(err) => match ServerError::from_lease(&err) {
+            Some(client) => Ok(Err(client)),
+            None => Err(ApplyFailure::Lease(err)),
+        },
+    }
+}
+
+/// Revokes a lease: its keys are deleted in ONE revision (as etcd does), which
+/// produces their delete events for watchers.
+fn revoke(
+    batch: &mut Batch<'_>,
+    lessor: &mut Lessor,
+    id: i64,
+) -> Result<Result<Response, ServerError>, ApplyFailure> {
+    let keys = match lease_result(lessor.revoke(batch.write_txn(), id))? {
+        Ok(keys) => keys,
+        Err(client) => return Ok(Err(client)),
+    };
+    if !keys.is_empty() {
+        let deletes = keys
+            .into_iter()
+            .map(|key| RequestOp {
+                request: Some(Op::RequestDeleteRange(DeleteRangeRequest {
+                    key,
+                    ..Default::default()
+                })),
+            })
+            .collect();
+        let txn = TxnRequest { compare: vec![], success: deletes, failure: vec![] };
+        if let Err(err) = batch.txn(&txn, &|_| true) {
+            return Err(ApplyFailure::Mvcc(err));
+        }
+    }
+    Ok(Ok(Response::LeaseRevoke(LeaseRevokeResponse::default())))
+}
+
 fn apply_request(
     batch: &mut Batch<'_>,
+    lessor: &mut Lessor,
     request: InternalRaftRequest,
+    now_ms: u64,
 ) -> Result<Result<Response, ServerError>, ApplyFailure> {
+    let lease_exists = |id: i64| lessor.exists(id);
     if let Some(put) = request.put {
-        return client_result(batch.put(&put, &no_lease_exists), Response::Put);
+        return client_result(batch.put(&put, &lease_exists), Response::Put);
     }
     if let Some(delete) = request.delete_range {
         return client_result(batch.delete_range(&delete), Response::DeleteRange);
     }
     if let Some(txn) = request.txn {
-        return client_result(batch.txn(&txn, &no_lease_exists), Response::Txn);
+        return client_result(batch.txn(&txn, &lease_exists), Response::Txn);
     }
     if let Some(compaction) = request.compaction {
         return client_result(batch.compact(compaction.revision), Response::Compact);
+    }
+    if let Some(grant) = request.lease_grant {
+        let granted = lease_result(lessor.grant(batch.write_txn(), grant.id, grant.ttl, now_ms))?;
+        return Ok(granted.map(|info| {
+            Response::LeaseGrant(LeaseGrantResponse {
+                id: info.id,
+                ttl: info.granted_ttl,
+                ..Default::default()
+            })
+        }));
+    }
+    if let Some(lease_revoke) = request.lease_revoke {
+        return revoke(batch, lessor, lease_revoke.id);
     }
     // A request kind this version does not apply: every member skips it alike.
     Ok(Err(ServerError::NotCapable))

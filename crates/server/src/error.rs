@@ -2,6 +2,7 @@
 //! codes and etcd's exact messages (clients match on the text); this enum only
 //! names the conditions.
 
+use etcd_lease::LeaseError;
 use etcd_mvcc::MvccError;
 
 /// A client-visible failure of a request.
@@ -37,6 +38,12 @@ pub enum ServerError {
     /// A Put names a lease that does not exist.
     #[error("requested lease not found")]
     LeaseNotFound,
+    /// A LeaseGrant with an ID already in use.
+    #[error("lease already exists")]
+    LeaseExists,
+    /// A LeaseGrant with a TTL above etcd's maximum.
+    #[error("too large lease TTL")]
+    LeaseTtlTooLarge,
     /// The encoded request exceeds `--max-request-bytes`.
     #[error("request is too large")]
     RequestTooLarge,
@@ -64,6 +71,17 @@ pub enum ServerError {
 }
 
 impl ServerError {
+    /// Maps a lessor error a client may see; storage failures are not.
+    pub fn from_lease(err: &LeaseError) -> Option<ServerError> {
+        match err {
+            LeaseError::NotFound => Some(ServerError::LeaseNotFound),
+            LeaseError::LeaseExists => Some(ServerError::LeaseExists),
+            LeaseError::TtlTooLarge => Some(ServerError::LeaseTtlTooLarge),
+            LeaseError::NotPrimary => Some(ServerError::NoLeader),
+            LeaseError::Storage(_) => None,
+        }
+    }
+
     /// Maps a store error that a client may see. Storage failures are not client
     /// errors: the applier treats them as fatal before they get here.
     pub fn from_mvcc(err: &MvccError) -> Option<ServerError> {

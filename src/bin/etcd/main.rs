@@ -92,6 +92,7 @@ async fn run(flags: Flags) -> Result<(), String> {
         .await
         .map_err(|e| format!("startup panicked: {e}"))?
         .map_err(|e| e.to_string())?;
+    server.spawn_background_tasks();
     if !wait_for_leader(&server, election_timeout * 10).await {
         tracing::warn!("no leader elected yet; serving anyway, writes fail until one is");
     }

@@ -1,0 +1,134 @@
+//! The Lease service: Grant and Revoke through Raft; KeepAlive, TimeToLive and
+//! Leases answered from the leader's lessor.
+
+use std::sync::Arc;
+
+use etcd_daemon::EtcdServer;
+use etcd_proto::etcdserverpb::lease_server::Lease;
+use etcd_proto::etcdserverpb::{
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
+use etcd_server::{Applied, Response as AppliedResponse, ServerError};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::status::to_status;
+
+/// KeepAlive responses queued per stream at most.
+const KEEP_ALIVE_QUEUE_MAX: usize = 64;
+
+type BoxStream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+/// etcd's Lease service over one member.
+pub struct LeaseService {
+    server: Arc<EtcdServer>,
+}
+
+impl LeaseService {
+    /// Serves Lease requests with `server`.
+    pub fn new(server: Arc<EtcdServer>) -> LeaseService {
+        LeaseService { server }
+    }
+
+    fn applied(
+        &self,
+        outcome: Result<Applied, ServerError>,
+    ) -> Result<(AppliedResponse, i64), Status> {
+        let Applied { result, revision, .. } = outcome.map_err(|e| to_status(&e))?;
+        Ok((result.map_err(|e| to_status(&e))?, revision))
+    }
+
+    fn current_header(&self) -> etcd_proto::etcdserverpb::ResponseHeader {
+        self.server.header(self.server.kv().current_revision())
+    }
+}
+
+fn unexpected() -> Status {
+    to_status(&ServerError::NotCapable)
+}
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn lease_grant(
+        &self,
+        request: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
+        match self.applied(self.server.lease_grant(request.into_inner()).await)? {
+            (AppliedResponse::LeaseGrant(mut response), revision) => {
+                response.header = Some(self.server.header(revision));
+                Ok(Response::new(response))
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        match self.applied(self.server.lease_revoke(request.into_inner().id).await)? {
+            (AppliedResponse::LeaseRevoke(mut response), revision) => {
+                response.header = Some(self.server.header(revision));
+                Ok(Response::new(response))
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<BoxStream<LeaseKeepAliveResponse>>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(KEEP_ALIVE_QUEUE_MAX);
+        let server = self.server.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(request)) = inbound.next().await {
+                let reply = server.lease_renew(request.id).map(|ttl| LeaseKeepAliveResponse {
+                    header: Some(server.header(server.kv().current_revision())),
+                    id: request.id,
+                    ttl,
+                });
+                let failed = reply.is_err();
+                if tx.send(reply.map_err(|e| to_status(&e))).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let request = request.into_inner();
+        let header = Some(self.current_header());
+        let response = match self.server.lease_time_to_live(request.id, request.keys) {
+            Some(info) => LeaseTimeToLiveResponse {
+                header,
+                id: info.id,
+                ttl: info.remaining_ttl,
+                granted_ttl: info.granted_ttl,
+                keys: info.keys,
+            },
+            // etcd answers an unknown lease with TTL -1 rather than an error.
+            None => {
+                LeaseTimeToLiveResponse { header, id: request.id, ttl: -1, ..Default::default() }
+            }
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn lease_leases(
+        &self,
+        _request: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        let leases = self.server.lease_ids().into_iter().map(|id| LeaseStatus { id }).collect();
+        Ok(Response::new(LeaseLeasesResponse { header: Some(self.current_header()), leases }))
+    }
+}
