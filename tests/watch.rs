@@ -280,3 +280,31 @@ async fn resuming_after_a_restart_from_last_seen_plus_one_misses_nothing() {
         c.get("r/", Some(GetOptions::new().with_prefix().with_count_only())).await.expect("get");
     assert_eq!(count.count(), 6);
 }
+
+#[tokio::test]
+async fn progress_notifications_and_progress_requests_carry_the_current_revision() {
+    let server =
+        Server::start_with(Flavor::Ours, &["--experimental-watch-progress-notify-interval=300ms"]);
+    let mut c = server.client().await;
+    c.put("other", "1", None).await.expect("put");
+    let mut stream =
+        c.watch("quiet", Some(WatchOptions::new().with_progress_notify())).await.expect("watch");
+    let created = stream.message().await.expect("recv").expect("created");
+    let id = created.watch_id();
+    let note = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("a progress notification within the interval")
+        .expect("recv")
+        .expect("response");
+    assert_eq!(note.watch_id(), id);
+    assert!(note.events().is_empty());
+    assert_eq!(note.header().expect("header").revision(), 2);
+    stream.request_progress().await.expect("progress request");
+    loop {
+        let resp = stream.message().await.expect("recv").expect("response");
+        if resp.watch_id() == -1 {
+            assert_eq!(resp.header().expect("header").revision(), 2);
+            break;
+        }
+    }
+}
