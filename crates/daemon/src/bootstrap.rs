@@ -15,10 +15,9 @@ use etcd_raftnode::{
     decode_conf_state, encode_conf_state, ConfState, Entry, EntryType, HardState, NodeConfig,
     RaftNode, RestoreState,
 };
-use etcd_server::ids;
+use etcd_server::{ids, membership};
 use etcd_storage::Backend;
 use etcd_wal::{SnapshotMarker, Wal};
-use prost::Message;
 
 use crate::config::{ClusterState, ServerConfig};
 
@@ -155,34 +154,18 @@ fn initial_members(cfg: &ServerConfig) -> Result<Vec<Member>, StartError> {
             cfg.name
         )));
     }
-    if members.len() > 1 {
-        return Err(StartError::Config(
-            "clusters of more than one member are not supported yet: start a single member \
-             (--initial-cluster with one entry)"
-                .into(),
-        ));
-    }
     Ok(members)
 }
 
 fn save_members(backend: &Backend, members: &[Member]) -> Result<(), String> {
     let txn = backend.begin_write().map_err(|e| e.to_string())?;
-    for member in members {
-        etcd_storage::members_put(&txn, member.id, &member.encode_to_vec())
-            .map_err(|e| e.to_string())?;
-    }
+    membership::save(&txn, members)?;
     txn.commit(true).map_err(|e| e.to_string())
 }
 
 fn load_members(backend: &Backend) -> Result<Vec<Member>, String> {
     let txn = backend.begin_read().map_err(|e| e.to_string())?;
-    let rows = etcd_storage::members_list(&txn).map_err(|e| e.to_string())?;
-    rows.into_iter()
-        .map(|(id, bytes)| {
-            Member::decode(bytes.as_slice())
-                .map_err(|e| format!("member {id:x} is unreadable: {e}"))
-        })
-        .collect()
+    membership::load(&txn)
 }
 
 fn node_config(cfg: &ServerConfig, id: u64, applied: u64) -> NodeConfig {
@@ -279,8 +262,15 @@ fn recover(cfg: &ServerConfig, wal_path: &Path) -> Result<Opened, StartError> {
             ),
         });
     }
-    let conf_state = decode_conf_state(&marker.conf_state)
-        .ok_or_else(|| wal_error("the snapshot marker's membership is unreadable".into()))?;
+    if decode_conf_state(&marker.conf_state).is_none() {
+        return Err(wal_error("the snapshot marker's membership is unreadable".into()));
+    }
+    let backend_path_error =
+        |reason: String| StartError::Backend { path: backend_path(&cfg.data_dir), reason };
+    let members = load_members(&backend).map_err(backend_path_error)?;
+    // The members table is as of the consistent index, like the rest of the
+    // backend, so it (not the older snapshot marker) is the membership to restart with.
+    let conf_state = membership::conf_state(&members);
     let hs = replay.hard_state.unwrap_or_default();
     let hard_state =
         HardState { term: hs.term, vote: hs.vote, commit: hs.commit, ..Default::default() };
@@ -293,13 +283,6 @@ fn recover(cfg: &ServerConfig, wal_path: &Path) -> Result<Opened, StartError> {
     };
     let node = RaftNode::restore(&node_config(cfg, member_id, consistent_index), state)
         .map_err(|e| StartError::Raft(e.to_string()))?;
-    let mut members = load_members(&backend)
-        .map_err(|reason| StartError::Backend { path: backend_path(&cfg.data_dir), reason })?;
-    // A restarted member advertises the client URLs it was started with now.
-    for member in members.iter_mut().filter(|m| m.id == member_id) {
-        member.name = cfg.name.clone();
-        member.client_urls = cfg.advertise_client_urls.clone();
-    }
     Ok(Opened {
         backend,
         kv,

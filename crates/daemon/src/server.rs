@@ -53,7 +53,6 @@ pub struct EtcdServer {
     cfg: ServerConfig,
     member_id: u64,
     cluster_id: u64,
-    members: Mutex<Vec<Member>>,
     kv: Arc<KvStore>,
     backend: Arc<Backend>,
     shared: Arc<Shared>,
@@ -123,7 +122,6 @@ impl EtcdServer {
         Ok(Arc::new(EtcdServer {
             member_id: opened.member_id,
             cluster_id: opened.cluster_id,
-            members: Mutex::new(opened.members),
             kv: opened.kv,
             backend: opened.backend,
             shared,
@@ -173,9 +171,33 @@ impl EtcdServer {
         &self.watch_hub
     }
 
-    /// The known members.
+    /// The members as of the last applied entry.
     pub fn members(&self) -> Vec<Member> {
-        self.members.lock().expect("members lock").clone()
+        let loaded = self
+            .backend
+            .begin_read()
+            .map_err(|e| e.to_string())
+            .and_then(|txn| etcd_server::membership::load(&txn));
+        match loaded {
+            Ok(members) => members,
+            Err(err) => {
+                tracing::error!(error = %err, "reading the members table failed");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Announces this member's name and client URLs to the cluster through Raft
+    /// (etcd's publish), so every member lists them.
+    pub async fn publish(&self) -> Result<(), ServerError> {
+        let attributes = etcd_proto::etcdrs::MemberAttributes {
+            id: self.member_id,
+            name: self.cfg.name.clone(),
+            client_urls: self.cfg.advertise_client_urls.clone(),
+        };
+        let request =
+            InternalRaftRequest { member_attributes: Some(attributes), ..Default::default() };
+        self.propose(request).await?.result.map(|_| ())
     }
 
     /// A response header carrying `revision`.

@@ -44,6 +44,8 @@ pub enum Response {
     LeaseGrant(LeaseGrantResponse),
     /// Result of a LeaseRevoke.
     LeaseRevoke(LeaseRevokeResponse),
+    /// A member's attributes were recorded.
+    MemberAttributes,
 }
 
 /// One applied request, for the waiter of the member that proposed it.
@@ -87,6 +89,9 @@ pub enum ApplyFailure {
     /// The lease table failed.
     #[error("apply failed: {0}")]
     Lease(LeaseError),
+    /// The members table failed.
+    #[error("apply failed: members table: {0}")]
+    Membership(String),
 }
 
 impl Applier {
@@ -239,6 +244,9 @@ fn apply_request(
     }
     if let Some(lease_revoke) = request.lease_revoke {
         return revoke(batch, lessor, lease_revoke.id);
+    }
+    if let Some(attributes) = request.member_attributes {
+        return crate::membership::apply_attributes(batch.write_txn(), &attributes);
     }
     // A request kind this version does not apply: every member skips it alike.
     Ok(Err(ServerError::NotCapable))

@@ -9,6 +9,7 @@
 pub mod applier;
 pub mod error;
 pub mod ids;
+pub mod membership;
 
 pub use applier::{Applied, Applier, BatchOutcome, Response};
 pub use error::ServerError;

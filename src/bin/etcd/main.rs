@@ -60,15 +60,24 @@ async fn bind_all(urls: &[String]) -> Result<Vec<TcpListener>, String> {
     Ok(listeners)
 }
 
-async fn wait_for_leader(server: &EtcdServer, limit: Duration) -> bool {
+/// Publishes this member's attributes through Raft, retrying until a leader with a
+/// quorum commits them (etcd serves clients only once it has published).
+async fn publish(server: &EtcdServer, election_timeout: Duration) {
     let started = Instant::now();
-    while started.elapsed() < limit {
+    let mut warned = false;
+    loop {
         if server.status().leader_id != 0 {
-            return true;
+            match server.publish().await {
+                Ok(()) => return,
+                Err(err) => tracing::debug!(error = %err, "publish failed; retrying"),
+            }
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        if !warned && started.elapsed() > election_timeout * 5 {
+            tracing::warn!("waiting for a leader with a quorum before serving clients; are the other members of --initial-cluster running?");
+            warned = true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    false
 }
 
 async fn shutdown_signal() {
@@ -93,9 +102,7 @@ async fn run(flags: Flags) -> Result<(), String> {
         .map_err(|e| format!("startup panicked: {e}"))?
         .map_err(|e| e.to_string())?;
     server.spawn_background_tasks();
-    if !wait_for_leader(&server, election_timeout * 10).await {
-        tracing::warn!("no leader elected yet; serving anyway, writes fail until one is");
-    }
+    publish(&server, election_timeout).await;
     tracing::info!(
         cluster_version = etcd_api::CLUSTER_VERSION,
         "enabled capabilities for version 3.5"
