@@ -44,6 +44,7 @@ fn a_data_dir_of_another_format_is_refused_and_left_untouched() {
     let out = Command::new(env!("CARGO_BIN_EXE_etcd"))
         .arg(format!("--data-dir={}", temp.path().display()))
         .arg(format!("--listen-client-urls=http://127.0.0.1:{}", common::free_port()))
+        .arg(format!("--listen-peer-urls=http://127.0.0.1:{}", common::free_port()))
         .output()
         .expect("run");
     assert!(!out.status.success(), "must refuse a foreign data dir");
@@ -62,6 +63,7 @@ fn etcd_env_vars_configure_the_server() {
         .env("ETCD_DATA_DIR", temp.path().join("d"))
         .env("ETCD_LISTEN_CLIENT_URLS", &url)
         .env("ETCD_ADVERTISE_CLIENT_URLS", &url)
+        .env("ETCD_LISTEN_PEER_URLS", format!("http://127.0.0.1:{}", common::free_port()))
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn");

@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/v3lockpb/v3lock.proto",
         "proto/v3electionpb/v3election.proto",
         "proto/etcdrs/internal.proto",
+        "proto/etcdrs/raft.proto",
     ];
     for proto in &protos {
         println!("cargo:rerun-if-changed={proto}");

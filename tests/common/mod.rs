@@ -36,11 +36,16 @@ pub fn real_etcd() -> Option<PathBuf> {
 /// A running (or stopped) server process with its data dir.
 pub struct Server {
     pub flavor: Flavor,
+    pub name: String,
     pub data_dir: PathBuf,
     pub client_port: u16,
     pub peer_port: u16,
+    /// `--initial-cluster`; `None` for a single member.
+    pub initial_cluster: Option<String>,
     pub extra_args: Vec<String>,
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
+    lines: Option<mpsc::Receiver<String>>,
     stderr_log: Vec<String>,
     _temp: Option<tempfile::TempDir>,
 }
@@ -54,18 +59,32 @@ impl Server {
     /// Starts a server of `flavor` with extra flags.
     pub fn start_with(flavor: Flavor, extra: &[&str]) -> Server {
         let temp = tempfile::tempdir().expect("tempdir");
-        let mut server = Server {
+        let mut server = Server::new(flavor, "node1", temp, extra);
+        server.restart();
+        server
+    }
+
+    /// A server that is not started yet, with data in `temp`.
+    pub fn new(flavor: Flavor, name: &str, temp: tempfile::TempDir, extra: &[&str]) -> Server {
+        Server {
             flavor,
+            name: name.to_string(),
             data_dir: temp.path().join("data.etcd"),
             client_port: free_port(),
             peer_port: free_port(),
+            initial_cluster: None,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
             child: None,
+            lines: None,
             stderr_log: Vec::new(),
             _temp: Some(temp),
-        };
-        server.restart();
-        server
+        }
+    }
+
+    /// This member's peer URL.
+    pub fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
     }
 
     /// The client endpoint, `127.0.0.1:port`.
@@ -81,15 +100,18 @@ impl Server {
         };
         let client = format!("http://127.0.0.1:{}", self.client_port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let initial_cluster =
+            self.initial_cluster.clone().unwrap_or_else(|| format!("{}={peer}", self.name));
         let mut cmd = Command::new(binary);
-        cmd.arg("--name=node1")
+        cmd.arg(format!("--name={}", self.name))
             .arg(format!("--data-dir={}", self.data_dir.display()))
             .arg(format!("--listen-client-urls={client}"))
             .arg(format!("--advertise-client-urls={client}"))
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=node1={peer}"))
+            .arg(format!("--initial-cluster={initial_cluster}"))
             .args(&self.extra_args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -98,6 +120,13 @@ impl Server {
 
     /// (Re)starts the process on the same data dir and ports; waits until ready.
     pub fn restart(&mut self) {
+        self.spawn();
+        self.wait_ready();
+    }
+
+    /// Starts the process without waiting (members of a new cluster must start
+    /// together: none is ready before a quorum runs).
+    pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "server already running");
         let mut child = self.command().spawn().expect("spawn server");
         let stderr = child.stderr.take().expect("stderr piped");
@@ -105,12 +134,18 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    // Keep draining so the server never blocks on a full pipe.
-                    continue;
-                }
+                // Keep draining after the receiver is gone so the server never
+                // blocks on a full pipe.
+                let _ = tx.send(line);
             }
         });
+        self.child = Some(child);
+        self.lines = Some(rx);
+    }
+
+    /// Waits for the `ready to serve client requests` line of the running process.
+    pub fn wait_ready(&mut self) {
+        let rx = self.lines.take().expect("spawned");
         let deadline = std::time::Instant::now() + READY_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -123,12 +158,15 @@ impl Server {
                     }
                 }
                 Err(_) => {
-                    let _ = child.kill();
-                    panic!("server did not become ready; its log:\n{}", self.stderr_log.join("\n"));
+                    self.kill9();
+                    panic!(
+                        "server {} did not become ready; its log:\n{}",
+                        self.name,
+                        self.stderr_log.join("\n")
+                    );
                 }
             }
         }
-        self.child = Some(child);
     }
 
     /// SIGKILLs the process (no chance to flush anything).
@@ -137,6 +175,12 @@ impl Server {
             let _ = child.kill();
             let _ = child.wait();
         }
+        self.lines = None;
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// SIGTERMs the process and waits for it to exit; returns whether it exited 0.
@@ -217,4 +261,75 @@ pub fn sorted_files(dir: &Path) -> Vec<PathBuf> {
         std::fs::read_dir(dir).expect("read dir").map(|e| e.expect("entry").path()).collect();
     files.sort();
     files
+}
+
+/// A cluster of our servers on loopback, each with a test fault-switch file.
+pub struct Cluster {
+    pub members: Vec<Server>,
+}
+
+impl Cluster {
+    /// Starts `size` members together and waits until every one serves.
+    pub fn start(size: usize, extra: &[&str]) -> Cluster {
+        let mut members: Vec<Server> = (0..size)
+            .map(|i| {
+                let temp = tempfile::tempdir().expect("tempdir");
+                let block_file = temp.path().join("blocked-peers");
+                let mut server = Server::new(Flavor::Ours, &format!("m{i}"), temp, extra);
+                server.env.push((
+                    "ETCD_RS_TEST_BLOCK_PEERS_FILE".into(),
+                    block_file.display().to_string(),
+                ));
+                server
+            })
+            .collect();
+        let initial: Vec<String> =
+            members.iter().map(|m| format!("{}={}", m.name, m.peer_url())).collect();
+        for member in &mut members {
+            member.initial_cluster = Some(initial.join(","));
+            member.spawn();
+        }
+        for member in &mut members {
+            member.wait_ready();
+        }
+        Cluster { members }
+    }
+
+    /// Every client endpoint, comma separated (for etcdctl).
+    pub fn endpoints(&self) -> String {
+        self.members.iter().map(Server::endpoint).collect::<Vec<_>>().join(",")
+    }
+
+    /// The member IDs by index, from `etcdctl endpoint status`.
+    pub fn status(&self) -> Vec<serde_json::Value> {
+        let running: Vec<String> =
+            self.members.iter().filter(|m| m.is_running()).map(Server::endpoint).collect();
+        let out = etcdctl(&running.join(","), &["endpoint", "status", "-w", "json"], None);
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
+    /// The index of the member that leads now, waiting up to `limit` for one.
+    pub fn leader(&self, limit: Duration) -> Option<usize> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            for status in self.status() {
+                let s = &status["Status"];
+                if s["leader"].as_u64().is_some() && s["leader"] == s["header"]["member_id"] {
+                    let endpoint = status["Endpoint"].as_str().unwrap_or_default().to_string();
+                    if let Some(i) = self.members.iter().position(|m| m.endpoint() == endpoint) {
+                        return Some(i);
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
+    /// Writes member `i`'s fault-switch file: it drops traffic to and from `ids`.
+    pub fn block(&self, i: usize, ids: &[u64]) {
+        let path = &self.members[i].env[0].1;
+        let text: Vec<String> = ids.iter().map(|id| format!("{id:x}")).collect();
+        std::fs::write(path, text.join(",")).expect("write block file");
+    }
 }

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use etcd_daemon::EtcdServer;
 use etcd_proto::etcdserverpb::maintenance_server::Maintenance;
 use etcd_proto::etcdserverpb::{
-    AlarmRequest, AlarmResponse, HashKvRequest, HashKvResponse, StatusRequest, StatusResponse,
+    AlarmRequest, AlarmResponse, HashKvRequest, HashKvResponse, MoveLeaderRequest,
+    MoveLeaderResponse, StatusRequest, StatusResponse,
 };
 use etcd_server::ServerError;
 use tonic::{Request, Response, Status};
@@ -47,7 +48,7 @@ impl Maintenance for MaintenanceService {
             raft_applied_index: status.raft_applied_index,
             errors: Vec::new(),
             db_size_in_use: status.db_size_bytes,
-            is_learner: false,
+            is_learner: status.is_learner,
             storage_version: String::new(),
             db_size_quota: status.quota_backend_bytes,
             downgrade_info: None,
@@ -82,5 +83,15 @@ impl Maintenance for MaintenanceService {
             header: Some(self.server.header(revision)),
             alarms: vec![],
         }))
+    }
+
+    async fn move_leader(
+        &self,
+        request: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
+        let target = request.into_inner().target_id;
+        self.server.move_leader(target).await.map_err(|e| to_status(&e))?;
+        let revision = self.server.kv().current_revision();
+        Ok(Response::new(MoveLeaderResponse { header: Some(self.server.header(revision)) }))
     }
 }

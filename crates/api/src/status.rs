@@ -17,12 +17,20 @@ pub fn to_status(err: &ServerError) -> Status {
         | ServerError::DuplicateKey
         | ServerError::RequestTooLarge => Code::InvalidArgument,
         ServerError::Compacted | ServerError::FutureRev => Code::OutOfRange,
+        ServerError::NotLeader
+        | ServerError::MemberExists
+        | ServerError::PeerUrlExists
+        | ServerError::MemberNotLearner
+        | ServerError::LearnerNotReady => Code::FailedPrecondition,
+        ServerError::MemberNotFound => Code::NotFound,
+        ServerError::MemberBadUrls => Code::InvalidArgument,
         ServerError::LeaseNotFound => Code::NotFound,
         ServerError::LeaseExists => Code::FailedPrecondition,
         ServerError::LeaseTtlTooLarge => Code::OutOfRange,
         ServerError::TooManyRequests | ServerError::NoSpace => Code::ResourceExhausted,
         ServerError::NoLeader
         | ServerError::LeaderChanged
+        | ServerError::LeaderTransferTimeout
         | ServerError::Timeout
         | ServerError::Stopped
         | ServerError::NotCapable => Code::Unavailable,
@@ -73,6 +81,38 @@ mod tests {
                 "etcdserver: too many requests",
             ),
             (ServerError::NoLeader, Code::Unavailable, "etcdserver: no leader"),
+            (ServerError::NotLeader, Code::FailedPrecondition, "etcdserver: not leader"),
+            (
+                ServerError::LeaderTransferTimeout,
+                Code::Unavailable,
+                "etcdserver: request timed out, leader transfer took too long",
+            ),
+            (ServerError::MemberNotFound, Code::NotFound, "etcdserver: member not found"),
+            (
+                ServerError::MemberExists,
+                Code::FailedPrecondition,
+                "etcdserver: member ID already exist",
+            ),
+            (
+                ServerError::PeerUrlExists,
+                Code::FailedPrecondition,
+                "etcdserver: Peer URLs already exists",
+            ),
+            (
+                ServerError::MemberBadUrls,
+                Code::InvalidArgument,
+                "etcdserver: given member URLs are invalid",
+            ),
+            (
+                ServerError::MemberNotLearner,
+                Code::FailedPrecondition,
+                "etcdserver: can only promote a learner member",
+            ),
+            (
+                ServerError::LearnerNotReady,
+                Code::FailedPrecondition,
+                "etcdserver: can only promote a learner member which is in sync with leader",
+            ),
             (ServerError::LeaderChanged, Code::Unavailable, "etcdserver: leader changed"),
             (ServerError::Timeout, Code::Unavailable, "etcdserver: request timed out"),
             (ServerError::Stopped, Code::Unavailable, "etcdserver: server stopped"),

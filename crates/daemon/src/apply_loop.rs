@@ -24,6 +24,7 @@ pub(crate) struct ApplyLoop {
     pub watch_hub: Arc<WatchHub>,
     pub kv: Arc<etcd_mvcc::KvStore>,
     pub raft_tx: mpsc::Sender<RaftInput>,
+    pub member_events: mpsc::Sender<etcd_server::membership::MemberEvent>,
     pub snapshot_count: u64,
     pub snapshot_index: u64,
 }
@@ -50,6 +51,11 @@ impl ApplyLoop {
             };
             self.watch_hub.publish(outcome.events, self.kv.current_revision());
             self.shared.applied_index.send_replace(self.applier.consistent_index());
+            for event in outcome.member_events {
+                if self.member_events.blocking_send(event).is_err() {
+                    break;
+                }
+            }
             for applied in outcome.applied {
                 self.shared.wake(applied);
             }

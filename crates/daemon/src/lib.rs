@@ -14,7 +14,9 @@ pub mod watch_hub;
 
 mod apply_loop;
 mod clock;
+mod faults;
 mod lease;
+mod membership;
 mod raft_loop;
 mod server;
 mod shared;

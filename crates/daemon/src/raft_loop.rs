@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_raftnode::{
-    encode_conf_state, Entry, HardState, Message, RaftNode, ReadState, ReadySink, Role, Snapshot,
+    encode_conf_state, Entry, HardState, MembershipChange, Message, RaftNode, ReadState, ReadySink,
+    Role, Snapshot,
 };
 use etcd_server::{Applied, ServerError};
 use etcd_wal::{SnapshotMarker, Wal};
@@ -34,6 +35,15 @@ pub(crate) enum RaftInput {
     ReadIndex(Reader),
     /// The backend is durable up to `index`: record a snapshot and release the WAL.
     Snapshot { index: u64, term: u64 },
+    /// Hand leadership to another member; answered once it leads (or not).
+    TransferLeader { to: u64 },
+    /// Propose a membership change whose waiter is registered under `id`.
+    ProposeMembershipChange { id: u64, kind: MembershipChange, node_id: u64, context: Vec<u8> },
+    /// A committed membership change was applied to the members table; apply it to
+    /// Raft's configuration.
+    ApplyMembershipChange { kind: MembershipChange, node_id: u64 },
+    /// How far a peer's log matches (leader only): (matched, leader commit).
+    PeerProgress { id: u64, reply: oneshot::Sender<Option<(u64, u64)>> },
     /// Stop after this turn (graceful shutdown).
     Stop,
 }
@@ -41,8 +51,26 @@ pub(crate) enum RaftInput {
 /// Work handed to the apply loop.
 pub(crate) type ApplyTask = Vec<Entry>;
 
+/// Where Raft messages for other members go (the peer transport).
+pub trait PeerSender: Send + Sync {
+    /// Queues messages for their destinations without blocking.
+    fn send(&self, messages: Vec<Message>);
+    /// Peers that could not be reached since the last call.
+    fn take_unreachable(&self) -> Vec<u64>;
+}
+
+impl PeerSender for etcd_transport::PeerTransport {
+    fn send(&self, messages: Vec<Message>) {
+        etcd_transport::PeerTransport::send(self, messages);
+    }
+    fn take_unreachable(&self) -> Vec<u64> {
+        etcd_transport::PeerTransport::take_unreachable(self)
+    }
+}
+
 struct RaftIo<'a> {
     wal: &'a mut Wal,
+    peers: &'a dyn PeerSender,
     apply_tx: &'a SyncSender<ApplyTask>,
     shared: &'a Shared,
     read_states: Vec<ReadState>,
@@ -55,8 +83,7 @@ fn fatal(what: &str, err: impl std::fmt::Display) -> ! {
 
 impl ReadySink for RaftIo<'_> {
     fn send(&mut self, messages: Vec<Message>) {
-        // A single member has no peers; the peer transport arrives with clustering.
-        debug_assert!(messages.iter().all(|m| m.to == m.from), "no peers to send to");
+        self.peers.send(messages);
     }
 
     fn persist(
@@ -66,7 +93,10 @@ impl ReadySink for RaftIo<'_> {
         snapshot: Option<&Snapshot>,
         must_sync: bool,
     ) {
-        assert!(snapshot.is_none(), "invariant: a single member never receives a snapshot");
+        assert!(
+            snapshot.is_none(),
+            "invariant: snapshots are refused before they reach Raft (installing them is not implemented)"
+        );
         let entries: Vec<etcd_wal::Entry> = entries.iter().map(to_wal_entry).collect();
         let hard_state = hard_state.map(|hs| etcd_wal::HardState {
             term: hs.term,
@@ -158,6 +188,8 @@ pub(crate) struct RaftLoop {
     pub node: RaftNode,
     pub wal: Wal,
     pub inputs: mpsc::Receiver<RaftInput>,
+    pub messages: mpsc::Receiver<Message>,
+    pub peers: Arc<dyn PeerSender>,
     pub apply_tx: SyncSender<ApplyTask>,
     pub shared: Arc<Shared>,
     pub heartbeat: Duration,
@@ -184,6 +216,16 @@ impl RaftLoop {
                     Some(RaftInput::Stop) | None => stopping = true,
                     Some(input) => self.handle(input, &mut reads),
                 },
+                Some(message) = self.messages.recv() => self.step(message),
+            }
+            for _ in 0..INPUTS_PER_TURN_MAX {
+                match self.messages.try_recv() {
+                    Ok(message) => self.step(message),
+                    Err(_) => break,
+                }
+            }
+            for peer in self.peers.take_unreachable() {
+                self.node.report_unreachable(peer);
             }
             for _ in 0..INPUTS_PER_TURN_MAX {
                 match self.inputs.try_recv() {
@@ -207,6 +249,7 @@ impl RaftLoop {
     fn run_ready(&mut self, reads: &mut ReadQueue) {
         let mut io = RaftIo {
             wal: &mut self.wal,
+            peers: self.peers.as_ref(),
             apply_tx: &self.apply_tx,
             shared: &self.shared,
             read_states: Vec::new(),
@@ -236,7 +279,48 @@ impl RaftLoop {
             }
             RaftInput::ReadIndex(reply) => reads.waiting.push(reply),
             RaftInput::Snapshot { index, term } => self.snapshot(index, term),
+            RaftInput::TransferLeader { to } => self.node.transfer_leader(to),
+            RaftInput::ProposeMembershipChange { id, kind, node_id, context } => {
+                if self.node.propose_membership_change(kind, node_id, context).is_err() {
+                    self.shared.wake(Applied {
+                        id,
+                        result: Err(ServerError::NoLeader),
+                        revision: 0,
+                    });
+                }
+            }
+            RaftInput::ApplyMembershipChange { kind, node_id } => {
+                match self.node.apply_membership_change(kind, node_id) {
+                    Ok(conf_state) => tracing::info!(
+                        change = ?kind,
+                        member = %format!("{node_id:x}"),
+                        voters = ?conf_state.voters.iter().map(|v| format!("{v:x}")).collect::<Vec<_>>(),
+                        learners = ?conf_state.learners.iter().map(|v| format!("{v:x}")).collect::<Vec<_>>(),
+                        "applied a membership change"
+                    ),
+                    Err(err) => tracing::warn!(error = %err, "raft refused a membership change"),
+                }
+            }
+            RaftInput::PeerProgress { id, reply } => {
+                let _ = reply.send(self.node.peer_progress(id));
+            }
             RaftInput::Stop => unreachable!("handled by the loop"),
+        }
+    }
+
+    fn step(&mut self, message: Message) {
+        if message.get_msg_type() == etcd_raftnode::MessageType::MsgSnapshot {
+            // Installing a leader's snapshot is not implemented yet: refusing it keeps
+            // this member's state consistent (it stays behind until restored).
+            tracing::error!(
+                from = %format!("{:x}", message.from),
+                "refusing a Raft snapshot: this member fell too far behind the leader; \
+                 re-add it to the cluster with an empty data dir"
+            );
+            return;
+        }
+        if let Err(err) = self.node.step(message) {
+            tracing::debug!(error = %err, "raft rejected a peer message");
         }
     }
 

@@ -21,9 +21,15 @@ use crate::config::ServerConfig;
 use crate::raft_loop::{RaftInput, RaftLoop};
 use crate::shared::Shared;
 use crate::watch_hub::WatchHub;
+use etcd_transport::PeerTransport;
 
 /// Proposals and reads queued for the raft loop at most; beyond it callers wait.
 const RAFT_INPUTS_MAX: usize = 16 * 1024;
+/// Raft messages from peers queued for the raft loop at most (beyond it the
+/// transport's receivers wait, which slows the senders).
+const RAFT_MESSAGES_MAX: usize = 16 * 1024;
+/// Applied membership changes queued for their follow-up at most.
+const MEMBER_EVENTS_MAX: usize = 64;
 /// Batches of committed entries queued for the apply loop at most.
 const APPLY_TASKS_MAX: usize = 1024;
 /// etcd refuses proposals when the apply loop lags the commit index by this much.
@@ -46,6 +52,8 @@ pub struct StatusInfo {
     pub db_size_bytes: i64,
     /// The configured quota.
     pub quota_backend_bytes: i64,
+    /// Whether this member is a learner.
+    pub is_learner: bool,
 }
 
 /// One running member.
@@ -59,8 +67,12 @@ pub struct EtcdServer {
     watch_hub: Arc<WatchHub>,
     pub(crate) lessor: Arc<Mutex<etcd_lease::Lessor>>,
     raft_tx: mpsc::Sender<RaftInput>,
+    transport: PeerTransport,
     next_request_id: AtomicU64,
     stopped: AtomicBool,
+    runtime: tokio::runtime::Handle,
+    removed: tokio::sync::Notify,
+    member_events: Mutex<Option<mpsc::Receiver<etcd_server::membership::MemberEvent>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -78,15 +90,23 @@ impl EtcdServer {
         let shared = Arc::new(Shared::new(applier.consistent_index()));
         let watch_hub = Arc::new(WatchHub::new(opened.kv.current_revision()));
         let (raft_tx, raft_rx) = mpsc::channel(RAFT_INPUTS_MAX);
+        let (message_tx, message_rx) = mpsc::channel(RAFT_MESSAGES_MAX);
+        let transport = PeerTransport::new(opened.member_id, opened.cluster_id, message_tx);
+        for member in opened.members.iter().filter(|m| m.id != opened.member_id) {
+            transport.set_peer(member.id, member.peer_urls.clone());
+        }
         let (apply_tx, apply_rx) = std::sync::mpsc::sync_channel(APPLY_TASKS_MAX);
         let raft_loop = RaftLoop {
             node: opened.node,
             wal: opened.wal,
             inputs: raft_rx,
+            messages: message_rx,
+            peers: Arc::new(transport.clone()),
             apply_tx,
             shared: shared.clone(),
             heartbeat: cfg.heartbeat_interval,
         };
+        let (member_events_tx, member_events_rx) = mpsc::channel(MEMBER_EVENTS_MAX);
         let apply_loop = ApplyLoop {
             applier,
             tasks: apply_rx,
@@ -94,6 +114,7 @@ impl EtcdServer {
             watch_hub: watch_hub.clone(),
             kv: opened.kv.clone(),
             raft_tx: raft_tx.clone(),
+            member_events: member_events_tx,
             snapshot_count: cfg.snapshot_count.max(1),
             snapshot_index: opened.snapshot_index,
         };
@@ -128,17 +149,63 @@ impl EtcdServer {
             watch_hub,
             lessor,
             raft_tx,
+            transport,
             next_request_id: AtomicU64::new(id_start),
             stopped: AtomicBool::new(false),
+            runtime: tokio::runtime::Handle::current(),
+            removed: tokio::sync::Notify::new(),
+            member_events: Mutex::new(Some(member_events_rx)),
             threads: Mutex::new(vec![raft_thread, apply_thread]),
             cfg,
         }))
     }
 
-    /// Starts the member's async duties (the leader's lease expiry loop) on the
-    /// current tokio runtime.
+    /// Starts the member's async duties (the leader's lease expiry loop, and the
+    /// test-only peer fault switch when configured) on the current tokio runtime.
     pub fn spawn_background_tasks(self: &Arc<Self>) {
         tokio::spawn(self.clone().run_lease_expiry());
+        if let Some(mut events) = self.member_events.lock().expect("member events lock").take() {
+            let server = self.clone();
+            tokio::spawn(async move {
+                while let Some(event) = events.recv().await {
+                    if let Some(input) = server.on_member_event(&event) {
+                        if server.send_raft(input).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+        if let Ok(path) = std::env::var(crate::faults::BLOCK_FILE_ENV) {
+            tokio::spawn(crate::faults::follow_block_file(self.transport.clone(), path.into()));
+        }
+    }
+
+    /// The peer transport, to serve on the peer listener.
+    pub fn transport(&self) -> &PeerTransport {
+        &self.transport
+    }
+
+    /// Hands leadership to `target` (etcd's MoveLeader); only the leader can.
+    pub async fn move_leader(&self, target: u64) -> Result<(), ServerError> {
+        if !self.is_leader() {
+            return Err(ServerError::NotLeader);
+        }
+        if !self.members().iter().any(|m| m.id == target && !m.is_learner) {
+            return Err(ServerError::MemberNotFound);
+        }
+        self.raft_tx
+            .send(RaftInput::TransferLeader { to: target })
+            .await
+            .map_err(|_| ServerError::Stopped)?;
+        let deadline = tokio::time::Instant::now() + self.cfg.request_timeout();
+        while tokio::time::Instant::now() < deadline {
+            if self.shared.leader_id.load(Ordering::Relaxed) == target {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        Err(ServerError::LeaderTransferTimeout)
     }
 
     /// Whether [`EtcdServer::shutdown`] was called.
@@ -220,6 +287,7 @@ impl EtcdServer {
             raft_applied_index: *self.shared.applied_index.borrow(),
             db_size_bytes: self.backend.size_bytes().unwrap_or(0) as i64,
             quota_backend_bytes: self.cfg.quota_backend_bytes as i64,
+            is_learner: self.members().iter().any(|m| m.id == self.member_id && m.is_learner),
         }
     }
 
@@ -249,13 +317,20 @@ impl EtcdServer {
         if data.len() > self.cfg.max_request_bytes {
             return Err(ServerError::RequestTooLarge);
         }
+        self.wait_applied(id, RaftInput::Propose { id, data }).await
+    }
+
+    /// Registers a waiter for request `id`, hands `input` to the raft loop and waits
+    /// until the entry is applied here (or the request times out).
+    pub(crate) async fn wait_applied(
+        &self,
+        id: u64,
+        input: RaftInput,
+    ) -> Result<Applied, ServerError> {
         let (tx, rx) = oneshot::channel();
         self.shared.waiters.lock().expect("waiters lock").insert(id, tx);
         let outcome = tokio::time::timeout(self.cfg.request_timeout(), async {
-            self.raft_tx
-                .send(RaftInput::Propose { id, data })
-                .await
-                .map_err(|_| ServerError::Stopped)?;
+            self.raft_tx.send(input).await.map_err(|_| ServerError::Stopped)?;
             rx.await.map_err(|_| ServerError::Stopped)
         })
         .await;
@@ -266,6 +341,26 @@ impl EtcdServer {
                 Err(ServerError::Timeout)
             }
         }
+    }
+
+    /// Sends an input to the raft loop.
+    pub(crate) async fn send_raft(&self, input: RaftInput) -> Result<(), ServerError> {
+        self.raft_tx.send(input).await.map_err(|_| ServerError::Stopped)
+    }
+
+    /// The tokio runtime the member's async work runs on.
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
+    }
+
+    /// Marks this member as removed from the cluster (it stops serving).
+    pub(crate) fn notify_removed(&self) {
+        self.removed.notify_one();
+    }
+
+    /// Resolves once this member was removed from the cluster.
+    pub async fn removed(&self) {
+        self.removed.notified().await;
     }
 
     /// A fresh ID from etcd's generator (request IDs, server-chosen lease IDs).

@@ -13,8 +13,8 @@ mod conf_state;
 mod node;
 
 pub use conf_state::{decode_conf_state, encode_conf_state};
-pub use node::{NodeConfig, RaftNode, ReadySink, RestoreState, Role};
-pub use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message, Snapshot};
+pub use node::{MembershipChange, NodeConfig, RaftNode, ReadySink, RestoreState, Role};
+pub use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message, MessageType, Snapshot};
 pub use raft::ReadState;
 
 /// Errors the driver reports to its caller.

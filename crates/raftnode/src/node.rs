@@ -1,6 +1,6 @@
 //! [`RaftNode`]: the `RawNode` plus its in-memory log, and the Ready cycle.
 
-use raft::eraftpb::{ConfState, Entry, HardState, Message, Snapshot};
+use raft::eraftpb::{ConfChange, ConfChangeType, ConfState, Entry, HardState, Message, Snapshot};
 use raft::storage::MemStorage;
 use raft::{Config, RawNode, ReadOnlyOption, ReadState, StateRole, Storage};
 
@@ -82,6 +82,27 @@ pub trait ReadySink {
     fn read_states(&mut self, states: Vec<ReadState>);
     /// Reports a change of leader or role.
     fn soft_state(&mut self, leader_id: u64, role: Role);
+}
+
+/// A change to the Raft configuration (simple, one member at a time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// Add a voter, or promote a learner to voter.
+    AddVoter,
+    /// Add a learner (receives the log, does not vote).
+    AddLearner,
+    /// Remove a member.
+    Remove,
+}
+
+fn conf_change(kind: MembershipChange, node_id: u64) -> ConfChange {
+    let mut cc = ConfChange { node_id, ..Default::default() };
+    cc.set_change_type(match kind {
+        MembershipChange::AddVoter => ConfChangeType::AddNode,
+        MembershipChange::AddLearner => ConfChangeType::AddLearnerNode,
+        MembershipChange::Remove => ConfChangeType::RemoveNode,
+    });
+    cc
 }
 
 /// One Raft member: a raft-rs `RawNode` over an in-memory copy of the persisted log.
@@ -167,6 +188,42 @@ impl RaftNode {
         }
     }
 
+    /// Proposes a membership change; `context` travels in the entry's context (our
+    /// own encoding, so appliers never decode raft-rs's protobuf-2 bytes).
+    pub fn propose_membership_change(
+        &mut self,
+        kind: MembershipChange,
+        node_id: u64,
+        context: Vec<u8>,
+    ) -> Result<(), Error> {
+        match self.raw.propose_conf_change(context, conf_change(kind, node_id)) {
+            Ok(()) => Ok(()),
+            Err(raft::Error::ProposalDropped) => Err(Error::ProposalDropped),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Applies a committed membership change to Raft's configuration.
+    pub fn apply_membership_change(
+        &mut self,
+        kind: MembershipChange,
+        node_id: u64,
+    ) -> Result<ConfState, Error> {
+        let conf_state = self.raw.apply_conf_change(&conf_change(kind, node_id))?;
+        self.raw.mut_store().wl().set_conf_state(conf_state.clone());
+        Ok(conf_state)
+    }
+
+    /// How far a peer's log matches the leader's, and the leader's commit index
+    /// (`None` unless this member leads and tracks that peer).
+    pub fn peer_progress(&self, id: u64) -> Option<(u64, u64)> {
+        if self.role() != Role::Leader {
+            return None;
+        }
+        let matched = self.raw.raft.prs().get(id)?.matched;
+        Some((matched, self.commit_index()))
+    }
+
     /// Requests a read index; the answer arrives through [`ReadySink::read_states`]
     /// carrying the same `ctx`, or never (the caller retries).
     pub fn read_index(&mut self, ctx: Vec<u8>) {
@@ -176,6 +233,21 @@ impl RaftNode {
     /// Delivers a message from a peer.
     pub fn step(&mut self, message: Message) -> Result<(), Error> {
         Ok(self.raw.step(message)?)
+    }
+
+    /// Tells Raft a peer could not be reached, so it probes instead of streaming.
+    pub fn report_unreachable(&mut self, id: u64) {
+        self.raw.report_unreachable(id);
+    }
+
+    /// Asks the leader to hand leadership to `to` (ignored by non-leaders).
+    pub fn transfer_leader(&mut self, to: u64) {
+        self.raw.transfer_leader(to);
+    }
+
+    /// Whether this member is a learner in the current configuration.
+    pub fn is_learner(&self) -> bool {
+        self.conf_state().learners.contains(&self.id())
     }
 
     /// This member's ID.

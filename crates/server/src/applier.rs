@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use etcd_lease::{LeaseError, Lessor};
 use etcd_mvcc::{Batch, KvStore, MvccError};
-use etcd_proto::etcdrs::InternalRaftRequest;
+use etcd_proto::etcdrs::{InternalRaftRequest, Member, MemberChange};
 use etcd_proto::etcdserverpb::request_op::Request as Op;
 use etcd_proto::etcdserverpb::{
     CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantResponse,
@@ -25,6 +25,7 @@ use etcd_raftnode::{Entry, EntryType};
 use etcd_storage::Backend;
 use prost::Message;
 
+use crate::membership::{self, MemberEvent};
 use crate::ServerError;
 
 /// The successful result of one applied request (headers are filled by the caller).
@@ -46,6 +47,13 @@ pub enum Response {
     LeaseRevoke(LeaseRevokeResponse),
     /// A member's attributes were recorded.
     MemberAttributes,
+    /// A membership change: the member it concerned and every member after it.
+    Members {
+        /// The added, removed, promoted or updated member.
+        member: Member,
+        /// The members after the change, by ID.
+        members: Vec<Member>,
+    },
 }
 
 /// One applied request, for the waiter of the member that proposed it.
@@ -66,6 +74,8 @@ pub struct BatchOutcome {
     pub applied: Vec<Applied>,
     /// Watch events, grouped per revision, in order.
     pub events: Vec<(i64, Vec<Event>)>,
+    /// Membership changes applied, in order, for Raft and the transport.
+    pub member_events: Vec<MemberEvent>,
     /// The index of the last entry in the batch (the new consistent index).
     pub applied_index: u64,
     /// Its term.
@@ -132,7 +142,11 @@ impl Applier {
         };
         let mut batch = self.kv.begin_batch(&self.backend)?;
         for entry in &fresh {
-            if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
+            if entry.get_entry_type() != EntryType::EntryNormal {
+                apply_conf_change(&mut batch, entry, &mut outcome)?;
+                continue;
+            }
+            if entry.data.is_empty() {
                 continue;
             }
             let request = match InternalRaftRequest::decode(entry.data.as_ref()) {
@@ -144,7 +158,14 @@ impl Applier {
             };
             let id = request.header.as_ref().map_or(request.id, |h| h.id);
             let mut lessor = self.lessor.lock().expect("lessor lock");
-            let result = apply_request(&mut batch, &mut lessor, request, now_ms)?;
+            let result = if let Some(change) = &request.member_change {
+                membership_result(
+                    membership::apply_change(batch.write_txn(), change)?,
+                    &mut outcome,
+                )
+            } else {
+                apply_request(&mut batch, &mut lessor, request, now_ms)?
+            };
             for change in batch.take_lease_changes() {
                 lessor.detach(change.old_lease, &change.key);
                 lessor.attach(change.new_lease, &change.key);
@@ -159,6 +180,37 @@ impl Applier {
         outcome.applied_term = last.term;
         Ok(outcome)
     }
+}
+
+/// A conf-change entry: its context says which member changes; Raft's own
+/// encoding in `data` is never decoded (it came over the network).
+fn apply_conf_change(
+    batch: &mut Batch<'_>,
+    entry: &Entry,
+    outcome: &mut BatchOutcome,
+) -> Result<(), ApplyFailure> {
+    if entry.context.is_empty() {
+        return Ok(());
+    }
+    let change = match MemberChange::decode(entry.context.as_ref()) {
+        Ok(change) => change,
+        Err(err) => {
+            panic!("invariant: conf change entry {} carries no MemberChange: {err}", entry.index)
+        }
+    };
+    let id = change.header.as_ref().map_or(0, |h| h.id);
+    let result = membership_result(membership::apply_change(batch.write_txn(), &change)?, outcome);
+    outcome.applied.push(Applied { id, result, revision: batch.revision() });
+    Ok(())
+}
+
+fn membership_result(
+    result: Result<membership::Changed, ServerError>,
+    outcome: &mut BatchOutcome,
+) -> Result<Response, ServerError> {
+    let (members, member, event) = result?;
+    outcome.member_events.push(event);
+    Ok(Response::Members { member, members })
 }
 
 fn client_result<T>(

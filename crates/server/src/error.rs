@@ -53,6 +53,30 @@ pub enum ServerError {
     /// No leader is known, so nothing can be committed.
     #[error("no leader")]
     NoLeader,
+    /// The request must go to the leader.
+    #[error("not leader")]
+    NotLeader,
+    /// A leadership transfer did not finish in time.
+    #[error("request timed out, leader transfer took too long")]
+    LeaderTransferTimeout,
+    /// The named member is not in the cluster.
+    #[error("member not found")]
+    MemberNotFound,
+    /// A member with this ID exists already.
+    #[error("member ID already exist")]
+    MemberExists,
+    /// Another member uses one of these peer URLs.
+    #[error("Peer URLs already exists")]
+    PeerUrlExists,
+    /// Peer URLs that cannot be used.
+    #[error("given member URLs are invalid")]
+    MemberBadUrls,
+    /// Promoting a member that is not a learner.
+    #[error("can only promote a learner member")]
+    MemberNotLearner,
+    /// Promoting a learner that lags the leader.
+    #[error("can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
     /// The leader changed while the request was in flight.
     #[error("leader changed")]
     LeaderChanged,

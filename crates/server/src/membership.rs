@@ -3,7 +3,8 @@
 //! entries. The Raft configuration (voters and learners) is derived from it, so a
 //! restarted member recovers its membership as of its consistent index.
 
-use etcd_proto::etcdrs::{Member, MemberAttributes};
+use etcd_proto::etcdrs::member_change::Kind;
+use etcd_proto::etcdrs::{Member, MemberAttributes, MemberChange};
 use etcd_raftnode::ConfState;
 use etcd_storage::{ReadTables, WriteTxn};
 use prost::Message;
@@ -16,7 +17,8 @@ pub fn load(txn: &impl ReadTables) -> Result<Vec<Member>, String> {
     let rows = txn.members_list().map_err(|e| e.to_string())?;
     rows.into_iter()
         .map(|(id, bytes)| {
-            Member::decode(bytes.as_slice()).map_err(|e| format!("member {id:x} is unreadable: {e}"))
+            Member::decode(bytes.as_slice())
+                .map_err(|e| format!("member {id:x} is unreadable: {e}"))
         })
         .collect()
 }
@@ -50,6 +52,82 @@ pub(crate) fn apply_attributes(
         save(txn, std::slice::from_ref(member)).map_err(storage)?;
     }
     Ok(Ok(Response::MemberAttributes))
+}
+
+/// What a membership change did, for the Raft configuration and the transport.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MemberEvent {
+    /// A voter or learner joined.
+    Added(Member),
+    /// A member left.
+    Removed(u64),
+    /// A learner became a voter.
+    Promoted(u64),
+    /// A member's peer URLs changed.
+    Updated(Member),
+}
+
+/// The outcome of a membership change: every member after it, the member it
+/// concerned, and what the rest of the server must do about it.
+pub(crate) type Changed = (Vec<Member>, Member, MemberEvent);
+
+/// Applies a membership change to the members table, checking it as etcd does
+/// (deterministically, so every member accepts or refuses it alike).
+pub(crate) fn apply_change(
+    txn: &WriteTxn,
+    change: &MemberChange,
+) -> Result<Result<Changed, ServerError>, ApplyFailure> {
+    let storage = ApplyFailure::Membership;
+    let mut members = load(txn).map_err(storage)?;
+    let Some(target) = change.member.clone() else {
+        return Ok(Err(ServerError::MemberNotFound));
+    };
+    let existing = members.iter().position(|m| m.id == target.id);
+    let kind = Kind::try_from(change.kind).unwrap_or(Kind::Update);
+    let (member, event) = match kind {
+        Kind::Add | Kind::AddLearner => {
+            if existing.is_some() {
+                return Ok(Err(ServerError::MemberExists));
+            }
+            if members.iter().any(|m| m.peer_urls.iter().any(|u| target.peer_urls.contains(u))) {
+                return Ok(Err(ServerError::PeerUrlExists));
+            }
+            let member = Member { is_learner: kind == Kind::AddLearner, ..target };
+            members.push(member.clone());
+            save(txn, std::slice::from_ref(&member)).map_err(storage)?;
+            (member.clone(), MemberEvent::Added(member))
+        }
+        Kind::Remove => {
+            let Some(i) = existing else { return Ok(Err(ServerError::MemberNotFound)) };
+            let member = members.remove(i);
+            txn.members_delete(member.id).map_err(|e| storage(e.to_string()))?;
+            (member.clone(), MemberEvent::Removed(member.id))
+        }
+        Kind::Promote => {
+            let Some(i) = existing else { return Ok(Err(ServerError::MemberNotFound)) };
+            if !members[i].is_learner {
+                return Ok(Err(ServerError::MemberNotLearner));
+            }
+            members[i].is_learner = false;
+            save(txn, std::slice::from_ref(&members[i])).map_err(storage)?;
+            (members[i].clone(), MemberEvent::Promoted(target.id))
+        }
+        Kind::Update => {
+            let Some(i) = existing else { return Ok(Err(ServerError::MemberNotFound)) };
+            let taken = members
+                .iter()
+                .filter(|m| m.id != target.id)
+                .any(|m| m.peer_urls.iter().any(|u| target.peer_urls.contains(u)));
+            if taken {
+                return Ok(Err(ServerError::PeerUrlExists));
+            }
+            members[i].peer_urls = target.peer_urls.clone();
+            save(txn, std::slice::from_ref(&members[i])).map_err(storage)?;
+            (members[i].clone(), MemberEvent::Updated(members[i].clone()))
+        }
+    };
+    members.sort_by_key(|m| m.id);
+    Ok(Ok((members, member, event)))
 }
 
 #[cfg(test)]

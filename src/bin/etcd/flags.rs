@@ -234,6 +234,11 @@ pub fn parse_initial_cluster(spec: &str) -> Result<Vec<(String, Vec<String>)>, S
 }
 
 impl Flags {
+    /// The peer URLs to bind.
+    pub fn listen_peer_urls(&self) -> Vec<String> {
+        split_urls(&self.listen_peer_urls)
+    }
+
     /// The client URLs to bind.
     pub fn listen_client_urls(&self) -> Vec<String> {
         split_urls(&self.listen_client_urls)

@@ -46,13 +46,13 @@ fn listen_address(url: &str) -> Result<String, String> {
     Ok(host_port.to_string())
 }
 
-async fn bind_all(urls: &[String]) -> Result<Vec<TcpListener>, String> {
+async fn bind_all(urls: &[String], traffic: &str) -> Result<Vec<TcpListener>, String> {
     let mut listeners = Vec::new();
     for url in urls {
         let address = listen_address(url)?;
         let listener = TcpListener::bind(&address).await.map_err(|e| {
             format!(
-                "cannot listen for client traffic on {url}: {e} (is another etcd running there?)"
+                "cannot listen for {traffic} traffic on {url}: {e} (is another etcd running there?)"
             )
         })?;
         listeners.push(listener);
@@ -92,7 +92,8 @@ async fn shutdown_signal() {
 
 async fn run(flags: Flags) -> Result<(), String> {
     let cfg = flags.server_config()?;
-    let listeners = bind_all(&flags.listen_client_urls()).await?;
+    let listeners = bind_all(&flags.listen_client_urls(), "client").await?;
+    let peer_listeners = bind_all(&flags.listen_peer_urls(), "peer").await?;
     let name = cfg.name.clone();
     let client_urls = cfg.advertise_client_urls.clone();
     let election_timeout = cfg.election_timeout;
@@ -102,6 +103,18 @@ async fn run(flags: Flags) -> Result<(), String> {
         .map_err(|e| format!("startup panicked: {e}"))?
         .map_err(|e| e.to_string())?;
     server.spawn_background_tasks();
+    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut serving = Vec::new();
+    for listener in peer_listeners {
+        let mut stop = stop_tx.subscribe();
+        let transport = server.transport().clone();
+        serving.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.recv().await;
+            };
+            etcd_transport::serve(listener, transport, shutdown).await
+        }));
+    }
     publish(&server, election_timeout).await;
     tracing::info!(
         cluster_version = etcd_api::CLUSTER_VERSION,
@@ -113,8 +126,6 @@ async fn run(flags: Flags) -> Result<(), String> {
         cluster_id = %format!("{:x}", server.cluster_id()),
         "published local member to cluster through raft"
     );
-    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
-    let mut serving = Vec::new();
     for listener in listeners {
         let address = listener.local_addr().map_err(|e| e.to_string())?;
         let mut stop = stop_tx.subscribe();
@@ -128,7 +139,10 @@ async fn run(flags: Flags) -> Result<(), String> {
         tracing::warn!(address = %address, "serving insecure client requests on {address}, this is strongly discouraged!");
     }
     tracing::info!("ready to serve client requests");
-    shutdown_signal().await;
+    tokio::select! {
+        _ = shutdown_signal() => {},
+        _ = server.removed() => {},
+    }
     let _ = stop_tx.send(());
     for task in serving {
         match task.await {

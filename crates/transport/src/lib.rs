@@ -1,0 +1,269 @@
+//! The peer transport: moves Raft messages between cluster members over gRPC on
+//! the peer URLs (etcd's port 2380). It owns the wire envelope (our own prost
+//! mirror of raft-rs's `eraftpb`, so nothing from the network is ever decoded by
+//! protobuf 2), one bounded queue and one long-lived stream per remote peer with
+//! batching, the cluster-ID check on every inbound batch, reconnects with
+//! exponential backoff, reporting unreachable peers back to the raft loop, and a
+//! fault switch that partitions members for tests.
+//!
+//! It must not know about the WAL, storage or applying entries: it only carries
+//! `raft::eraftpb::Message`s from the raft loop's `Ready` to a peer's inbound
+//! channel, dropping (never blocking) when a peer is slow or gone, because Raft
+//! retransmits.
+
+mod receiver;
+mod sender;
+pub mod wire;
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use etcd_proto::etcdrs::raft_transport_server::RaftTransportServer;
+use raft::eraftpb::Message;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt as _;
+
+pub use receiver::PeerService;
+pub use sender::QUEUE_CAPACITY_MESSAGES;
+pub use wire::WireError;
+
+use sender::PeerHandle;
+
+/// Largest gRPC message (one `RaftBatch`) sent or accepted: room for a snapshot
+/// carried whole until chunked snapshot transfer exists.
+pub const MAX_MESSAGE_SIZE_BYTES: usize = 64 * 1024 * 1024;
+
+const SERVER_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+const SERVER_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// State both directions read: identity, the fault switch, and counters.
+pub(crate) struct Shared {
+    pub(crate) local_id: u64,
+    pub(crate) cluster_id: u64,
+    blocked: RwLock<BTreeSet<u64>>,
+    unreachable: Mutex<BTreeSet<u64>>,
+    dropped_messages: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn is_blocked(&self, id: u64) -> bool {
+        let blocked = self.blocked.read().unwrap_or_else(PoisonError::into_inner);
+        !blocked.is_empty() && blocked.contains(&id)
+    }
+
+    pub(crate) fn mark_unreachable(&self, id: u64) {
+        self.unreachable.lock().unwrap_or_else(PoisonError::into_inner).insert(id);
+    }
+
+    pub(crate) fn count_dropped(&self, n: u64) {
+        if n > 0 {
+            self.dropped_messages.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The transport of one member: sends its Raft messages to the other members
+/// and, through [`PeerTransport::service`], receives theirs. Cheap to clone;
+/// the peer tasks stop when the last clone is dropped.
+#[derive(Clone)]
+pub struct PeerTransport {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    inbound: mpsc::Sender<Message>,
+    peers: Mutex<HashMap<u64, PeerHandle>>,
+    /// Set by `stop_inbound`; ends the streams of services made by `service`.
+    stop: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for PeerTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerTransport")
+            .field("local_id", &format_args!("{:x}", self.inner.shared.local_id))
+            .field("cluster_id", &format_args!("{:x}", self.inner.shared.cluster_id))
+            .finish_non_exhaustive()
+    }
+}
+
+impl PeerTransport {
+    /// A transport for member `local_id` of cluster `cluster_id`. `inbound`
+    /// receives every valid message addressed to `local_id`; when it is full the
+    /// peer streams wait (HTTP/2 flow control pushes back to the senders).
+    pub fn new(local_id: u64, cluster_id: u64, inbound: mpsc::Sender<Message>) -> PeerTransport {
+        PeerTransport {
+            inner: Arc::new(Inner {
+                shared: Arc::new(Shared {
+                    local_id,
+                    cluster_id,
+                    blocked: RwLock::new(BTreeSet::new()),
+                    unreachable: Mutex::new(BTreeSet::new()),
+                    dropped_messages: AtomicU64::new(0),
+                }),
+                inbound,
+                peers: Mutex::new(HashMap::new()),
+                stop: watch::Sender::new(false),
+            }),
+        }
+    }
+
+    /// This member's ID.
+    pub fn local_id(&self) -> u64 {
+        self.inner.shared.local_id
+    }
+
+    /// The cluster ID every inbound batch must carry.
+    pub fn cluster_id(&self) -> u64 {
+        self.inner.shared.cluster_id
+    }
+
+    fn peers(&self) -> std::sync::MutexGuard<'_, HashMap<u64, PeerHandle>> {
+        self.inner.peers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds or updates a peer's URLs (e.g. `http://127.0.0.1:2380`). The peer's
+    /// sender task starts now but connects only when there is something to
+    /// send; new URLs make it reconnect. Must be called within a tokio runtime.
+    pub fn set_peer(&self, id: u64, urls: Vec<String>) {
+        assert_ne!(id, self.local_id(), "a member is not its own peer");
+        let mut peers = self.peers();
+        match peers.get(&id) {
+            Some(peer) => peer.queue.set_urls(urls),
+            None => {
+                let handle = PeerHandle::spawn(Arc::clone(&self.inner.shared), id, urls);
+                peers.insert(id, handle);
+            }
+        }
+    }
+
+    /// Forgets a peer: its task stops and whatever was queued for it is dropped.
+    pub fn remove_peer(&self, id: u64) {
+        let removed = self.peers().remove(&id);
+        drop(removed);
+    }
+
+    /// The IDs of the known peers, in ascending order.
+    pub fn peer_ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.peers().keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Queues messages for their destinations without ever blocking. Messages
+    /// to unknown or blocked peers, and those that do not fit a peer's bounded
+    /// queue, are dropped and counted (Raft retransmits). A peer whose link is
+    /// currently down is also reported by the next [`take_unreachable`].
+    ///
+    /// [`take_unreachable`]: PeerTransport::take_unreachable
+    pub fn send(&self, messages: Vec<Message>) {
+        if messages.is_empty() {
+            return;
+        }
+        let shared = &self.inner.shared;
+        let mut by_peer: HashMap<u64, Vec<Message>> = HashMap::new();
+        for m in messages {
+            by_peer.entry(m.to).or_default().push(m);
+        }
+        let queues: Vec<_> = {
+            let peers = self.peers();
+            by_peer
+                .into_iter()
+                .map(|(to, batch)| (to, peers.get(&to).map(|p| Arc::clone(&p.queue)), batch))
+                .collect()
+        };
+        for (to, queue, batch) in queues {
+            let Some(queue) = queue else {
+                shared.count_dropped(batch.len() as u64);
+                continue;
+            };
+            if shared.is_blocked(to) {
+                shared.count_dropped(batch.len() as u64);
+                continue;
+            }
+            if !queue.healthy() {
+                shared.mark_unreachable(to);
+            }
+            shared.count_dropped(queue.push(batch));
+        }
+    }
+
+    /// The peers to which sending failed since the last call, for
+    /// `RawNode::report_unreachable`.
+    pub fn take_unreachable(&self) -> Vec<u64> {
+        let mut unreachable =
+            self.inner.shared.unreachable.lock().unwrap_or_else(PoisonError::into_inner);
+        std::mem::take(&mut *unreachable).into_iter().collect()
+    }
+
+    /// How many outbound and inbound messages were dropped so far (full queues,
+    /// unknown or blocked peers, misaddressed or oversized messages, failures).
+    pub fn dropped_messages(&self) -> u64 {
+        self.inner.shared.dropped_messages.load(Ordering::Relaxed)
+    }
+
+    /// Fault switch for tests: drops all traffic to and from these member IDs
+    /// (both directions, in this process) until called again with other IDs.
+    pub fn set_blocked(&self, ids: BTreeSet<u64>) {
+        *self.inner.shared.blocked.write().unwrap_or_else(PoisonError::into_inner) = ids;
+    }
+
+    /// The gRPC service to mount on the peer listener, with message size limits
+    /// raised to [`MAX_MESSAGE_SIZE_BYTES`]. Peers keep their streams open, so
+    /// a graceful server shutdown waits for them: call
+    /// [`stop_inbound`](PeerTransport::stop_inbound) when the shutdown begins.
+    pub fn service(&self) -> RaftTransportServer<PeerService> {
+        self.service_until(self.inner.stop.subscribe())
+    }
+
+    /// Ends every inbound stream of the services made by
+    /// [`service`](PeerTransport::service) and refuses new ones; for shutdown.
+    pub fn stop_inbound(&self) {
+        self.inner.stop.send_replace(true);
+    }
+
+    /// Like [`service`](PeerTransport::service), but inbound streams end when
+    /// `stop` turns true or its sender is dropped.
+    pub fn service_until(&self, stop: watch::Receiver<bool>) -> RaftTransportServer<PeerService> {
+        let service =
+            PeerService::new(Arc::clone(&self.inner.shared), self.inner.inbound.clone(), stop);
+        RaftTransportServer::new(service)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE_BYTES)
+    }
+}
+
+/// Serves `transport`'s peer service on `listener` until `shutdown` completes.
+/// For a listener that also serves other services, mount
+/// [`PeerTransport::service`] yourself.
+pub async fn serve(
+    listener: TcpListener,
+    transport: PeerTransport,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let (stop_tx, stop) = watch::channel(false);
+    let service = transport.service_until(stop);
+    // The service holds only what it needs; the caller's clones keep the peers alive.
+    drop(transport);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    let incoming = TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|stream| {
+            // Raft heartbeats are small and latency-sensitive.
+            let _ = stream.set_nodelay(true);
+        })
+    });
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(SERVER_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(SERVER_KEEPALIVE_TIMEOUT))
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}

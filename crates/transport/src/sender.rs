@@ -1,0 +1,375 @@
+//! One sender per remote peer: a bounded queue filled by `PeerTransport::send`
+//! and a task that drains it into one long-lived gRPC stream, a batch per
+//! wake-up, reconnecting with exponential backoff when the stream breaks.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use etcd_proto::etcdrs::raft_transport_client::RaftTransportClient;
+use etcd_proto::etcdrs::{RaftBatch, RaftMessage};
+use prost::Message as _;
+use raft::eraftpb::Message;
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::wire::message_to_wire;
+use crate::{Shared, MAX_MESSAGE_SIZE_BYTES};
+
+/// Messages waiting for one peer; beyond this, `send` drops (Raft retransmits).
+pub const QUEUE_CAPACITY_MESSAGES: usize = 4096;
+/// After a failure, only the newest this many queued messages are kept.
+const RETAINED_AFTER_FAILURE_MESSAGES: usize = 64;
+/// A batch stops growing past this (estimated) size, unless it holds a single message.
+const BATCH_SOFT_LIMIT_BYTES: usize = 4 * 1024 * 1024;
+/// Batches handed to the stream but not yet written to the connection.
+const STREAM_BUFFER_BATCHES: usize = 4;
+/// Headroom in a batch for the envelope around the messages.
+const BATCH_ENVELOPE_BYTES: usize = 1024;
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// A stream that stayed up at least this long resets the backoff when it ends.
+const STABLE_STREAM: Duration = Duration::from_secs(1);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The state shared between `send` (producer) and the peer's task (consumer).
+pub(crate) struct PeerQueue {
+    id: u64,
+    state: Mutex<QueueState>,
+    wake: Notify,
+    /// False once a connect or stream failed, true again once connected.
+    healthy: AtomicBool,
+}
+
+struct QueueState {
+    messages: VecDeque<Message>,
+    urls: Vec<String>,
+    /// Set by `set_peer` with new URLs; the task reconnects to them.
+    urls_changed: bool,
+}
+
+impl PeerQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        // A panic while holding this lock cannot leave the queue inconsistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Queues what fits and returns how many messages were dropped. Never blocks
+    /// beyond the short critical section.
+    pub(crate) fn push(&self, messages: impl IntoIterator<Item = Message>) -> u64 {
+        let mut dropped = 0u64;
+        let mut queued = false;
+        {
+            let mut state = self.lock();
+            for m in messages {
+                if state.messages.len() < QUEUE_CAPACITY_MESSAGES {
+                    state.messages.push_back(m);
+                    queued = true;
+                } else {
+                    dropped += 1;
+                }
+            }
+            debug_assert!(state.messages.len() <= QUEUE_CAPACITY_MESSAGES);
+        }
+        if queued {
+            self.wake.notify_one();
+        }
+        dropped
+    }
+
+    pub(crate) fn set_urls(&self, urls: Vec<String>) {
+        let mut state = self.lock();
+        if state.urls != urls {
+            state.urls = urls;
+            state.urls_changed = true;
+            drop(state);
+            self.wake.notify_one();
+        }
+    }
+
+    fn take_urls(&self) -> Vec<String> {
+        let mut state = self.lock();
+        state.urls_changed = false;
+        state.urls.clone()
+    }
+
+    fn urls_changed(&self) -> bool {
+        self.lock().urls_changed
+    }
+
+    /// Waits until there is something to send (or new URLs to connect to).
+    async fn wait_for_work(&self) {
+        loop {
+            {
+                let state = self.lock();
+                if !state.messages.is_empty() {
+                    return;
+                }
+            }
+            self.wake.notified().await;
+        }
+    }
+
+    /// Pops the next batch: everything queued, cut at `BATCH_SOFT_LIMIT_BYTES`.
+    fn pop_batch(&self) -> Vec<Message> {
+        let mut state = self.lock();
+        let mut batch = Vec::new();
+        let mut size_bytes = 0usize;
+        while let Some(m) = state.messages.front() {
+            let estimate = estimated_size_bytes(m);
+            if !batch.is_empty() && size_bytes + estimate > BATCH_SOFT_LIMIT_BYTES {
+                break;
+            }
+            size_bytes += estimate;
+            batch.extend(state.messages.pop_front());
+        }
+        batch
+    }
+
+    /// Drops all but the newest `keep` messages; returns how many were dropped.
+    fn trim(&self, keep: usize) -> u64 {
+        let mut state = self.lock();
+        let excess = state.messages.len().saturating_sub(keep);
+        state.messages.drain(..excess);
+        excess as u64
+    }
+
+    fn clear(&self) -> u64 {
+        self.trim(0)
+    }
+}
+
+/// An upper bound on a message's encoded size, without encoding it.
+fn estimated_size_bytes(m: &Message) -> usize {
+    const MESSAGE_OVERHEAD_BYTES: usize = 128;
+    const ENTRY_OVERHEAD_BYTES: usize = 64;
+    let entries: usize =
+        m.entries.iter().map(|e| e.data.len() + e.context.len() + ENTRY_OVERHEAD_BYTES).sum();
+    let snapshot = m.snapshot.as_ref().map_or(0, |s| {
+        let conf = s.metadata.as_ref().and_then(|md| md.conf_state.as_ref()).map_or(0, |c| {
+            10 * (c.voters.len()
+                + c.learners.len()
+                + c.voters_outgoing.len()
+                + c.learners_next.len())
+        });
+        s.data.len() + conf + MESSAGE_OVERHEAD_BYTES
+    });
+    MESSAGE_OVERHEAD_BYTES + m.context.len() + entries + snapshot
+}
+
+/// The handle `PeerTransport` keeps per peer; dropping it stops the task.
+pub(crate) struct PeerHandle {
+    pub(crate) queue: Arc<PeerQueue>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for PeerHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl PeerHandle {
+    /// Creates the queue and spawns the peer's task on the current runtime.
+    pub(crate) fn spawn(shared: Arc<Shared>, id: u64, urls: Vec<String>) -> PeerHandle {
+        let queue = Arc::new(PeerQueue {
+            id,
+            state: Mutex::new(QueueState { messages: VecDeque::new(), urls, urls_changed: false }),
+            wake: Notify::new(),
+            healthy: AtomicBool::new(true),
+        });
+        let task = tokio::spawn(run(shared, Arc::clone(&queue)));
+        PeerHandle { queue, task }
+    }
+}
+
+/// How a stream to the peer ended.
+enum StreamEnd {
+    /// `set_peer` changed the URLs: reconnect at once.
+    UrlsChanged,
+    Failed(String),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LinkState {
+    Unknown,
+    Connected,
+    Disconnected,
+}
+
+/// The peer's task: connect lazily, pump batches, back off and retry on failure.
+async fn run(shared: Arc<Shared>, queue: Arc<PeerQueue>) {
+    let peer = queue.id;
+    let mut backoff = BACKOFF_MIN;
+    let mut link = LinkState::Unknown;
+    loop {
+        queue.wait_for_work().await;
+        let urls = queue.take_urls();
+        let failure = match connect(&urls).await {
+            Ok((channel, url)) => {
+                if link != LinkState::Connected {
+                    tracing::info!(peer = %format_args!("{peer:x}"), %url, "connected to peer");
+                    link = LinkState::Connected;
+                }
+                queue.healthy.store(true, Ordering::Relaxed);
+                let started = Instant::now();
+                let end = pump(&shared, &queue, channel).await;
+                if started.elapsed() >= STABLE_STREAM {
+                    backoff = BACKOFF_MIN;
+                }
+                match end {
+                    StreamEnd::UrlsChanged => {
+                        tracing::info!(peer = %format_args!("{peer:x}"), "peer URLs changed, reconnecting");
+                        link = LinkState::Unknown;
+                        continue;
+                    }
+                    StreamEnd::Failed(reason) => reason,
+                }
+            }
+            Err(reason) => reason,
+        };
+        queue.healthy.store(false, Ordering::Relaxed);
+        shared.mark_unreachable(peer);
+        shared.count_dropped(queue.trim(RETAINED_AFTER_FAILURE_MESSAGES));
+        if link != LinkState::Disconnected {
+            tracing::warn!(
+                peer = %format_args!("{peer:x}"),
+                error = %failure,
+                "peer unreachable, retrying with backoff"
+            );
+            link = LinkState::Disconnected;
+        } else {
+            tracing::debug!(peer = %format_args!("{peer:x}"), error = %failure, "peer still unreachable");
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Connects to the first URL that answers, trying them in order.
+async fn connect(urls: &[String]) -> Result<(Channel, String), String> {
+    let mut last_error = String::from("peer has no URLs");
+    for url in urls {
+        let endpoint = match Endpoint::from_shared(url.clone()) {
+            Ok(endpoint) => endpoint,
+            Err(e) => {
+                last_error = format!("invalid peer URL {url}: {e}");
+                continue;
+            }
+        };
+        let endpoint = endpoint
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
+        match endpoint.connect().await {
+            Ok(channel) => return Ok((channel, url.clone())),
+            Err(e) => last_error = format!("connect to {url}: {}", error_chain(&e)),
+        }
+    }
+    Err(last_error)
+}
+
+/// Aborts the spawned RPC when the stream is abandoned.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Opens one stream on `channel` and feeds it batches until it breaks or the
+/// URLs change.
+async fn pump(shared: &Shared, queue: &PeerQueue, channel: Channel) -> StreamEnd {
+    let (tx, rx) = mpsc::channel::<RaftBatch>(STREAM_BUFFER_BATCHES);
+    let mut client = RaftTransportClient::new(channel)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE_BYTES)
+        .max_decoding_message_size(MAX_MESSAGE_SIZE_BYTES);
+    let mut call =
+        AbortOnDrop(tokio::spawn(async move { client.stream(ReceiverStream::new(rx)).await }));
+    loop {
+        if queue.urls_changed() {
+            return StreamEnd::UrlsChanged;
+        }
+        if shared.is_blocked(queue.id) {
+            shared.count_dropped(queue.clear());
+        }
+        let messages = queue.pop_batch();
+        if messages.is_empty() {
+            tokio::select! {
+                result = &mut call.0 => return StreamEnd::Failed(describe_end(result)),
+                () = queue.wake.notified() => continue,
+            }
+        }
+        let Some(batch) = build_batch(shared, queue.id, messages) else {
+            continue;
+        };
+        tokio::select! {
+            result = &mut call.0 => return StreamEnd::Failed(describe_end(result)),
+            permit = tx.reserve() => match permit {
+                Ok(permit) => permit.send(batch),
+                Err(_) => return StreamEnd::Failed("stream closed".to_owned()),
+            },
+        }
+    }
+}
+
+/// Converts queued messages to the wire envelope, dropping any single message
+/// too large to ever be accepted.
+fn build_batch(shared: &Shared, to: u64, messages: Vec<Message>) -> Option<RaftBatch> {
+    let mut wire: Vec<RaftMessage> = Vec::with_capacity(messages.len());
+    for m in &messages {
+        let w = message_to_wire(m);
+        if w.encoded_len() + BATCH_ENVELOPE_BYTES > MAX_MESSAGE_SIZE_BYTES {
+            shared.count_dropped(1);
+            tracing::warn!(
+                peer = %format_args!("{to:x}"),
+                size_bytes = w.encoded_len(),
+                limit_bytes = MAX_MESSAGE_SIZE_BYTES,
+                "dropping raft message larger than the peer message limit"
+            );
+            continue;
+        }
+        wire.push(w);
+    }
+    if wire.is_empty() {
+        return None;
+    }
+    Some(RaftBatch { cluster_id: shared.cluster_id, from: shared.local_id, to, messages: wire })
+}
+
+fn describe_end(
+    result: Result<
+        Result<tonic::Response<etcd_proto::etcdrs::StreamAck>, tonic::Status>,
+        tokio::task::JoinError,
+    >,
+) -> String {
+    match result {
+        Ok(Ok(_)) => "peer closed the stream".to_owned(),
+        Ok(Err(status)) => format!("stream failed: {:?}: {}", status.code(), status.message()),
+        Err(e) => format!("stream task failed: {e}"),
+    }
+}
+
+/// Formats an error with its sources (tonic's transport errors hide the cause).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}

@@ -1,0 +1,215 @@
+//! Three real server processes on loopback: one leader, replication, reads from
+//! every member, leader failure under load, a partitioned minority, and
+//! move-leader. Nothing acknowledged may be lost.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{must_etcdctl, Cluster};
+use etcd_client::GetOptions;
+
+const ELECTION_WAIT: Duration = Duration::from_secs(10);
+
+fn member_ids(cluster: &Cluster) -> Vec<u64> {
+    cluster
+        .members
+        .iter()
+        .map(|m| {
+            let out = must_etcdctl(&m.endpoint(), &["endpoint", "status", "-w", "json"], None);
+            let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+            v[0]["Status"]["header"]["member_id"].as_u64().expect("member id")
+        })
+        .collect()
+}
+
+#[test]
+fn one_leader_and_writes_through_any_member_are_readable_from_every_member() {
+    let cluster = Cluster::start(3, &[]);
+    let table = must_etcdctl(&cluster.endpoints(), &["endpoint", "status", "-w", "table"], None);
+    let leaders =
+        table.lines().filter(|l| l.split('|').nth(5).map(str::trim) == Some("true")).count();
+    assert_eq!(leaders, 1, "{table}");
+    for (i, member) in cluster.members.iter().enumerate() {
+        must_etcdctl(&member.endpoint(), &["put", &format!("via{i}"), &format!("{i}")], None);
+    }
+    for member in &cluster.members {
+        for i in 0..3 {
+            let got = must_etcdctl(
+                &member.endpoint(),
+                &["get", &format!("via{i}"), "--print-value-only"],
+                None,
+            );
+            assert_eq!(got, format!("{i}\n"), "linearizable read on {}", member.name);
+        }
+    }
+    let members = must_etcdctl(&cluster.endpoints(), &["member", "list"], None);
+    for member in &cluster.members {
+        let row = format!(
+            "started, {}, {}, http://{}, false",
+            member.name,
+            member.peer_url(),
+            member.endpoint()
+        );
+        assert!(members.contains(&row), "{members}");
+    }
+}
+
+/// Acknowledged writes: key -> revision.
+type Acked = Arc<Mutex<BTreeMap<String, i64>>>;
+
+async fn writer(
+    endpoints: Vec<String>,
+    id: usize,
+    acked: Acked,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut n = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        // A fresh connection per attempt after a failure: the member it used may be dead.
+        let endpoint = endpoints[(id + n) % endpoints.len()].clone();
+        let Ok(mut client) = etcd_client::Client::connect([endpoint], None).await else {
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        loop {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            let key = format!("w{id}/{n:06}");
+            n += 1;
+            let put =
+                tokio::time::timeout(Duration::from_secs(3), client.put(key.clone(), "v", None))
+                    .await;
+            match put {
+                Ok(Ok(resp)) => {
+                    acked
+                        .lock()
+                        .expect("lock")
+                        .insert(key, resp.header().expect("header").revision());
+                }
+                _ => break,
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_leader_under_load_loses_nothing_and_members_converge() {
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader(ELECTION_WAIT).expect("a leader");
+    let endpoints: Vec<String> = cluster.members.iter().map(|m| m.endpoint()).collect();
+    let acked: Acked = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..16)
+        .map(|i| tokio::spawn(writer(endpoints.clone(), i, acked.clone(), stop.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster.members[leader].kill9();
+    let before = acked.lock().expect("lock").len();
+    let new_leader =
+        tokio::task::block_in_place(|| cluster.leader(ELECTION_WAIT)).expect("a new leader");
+    assert_ne!(new_leader, leader);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = acked.lock().expect("lock").len();
+    assert!(after > before, "writes resumed after the new election ({before} -> {after})");
+    tokio::task::block_in_place(|| cluster.members[leader].restart());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        let _ = w.await;
+    }
+    let acked = acked.lock().expect("lock").clone();
+    assert!(acked.len() > 100, "the writers made progress: {}", acked.len());
+    // Every member holds every acknowledged write at its revision, and the same hash.
+    let mut hashes = Vec::new();
+    let mut revision = 0;
+    for member in &cluster.members {
+        let mut client = member.client().await;
+        // A linearizable read first: the member has applied everything committed.
+        revision =
+            client.get("probe", None).await.expect("get").header().expect("header").revision();
+        let all = client
+            .get("w", Some(GetOptions::new().with_prefix().with_serializable()))
+            .await
+            .expect("get");
+        let stored: BTreeMap<String, i64> = all
+            .kvs()
+            .iter()
+            .map(|kv| (kv.key_str().expect("utf8").to_string(), kv.mod_revision()))
+            .collect();
+        for (key, rev) in &acked {
+            assert_eq!(stored.get(key), Some(rev), "{key} on {} lost or changed", member.name);
+        }
+        let hash = client.maintenance_client().hash_kv(revision).await.expect("hashkv");
+        hashes.push(hash.hash());
+    }
+    assert!(
+        hashes.windows(2).all(|w| w[0] == w[1]),
+        "HashKV differs at revision {revision}: {hashes:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_minority_cannot_commit_or_read_stale_and_catches_up_after_healing() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader(ELECTION_WAIT).expect("a leader");
+    let ids = tokio::task::block_in_place(|| member_ids(&cluster));
+    let isolated = (leader + 1) % 3;
+    let others: Vec<u64> = (0..3).filter(|&i| i != isolated).map(|i| ids[i]).collect();
+    let mut via_isolated = cluster.members[isolated].client().await;
+    via_isolated.put("k", "before", None).await.expect("put before the partition");
+    cluster.block(isolated, &others);
+    for i in (0..3).filter(|&i| i != isolated) {
+        cluster.block(i, &[ids[isolated]]);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut majority = cluster.members[leader].client().await;
+    for i in 0..50 {
+        majority.put("k", format!("during{i}"), None).await.expect("the majority commits");
+    }
+    let write =
+        tokio::time::timeout(Duration::from_secs(12), via_isolated.put("x", "minority", None))
+            .await;
+    assert!(!matches!(write, Ok(Ok(_))), "the isolated member committed a write");
+    let read = tokio::time::timeout(Duration::from_secs(12), via_isolated.get("k", None)).await;
+    assert!(!matches!(read, Ok(Ok(_))), "the isolated member served a linearizable read");
+    for i in 0..3 {
+        cluster.block(i, &[]);
+    }
+    let mut caught_up = false;
+    for _ in 0..100 {
+        let got = via_isolated.get("k", Some(GetOptions::new().with_serializable())).await;
+        if got.is_ok_and(|r| {
+            r.kvs().first().map(|kv| kv.value().to_vec()) == Some(b"during49".to_vec())
+        }) {
+            caught_up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(caught_up, "the healed member caught up");
+    let linearizable = via_isolated.get("k", None).await.expect("linearizable read after healing");
+    assert_eq!(linearizable.kvs()[0].value(), b"during49");
+}
+
+#[test]
+fn etcdctl_move_leader_transfers_leadership() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader(ELECTION_WAIT).expect("a leader");
+    let ids = member_ids(&cluster);
+    let target = (leader + 1) % 3;
+    let out =
+        must_etcdctl(&cluster.endpoints(), &["move-leader", &format!("{:x}", ids[target])], None);
+    assert!(
+        out.contains(&format!(
+            "Leadership transferred from {:x} to {:x}",
+            ids[leader], ids[target]
+        )),
+        "{out}"
+    );
+    assert_eq!(cluster.leader(ELECTION_WAIT), Some(target));
+}
