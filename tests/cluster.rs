@@ -213,3 +213,107 @@ fn etcdctl_move_leader_transfers_leadership() {
     );
     assert_eq!(cluster.leader(ELECTION_WAIT), Some(target));
 }
+
+#[test]
+fn a_learner_joins_catches_up_is_promoted_and_another_member_is_removed() {
+    let mut cluster = Cluster::start(3, &[]);
+    let endpoints = cluster.endpoints();
+    for i in 0..20 {
+        must_etcdctl(&endpoints, &["put", &format!("k{i}"), &format!("{i}")], None);
+    }
+    let temp = tempfile::tempdir().expect("tempdir");
+    let mut joiner = common::Server::new(
+        common::Flavor::Ours,
+        "m3",
+        temp,
+        &["--initial-cluster-state=existing"],
+    );
+    let added = must_etcdctl(
+        &endpoints,
+        &["member", "add", "m3", &format!("--peer-urls={}", joiner.peer_url()), "--learner"],
+        None,
+    );
+    let new_id = added.split_whitespace().nth(1).expect("member id in the add output").to_string();
+    let mut initial: Vec<String> =
+        cluster.members.iter().map(|m| format!("{}={}", m.name, m.peer_url())).collect();
+    initial.push(format!("m3={}", joiner.peer_url()));
+    joiner.initial_cluster = Some(initial.join(","));
+    joiner.restart();
+    must_etcdctl(&endpoints, &["put", "after-join", "1"], None);
+    let mut caught_up = false;
+    for _ in 0..100 {
+        let got = common::etcdctl(
+            &joiner.endpoint(),
+            &["get", "after-join", "--consistency=s", "--print-value-only"],
+            None,
+        );
+        if String::from_utf8_lossy(&got.stdout) == "1\n" {
+            caught_up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(caught_up, "the learner received the log");
+    assert_eq!(
+        must_etcdctl(
+            &joiner.endpoint(),
+            &["get", "k7", "--consistency=s", "--print-value-only"],
+            None
+        ),
+        "7\n"
+    );
+    let members = must_etcdctl(&endpoints, &["member", "list"], None);
+    assert!(
+        members.contains(&format!(
+            "{new_id}, started, m3, {}, http://{}, true",
+            joiner.peer_url(),
+            joiner.endpoint()
+        )),
+        "{members}"
+    );
+
+    let leader = cluster.leader(ELECTION_WAIT).expect("a leader");
+    let leader_endpoint = cluster.members[leader].endpoint();
+    let promoted = must_etcdctl(&leader_endpoint, &["member", "promote", &new_id], None);
+    assert!(promoted.contains(&format!("Member {new_id} promoted")), "{promoted}");
+    let again = common::etcdctl(&leader_endpoint, &["member", "promote", &new_id], None);
+    assert!(String::from_utf8_lossy(&again.stderr)
+        .contains("etcdserver: can only promote a learner member"));
+
+    let ids = member_ids(&cluster);
+    let victim = (leader + 1) % 3;
+    let removed =
+        must_etcdctl(&leader_endpoint, &["member", "remove", &format!("{:x}", ids[victim])], None);
+    assert!(removed.contains("removed from cluster"), "{removed}");
+    let mut survivors: Vec<String> =
+        (0..3).filter(|&i| i != victim).map(|i| cluster.members[i].endpoint()).collect();
+    survivors.push(joiner.endpoint());
+    must_etcdctl(&survivors.join(","), &["put", "after-remove", "1"], None);
+    for endpoint in &survivors {
+        assert_eq!(
+            must_etcdctl(endpoint, &["get", "after-remove", "--print-value-only"], None),
+            "1\n"
+        );
+    }
+    let members = must_etcdctl(&survivors.join(","), &["member", "list"], None);
+    assert_eq!(members.lines().count(), 3, "{members}");
+    assert!(!members.contains(&format!("{:x}", ids[victim])), "{members}");
+    // The removed member stops on its own.
+    let mut stopped = false;
+    for _ in 0..50 {
+        if !common::etcdctl(
+            &cluster.members[victim].endpoint(),
+            &["endpoint", "health", "--command-timeout=1s"],
+            None,
+        )
+        .status
+        .success()
+        {
+            stopped = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(stopped, "the removed member kept serving");
+    cluster.members[victim].kill9();
+}

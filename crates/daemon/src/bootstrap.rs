@@ -12,8 +12,8 @@ use std::sync::Arc;
 use etcd_mvcc::KvStore;
 use etcd_proto::etcdrs::Member;
 use etcd_raftnode::{
-    decode_conf_state, encode_conf_state, ConfState, Entry, EntryType, HardState, NodeConfig,
-    RaftNode, RestoreState,
+    decode_conf_state, encode_conf_state, Entry, EntryType, HardState, NodeConfig, RaftNode,
+    RestoreState,
 };
 use etcd_server::{ids, membership};
 use etcd_storage::Backend;
@@ -80,7 +80,8 @@ pub struct Opened {
     pub snapshot_index: u64,
 }
 
-fn wal_dir(data_dir: &Path) -> PathBuf {
+/// Where a member's WAL lives under its data dir.
+pub fn wal_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("member").join("wal")
 }
 
@@ -122,14 +123,17 @@ pub fn open(cfg: &ServerConfig) -> Result<Opened, StartError> {
     if Wal::exists(&wal_path) {
         recover(cfg, &wal_path)
     } else {
-        if cfg.initial_cluster_state == ClusterState::Existing {
-            return Err(StartError::Config(
-                "--initial-cluster-state=existing is not supported yet: start a new cluster \
-                 with --initial-cluster-state=new"
+        match (&cfg.initial_cluster_state, &cfg.join) {
+            (ClusterState::Existing, Some((cluster_id, members))) => {
+                join(cfg, &wal_path, *cluster_id, members.clone())
+            }
+            (ClusterState::Existing, None) => Err(StartError::Config(
+                "--initial-cluster-state=existing needs the cluster's membership from a running \
+                 member: list the running members in --initial-cluster"
                     .into(),
-            ));
+            )),
+            (ClusterState::New, _) => bootstrap(cfg, &wal_path),
         }
-        bootstrap(cfg, &wal_path)
     }
 }
 
@@ -177,17 +181,53 @@ fn bootstrap(cfg: &ServerConfig, wal_path: &Path) -> Result<Opened, StartError> 
     let member_ids: Vec<u64> = members.iter().map(|m| m.id).collect();
     let member_id = members.iter().find(|m| m.name == cfg.name).expect("checked above").id;
     let cluster_id = ids::cluster_id(&member_ids);
+    create(cfg, wal_path, member_id, cluster_id, members)
+}
+
+/// A member added with `etcdctl member add` starting on an empty data dir: it
+/// finds itself in the membership by its peer URLs.
+fn join(
+    cfg: &ServerConfig,
+    wal_path: &Path,
+    cluster_id: u64,
+    mut members: Vec<Member>,
+) -> Result<Opened, StartError> {
+    let own = members
+        .iter_mut()
+        .find(|m| m.peer_urls.iter().any(|u| cfg.initial_advertise_peer_urls.contains(u)))
+        .ok_or_else(|| {
+            StartError::Config(format!(
+                "this member's peer URLs {:?} are not in the existing cluster's membership: run \
+                 `etcdctl member add {} --peer-urls={}` first",
+                cfg.initial_advertise_peer_urls,
+                cfg.name,
+                cfg.initial_advertise_peer_urls.join(",")
+            ))
+        })?;
+    own.name = cfg.name.clone();
+    let member_id = own.id;
+    create(cfg, wal_path, member_id, cluster_id, members)
+}
+
+/// Creates the data dir of a member that starts with an empty log.
+fn create(
+    cfg: &ServerConfig,
+    wal_path: &Path,
+    member_id: u64,
+    cluster_id: u64,
+    members: Vec<Member>,
+) -> Result<Opened, StartError> {
     let (backend, kv) = open_backend(cfg)?;
     save_members(&backend, &members)
         .map_err(|reason| StartError::Backend { path: backend_path(&cfg.data_dir), reason })?;
     let wal_error = |reason: String| StartError::Wal { path: wal_path.to_path_buf(), reason };
     let mut wal = Wal::create(wal_path, &wal_metadata(member_id, cluster_id))
         .map_err(|e| wal_error(e.to_string()))?;
-    let conf_state = ConfState::from((member_ids.clone(), vec![]));
+    let conf_state = membership::conf_state(&members);
     let marker = SnapshotMarker { index: 0, term: 0, conf_state: encode_conf_state(&conf_state) };
     wal.save_snapshot(&marker).map_err(|e| wal_error(e.to_string()))?;
     wal.sync().map_err(|e| wal_error(e.to_string()))?;
-    let node = RaftNode::bootstrap(&node_config(cfg, member_id, 0), &member_ids)
+    let node = RaftNode::bootstrap_with(&node_config(cfg, member_id, 0), conf_state)
         .map_err(|e| StartError::Raft(e.to_string()))?;
     Ok(Opened { backend, kv, wal, node, member_id, cluster_id, members, snapshot_index: 0 })
 }

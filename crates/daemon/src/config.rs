@@ -41,6 +41,9 @@ pub struct ServerConfig {
     pub heartbeat_interval: Duration,
     /// `--election-timeout`.
     pub election_timeout: Duration,
+    /// For `--initial-cluster-state existing` on an empty data dir: the cluster ID
+    /// and members as an existing member reported them.
+    pub join: Option<(u64, Vec<etcd_proto::etcdrs::Member>)>,
     /// `--experimental-watch-progress-notify-interval`: how often watchers that asked
     /// for progress notifications get one when idle.
     pub watch_progress_notify_interval: Duration,
@@ -64,6 +67,7 @@ impl ServerConfig {
             max_txn_ops: 128,
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),
+            join: None,
             watch_progress_notify_interval: Duration::from_secs(600),
         }
     }

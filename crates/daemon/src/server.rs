@@ -140,7 +140,7 @@ impl EtcdServer {
         // IDs of a restarted member do not repeat those still in the log.
         let id_prefix = (opened.member_id & 0xffff) << 48;
         let id_start = id_prefix | ((now_ms << 8) & 0x0000_ffff_ffff_ffff);
-        Ok(Arc::new(EtcdServer {
+        let server = Arc::new(EtcdServer {
             member_id: opened.member_id,
             cluster_id: opened.cluster_id,
             kv: opened.kv,
@@ -157,7 +157,12 @@ impl EtcdServer {
             member_events: Mutex::new(Some(member_events_rx)),
             threads: Mutex::new(vec![raft_thread, apply_thread]),
             cfg,
-        }))
+        });
+        let weak = Arc::downgrade(&server);
+        server.transport.set_members_source(Arc::new(move || {
+            weak.upgrade().map(|server| server.members()).unwrap_or_default()
+        }));
+        Ok(server)
     }
 
     /// Starts the member's async duties (the leader's lease expiry loop, and the

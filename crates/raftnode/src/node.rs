@@ -140,7 +140,18 @@ impl RaftNode {
     /// a new cluster must bootstrap with the same voters.
     pub fn bootstrap(cfg: &NodeConfig, voters: &[u64]) -> Result<RaftNode, Error> {
         assert!(voters.contains(&cfg.id), "invariant: a bootstrapping member is a voter");
-        let storage = MemStorage::new_with_conf_state(ConfState::from((voters.to_vec(), vec![])));
+        RaftNode::bootstrap_with(cfg, ConfState::from((voters.to_vec(), vec![])))
+    }
+
+    /// Starts a brand-new member with an empty log whose configuration is
+    /// `conf_state` (a member joining an existing cluster: the leader sends it the
+    /// log, or a snapshot).
+    pub fn bootstrap_with(cfg: &NodeConfig, conf_state: ConfState) -> Result<RaftNode, Error> {
+        assert!(
+            conf_state.voters.contains(&cfg.id) || conf_state.learners.contains(&cfg.id),
+            "invariant: a starting member is in its own configuration"
+        );
+        let storage = MemStorage::new_with_conf_state(conf_state);
         let raw = RawNode::new(&raft_config(cfg), storage, &discard_logger())?;
         Ok(RaftNode { raw })
     }

@@ -21,7 +21,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
+use etcd_proto::etcdrs::raft_transport_client::RaftTransportClient;
 use etcd_proto::etcdrs::raft_transport_server::RaftTransportServer;
+use etcd_proto::etcdrs::{Member, MembersRequest};
 use raft::eraftpb::Message;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -42,9 +44,13 @@ const SERVER_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 const SERVER_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// State both directions read: identity, the fault switch, and counters.
+/// Where the peer service reads the membership it tells joining members.
+pub type MembersSource = Arc<dyn Fn() -> Vec<Member> + Send + Sync>;
+
 pub(crate) struct Shared {
     pub(crate) local_id: u64,
     pub(crate) cluster_id: u64,
+    pub(crate) members: RwLock<Option<MembersSource>>,
     blocked: RwLock<BTreeSet<u64>>,
     unreachable: Mutex<BTreeSet<u64>>,
     dropped_messages: AtomicU64,
@@ -102,6 +108,7 @@ impl PeerTransport {
                 shared: Arc::new(Shared {
                     local_id,
                     cluster_id,
+                    members: RwLock::new(None),
                     blocked: RwLock::new(BTreeSet::new()),
                     unreachable: Mutex::new(BTreeSet::new()),
                     dropped_messages: AtomicU64::new(0),
@@ -111,6 +118,11 @@ impl PeerTransport {
                 stop: watch::Sender::new(false),
             }),
         }
+    }
+
+    /// Sets where the `Members` RPC reads the current membership.
+    pub fn set_members_source(&self, source: MembersSource) {
+        *self.inner.shared.members.write().unwrap_or_else(PoisonError::into_inner) = Some(source);
     }
 
     /// This member's ID.
@@ -266,4 +278,29 @@ pub async fn serve(
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
+}
+
+/// Asks the members at `peer_urls`, in turn, for the cluster ID and membership
+/// (what a member joining an existing cluster starts from).
+pub async fn fetch_members(peer_urls: &[String]) -> Result<(u64, Vec<Member>), String> {
+    let mut failures = Vec::new();
+    for url in peer_urls {
+        let attempt = async {
+            let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
+                .map_err(|e| e.to_string())?
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(Duration::from_secs(5));
+            let mut client =
+                RaftTransportClient::new(endpoint.connect().await.map_err(|e| e.to_string())?);
+            let response =
+                client.members(MembersRequest {}).await.map_err(|e| e.message().to_string())?;
+            let response = response.into_inner();
+            Ok::<_, String>((response.cluster_id, response.members))
+        };
+        match attempt.await {
+            Ok(found) => return Ok(found),
+            Err(err) => failures.push(format!("{url}: {err}")),
+        }
+    }
+    Err(format!("no member of the existing cluster answered ({})", failures.join("; ")))
 }

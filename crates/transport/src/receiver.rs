@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use etcd_proto::etcdrs::raft_transport_server::RaftTransport;
-use etcd_proto::etcdrs::{RaftBatch, StreamAck};
+use etcd_proto::etcdrs::{MembersRequest, MembersResponse, RaftBatch, StreamAck};
 use raft::eraftpb::Message;
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
@@ -76,6 +76,18 @@ impl PeerService {
 
 #[tonic::async_trait]
 impl RaftTransport for PeerService {
+    async fn members(
+        &self,
+        _request: Request<MembersRequest>,
+    ) -> Result<Response<MembersResponse>, Status> {
+        let source =
+            self.shared.members.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let Some(source) = source else {
+            return Err(Status::unavailable("this member is still starting; retry"));
+        };
+        Ok(Response::new(MembersResponse { cluster_id: self.shared.cluster_id, members: source() }))
+    }
+
     async fn stream(
         &self,
         request: Request<Streaming<RaftBatch>>,

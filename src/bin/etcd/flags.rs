@@ -287,6 +287,7 @@ impl Flags {
             max_txn_ops: self.max_txn_ops,
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
             election_timeout: Duration::from_millis(self.election_timeout),
+            join: None,
             watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
         })
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use etcd_daemon::EtcdServer;
+use etcd_daemon::{ClusterState, EtcdServer, ServerConfig};
 use tokio::net::TcpListener;
 
 use flags::Flags;
@@ -90,10 +90,32 @@ async fn shutdown_signal() {
     tracing::info!("received a shutdown signal; stopping the member");
 }
 
+/// A member joining an existing cluster on an empty data dir learns the cluster ID
+/// and membership from the running members it was given in --initial-cluster.
+async fn fetch_join_info(cfg: &mut ServerConfig) -> Result<(), String> {
+    let wal = etcd_daemon::bootstrap::wal_dir(&cfg.data_dir);
+    if cfg.initial_cluster_state != ClusterState::Existing || etcd_wal::Wal::exists(&wal) {
+        return Ok(());
+    }
+    let peers: Vec<String> = cfg
+        .initial_cluster
+        .iter()
+        .filter(|(name, _)| *name != cfg.name)
+        .flat_map(|(_, urls)| urls.clone())
+        .collect();
+    tracing::info!(peers = ?peers, "joining an existing cluster: asking its members for the membership");
+    let (cluster_id, members) = etcd_transport::fetch_members(&peers).await.map_err(|e| {
+        format!("{e}; check that --initial-cluster lists running members of the cluster")
+    })?;
+    cfg.join = Some((cluster_id, members));
+    Ok(())
+}
+
 async fn run(flags: Flags) -> Result<(), String> {
-    let cfg = flags.server_config()?;
+    let mut cfg = flags.server_config()?;
     let listeners = bind_all(&flags.listen_client_urls(), "client").await?;
     let peer_listeners = bind_all(&flags.listen_peer_urls(), "peer").await?;
+    fetch_join_info(&mut cfg).await?;
     let name = cfg.name.clone();
     let client_urls = cfg.advertise_client_urls.clone();
     let election_timeout = cfg.election_timeout;
