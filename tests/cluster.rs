@@ -274,7 +274,22 @@ fn a_learner_joins_catches_up_is_promoted_and_another_member_is_removed() {
 
     let leader = cluster.leader(ELECTION_WAIT).expect("a leader");
     let leader_endpoint = cluster.members[leader].endpoint();
-    let promoted = must_etcdctl(&leader_endpoint, &["member", "promote", &new_id], None);
+    // A learner may briefly lag the leader's commit index: etcd refuses to promote
+    // it until it is in sync, so retry for a while.
+    let mut promoted = String::new();
+    for _ in 0..50 {
+        let out = common::etcdctl(&leader_endpoint, &["member", "promote", &new_id], None);
+        promoted = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() {
+            break;
+        }
+        assert!(promoted.contains("in sync with leader"), "promote failed: {promoted}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(promoted.contains(&format!("Member {new_id} promoted")), "{promoted}");
     let again = common::etcdctl(&leader_endpoint, &["member", "promote", &new_id], None);
     assert!(String::from_utf8_lossy(&again.stderr)
@@ -316,4 +331,68 @@ fn a_learner_joins_catches_up_is_promoted_and_another_member_is_removed() {
     }
     assert!(stopped, "the removed member kept serving");
     cluster.members[victim].kill9();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_fell_behind_the_log_catches_up_by_snapshot() {
+    let mut cluster =
+        Cluster::start(3, &["--snapshot-count=50", "--experimental-snapshot-catchup-entries=10"]);
+    let leader = cluster.leader(ELECTION_WAIT).expect("a leader");
+    let ids = tokio::task::block_in_place(|| member_ids(&cluster));
+    let lagging = (leader + 1) % 3;
+    cluster
+        .block(lagging, &ids.iter().copied().filter(|&id| id != ids[lagging]).collect::<Vec<_>>());
+    for i in (0..3).filter(|&i| i != lagging) {
+        cluster.block(i, &[ids[lagging]]);
+    }
+    let mut majority = cluster.members[leader].client().await;
+    for i in 0..300 {
+        majority.put(format!("k{i:03}"), format!("{i}"), None).await.expect("put");
+    }
+    majority.delete("k000", None).await.expect("delete");
+    for i in 0..3 {
+        cluster.block(i, &[]);
+    }
+    let mut lagging_client = cluster.members[lagging].client().await;
+    let mut caught_up = false;
+    for _ in 0..150 {
+        let got = lagging_client.get("k299", Some(GetOptions::new().with_serializable())).await;
+        if got.is_ok_and(|r| r.kvs().len() == 1) {
+            caught_up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(caught_up, "the lagging member caught up");
+    // After a linearizable read every member is at the same revision: same data, same hash.
+    let mut hashes = Vec::new();
+    for member in &cluster.members {
+        let mut client = member.client().await;
+        let revision =
+            client.get("k001", None).await.expect("get").header().expect("header").revision();
+        let count = client
+            .get("k", Some(GetOptions::new().with_prefix().with_count_only().with_serializable()))
+            .await
+            .expect("count");
+        assert_eq!(count.count(), 299, "{} holds every key", member.name);
+        hashes.push((
+            revision,
+            client.maintenance_client().hash_kv(revision).await.expect("hash").hash(),
+        ));
+    }
+    assert!(hashes.windows(2).all(|w| w[0] == w[1]), "members differ: {hashes:?}");
+    let log = cluster.members[lagging].full_log().join("\n");
+    assert!(log.contains("installed a snapshot from the leader"), "caught up without a snapshot");
+    // The installed state survives a crash of the member that received it.
+    tokio::task::block_in_place(|| {
+        cluster.members[lagging].kill9();
+        cluster.members[lagging].restart();
+    });
+    let mut client = cluster.members[lagging].client().await;
+    client.put("after-restart", "1", None).await.expect("put through the restarted member");
+    let count = client
+        .get("k", Some(GetOptions::new().with_prefix().with_count_only()))
+        .await
+        .expect("count");
+    assert_eq!(count.count(), 299);
 }

@@ -154,6 +154,7 @@ impl Server {
                     let ready = line.contains("ready to serve client requests");
                     self.stderr_log.push(line);
                     if ready {
+                        self.lines = Some(rx);
                         break;
                     }
                 }
@@ -193,6 +194,16 @@ impl Server {
     /// What the server logged so far (up to readiness).
     pub fn log(&self) -> &[String] {
         &self.stderr_log
+    }
+
+    /// Everything the server logged until now.
+    pub fn full_log(&mut self) -> Vec<String> {
+        if let Some(rx) = &self.lines {
+            while let Ok(line) = rx.try_recv() {
+                self.stderr_log.push(line);
+            }
+        }
+        self.stderr_log.clone()
     }
 
     /// A connected `etcd-client` client.

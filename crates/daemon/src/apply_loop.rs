@@ -27,49 +27,118 @@ pub(crate) struct ApplyLoop {
     pub member_events: mpsc::Sender<etcd_server::membership::MemberEvent>,
     pub snapshot_count: u64,
     pub snapshot_index: u64,
+    pub cfg: crate::config::ServerConfig,
+}
+
+fn fatal(what: &str, err: impl std::fmt::Display) -> ! {
+    tracing::error!(error = %err, "{what}; the member stops now");
+    std::process::abort();
 }
 
 impl ApplyLoop {
     /// Runs until the raft loop drops its sender.
     pub fn run(mut self) {
-        while let Ok(mut entries) = self.tasks.recv() {
-            while entries.len() < ENTRIES_PER_BATCH_MAX {
-                match self.tasks.try_recv() {
-                    Ok(more) => entries.extend(more),
+        let mut pending: Option<ApplyTask> = None;
+        loop {
+            let task = match pending.take() {
+                Some(task) => task,
+                None => match self.tasks.recv() {
+                    Ok(task) => task,
                     Err(_) => break,
+                },
+            };
+            let keep_going = match task {
+                ApplyTask::Entries(mut entries) => {
+                    // Merge queued batches into one transaction, up to an install.
+                    while entries.len() < ENTRIES_PER_BATCH_MAX {
+                        match self.tasks.try_recv() {
+                            Ok(ApplyTask::Entries(more)) => entries.extend(more),
+                            Ok(install) => {
+                                pending = Some(install);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.apply(&entries)
                 }
-            }
-            let last_index = entries.last().map_or(0, |e| e.index);
-            let durable = last_index.saturating_sub(self.snapshot_index) >= self.snapshot_count;
-            let outcome = match self.applier.apply(&entries, durable, crate::clock::monotonic_ms())
-            {
-                Ok(outcome) => outcome,
-                Err(err) => {
-                    tracing::error!(error = %err, "failed to apply committed entries; the member stops now");
-                    std::process::abort();
+                ApplyTask::Install { index, data, done } => {
+                    self.install(index, data);
+                    let _ = done.send(());
+                    true
                 }
             };
-            self.watch_hub.publish(outcome.events, self.kv.current_revision());
-            self.shared.applied_index.send_replace(self.applier.consistent_index());
-            for event in outcome.member_events {
-                if self.member_events.blocking_send(event).is_err() {
-                    break;
-                }
-            }
-            for applied in outcome.applied {
-                self.shared.wake(applied);
-            }
-            if durable && outcome.applied_index > 0 {
-                self.snapshot_index = outcome.applied_index;
-                let input = RaftInput::Snapshot {
-                    index: outcome.applied_index,
-                    term: outcome.applied_term,
-                };
-                if self.raft_tx.blocking_send(input).is_err() {
-                    break;
-                }
+            if !keep_going {
+                break;
             }
         }
         tracing::info!("apply loop stopped");
+    }
+
+    /// Applies entries; false once the raft loop is gone.
+    fn apply(&mut self, entries: &[etcd_raftnode::Entry]) -> bool {
+        let last_index = entries.last().map_or(0, |e| e.index);
+        let durable = last_index.saturating_sub(self.snapshot_index) >= self.snapshot_count;
+        let outcome = match self.applier.apply(entries, durable, crate::clock::monotonic_ms()) {
+            Ok(outcome) => outcome,
+            Err(err) => fatal("failed to apply committed entries", err),
+        };
+        self.watch_hub.publish(outcome.events, self.kv.current_revision());
+        self.shared.applied_index.send_replace(self.applier.consistent_index());
+        for event in outcome.member_events {
+            if self.member_events.blocking_send(event).is_err() {
+                return false;
+            }
+        }
+        for applied in outcome.applied {
+            self.shared.wake(applied);
+        }
+        if durable && outcome.applied_index > 0 {
+            self.snapshot_index = outcome.applied_index;
+            let input =
+                RaftInput::Snapshot { index: outcome.applied_index, term: outcome.applied_term };
+            if self.raft_tx.blocking_send(input).is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Replaces the backend with a leader's snapshot and reloads everything that
+    /// was derived from it.
+    fn install(&mut self, index: u64, data: Vec<u8>) {
+        let backend = self.kv.backend();
+        let path = backend.path().with_extension("installing");
+        let written = std::fs::File::create(&path).and_then(|mut file| {
+            std::io::Write::write_all(&mut file, &data)?;
+            file.sync_all()
+        });
+        if let Err(err) = written {
+            fatal("failed to write the received snapshot", err);
+        }
+        if let Err(err) = backend.replace_with(&path) {
+            fatal("failed to install the received snapshot", err);
+        }
+        if let Err(err) = self.kv.reload() {
+            fatal("failed to load the installed snapshot", err);
+        }
+        if let Err(err) = self.applier.reload() {
+            fatal("failed to read the installed snapshot's consistent index", err);
+        }
+        let lessor = crate::lease::recover_lessor(&self.cfg, backend, &self.kv);
+        match lessor {
+            Ok(lessor) => *self.applier.lessor().lock().expect("lessor lock") = lessor,
+            Err(err) => fatal("failed to load the installed snapshot's leases", err),
+        }
+        let revision = self.kv.current_revision();
+        self.watch_hub.reset(revision);
+        self.shared.applied_index.send_replace(self.applier.consistent_index());
+        self.snapshot_index = index;
+        tracing::info!(
+            index,
+            revision,
+            consistent_index = self.applier.consistent_index(),
+            "loaded the leader's snapshot"
+        );
     }
 }

@@ -31,6 +31,9 @@ pub struct ServerConfig {
     pub initial_advertise_peer_urls: Vec<String>,
     /// `--snapshot-count`: applied entries between snapshots.
     pub snapshot_count: u64,
+    /// `--experimental-snapshot-catchup-entries`: entries kept behind a snapshot for
+    /// slow followers before they need a whole snapshot.
+    pub snapshot_catchup_entries: u64,
     /// `--quota-backend-bytes`.
     pub quota_backend_bytes: u64,
     /// `--max-request-bytes`.
@@ -62,6 +65,7 @@ impl ServerConfig {
             advertise_client_urls: vec!["http://localhost:2379".to_string()],
             initial_advertise_peer_urls: vec![peer],
             snapshot_count: 10_000,
+            snapshot_catchup_entries: 5000,
             quota_backend_bytes: 2 * 1024 * 1024 * 1024,
             max_request_bytes: 1536 * 1024,
             max_txn_ops: 128,

@@ -20,6 +20,7 @@ mod membership;
 mod raft_loop;
 mod server;
 mod shared;
+mod snapshot;
 
 pub use bootstrap::StartError;
 pub use config::{ClusterState, ServerConfig};

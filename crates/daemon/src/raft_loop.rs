@@ -24,8 +24,6 @@ const INPUTS_PER_TURN_MAX: usize = 4096;
 /// An unanswered ReadIndex is re-sent after this long (raft-rs silently drops one
 /// sent before the leader committed an entry of its term).
 const READ_INDEX_RETRY: Duration = Duration::from_millis(500);
-/// Entries kept in memory behind a snapshot, for followers that lag a little.
-const CATCH_UP_ENTRIES: u64 = 5000;
 
 /// What other tasks ask of the raft loop.
 pub(crate) enum RaftInput {
@@ -42,14 +40,22 @@ pub(crate) enum RaftInput {
     /// A committed membership change was applied to the members table; apply it to
     /// Raft's configuration.
     ApplyMembershipChange { kind: MembershipChange, node_id: u64 },
+    /// How sending a snapshot to a peer ended.
+    ReportSnapshot { to: u64, delivered: bool },
     /// How far a peer's log matches (leader only): (matched, leader commit).
     PeerProgress { id: u64, reply: oneshot::Sender<Option<(u64, u64)>> },
     /// Stop after this turn (graceful shutdown).
     Stop,
 }
 
-/// Work handed to the apply loop.
-pub(crate) type ApplyTask = Vec<Entry>;
+/// Work handed to the apply loop, in log order.
+pub(crate) enum ApplyTask {
+    /// Committed entries to apply.
+    Entries(Vec<Entry>),
+    /// A leader's snapshot to install: the backend file's bytes, at `index`; the
+    /// raft loop waits on `done` before recording the snapshot.
+    Install { index: u64, data: Vec<u8>, done: std::sync::mpsc::SyncSender<()> },
+}
 
 /// Where Raft messages for other members go (the peer transport).
 pub trait PeerSender: Send + Sync {
@@ -71,6 +77,10 @@ impl PeerSender for etcd_transport::PeerTransport {
 struct RaftIo<'a> {
     wal: &'a mut Wal,
     peers: &'a dyn PeerSender,
+    /// The backend bytes of the leader's snapshot being received, by index.
+    incoming_snapshot: &'a mut Option<(u64, Vec<u8>)>,
+    /// Snapshot messages waiting for their data to be attached.
+    outgoing_snapshots: Vec<Message>,
     apply_tx: &'a SyncSender<ApplyTask>,
     shared: &'a Shared,
     read_states: Vec<ReadState>,
@@ -81,8 +91,42 @@ fn fatal(what: &str, err: impl std::fmt::Display) -> ! {
     std::process::abort();
 }
 
+impl RaftIo<'_> {
+    /// Installs the leader's snapshot: the apply loop swaps in its backend (after
+    /// every entry queued before it), then the WAL records it.
+    fn install(&mut self, snapshot: &Snapshot) {
+        let index = snapshot.get_metadata().index;
+        let data = match self.incoming_snapshot.take() {
+            Some((received, data)) if received == index => data,
+            _ => fatal("raft produced a snapshot this member did not receive", index),
+        };
+        let (done, installed) = std::sync::mpsc::sync_channel(1);
+        if self.apply_tx.send(ApplyTask::Install { index, data, done }).is_err()
+            || installed.recv().is_err()
+        {
+            fatal("the apply loop stopped while installing a snapshot", index);
+        }
+        let marker = SnapshotMarker {
+            index,
+            term: snapshot.get_metadata().term,
+            conf_state: encode_conf_state(snapshot.get_metadata().get_conf_state()),
+        };
+        if let Err(err) = self.wal.save_snapshot(&marker).and_then(|()| self.wal.sync()) {
+            fatal("failed to record an installed snapshot in the WAL", err);
+        }
+        tracing::info!(index, "installed a snapshot from the leader");
+    }
+}
+
 impl ReadySink for RaftIo<'_> {
-    fn send(&mut self, messages: Vec<Message>) {
+    fn send(&mut self, mut messages: Vec<Message>) {
+        let is_snapshot = |m: &Message| m.get_msg_type() == etcd_raftnode::MessageType::MsgSnapshot;
+        if messages.iter().any(is_snapshot) {
+            let (snapshots, rest): (Vec<Message>, Vec<Message>) =
+                messages.into_iter().partition(is_snapshot);
+            self.outgoing_snapshots.extend(snapshots);
+            messages = rest;
+        }
         self.peers.send(messages);
     }
 
@@ -93,10 +137,9 @@ impl ReadySink for RaftIo<'_> {
         snapshot: Option<&Snapshot>,
         must_sync: bool,
     ) {
-        assert!(
-            snapshot.is_none(),
-            "invariant: snapshots are refused before they reach Raft (installing them is not implemented)"
-        );
+        if let Some(snapshot) = snapshot {
+            self.install(snapshot);
+        }
         let entries: Vec<etcd_wal::Entry> = entries.iter().map(to_wal_entry).collect();
         let hard_state = hard_state.map(|hs| etcd_wal::HardState {
             term: hs.term,
@@ -117,7 +160,7 @@ impl ReadySink for RaftIo<'_> {
         if let Some(last) = committed.last() {
             self.shared.commit_index.fetch_max(last.index, Ordering::Relaxed);
         }
-        if self.apply_tx.send(committed).is_err() {
+        if self.apply_tx.send(ApplyTask::Entries(committed)).is_err() {
             fatal("the apply loop stopped", "channel closed");
         }
     }
@@ -191,6 +234,11 @@ pub(crate) struct RaftLoop {
     pub messages: mpsc::Receiver<Message>,
     pub peers: Arc<dyn PeerSender>,
     pub apply_tx: SyncSender<ApplyTask>,
+    pub snapshots: crate::snapshot::SnapshotSender,
+    pub incoming_snapshot: Option<(u64, Vec<u8>)>,
+    /// Entries kept in memory behind a snapshot, for followers that lag a little
+    /// (`--experimental-snapshot-catchup-entries`).
+    pub catch_up_entries: u64,
     pub shared: Arc<Shared>,
     pub heartbeat: Duration,
 }
@@ -250,6 +298,8 @@ impl RaftLoop {
         let mut io = RaftIo {
             wal: &mut self.wal,
             peers: self.peers.as_ref(),
+            incoming_snapshot: &mut self.incoming_snapshot,
+            outgoing_snapshots: Vec::new(),
             apply_tx: &self.apply_tx,
             shared: &self.shared,
             read_states: Vec::new(),
@@ -262,6 +312,9 @@ impl RaftLoop {
             }
         }
         reads.answer(std::mem::take(&mut io.read_states));
+        for message in std::mem::take(&mut io.outgoing_snapshots) {
+            self.snapshots.send(message);
+        }
         self.shared.term.store(self.node.term(), Ordering::Relaxed);
         self.shared.commit_index.fetch_max(self.node.commit_index(), Ordering::Relaxed);
     }
@@ -301,6 +354,7 @@ impl RaftLoop {
                     Err(err) => tracing::warn!(error = %err, "raft refused a membership change"),
                 }
             }
+            RaftInput::ReportSnapshot { to, delivered } => self.node.report_snapshot(to, delivered),
             RaftInput::PeerProgress { id, reply } => {
                 let _ = reply.send(self.node.peer_progress(id));
             }
@@ -308,16 +362,18 @@ impl RaftLoop {
         }
     }
 
-    fn step(&mut self, message: Message) {
+    fn step(&mut self, mut message: Message) {
         if message.get_msg_type() == etcd_raftnode::MessageType::MsgSnapshot {
-            // Installing a leader's snapshot is not implemented yet: refusing it keeps
-            // this member's state consistent (it stays behind until restored).
-            tracing::error!(
+            // Raft only needs the metadata; the backend bytes wait for the install.
+            let index = message.get_snapshot().get_metadata().index;
+            let data = std::mem::take(&mut message.mut_snapshot().data).to_vec();
+            tracing::info!(
                 from = %format!("{:x}", message.from),
-                "refusing a Raft snapshot: this member fell too far behind the leader; \
-                 re-add it to the cluster with an empty data dir"
+                index,
+                bytes = data.len(),
+                "received a snapshot from the leader"
             );
-            return;
+            self.incoming_snapshot = Some((index, data));
         }
         if let Err(err) = self.node.step(message) {
             tracing::debug!(error = %err, "raft rejected a peer message");
@@ -330,10 +386,11 @@ impl RaftLoop {
         if let Err(err) = self.wal.save_snapshot(&marker).and_then(|()| self.wal.sync()) {
             fatal("failed to record a snapshot in the WAL", err);
         }
+        self.node.record_snapshot(index, term);
         if let Err(err) = self.wal.release_to(index) {
             tracing::warn!(error = %err, index, "could not release old WAL segments; will retry at the next snapshot");
         }
-        if let Err(err) = self.node.compact_log(index.saturating_sub(CATCH_UP_ENTRIES)) {
+        if let Err(err) = self.node.compact_log(index.saturating_sub(self.catch_up_entries)) {
             tracing::warn!(error = %err, index, "could not compact the in-memory raft log");
         }
         tracing::info!(index, term, "saved snapshot");

@@ -2,6 +2,7 @@
 //! proposals whose futures resolve when their entry is applied; linearizable reads
 //! wait on a ReadIndex barrier; serializable reads go straight to the store.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -103,6 +104,15 @@ impl EtcdServer {
             messages: message_rx,
             peers: Arc::new(transport.clone()),
             apply_tx,
+            snapshots: crate::snapshot::SnapshotSender {
+                backend: opened.backend.clone(),
+                transport: transport.clone(),
+                runtime: tokio::runtime::Handle::current(),
+                raft_tx: raft_tx.clone(),
+                dir: opened.backend.path().parent().map(Path::to_path_buf).unwrap_or_default(),
+            },
+            incoming_snapshot: None,
+            catch_up_entries: cfg.snapshot_catchup_entries,
             shared: shared.clone(),
             heartbeat: cfg.heartbeat_interval,
         };
@@ -117,6 +127,7 @@ impl EtcdServer {
             member_events: member_events_tx,
             snapshot_count: cfg.snapshot_count.max(1),
             snapshot_index: opened.snapshot_index,
+            cfg: cfg.clone(),
         };
         let spawn_error =
             |e: std::io::Error| StartError::DataDir { path: cfg.data_dir.clone(), source: e };

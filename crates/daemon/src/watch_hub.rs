@@ -82,6 +82,16 @@ impl WatchHub {
         self.revision.send_replace(current_revision);
     }
 
+    /// Forgets the remembered events (the store was replaced by a snapshot) and
+    /// announces `current_revision`; watchers then read history from the backend.
+    pub fn reset(&self, current_revision: i64) {
+        let mut ring = self.ring.write().expect("watch ring lock");
+        ring.revisions.clear();
+        ring.bytes = 0;
+        drop(ring);
+        self.revision.send_replace(current_revision);
+    }
+
     /// Follows the published store revision.
     pub fn subscribe(&self) -> watch::Receiver<i64> {
         self.revision.subscribe()

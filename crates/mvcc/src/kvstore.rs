@@ -75,6 +75,23 @@ impl KvStore {
     /// compacted revision if that is newer (compaction may have removed the
     /// newest rows), or 1 for an empty store (the first write gets revision 2).
     pub fn open(backend: Arc<Backend>) -> Result<KvStore, MvccError> {
+        let shared = load(&backend)?;
+        Ok(KvStore { backend, shared: RwLock::new(shared), batch_lock: Mutex::new(()) })
+    }
+
+    /// Rebuilds the index and revisions from the backend after its contents were
+    /// replaced wholesale (a snapshot from the leader was installed).
+    pub fn reload(&self) -> Result<(), MvccError> {
+        let _no_batch = self.batch_lock.lock().expect("batch lock poisoned");
+        let shared = load(&self.backend)?;
+        *self.write_shared() = shared;
+        Ok(())
+    }
+}
+
+/// Reads the index and revisions a store on `backend` starts from.
+fn load(backend: &Backend) -> Result<Shared, MvccError> {
+    {
         let rtx = backend.begin_read()?;
         let compact_rev = match rtx.meta_get(schema::META_FINISHED_COMPACT_REV)? {
             None => -1,
@@ -119,13 +136,11 @@ impl KvStore {
         }
         drop(rtx);
         let current_rev = current_rev.max(compact_rev);
-        Ok(KvStore {
-            backend,
-            shared: RwLock::new(Shared { index, current_rev, compact_rev }),
-            batch_lock: Mutex::new(()),
-        })
+        Ok(Shared { index, current_rev, compact_rev })
     }
+}
 
+impl KvStore {
     pub(crate) fn read_shared(&self) -> RwLockReadGuard<'_, Shared> {
         self.shared.read().expect("mvcc index lock poisoned")
     }

@@ -11,6 +11,7 @@
 
 mod conf_state;
 mod node;
+mod storage;
 
 pub use conf_state::{decode_conf_state, encode_conf_state};
 pub use node::{MembershipChange, NodeConfig, RaftNode, ReadySink, RestoreState, Role};

@@ -1,7 +1,10 @@
 //! [`RaftNode`]: the `RawNode` plus its in-memory log, and the Ready cycle.
 
+use raft::eraftpb::SnapshotMetadata;
 use raft::eraftpb::{ConfChange, ConfChangeType, ConfState, Entry, HardState, Message, Snapshot};
 use raft::storage::MemStorage;
+
+use crate::storage::RaftStorage;
 use raft::{Config, RawNode, ReadOnlyOption, ReadState, StateRole, Storage};
 
 use crate::Error;
@@ -107,7 +110,7 @@ fn conf_change(kind: MembershipChange, node_id: u64) -> ConfChange {
 
 /// One Raft member: a raft-rs `RawNode` over an in-memory copy of the persisted log.
 pub struct RaftNode {
-    raw: RawNode<MemStorage>,
+    raw: RawNode<RaftStorage>,
 }
 
 fn raft_config(cfg: &NodeConfig) -> Config {
@@ -131,6 +134,12 @@ fn raft_config(cfg: &NodeConfig) -> Config {
     }
 }
 
+fn snapshot_metadata(index: u64, term: u64, conf_state: ConfState) -> SnapshotMetadata {
+    let mut metadata = SnapshotMetadata { index, term, ..Default::default() };
+    metadata.set_conf_state(conf_state);
+    metadata
+}
+
 fn discard_logger() -> slog::Logger {
     slog::Logger::root(slog::Discard, slog::o!())
 }
@@ -151,7 +160,7 @@ impl RaftNode {
             conf_state.voters.contains(&cfg.id) || conf_state.learners.contains(&cfg.id),
             "invariant: a starting member is in its own configuration"
         );
-        let storage = MemStorage::new_with_conf_state(conf_state);
+        let storage = RaftStorage::new(MemStorage::new_with_conf_state(conf_state));
         let raw = RawNode::new(&raft_config(cfg), storage, &discard_logger())?;
         Ok(RaftNode { raw })
     }
@@ -175,6 +184,14 @@ impl RaftNode {
             let mut hard_state = state.hard_state.clone();
             hard_state.commit = hard_state.commit.max(state.snapshot_index).max(cfg.applied);
             core.set_hardstate(hard_state);
+        }
+        let storage = RaftStorage::new(storage);
+        if state.snapshot_index > 0 {
+            storage.set_snapshot(snapshot_metadata(
+                state.snapshot_index,
+                state.snapshot_term,
+                state.conf_state.clone(),
+            ));
         }
         let raw = RawNode::new(&raft_config(cfg), storage, &discard_logger())?;
         Ok(RaftNode { raw })
@@ -221,7 +238,7 @@ impl RaftNode {
         node_id: u64,
     ) -> Result<ConfState, Error> {
         let conf_state = self.raw.apply_conf_change(&conf_change(kind, node_id))?;
-        self.raw.mut_store().wl().set_conf_state(conf_state.clone());
+        self.raw.mut_store().mem.wl().set_conf_state(conf_state.clone());
         Ok(conf_state)
     }
 
@@ -296,10 +313,24 @@ impl RaftNode {
         self.raw.store().term(index).ok()
     }
 
+    /// Records that the backend is durable at `index` (term `term`), so a lagging
+    /// follower can be sent a snapshot of it.
+    pub fn record_snapshot(&mut self, index: u64, term: u64) {
+        let conf_state = self.conf_state();
+        self.raw.store().set_snapshot(snapshot_metadata(index, term, conf_state));
+    }
+
+    /// Tells Raft how sending a snapshot to `id` ended.
+    pub fn report_snapshot(&mut self, id: u64, delivered: bool) {
+        let status =
+            if delivered { raft::SnapshotStatus::Finish } else { raft::SnapshotStatus::Failure };
+        self.raw.report_snapshot(id, status);
+    }
+
     /// Drops in-memory entries below `index` once a snapshot covers them.
     pub fn compact_log(&mut self, index: u64) -> Result<(), Error> {
         let last = self.raw.store().last_index()?;
-        self.raw.mut_store().wl().compact(index.min(last))?;
+        self.raw.mut_store().mem.wl().compact(index.min(last))?;
         Ok(())
     }
 
@@ -327,8 +358,10 @@ impl RaftNode {
         let hard_state = ready.hs().cloned();
         if !entries.is_empty() || hard_state.is_some() || snapshot.is_some() {
             sink.persist(&entries, hard_state.as_ref(), snapshot.as_ref(), ready.must_sync());
-            let mut core = self.raw.mut_store().wl();
+            let store = self.raw.mut_store();
+            let mut core = store.mem.wl();
             if let Some(snapshot) = snapshot {
+                store.set_snapshot(snapshot.get_metadata().clone());
                 core.apply_snapshot(snapshot)?;
             }
             core.append(&entries)?;
@@ -341,11 +374,11 @@ impl RaftNode {
         }
         let mut light = self.raw.advance_append(ready);
         if let Some(commit) = light.commit_index() {
-            let mut hard_state = self.raw.store().rl().hard_state().clone();
+            let mut hard_state = self.raw.store().mem.rl().hard_state().clone();
             hard_state.commit = commit;
             // The commit index may lag on disk: recovery re-derives it from the log.
             sink.persist(&[], Some(&hard_state), None, false);
-            self.raw.mut_store().wl().set_hardstate(hard_state);
+            self.raw.mut_store().mem.wl().set_hardstate(hard_state);
         }
         if !light.messages().is_empty() {
             sink.send(light.take_messages());

@@ -123,6 +123,18 @@ impl Applier {
         self.consistent_index
     }
 
+    /// Re-reads the consistent index after the backend was replaced wholesale.
+    pub fn reload(&mut self) -> Result<(), ApplyFailure> {
+        let txn = self.backend.begin_read().map_err(MvccError::from)?;
+        self.consistent_index = etcd_storage::consistent_index(&txn).map_err(MvccError::from)?.0;
+        Ok(())
+    }
+
+    /// The lessor this applier attaches keys in.
+    pub fn lessor(&self) -> &Arc<Mutex<Lessor>> {
+        &self.lessor
+    }
+
     /// Applies a batch of committed entries in one backend transaction. `durable`
     /// asks for an fsync of the backend (before a snapshot releases WAL segments).
     ///

@@ -15,7 +15,9 @@ use crate::schema::{self, KEY, LEASE, MEMBERS, META};
 /// redb allows one write transaction at a time: `begin_write` blocks while
 /// another is open.
 pub struct Backend {
-    db: Database,
+    /// Swapped whole when a snapshot from the leader is installed; transactions
+    /// already running keep the database they started on.
+    db: std::sync::RwLock<std::sync::Arc<Database>>,
     path: PathBuf,
 }
 
@@ -56,14 +58,45 @@ impl Backend {
         let existed = std::fs::metadata(path).map(|m| m.len() > 0).unwrap_or(false);
         let db =
             Database::builder().create(path).map_err(|e| classify_open_error(path, existed, e))?;
-        let backend = Backend { db, path: path.to_path_buf() };
+        let backend = Backend {
+            db: std::sync::RwLock::new(std::sync::Arc::new(db)),
+            path: path.to_path_buf(),
+        };
         backend.init_or_check(existed)?;
         Ok(backend)
     }
 
+    fn db(&self) -> std::sync::Arc<Database> {
+        self.db.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Replaces this backend's contents with the backend file at `source` (a
+    /// snapshot received from the leader): checks it, renames it over this
+    /// backend's file, fsyncs the directory and switches new transactions to it.
+    /// The caller must hold off writers while this runs.
+    pub fn replace_with(&self, source: &Path) -> Result<()> {
+        drop(Backend::open(source)?);
+        let mut slot = self.db.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::fs::rename(source, &self.path).map_err(|e| StorageError::Io {
+            context: format!("rename {} over {}", source.display(), self.path.display()),
+            source: e,
+        })?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| StorageError::Io {
+                context: format!("fsync {}", dir.display()),
+                source: e,
+            })?;
+        }
+        let db = Database::builder()
+            .create(&self.path)
+            .map_err(|e| classify_open_error(&self.path, true, e))?;
+        *slot = std::sync::Arc::new(db);
+        Ok(())
+    }
+
     fn init_or_check(&self, existed: bool) -> Result<()> {
         let version = {
-            let r = self.db.begin_read()?;
+            let r = self.db().begin_read()?;
             match r.open_table(META) {
                 Ok(t) => match t.get(schema::META_SCHEMA_VERSION)? {
                     None => VersionFound::Missing,
@@ -85,7 +118,7 @@ impl Backend {
         match version {
             VersionFound::Version(schema::SCHEMA_VERSION) => {}
             VersionFound::Missing if !existed => {
-                let mut w = self.db.begin_write()?;
+                let mut w = self.db().begin_write()?;
                 w.set_durability(Durability::Immediate)?;
                 {
                     w.open_table(KEY)?;
@@ -119,14 +152,14 @@ impl Backend {
     /// commit is non-durable unless [`WriteTxn::commit`] is asked otherwise:
     /// the Raft WAL is the source of truth and replays lost commits.
     pub fn begin_write(&self) -> Result<WriteTxn> {
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db().begin_write()?;
         txn.set_durability(Durability::None)?;
         Ok(WriteTxn { txn })
     }
 
     /// Starts a read transaction on the last committed state.
     pub fn begin_read(&self) -> Result<ReadTxn> {
-        Ok(ReadTxn { txn: self.db.begin_read()? })
+        Ok(ReadTxn { txn: self.db().begin_read()? })
     }
 
     /// Size of the backend file in bytes (etcd's `dbSize`).
@@ -150,7 +183,7 @@ impl Backend {
                 ),
             });
         }
-        let src = self.db.begin_read()?;
+        let src = self.db().begin_read()?;
         let out = Database::builder().create(dest)?;
         let mut w = out.begin_write()?;
         w.set_durability(Durability::Immediate)?;
