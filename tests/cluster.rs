@@ -346,8 +346,10 @@ async fn a_member_that_fell_behind_the_log_catches_up_by_snapshot() {
         cluster.block(i, &[ids[lagging]]);
     }
     let mut majority = cluster.members[leader].client().await;
+    // Large enough values that the backend travels in several chunks.
+    let value = "v".repeat(16 * 1024);
     for i in 0..300 {
-        majority.put(format!("k{i:03}"), format!("{i}"), None).await.expect("put");
+        majority.put(format!("k{i:03}"), value.clone(), None).await.expect("put");
     }
     majority.delete("k000", None).await.expect("delete");
     for i in 0..3 {

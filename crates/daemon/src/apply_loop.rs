@@ -62,8 +62,8 @@ impl ApplyLoop {
                     }
                     self.apply(&entries)
                 }
-                ApplyTask::Install { index, data, done } => {
-                    self.install(index, data);
+                ApplyTask::Install { index, path, done } => {
+                    self.install(index, &path);
                     let _ = done.send(());
                     true
                 }
@@ -106,17 +106,9 @@ impl ApplyLoop {
 
     /// Replaces the backend with a leader's snapshot and reloads everything that
     /// was derived from it.
-    fn install(&mut self, index: u64, data: Vec<u8>) {
+    fn install(&mut self, index: u64, path: &std::path::Path) {
         let backend = self.kv.backend();
-        let path = backend.path().with_extension("installing");
-        let written = std::fs::File::create(&path).and_then(|mut file| {
-            std::io::Write::write_all(&mut file, &data)?;
-            file.sync_all()
-        });
-        if let Err(err) = written {
-            fatal("failed to write the received snapshot", err);
-        }
-        if let Err(err) = backend.replace_with(&path) {
+        if let Err(err) = backend.replace_with(path) {
             fatal("failed to install the received snapshot", err);
         }
         if let Err(err) = self.kv.reload() {

@@ -52,9 +52,9 @@ pub(crate) enum RaftInput {
 pub(crate) enum ApplyTask {
     /// Committed entries to apply.
     Entries(Vec<Entry>),
-    /// A leader's snapshot to install: the backend file's bytes, at `index`; the
+    /// A leader's snapshot to install: the received backend file, at `index`; the
     /// raft loop waits on `done` before recording the snapshot.
-    Install { index: u64, data: Vec<u8>, done: std::sync::mpsc::SyncSender<()> },
+    Install { index: u64, path: std::path::PathBuf, done: std::sync::mpsc::SyncSender<()> },
 }
 
 /// Where Raft messages for other members go (the peer transport).
@@ -77,8 +77,8 @@ impl PeerSender for etcd_transport::PeerTransport {
 struct RaftIo<'a> {
     wal: &'a mut Wal,
     peers: &'a dyn PeerSender,
-    /// The backend bytes of the leader's snapshot being received, by index.
-    incoming_snapshot: &'a mut Option<(u64, Vec<u8>)>,
+    /// The received backend file of the leader's snapshot, by index.
+    incoming_snapshot: &'a mut Option<(u64, std::path::PathBuf)>,
     /// Snapshot messages waiting for their data to be attached.
     outgoing_snapshots: Vec<Message>,
     apply_tx: &'a SyncSender<ApplyTask>,
@@ -96,12 +96,12 @@ impl RaftIo<'_> {
     /// every entry queued before it), then the WAL records it.
     fn install(&mut self, snapshot: &Snapshot) {
         let index = snapshot.get_metadata().index;
-        let data = match self.incoming_snapshot.take() {
-            Some((received, data)) if received == index => data,
+        let path = match self.incoming_snapshot.take() {
+            Some((received, path)) if received == index => path,
             _ => fatal("raft produced a snapshot this member did not receive", index),
         };
         let (done, installed) = std::sync::mpsc::sync_channel(1);
-        if self.apply_tx.send(ApplyTask::Install { index, data, done }).is_err()
+        if self.apply_tx.send(ApplyTask::Install { index, path, done }).is_err()
             || installed.recv().is_err()
         {
             fatal("the apply loop stopped while installing a snapshot", index);
@@ -235,7 +235,7 @@ pub(crate) struct RaftLoop {
     pub peers: Arc<dyn PeerSender>,
     pub apply_tx: SyncSender<ApplyTask>,
     pub snapshots: crate::snapshot::SnapshotSender,
-    pub incoming_snapshot: Option<(u64, Vec<u8>)>,
+    pub incoming_snapshot: Option<(u64, std::path::PathBuf)>,
     /// Entries kept in memory behind a snapshot, for followers that lag a little
     /// (`--experimental-snapshot-catchup-entries`).
     pub catch_up_entries: u64,
@@ -364,16 +364,20 @@ impl RaftLoop {
 
     fn step(&mut self, mut message: Message) {
         if message.get_msg_type() == etcd_raftnode::MessageType::MsgSnapshot {
-            // Raft only needs the metadata; the backend bytes wait for the install.
+            // The transport wrote the backend to a file and put its path in `data`;
+            // Raft only needs the metadata, the file waits for the install.
             let index = message.get_snapshot().get_metadata().index;
-            let data = std::mem::take(&mut message.mut_snapshot().data).to_vec();
+            let data = std::mem::take(&mut message.mut_snapshot().data);
+            let path = std::path::PathBuf::from(String::from_utf8_lossy(&data).into_owned());
             tracing::info!(
                 from = %format!("{:x}", message.from),
                 index,
-                bytes = data.len(),
+                file = %path.display(),
                 "received a snapshot from the leader"
             );
-            self.incoming_snapshot = Some((index, data));
+            if let Some((_, stale)) = self.incoming_snapshot.replace((index, path)) {
+                let _ = std::fs::remove_file(stale);
+            }
         }
         if let Err(err) = self.node.step(message) {
             tracing::debug!(error = %err, "raft rejected a peer message");

@@ -93,6 +93,9 @@ impl EtcdServer {
         let (raft_tx, raft_rx) = mpsc::channel(RAFT_INPUTS_MAX);
         let (message_tx, message_rx) = mpsc::channel(RAFT_MESSAGES_MAX);
         let transport = PeerTransport::new(opened.member_id, opened.cluster_id, message_tx);
+        if let Some(dir) = opened.backend.path().parent() {
+            transport.set_snapshot_dir(dir.to_path_buf());
+        }
         for member in opened.members.iter().filter(|m| m.id != opened.member_id) {
             transport.set_peer(member.id, member.peer_urls.clone());
         }

@@ -13,6 +13,7 @@
 
 mod receiver;
 mod sender;
+mod snapshot;
 pub mod wire;
 
 use std::collections::{BTreeSet, HashMap};
@@ -51,6 +52,8 @@ pub(crate) struct Shared {
     pub(crate) local_id: u64,
     pub(crate) cluster_id: u64,
     pub(crate) members: RwLock<Option<MembersSource>>,
+    /// Where received snapshots are written (none: snapshots are refused).
+    pub(crate) snapshot_dir: RwLock<Option<std::path::PathBuf>>,
     blocked: RwLock<BTreeSet<u64>>,
     unreachable: Mutex<BTreeSet<u64>>,
     dropped_messages: AtomicU64,
@@ -109,6 +112,7 @@ impl PeerTransport {
                     local_id,
                     cluster_id,
                     members: RwLock::new(None),
+                    snapshot_dir: RwLock::new(None),
                     blocked: RwLock::new(BTreeSet::new()),
                     unreachable: Mutex::new(BTreeSet::new()),
                     dropped_messages: AtomicU64::new(0),
@@ -123,6 +127,28 @@ impl PeerTransport {
     /// Sets where the `Members` RPC reads the current membership.
     pub fn set_members_source(&self, source: MembersSource) {
         *self.inner.shared.members.write().unwrap_or_else(PoisonError::into_inner) = Some(source);
+    }
+
+    /// Sets the directory received snapshots are written to (the member installs
+    /// them from there by renaming, so it must be on the backend's filesystem).
+    pub fn set_snapshot_dir(&self, dir: std::path::PathBuf) {
+        *self.inner.shared.snapshot_dir.write().unwrap_or_else(PoisonError::into_inner) = Some(dir);
+    }
+
+    /// Streams the backend file at `path` as the data of snapshot `message` to its
+    /// destination, in chunks; resolves once the receiver has it on disk.
+    pub async fn send_snapshot(
+        &self,
+        message: Message,
+        path: &std::path::Path,
+    ) -> Result<(), String> {
+        let to = message.to;
+        if self.inner.shared.is_blocked(to) {
+            return Err(format!("traffic to {to:x} is blocked"));
+        }
+        let urls = self.peers().get(&to).map(|peer| peer.queue.urls());
+        let Some(urls) = urls else { return Err(format!("{to:x} is not a peer")) };
+        snapshot::send(&self.inner.shared, &urls, message, path).await
     }
 
     /// This member's ID.

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use etcd_proto::etcdrs::raft_transport_server::RaftTransport;
-use etcd_proto::etcdrs::{MembersRequest, MembersResponse, RaftBatch, StreamAck};
+use etcd_proto::etcdrs::{MembersRequest, MembersResponse, RaftBatch, SnapshotChunk, StreamAck};
 use raft::eraftpb::Message;
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
@@ -86,6 +86,29 @@ impl RaftTransport for PeerService {
             return Err(Status::unavailable("this member is still starting; retry"));
         };
         Ok(Response::new(MembersResponse { cluster_id: self.shared.cluster_id, members: source() }))
+    }
+
+    async fn snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<StreamAck>, Status> {
+        let dir = self
+            .shared
+            .snapshot_dir
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let Some(dir) = dir else {
+            return Err(Status::unavailable("this member does not accept snapshots yet"));
+        };
+        if let Some(message) =
+            crate::snapshot::receive(&self.shared, &dir, request.into_inner()).await?
+        {
+            if self.inbound.send(message).await.is_err() {
+                return Err(self.stopping());
+            }
+        }
+        Ok(Response::new(StreamAck {}))
     }
 
     async fn stream(

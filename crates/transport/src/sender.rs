@@ -96,6 +96,11 @@ impl PeerQueue {
         }
     }
 
+    /// The peer's current URLs.
+    pub(crate) fn urls(&self) -> Vec<String> {
+        self.lock().urls.clone()
+    }
+
     fn take_urls(&self) -> Vec<String> {
         let mut state = self.lock();
         state.urls_changed = false;
@@ -256,7 +261,7 @@ async fn run(shared: Arc<Shared>, queue: Arc<PeerQueue>) {
 }
 
 /// Connects to the first URL that answers, trying them in order.
-async fn connect(urls: &[String]) -> Result<(Channel, String), String> {
+pub(crate) async fn connect(urls: &[String]) -> Result<(Channel, String), String> {
     let mut last_error = String::from("peer has no URLs");
     for url in urls {
         let endpoint = match Endpoint::from_shared(url.clone()) {
