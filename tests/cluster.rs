@@ -45,6 +45,24 @@ fn one_leader_and_writes_through_any_member_are_readable_from_every_member() {
             assert_eq!(got, format!("{i}\n"), "linearizable read on {}", member.name);
         }
     }
+    let ids = member_ids(&cluster);
+    let updated = must_etcdctl(
+        &cluster.endpoints(),
+        &[
+            "member",
+            "update",
+            &format!("{:x}", ids[0]),
+            &format!("--peer-urls={}", cluster.members[0].peer_url()),
+        ],
+        None,
+    );
+    assert!(updated.contains(&format!("Member {:x} updated", ids[0])), "{updated}");
+    let missing = common::etcdctl(
+        &cluster.endpoints(),
+        &["member", "update", "1234", "--peer-urls=http://127.0.0.1:1"],
+        None,
+    );
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("etcdserver: member not found"));
     let members = must_etcdctl(&cluster.endpoints(), &["member", "list"], None);
     for member in &cluster.members {
         let row = format!(

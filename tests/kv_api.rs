@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{Flavor, Server};
 use etcd_client::{
     Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
@@ -225,4 +227,26 @@ async fn writes_over_the_space_quota_fail_but_reads_and_deletes_work() {
     );
     assert!(c.get("k", None).await.expect("reads work").kvs().is_empty());
     c.delete("k", None).await.expect("deletes work");
+}
+
+#[tokio::test]
+async fn periodic_auto_compaction_compacts_history_older_than_the_retention() {
+    let server = Server::start_with(
+        Flavor::Ours,
+        &["--auto-compaction-mode=periodic", "--auto-compaction-retention=1s"],
+    );
+    let mut c = server.client().await;
+    for i in 0..5 {
+        c.put("k", format!("{i}"), None).await.expect("put");
+    }
+    let mut compacted = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if c.get("k", Some(GetOptions::new().with_revision(2))).await.is_err() {
+            compacted = true;
+            break;
+        }
+    }
+    assert!(compacted, "history older than the retention was not compacted");
+    assert_eq!(c.get("k", None).await.expect("get").kvs()[0].value(), b"4");
 }

@@ -34,6 +34,8 @@ pub struct ServerConfig {
     /// `--experimental-snapshot-catchup-entries`: entries kept behind a snapshot for
     /// slow followers before they need a whole snapshot.
     pub snapshot_catchup_entries: u64,
+    /// `--auto-compaction-mode` and `--auto-compaction-retention` (none: off).
+    pub auto_compaction: Option<crate::compactor::AutoCompaction>,
     /// `--quota-backend-bytes`.
     pub quota_backend_bytes: u64,
     /// `--max-request-bytes`.
@@ -66,6 +68,7 @@ impl ServerConfig {
             initial_advertise_peer_urls: vec![peer],
             snapshot_count: 10_000,
             snapshot_catchup_entries: 5000,
+            auto_compaction: None,
             quota_backend_bytes: 2 * 1024 * 1024 * 1024,
             max_request_bytes: 1536 * 1024,
             max_txn_ops: 128,

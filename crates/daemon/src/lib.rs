@@ -14,6 +14,7 @@ pub mod watch_hub;
 
 mod apply_loop;
 mod clock;
+mod compactor;
 mod faults;
 mod lease;
 mod membership;
@@ -23,5 +24,6 @@ mod shared;
 mod snapshot;
 
 pub use bootstrap::StartError;
+pub use compactor::AutoCompaction;
 pub use config::{ClusterState, ServerConfig};
 pub use server::{EtcdServer, StatusInfo};

@@ -183,6 +183,9 @@ impl EtcdServer {
     /// test-only peer fault switch when configured) on the current tokio runtime.
     pub fn spawn_background_tasks(self: &Arc<Self>) {
         tokio::spawn(self.clone().run_lease_expiry());
+        if let Some(mode) = self.cfg.auto_compaction {
+            tokio::spawn(self.clone().run_auto_compaction(mode));
+        }
         if let Some(mut events) = self.member_events.lock().expect("member events lock").take() {
             let server = self.clone();
             tokio::spawn(async move {

@@ -9,14 +9,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use etcd_daemon::{ClusterState, ServerConfig};
+use etcd_daemon::{AutoCompaction, ClusterState, ServerConfig};
 
 /// etcd flags that take a value and are accepted but not acted on yet.
 const IGNORED_VALUE_FLAGS: &[&str] = &[
     "logger",
     "log-outputs",
-    "auto-compaction-retention",
-    "auto-compaction-mode",
     "max-snapshots",
     "max-wals",
     "listen-metrics-urls",
@@ -108,6 +106,13 @@ pub struct Flags {
     /// Number of committed transactions to trigger a snapshot to disk.
     #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 10_000)]
     pub snapshot_count: u64,
+    /// Interpret 'auto-compaction-retention' one of: periodic|revision.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", default_value = "periodic")]
+    pub auto_compaction_mode: String,
+    /// Auto compaction retention for mvcc key value store. 0 means disable auto
+    /// compaction (periodic: a duration like 1h or 30m, or hours; revision: a count).
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
+    pub auto_compaction_retention: String,
     /// Number of entries for a slow follower to catch up after compacting the raft log.
     #[arg(long, env = "ETCD_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES", default_value_t = 5000)]
     pub experimental_snapshot_catchup_entries: u64,
@@ -237,6 +242,37 @@ pub fn parse_initial_cluster(spec: &str) -> Result<Vec<(String, Vec<String>)>, S
 }
 
 impl Flags {
+    /// etcd's auto-compaction flags: off for retention 0; periodic retentions
+    /// are Go durations or whole hours, revision retentions are counts.
+    pub fn auto_compaction(&self) -> Result<Option<AutoCompaction>, String> {
+        let retention = self.auto_compaction_retention.trim();
+        if retention == "0" || retention.is_empty() {
+            return Ok(None);
+        }
+        let bad = || {
+            format!(
+                "invalid --auto-compaction-retention {retention:?} for mode {:?}: use e.g. 1h or 30m \
+                 (periodic) or a revision count (revision)",
+                self.auto_compaction_mode
+            )
+        };
+        match self.auto_compaction_mode.as_str() {
+            "periodic" => match retention.parse::<u64>() {
+                Ok(hours) => Ok(Some(AutoCompaction::Periodic(Duration::from_secs(hours * 3600)))),
+                Err(_) => parse_go_duration(retention)
+                    .map(|d| Some(AutoCompaction::Periodic(d)))
+                    .map_err(|_| bad()),
+            },
+            "revision" => match retention.parse::<i64>() {
+                Ok(count) if count > 0 => Ok(Some(AutoCompaction::Revision(count))),
+                _ => Err(bad()),
+            },
+            other => {
+                Err(format!("invalid --auto-compaction-mode {other:?}: use periodic or revision"))
+            }
+        }
+    }
+
     /// The peer URLs to bind.
     pub fn listen_peer_urls(&self) -> Vec<String> {
         split_urls(&self.listen_peer_urls)
@@ -286,6 +322,7 @@ impl Flags {
             initial_advertise_peer_urls: peer_urls,
             snapshot_count: self.snapshot_count,
             snapshot_catchup_entries: self.experimental_snapshot_catchup_entries,
+            auto_compaction: self.auto_compaction()?,
             quota_backend_bytes: quota,
             max_request_bytes: self.max_request_bytes,
             max_txn_ops: self.max_txn_ops,
