@@ -272,6 +272,12 @@ fn a_learner_joins_catches_up_is_promoted_and_another_member_is_removed() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(caught_up, "the learner received the log");
+    let refused = common::etcdctl(&joiner.endpoint(), &["put", "via-learner", "1"], None);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("etcdserver: rpc not supported for learner"),
+        "a learner refuses writes as etcd does"
+    );
     assert_eq!(
         must_etcdctl(
             &joiner.endpoint(),

@@ -27,6 +27,7 @@ impl KvService {
     }
 
     async fn propose(&self, request: InternalRaftRequest) -> Result<(Response, i64), Status> {
+        self.server.check_not_learner().map_err(|e| to_status(&e))?;
         let Applied { result, revision, .. } =
             self.server.propose(request).await.map_err(|e| to_status(&e))?;
         let response = result.map_err(|e| to_status(&e))?;
@@ -67,6 +68,9 @@ impl Kv for KvService {
         request: Request<RangeRequest>,
     ) -> Result<tonic::Response<RangeResponse>, Status> {
         let request = request.into_inner();
+        if !request.serializable {
+            self.server.check_not_learner().map_err(|e| to_status(&e))?;
+        }
         validate::check_range(&request).map_err(|e| to_status(&e))?;
         let response = self.server.range(&request).await.map_err(|e| to_status(&e))?;
         Ok(tonic::Response::new(response))

@@ -31,6 +31,7 @@ pub fn to_status(err: &ServerError) -> Status {
         ServerError::NoLeader
         | ServerError::LeaderChanged
         | ServerError::LeaderTransferTimeout
+        | ServerError::NotSupportedForLearner
         | ServerError::Timeout
         | ServerError::Stopped
         | ServerError::NotCapable => Code::Unavailable,
@@ -82,6 +83,11 @@ mod tests {
             ),
             (ServerError::NoLeader, Code::Unavailable, "etcdserver: no leader"),
             (ServerError::NotLeader, Code::FailedPrecondition, "etcdserver: not leader"),
+            (
+                ServerError::NotSupportedForLearner,
+                Code::Unavailable,
+                "etcdserver: rpc not supported for learner",
+            ),
             (
                 ServerError::LeaderTransferTimeout,
                 Code::Unavailable,

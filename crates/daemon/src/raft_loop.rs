@@ -247,6 +247,7 @@ impl RaftLoop {
     /// Runs until every input sender is dropped.
     pub async fn run(mut self) {
         let voters = self.node.conf_state().voters;
+        self.shared.is_learner.store(self.node.is_learner(), Ordering::Relaxed);
         if voters == [self.node.id()] {
             // The only voter need not wait an election timeout to lead.
             if let Err(err) = self.node.campaign() {
@@ -344,13 +345,17 @@ impl RaftLoop {
             }
             RaftInput::ApplyMembershipChange { kind, node_id } => {
                 match self.node.apply_membership_change(kind, node_id) {
-                    Ok(conf_state) => tracing::info!(
-                        change = ?kind,
-                        member = %format!("{node_id:x}"),
-                        voters = ?conf_state.voters.iter().map(|v| format!("{v:x}")).collect::<Vec<_>>(),
-                        learners = ?conf_state.learners.iter().map(|v| format!("{v:x}")).collect::<Vec<_>>(),
-                        "applied a membership change"
-                    ),
+                    Ok(conf_state) => {
+                        let learner = conf_state.learners.contains(&self.node.id());
+                        self.shared.is_learner.store(learner, Ordering::Relaxed);
+                        tracing::info!(
+                            change = ?kind,
+                            member = %format!("{node_id:x}"),
+                            voters = ?conf_state.voters.iter().map(|v| format!("{v:x}")).collect::<Vec<_>>(),
+                            learners = ?conf_state.learners.iter().map(|v| format!("{v:x}")).collect::<Vec<_>>(),
+                            "applied a membership change"
+                        )
+                    }
                     Err(err) => tracing::warn!(error = %err, "raft refused a membership change"),
                 }
             }

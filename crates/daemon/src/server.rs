@@ -309,7 +309,7 @@ impl EtcdServer {
             raft_applied_index: *self.shared.applied_index.borrow(),
             db_size_bytes: self.backend.size_bytes().unwrap_or(0) as i64,
             quota_backend_bytes: self.cfg.quota_backend_bytes as i64,
-            is_learner: self.members().iter().any(|m| m.id == self.member_id && m.is_learner),
+            is_learner: self.shared.is_learner.load(Ordering::Relaxed),
         }
     }
 
@@ -388,6 +388,14 @@ impl EtcdServer {
     /// A fresh ID from etcd's generator (request IDs, server-chosen lease IDs).
     pub(crate) fn next_id(&self) -> u64 {
         self.next_request_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// etcd serves only serializable reads and status on a learner.
+    pub fn check_not_learner(&self) -> Result<(), ServerError> {
+        if self.shared.is_learner.load(Ordering::Relaxed) {
+            return Err(ServerError::NotSupportedForLearner);
+        }
+        Ok(())
     }
 
     /// Whether this member is the Raft leader now.

@@ -13,6 +13,8 @@ pub(crate) struct Shared {
     pub leader_id: AtomicU64,
     /// The current Raft term.
     pub term: AtomicU64,
+    /// Whether this member is a learner (set when the configuration changes).
+    pub is_learner: std::sync::atomic::AtomicBool,
     /// The highest committed index seen.
     pub commit_index: AtomicU64,
     /// The index of the last entry whose effects readers can see.
@@ -26,6 +28,7 @@ impl Shared {
         Shared {
             leader_id: AtomicU64::new(0),
             term: AtomicU64::new(0),
+            is_learner: std::sync::atomic::AtomicBool::new(false),
             commit_index: AtomicU64::new(applied_index),
             applied_index: watch::Sender::new(applied_index),
             waiters: Mutex::new(HashMap::new()),

@@ -77,6 +77,9 @@ pub enum ServerError {
     /// Promoting a learner that lags the leader.
     #[error("can only promote a learner member which is in sync with leader")]
     LearnerNotReady,
+    /// A learner serves only serializable reads and status.
+    #[error("rpc not supported for learner")]
+    NotSupportedForLearner,
     /// The leader changed while the request was in flight.
     #[error("leader changed")]
     LeaderChanged,
