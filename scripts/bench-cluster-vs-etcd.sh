@@ -8,14 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOTAL=${1:-20000}
-ETCD=/usr/bin/etcd
-[ -x "$ETCD" ] || { echo "real etcd not found: sudo apt-get install etcd-server" >&2; exit 1; }
-
-echo "building release binaries..." >&2
-cargo build --release --bin etcd --bin bench >&2
-BENCH=./target/release/bench
-WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+# shellcheck source=scripts/bench-common.sh
+. scripts/bench-common.sh
 
 start_cluster() { # flavor binary base-port
   local flavor=$1 bin=$2 base=$3 ic="" i
@@ -38,19 +32,12 @@ start_cluster() { # flavor binary base-port
   done
 }
 
-run() { # label endpoints args...
-  local label=$1 ep=$2; shift 2
-  echo "  $label..." >&2
-  "$BENCH" --endpoints="$ep" "$@" 2>/dev/null | awk '/Requests\/sec/ {print $2}'
-}
-
 workloads=(
   "put-64-clients|--clients=64 --conns=8 put --key-size=8 --val-size=256 --key-space-size=100000 --total=$TOTAL"
   "range-linearizable-64|--clients=64 --conns=8 range foo --consistency=l --total=$TOTAL"
   "range-serializable-64|--clients=64 --conns=8 range foo --consistency=s --total=$TOTAL"
 )
 
-declare -A result
 for flavor in ours etcd; do
   bin=./target/release/etcd; [ $flavor = etcd ] && bin=$ETCD
   base=$((24000 + RANDOM % 20000))
@@ -66,9 +53,4 @@ for flavor in ours etcd; do
   wait 2>/dev/null || true
 done
 
-printf '\n%-24s %12s %12s %8s\n' workload "ours req/s" "etcd req/s" ratio
-for w in "${workloads[@]}"; do
-  name=${w%%|*}
-  o=${result[ours/$name]}; e=${result[etcd/$name]}
-  printf '%-24s %12.0f %12.0f %8.2f\n' "$name" "$o" "$e" "$(awk -v a="$o" -v b="$e" 'BEGIN {print a / b}')"
-done
+print_table

@@ -7,14 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOTAL=${1:-20000}
-ETCD=/usr/bin/etcd
-[ -x "$ETCD" ] || { echo "real etcd not found: sudo apt-get install etcd-server" >&2; exit 1; }
-
-echo "building release binaries..." >&2
-cargo build --release --bin etcd --bin bench >&2
-BENCH=./target/release/bench
-WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+# shellcheck source=scripts/bench-common.sh
+. scripts/bench-common.sh
 
 start() { # name binary client-port peer-port
   local name=$1 bin=$2 cport=$3 pport=$4
@@ -32,12 +26,6 @@ start() { # name binary client-port peer-port
 
 rss_kb() { awk '/VmHWM/ {print $2}' "/proc/$(cat "$WORK/$1.pid")/status"; }
 
-run() { # label endpoint args...
-  local label=$1 ep=$2; shift 2
-  echo "  $label..." >&2
-  "$BENCH" --endpoints="$ep" "$@" 2>/dev/null | awk '/Requests\/sec/ {print $2}'
-}
-
 workloads=(
   "put-1-client|--clients=1 --conns=1 put --key-size=8 --val-size=256 --total=$((TOTAL / 10))"
   "put-64-clients|--clients=64 --conns=8 put --key-size=8 --val-size=256 --key-space-size=100000 --total=$TOTAL"
@@ -45,7 +33,6 @@ workloads=(
   "range-serializable-64|--clients=64 --conns=8 range foo --consistency=s --total=$TOTAL"
 )
 
-declare -A result
 for server in ours etcd; do
   bin=./target/release/etcd; [ $server = etcd ] && bin=$ETCD
   cport=$((23790 + RANDOM % 1000)); pport=$((cport + 1000))
@@ -63,12 +50,7 @@ done
 fsync_us=$(cd "$WORK" && dd if=/dev/zero of=fsync.test bs=4k count=200 oflag=dsync 2>&1 |
   awk '/copied/ {for (i=1;i<=NF;i++) if ($i ~ /^s,?$/) t=$(i-1); print int(t / 200 * 1000000)}')
 
-printf '\n%-24s %12s %12s %8s\n' workload "ours req/s" "etcd req/s" ratio
-for w in "${workloads[@]}"; do
-  name=${w%%|*}
-  o=${result[ours/$name]}; e=${result[etcd/$name]}
-  printf '%-24s %12.0f %12.0f %8.2f\n' "$name" "$o" "$e" "$(awk -v a="$o" -v b="$e" 'BEGIN {print a / b}')"
-done
+print_table
 printf '%-24s %12s %12s %8.2f\n' "peak RSS (kB)" "${result[ours/rss]}" "${result[etcd/rss]}" \
-  "$(awk -v a="${result[ours/rss]}" -v b="${result[etcd/rss]}" 'BEGIN {print a / b}')"
+  "$(ratio "${result[ours/rss]}" "${result[etcd/rss]}")"
 echo "disk fsync latency (4 KiB dsync write): ${fsync_us} us = floor for one client's write"
