@@ -130,3 +130,21 @@ fn etcdctl_member_list_and_endpoint_status_table() {
     let text = String::from_utf8_lossy(&health.stderr) + String::from_utf8_lossy(&health.stdout);
     assert!(text.contains("is healthy"), "{text}");
 }
+
+#[test]
+fn etcdctl_snapshot_save_writes_the_backend_with_etcds_checksum_layout() {
+    use sha2::{Digest, Sha256};
+    let server = Server::start();
+    let ep = server.endpoint();
+    for i in 0..20 {
+        must_etcdctl(&ep, &["put", &format!("k{i}"), "v"], None);
+    }
+    let temp = tempfile::tempdir().expect("tempdir");
+    let file = temp.path().join("backup.db");
+    let out = must_etcdctl(&ep, &["snapshot", "save", &file.display().to_string()], None);
+    assert!(out.contains("Snapshot saved at"), "{out}");
+    let bytes = std::fs::read(&file).expect("snapshot file");
+    assert_eq!((bytes.len() - 32) % 512, 0, "payload padded to 512 bytes plus a sha256");
+    let (payload, digest) = bytes.split_at(bytes.len() - 32);
+    assert_eq!(Sha256::digest(payload).as_slice(), digest);
+}

@@ -6,12 +6,63 @@ use etcd_daemon::EtcdServer;
 use etcd_proto::etcdserverpb::maintenance_server::Maintenance;
 use etcd_proto::etcdserverpb::{
     AlarmRequest, AlarmResponse, HashKvRequest, HashKvResponse, MoveLeaderRequest,
-    MoveLeaderResponse, StatusRequest, StatusResponse,
+    MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
 };
 use etcd_server::ServerError;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::status::to_status;
+
+/// Bytes per snapshot message (etcd's send buffer).
+const SNAPSHOT_CHUNK_BYTES: usize = 32 * 1024;
+
+type BoxStream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+/// Streams the backend copy at `path`, zero-padded to a multiple of 512 bytes,
+/// then its SHA-256 as the last message (the layout etcdctl expects), and
+/// removes the file.
+async fn stream_snapshot(
+    path: std::path::PathBuf,
+    tx: mpsc::Sender<Result<SnapshotResponse, Status>>,
+) {
+    let result = async {
+        let mut file = tokio::fs::File::open(&path).await?;
+        let size = file.metadata().await?.len();
+        let total = size.div_ceil(512) * 512;
+        let mut hash = Sha256::new();
+        let mut sent = 0u64;
+        while sent < total {
+            let mut blob = vec![0u8; SNAPSHOT_CHUNK_BYTES.min((total - sent) as usize)];
+            let mut filled = 0;
+            while filled < blob.len() && sent + (filled as u64) < size {
+                let n = file.read(&mut blob[filled..]).await?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            sent += blob.len() as u64;
+            hash.update(&blob);
+            let message =
+                SnapshotResponse { remaining_bytes: total - sent, blob, ..Default::default() };
+            if tx.send(Ok(message)).await.is_err() {
+                return Ok(());
+            }
+        }
+        let digest = SnapshotResponse { blob: hash.finalize().to_vec(), ..Default::default() };
+        let _ = tx.send(Ok(digest)).await;
+        Ok::<(), std::io::Error>(())
+    }
+    .await;
+    if let Err(err) = result {
+        let _ = tx.send(Err(Status::internal(format!("reading the snapshot failed: {err}")))).await;
+    }
+    let _ = tokio::fs::remove_file(&path).await;
+}
 
 /// The server version reported to clients: we implement etcd's 3.5 API.
 pub const SERVER_VERSION: &str = "3.5.0";
@@ -93,5 +144,15 @@ impl Maintenance for MaintenanceService {
         self.server.move_leader(target).await.map_err(|e| to_status(&e))?;
         let revision = self.server.kv().current_revision();
         Ok(Response::new(MoveLeaderResponse { header: Some(self.server.header(revision)) }))
+    }
+
+    async fn snapshot(
+        &self,
+        _request: Request<SnapshotRequest>,
+    ) -> Result<Response<BoxStream<SnapshotResponse>>, Status> {
+        let path = self.server.backend_snapshot().await.map_err(|e| to_status(&e))?;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(stream_snapshot(path, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
