@@ -58,7 +58,7 @@ enum SnapshotCommand {
 
 /// The payload of a snapshot file, after checking its SHA-256 trailer.
 fn verified_payload(bytes: &[u8], skip_hash_check: bool) -> Result<&[u8], String> {
-    let has_trailer = bytes.len() >= 32 && (bytes.len() - 32) % 512 == 0;
+    let has_trailer = bytes.len() >= 32 && (bytes.len() - 32).is_multiple_of(512);
     if !has_trailer {
         return if skip_hash_check {
             Ok(bytes)
