@@ -82,3 +82,19 @@ fn etcd_env_vars_configure_the_server() {
     assert!(members.contains("envnode"), "{members:?}");
     assert!(temp.path().join("d").join("member").join("wal").exists());
 }
+
+#[test]
+fn health_and_version_answer_over_plain_http_on_the_client_port() {
+    let server = Server::start();
+    let get = |path: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", &format!("http://{}{path}", server.endpoint())])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(get("/health"), "{\"health\":\"true\",\"reason\":\"\"}\n200");
+    assert_eq!(get("/version"), "{\"etcdserver\":\"3.5.0\",\"etcdcluster\":\"3.5.0\"}\n200");
+    // gRPC keeps working on the same port.
+    common::must_etcdctl(&server.endpoint(), &["put", "k", "v"], None);
+}

@@ -5,6 +5,7 @@
 //! Nothing here writes to storage: writes go through Raft.
 
 pub mod cluster;
+pub mod http;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;
@@ -42,15 +43,19 @@ pub async fn serve(
     let cluster = ClusterServer::new(cluster::ClusterService::new(server.clone()));
     let maintenance = MaintenanceServer::new(maintenance::MaintenanceService::new(server.clone()));
     let lease = LeaseServer::new(lease::LeaseService::new(server.clone()));
+    let http_routes = http::router(server.clone());
     let watch = WatchServer::new(watch::WatchService::new(server))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(usize::MAX);
-    tonic::transport::Server::builder()
+    let routes = tonic::service::Routes::from(http_routes)
         .add_service(kv)
         .add_service(cluster)
         .add_service(maintenance)
         .add_service(watch)
-        .add_service(lease)
+        .add_service(lease);
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
 }
