@@ -56,7 +56,8 @@ fn one_leader_and_writes_through_any_member_are_readable_from_every_member() {
         ],
         None,
     );
-    assert!(updated.contains(&format!("Member {:x} updated", ids[0])), "{updated}");
+    // etcdctl pads IDs to 16 columns here (Go's %16x).
+    assert!(updated.contains(&format!("Member {:16x} updated", ids[0])), "{updated}");
     let missing = common::etcdctl(
         &cluster.endpoints(),
         &["member", "update", "1234", "--peer-urls=http://127.0.0.1:1"],
@@ -322,7 +323,7 @@ fn a_learner_joins_catches_up_is_promoted_and_another_member_is_removed() {
         assert!(promoted.contains("in sync with leader"), "promote failed: {promoted}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(promoted.contains(&format!("Member {new_id} promoted")), "{promoted}");
+    assert!(promoted.contains(&format!("Member {new_id:>16} promoted")), "{promoted}");
     let again = common::etcdctl(&leader_endpoint, &["member", "promote", &new_id], None);
     assert!(String::from_utf8_lossy(&again.stderr)
         .contains("etcdserver: can only promote a learner member"));
