@@ -122,7 +122,9 @@ impl Kv for KvService {
         let request = InternalRaftRequest { txn: Some(txn), ..Default::default() };
         match self.propose(request).await? {
             (Response::Txn(mut response), revision) => {
-                fill_txn_headers(&self.server, &mut response, revision);
+                // Only the top-level header is filled here: the responses inside a
+                // txn carry etcd's revision-only headers, set by the store.
+                response.header = Some(self.server.header(revision));
                 Ok(tonic::Response::new(response))
             }
             (other, _) => Err(unexpected(&other)),
@@ -143,10 +145,4 @@ impl Kv for KvService {
             (other, _) => Err(unexpected(&other)),
         }
     }
-}
-
-/// etcd fills the whole header only at the top of a txn; the responses inside it
-/// carry a header with just the revision (the store sets those).
-fn fill_txn_headers(server: &EtcdServer, response: &mut TxnResponse, revision: i64) {
-    response.header = Some(server.header(revision));
 }

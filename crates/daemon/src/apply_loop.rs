@@ -75,6 +75,11 @@ impl ApplyLoop {
         tracing::info!("apply loop stopped");
     }
 
+    fn record_db_size(&self) {
+        let size = self.kv.backend().size_bytes().unwrap_or(0);
+        self.shared.db_size_bytes.store(size, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Applies entries; false once the raft loop is gone.
     fn apply(&mut self, entries: &[etcd_raftnode::Entry]) -> bool {
         let last_index = entries.last().map_or(0, |e| e.index);
@@ -84,6 +89,7 @@ impl ApplyLoop {
             Err(err) => fatal("failed to apply committed entries", err),
         };
         self.watch_hub.publish(outcome.events, self.kv.current_revision());
+        self.record_db_size();
         self.shared.applied_index.send_replace(self.applier.consistent_index());
         for event in outcome.member_events {
             if self.member_events.blocking_send(event).is_err() {
@@ -124,6 +130,7 @@ impl ApplyLoop {
         }
         let revision = self.kv.current_revision();
         self.watch_hub.reset(revision);
+        self.record_db_size();
         self.shared.applied_index.send_replace(self.applier.consistent_index());
         self.snapshot_index = index;
         tracing::info!(

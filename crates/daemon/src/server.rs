@@ -89,6 +89,7 @@ impl EtcdServer {
         let applier = Applier::new(opened.backend.clone(), opened.kv.clone(), lessor.clone())
             .map_err(|e| backend_error(e.to_string()))?;
         let shared = Arc::new(Shared::new(applier.consistent_index()));
+        shared.db_size_bytes.store(opened.backend.size_bytes().unwrap_or(0), Ordering::Relaxed);
         let watch_hub = Arc::new(WatchHub::new(opened.kv.current_revision()));
         let (raft_tx, raft_rx) = mpsc::channel(RAFT_INPUTS_MAX);
         let (message_tx, message_rx) = mpsc::channel(RAFT_MESSAGES_MAX);
@@ -331,7 +332,7 @@ impl EtcdServer {
             raft_term: self.shared.term.load(Ordering::Relaxed),
             raft_index: self.shared.commit_index.load(Ordering::Relaxed),
             raft_applied_index: *self.shared.applied_index.borrow(),
-            db_size_bytes: self.backend.size_bytes().unwrap_or(0) as i64,
+            db_size_bytes: self.shared.db_size_bytes.load(Ordering::Relaxed) as i64,
             quota_backend_bytes: self.cfg.quota_backend_bytes as i64,
             is_learner: self.shared.is_learner.load(Ordering::Relaxed),
         }
@@ -340,7 +341,7 @@ impl EtcdServer {
     /// Refuses a write that would add about `cost_bytes` to a backend already at its
     /// `--quota-backend-bytes` (etcd's space quota: reads and deletes stay allowed).
     pub fn check_quota(&self, cost_bytes: u64) -> Result<(), ServerError> {
-        let size = self.backend.size_bytes().unwrap_or(0);
+        let size = self.shared.db_size_bytes.load(Ordering::Relaxed);
         if size.saturating_add(cost_bytes) > self.cfg.quota_backend_bytes {
             return Err(ServerError::NoSpace);
         }

@@ -15,6 +15,9 @@ pub(crate) struct Shared {
     pub term: AtomicU64,
     /// Whether this member is a learner (set when the configuration changes).
     pub is_learner: std::sync::atomic::AtomicBool,
+    /// The backend file's size, refreshed after every applied batch (so the quota
+    /// check on the write path reads an atomic instead of the filesystem).
+    pub db_size_bytes: AtomicU64,
     /// The highest committed index seen.
     pub commit_index: AtomicU64,
     /// The index of the last entry whose effects readers can see.
@@ -29,6 +32,7 @@ impl Shared {
             leader_id: AtomicU64::new(0),
             term: AtomicU64::new(0),
             is_learner: std::sync::atomic::AtomicBool::new(false),
+            db_size_bytes: AtomicU64::new(0),
             commit_index: AtomicU64::new(applied_index),
             applied_index: watch::Sender::new(applied_index),
             waiters: Mutex::new(HashMap::new()),
