@@ -216,10 +216,12 @@ async fn receiver_names_both_cluster_ids_and_drops_misaddressed_messages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_down_is_unreachable_and_reconnects_when_up() {
-    // Reserve a port, then close it so member 2 is "down".
-    let reserved = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let b_addr = reserved.local_addr().unwrap();
-    drop(reserved);
+    // Member 2 is "down": its port is bound but not listening, so connects are
+    // refused and no other test in this process can be handed the same port
+    // (a released port could be, and a stranger answering would look healthy).
+    let placeholder = tokio::net::TcpSocket::new_v4().unwrap();
+    placeholder.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let b_addr = placeholder.local_addr().unwrap();
 
     let a = Member::start(1, CLUSTER).await;
     a.transport.set_peer(2, vec![format!("http://{b_addr}")]);
@@ -236,6 +238,7 @@ async fn peer_down_is_unreachable_and_reconnects_when_up() {
     }
 
     // Member 2 comes up on the same port; traffic resumes after backoff.
+    drop(placeholder);
     let listener = TcpListener::bind(b_addr).await.unwrap();
     let mut b = Member::start_on(2, CLUSTER, listener);
     send_until_delivered(&a, &mut b, 10_000).await;
