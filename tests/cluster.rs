@@ -182,7 +182,7 @@ async fn killing_the_leader_under_load_loses_nothing_and_members_converge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_minority_cannot_commit_or_read_stale_and_catches_up_after_healing() {
-    let cluster = Cluster::start(3, &[]);
+    let mut cluster = Cluster::start(3, &[]);
     let leader = cluster.leader(ELECTION_WAIT).expect("a leader");
     let ids = tokio::task::block_in_place(|| member_ids(&cluster));
     let isolated = (leader + 1) % 3;
@@ -248,24 +248,7 @@ fn a_learner_joins_catches_up_is_promoted_and_another_member_is_removed() {
     for i in 0..20 {
         must_etcdctl(&endpoints, &["put", &format!("k{i}"), &format!("{i}")], None);
     }
-    let temp = tempfile::tempdir().expect("tempdir");
-    let mut joiner = common::Server::new(
-        common::Flavor::Ours,
-        "m3",
-        temp,
-        &["--initial-cluster-state=existing"],
-    );
-    let added = must_etcdctl(
-        &endpoints,
-        &["member", "add", "m3", &format!("--peer-urls={}", joiner.peer_url()), "--learner"],
-        None,
-    );
-    let new_id = added.split_whitespace().nth(1).expect("member id in the add output").to_string();
-    let mut initial: Vec<String> =
-        cluster.members.iter().map(|m| format!("{}={}", m.name, m.peer_url())).collect();
-    initial.push(format!("m3={}", joiner.peer_url()));
-    joiner.initial_cluster = Some(initial.join(","));
-    joiner.restart();
+    let (joiner, new_id) = cluster.join(&endpoints, "m3", true);
     must_etcdctl(&endpoints, &["put", "after-join", "1"], None);
     let mut caught_up = false;
     for _ in 0..100 {
@@ -430,4 +413,59 @@ async fn a_member_that_fell_behind_the_log_catches_up_by_snapshot() {
         .await
         .expect("count");
     assert_eq!(count.count(), 299);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_missed_a_member_add_learns_the_new_peer_from_the_snapshot() {
+    let mut cluster =
+        Cluster::start(3, &["--snapshot-count=50", "--experimental-snapshot-catchup-entries=10"]);
+    let leader = cluster.leader(ELECTION_WAIT).expect("a leader");
+    let ids = tokio::task::block_in_place(|| member_ids(&cluster));
+    let lagging = (leader + 1) % 3;
+    cluster
+        .block(lagging, &ids.iter().copied().filter(|&id| id != ids[lagging]).collect::<Vec<_>>());
+    for i in (0..3).filter(|&i| i != lagging) {
+        cluster.block(i, &[ids[lagging]]);
+    }
+    // A fourth voter joins while `lagging` is cut off, then the log moves on
+    // past what the leader keeps: `lagging` hears of the new member only
+    // through the snapshot.
+    let leader_endpoint = cluster.members[leader].endpoint();
+    let (joiner, _) = tokio::task::block_in_place(|| cluster.join(&leader_endpoint, "m3", false));
+    let mut majority = cluster.members[leader].client().await;
+    for i in 0..100 {
+        majority.put(format!("k{i:03}"), "v", None).await.expect("put");
+    }
+    for i in 0..3 {
+        cluster.block(i, &[]);
+    }
+    let mut lagging_client = cluster.members[lagging].client().await;
+    let mut caught_up = false;
+    for _ in 0..150 {
+        let got = lagging_client.get("k099", Some(GetOptions::new().with_serializable())).await;
+        if got.is_ok_and(|r| r.kvs().len() == 1) {
+            caught_up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(caught_up, "the lagging member caught up");
+    let log = cluster.members[lagging].full_log().join("\n");
+    assert!(log.contains("installed a snapshot from the leader"), "caught up without a snapshot");
+
+    // As leader, the member that caught up must reach the new one: the new
+    // member's linearizable reads go through it.
+    tokio::task::block_in_place(|| {
+        must_etcdctl(
+            &cluster.members[leader].endpoint(),
+            &["move-leader", &format!("{:x}", ids[lagging])],
+            None,
+        );
+        assert_eq!(cluster.leader(ELECTION_WAIT), Some(lagging));
+    });
+    lagging_client.put("under-new-leader", "1", None).await.expect("put");
+    let mut joiner_client = joiner.client().await;
+    let got = joiner_client.get("under-new-leader", None).await.expect("linearizable read");
+    assert_eq!(got.kvs().len(), 1);
+    drop(joiner);
 }

@@ -337,10 +337,51 @@ impl Cluster {
         None
     }
 
+    /// Adds a member with `etcdctl member add` through `via` (a learner if
+    /// `learner`) and starts it with `--initial-cluster-state existing`; returns
+    /// the running server and the member ID as etcdctl printed it.
+    pub fn join(&self, via: &str, name: &str, learner: bool) -> (Server, String) {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let mut joiner =
+            Server::new(Flavor::Ours, name, temp, &["--initial-cluster-state=existing"]);
+        let peer_urls = format!("--peer-urls={}", joiner.peer_url());
+        let mut args = vec!["member", "add", name, &peer_urls];
+        if learner {
+            args.push("--learner");
+        }
+        let added = must_etcdctl(via, &args, None);
+        let id = added.split_whitespace().nth(1).expect("member id in the add output").to_string();
+        let mut initial: Vec<String> =
+            self.members.iter().map(|m| format!("{}={}", m.name, m.peer_url())).collect();
+        initial.push(format!("{name}={}", joiner.peer_url()));
+        joiner.initial_cluster = Some(initial.join(","));
+        joiner.restart();
+        (joiner, id)
+    }
+
     /// Writes member `i`'s fault-switch file: it drops traffic to and from `ids`.
-    pub fn block(&self, i: usize, ids: &[u64]) {
-        let path = &self.members[i].env[0].1;
+    /// Returns once the member has logged that it follows the new contents.
+    pub fn block(&mut self, i: usize, ids: &[u64]) {
+        const SWITCHED: &str = "test fault switch changed";
+        let path = self.members[i].env[0].1.clone();
         let text: Vec<String> = ids.iter().map(|id| format!("{id:x}")).collect();
-        std::fs::write(path, text.join(",")).expect("write block file");
+        let text = text.join(",");
+        if std::fs::read_to_string(&path).unwrap_or_default() == text {
+            return;
+        }
+        let member = &mut self.members[i];
+        let switched =
+            |m: &mut Server| m.full_log().iter().filter(|l| l.contains(SWITCHED)).count();
+        let before = switched(member);
+        std::fs::write(&path, text).expect("write block file");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while switched(member) == before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} ignored its fault switch",
+                member.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }

@@ -7,6 +7,7 @@
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
+use etcd_server::membership::MemberEvent;
 use etcd_server::Applier;
 use tokio::sync::mpsc;
 
@@ -24,7 +25,7 @@ pub(crate) struct ApplyLoop {
     pub watch_hub: Arc<WatchHub>,
     pub kv: Arc<etcd_mvcc::KvStore>,
     pub raft_tx: mpsc::Sender<RaftInput>,
-    pub member_events: mpsc::Sender<etcd_server::membership::MemberEvent>,
+    pub member_events: mpsc::Sender<MemberEvent>,
     pub snapshot_count: u64,
     pub snapshot_index: u64,
     pub cfg: crate::config::ServerConfig,
@@ -127,6 +128,17 @@ impl ApplyLoop {
         match lessor {
             Ok(lessor) => *self.applier.lessor().lock().expect("lessor lock") = lessor,
             Err(err) => fatal("failed to load the installed snapshot's leases", err),
+        }
+        let members = backend
+            .begin_read()
+            .map_err(|e| e.to_string())
+            .and_then(|txn| etcd_server::membership::load(&txn));
+        match members {
+            // The follow-up task reconciles the transport's peers with these.
+            Ok(members) => {
+                let _ = self.member_events.blocking_send(MemberEvent::Reset(members));
+            }
+            Err(err) => fatal("failed to load the installed snapshot's members", err),
         }
         let revision = self.kv.current_revision();
         self.watch_hub.reset(revision);

@@ -156,6 +156,20 @@ impl EtcdServer {
                 }
                 None
             }
+            MemberEvent::Reset(members) => {
+                // Raft took its configuration from the snapshot's metadata;
+                // only the transport still follows the old members.
+                let transport = self.transport();
+                for gone in transport.peer_ids() {
+                    if !members.iter().any(|m| m.id == gone) {
+                        transport.remove_peer(gone);
+                    }
+                }
+                for member in members.iter().filter(|m| m.id != self.member_id()) {
+                    transport.set_peer(member.id, member.peer_urls.clone());
+                }
+                None
+            }
         }
     }
 }

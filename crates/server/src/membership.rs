@@ -65,6 +65,9 @@ pub enum MemberEvent {
     Promoted(u64),
     /// A member's peer URLs changed.
     Updated(Member),
+    /// A leader's snapshot replaced the members table wholesale; these are the
+    /// members it holds (changes inside the snapshot were never applied here).
+    Reset(Vec<Member>),
 }
 
 /// The outcome of a membership change: every member after it, the member it

@@ -307,9 +307,16 @@ pub async fn serve(
 }
 
 /// Asks the members at `peer_urls`, in turn, for the cluster ID and membership
-/// (what a member joining an existing cluster starts from).
-pub async fn fetch_members(peer_urls: &[String]) -> Result<(u64, Vec<Member>), String> {
+/// (what a member joining an existing cluster starts from). A member cut off
+/// from the others may not have heard of the joiner yet, so the first answer
+/// whose membership lists one of `own_peer_urls` wins; failing that, the first
+/// answer at all (and the caller explains what is missing).
+pub async fn fetch_members(
+    peer_urls: &[String],
+    own_peer_urls: &[String],
+) -> Result<(u64, Vec<Member>), String> {
     let mut failures = Vec::new();
+    let mut first_answer = None;
     for url in peer_urls {
         let attempt = async {
             let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
@@ -324,9 +331,19 @@ pub async fn fetch_members(peer_urls: &[String]) -> Result<(u64, Vec<Member>), S
             Ok::<_, String>((response.cluster_id, response.members))
         };
         match attempt.await {
-            Ok(found) => return Ok(found),
+            Ok(found) => {
+                let lists_us =
+                    found.1.iter().any(|m| m.peer_urls.iter().any(|u| own_peer_urls.contains(u)));
+                if lists_us {
+                    return Ok(found);
+                }
+                tracing::info!(%url, "this member does not list the joiner yet; asking the next");
+                first_answer.get_or_insert(found);
+            }
             Err(err) => failures.push(format!("{url}: {err}")),
         }
     }
-    Err(format!("no member of the existing cluster answered ({})", failures.join("; ")))
+    first_answer.ok_or_else(|| {
+        format!("no member of the existing cluster answered ({})", failures.join("; "))
+    })
 }

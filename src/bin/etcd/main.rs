@@ -104,9 +104,10 @@ async fn fetch_join_info(cfg: &mut ServerConfig) -> Result<(), String> {
         .flat_map(|(_, urls)| urls.clone())
         .collect();
     tracing::info!(peers = ?peers, "joining an existing cluster: asking its members for the membership");
-    let (cluster_id, members) = etcd_transport::fetch_members(&peers).await.map_err(|e| {
-        format!("{e}; check that --initial-cluster lists running members of the cluster")
-    })?;
+    let (cluster_id, members) =
+        etcd_transport::fetch_members(&peers, &cfg.initial_advertise_peer_urls).await.map_err(
+            |e| format!("{e}; check that --initial-cluster lists running members of the cluster"),
+        )?;
     cfg.join = Some((cluster_id, members));
     Ok(())
 }
