@@ -270,6 +270,16 @@ fn a_learner_joins_catches_up_is_promoted_and_another_member_is_removed() {
             .contains("etcdserver: rpc not supported for learner"),
         "a learner refuses writes as etcd does"
     );
+    // etcd serves only Status and serializable Range on a learner.
+    for refused in [&["member", "list"][..], &["lease", "grant", "60"], &["get", "k7"]] {
+        let out = common::etcdctl(&joiner.endpoint(), refused, None);
+        assert!(
+            String::from_utf8_lossy(&out.stderr)
+                .contains("etcdserver: rpc not supported for learner"),
+            "a learner served {refused:?}"
+        );
+    }
+    must_etcdctl(&joiner.endpoint(), &["endpoint", "status"], None);
     assert_eq!(
         must_etcdctl(
             &joiner.endpoint(),

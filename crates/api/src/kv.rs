@@ -27,7 +27,6 @@ impl KvService {
     }
 
     async fn propose(&self, request: InternalRaftRequest) -> Result<(Response, i64), Status> {
-        self.server.check_not_learner().map_err(|e| to_status(&e))?;
         let Applied { result, revision, .. } =
             self.server.propose(request).await.map_err(|e| to_status(&e))?;
         let response = result.map_err(|e| to_status(&e))?;

@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod http;
 pub mod kv;
+mod learner;
 pub mod lease;
 pub mod maintenance;
 pub mod status;
@@ -44,6 +45,7 @@ pub async fn serve(
     let maintenance = MaintenanceServer::new(maintenance::MaintenanceService::new(server.clone()));
     let lease = LeaseServer::new(lease::LeaseService::new(server.clone()));
     let http_routes = http::router(server.clone());
+    let gate = axum::middleware::from_fn_with_state(server.clone(), learner::gate);
     let watch = WatchServer::new(watch::WatchService::new(server))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(usize::MAX);
@@ -53,6 +55,7 @@ pub async fn serve(
         .add_service(maintenance)
         .add_service(watch)
         .add_service(lease);
+    let routes = tonic::service::Routes::from(routes.into_axum_router().layer(gate));
     tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(routes)

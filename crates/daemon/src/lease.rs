@@ -66,7 +66,6 @@ impl EtcdServer {
 
     /// Revokes a lease through Raft, deleting its keys in one revision.
     pub async fn lease_revoke(&self, id: i64) -> Result<Applied, ServerError> {
-        self.check_not_learner()?;
         let request = LeaseRevokeRequest { id };
         let internal = InternalRaftRequest { lease_revoke: Some(request), ..Default::default() };
         self.propose(internal).await
@@ -75,7 +74,6 @@ impl EtcdServer {
     /// Renews a lease on the leader; returns its TTL (0 when it does not exist, as
     /// etcd's KeepAlive answers).
     pub fn lease_renew(&self, id: i64) -> Result<i64, ServerError> {
-        self.check_not_learner()?;
         self.sync_lessor_role();
         let renewed = self.lessor.lock().expect("lessor lock").renew(id, monotonic_ms());
         match renewed {

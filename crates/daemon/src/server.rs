@@ -415,7 +415,8 @@ impl EtcdServer {
         self.next_request_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// etcd serves only serializable reads and status on a learner.
+    /// etcd serves only serializable reads and status on a learner; the client
+    /// API's learner gate (`api/src/learner.rs`) refuses everything else.
     pub fn check_not_learner(&self) -> Result<(), ServerError> {
         if self.shared.is_learner.load(Ordering::Relaxed) {
             return Err(ServerError::NotSupportedForLearner);
