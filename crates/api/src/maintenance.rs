@@ -5,8 +5,9 @@ use std::sync::Arc;
 use etcd_daemon::EtcdServer;
 use etcd_proto::etcdserverpb::maintenance_server::Maintenance;
 use etcd_proto::etcdserverpb::{
-    AlarmRequest, AlarmResponse, HashKvRequest, HashKvResponse, MoveLeaderRequest,
-    MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
+    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, HashKvRequest,
+    HashKvResponse, MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse,
+    StatusRequest, StatusResponse,
 };
 use etcd_server::ServerError;
 use sha2::{Digest, Sha256};
@@ -134,6 +135,16 @@ impl Maintenance for MaintenanceService {
             header: Some(self.server.header(revision)),
             alarms: vec![],
         }))
+    }
+
+    /// Local to this member, as in etcd: `etcdctl defrag` asks each endpoint.
+    async fn defragment(
+        &self,
+        _request: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
+        self.server.defragment().await.map_err(|e| to_status(&e))?;
+        let revision = self.server.kv().current_revision();
+        Ok(Response::new(DefragmentResponse { header: Some(self.server.header(revision)) }))
     }
 
     async fn move_leader(

@@ -35,6 +35,7 @@ pub fn to_status(err: &ServerError) -> Status {
         | ServerError::Timeout
         | ServerError::Stopped
         | ServerError::NotCapable => Code::Unavailable,
+        ServerError::Defragment(_) => Code::Unknown,
     };
     Status::new(code, format!("etcdserver: {err}"))
 }

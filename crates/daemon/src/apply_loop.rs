@@ -11,7 +11,7 @@ use etcd_server::membership::MemberEvent;
 use etcd_server::Applier;
 use tokio::sync::mpsc;
 
-use crate::raft_loop::{ApplyTask, RaftInput};
+use crate::raft_loop::{fatal, ApplyTask, RaftInput};
 use crate::shared::Shared;
 use crate::watch_hub::WatchHub;
 
@@ -31,11 +31,6 @@ pub(crate) struct ApplyLoop {
     pub cfg: crate::config::ServerConfig,
 }
 
-fn fatal(what: &str, err: impl std::fmt::Display) -> ! {
-    tracing::error!(error = %err, "{what}; the member stops now");
-    std::process::abort();
-}
-
 impl ApplyLoop {
     /// Runs until the raft loop drops its sender.
     pub fn run(mut self) {
@@ -50,12 +45,12 @@ impl ApplyLoop {
             };
             let keep_going = match task {
                 ApplyTask::Entries(mut entries) => {
-                    // Merge queued batches into one transaction, up to an install.
+                    // Merge queued batches into one transaction, up to any other task.
                     while entries.len() < ENTRIES_PER_BATCH_MAX {
                         match self.tasks.try_recv() {
                             Ok(ApplyTask::Entries(more)) => entries.extend(more),
-                            Ok(install) => {
-                                pending = Some(install);
+                            Ok(other) => {
+                                pending = Some(other);
                                 break;
                             }
                             Err(_) => break,
@@ -66,6 +61,12 @@ impl ApplyLoop {
                 ApplyTask::Install { index, path, done } => {
                     self.install(index, &path);
                     let _ = done.send(());
+                    true
+                }
+                ApplyTask::Defragment(reply) => {
+                    let rewritten = crate::defrag::rewrite(self.kv.backend());
+                    self.record_db_size();
+                    let _ = reply.send(rewritten);
                     true
                 }
             };

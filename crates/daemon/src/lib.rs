@@ -15,6 +15,7 @@ pub mod watch_hub;
 mod apply_loop;
 mod clock;
 mod compactor;
+mod defrag;
 mod faults;
 mod lease;
 mod membership;

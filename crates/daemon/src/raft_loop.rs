@@ -44,6 +44,8 @@ pub(crate) enum RaftInput {
     ReportSnapshot { to: u64, delivered: bool },
     /// How far a peer's log matches (leader only): (matched, leader commit).
     PeerProgress { id: u64, reply: oneshot::Sender<Option<(u64, u64)>> },
+    /// Rewrite the backend compactly, in order with the entries being applied.
+    Defragment(crate::defrag::Reply),
     /// Stop after this turn (graceful shutdown).
     Stop,
 }
@@ -55,6 +57,8 @@ pub(crate) enum ApplyTask {
     /// A leader's snapshot to install: the received backend file, at `index`; the
     /// raft loop waits on `done` before recording the snapshot.
     Install { index: u64, path: std::path::PathBuf, done: std::sync::mpsc::SyncSender<()> },
+    /// Rewrite the backend between batches (see `defrag.rs`).
+    Defragment(crate::defrag::Reply),
 }
 
 /// Where Raft messages for other members go (the peer transport).
@@ -86,7 +90,8 @@ struct RaftIo<'a> {
     read_states: Vec<ReadState>,
 }
 
-fn fatal(what: &str, err: impl std::fmt::Display) -> ! {
+/// Stops the process: for failures after which continuing could lose or corrupt data.
+pub(crate) fn fatal(what: &str, err: impl std::fmt::Display) -> ! {
     tracing::error!(error = %err, "{what}; the member cannot continue safely and stops now");
     std::process::abort();
 }
@@ -362,6 +367,13 @@ impl RaftLoop {
             RaftInput::ReportSnapshot { to, delivered } => self.node.report_snapshot(to, delivered),
             RaftInput::PeerProgress { id, reply } => {
                 let _ = reply.send(self.node.peer_progress(id));
+            }
+            RaftInput::Defragment(reply) => {
+                if let Err(std::sync::mpsc::SendError(ApplyTask::Defragment(reply))) =
+                    self.apply_tx.send(ApplyTask::Defragment(reply))
+                {
+                    let _ = reply.send(Err(ServerError::Stopped));
+                }
             }
             RaftInput::Stop => unreachable!("handled by the loop"),
         }

@@ -95,6 +95,9 @@ pub enum ServerError {
     /// The backend quota is exhausted.
     #[error("mvcc: database space exceeded")]
     NoSpace,
+    /// Rewriting the backend failed; the member keeps the backend it had.
+    #[error("defragment failed: {0}")]
+    Defragment(String),
 }
 
 impl ServerError {
