@@ -75,3 +75,66 @@ async fn defrag_shrinks_the_backend_after_compaction_and_keeps_every_key() {
     let mut client = server.client().await;
     assert_eq!(fingerprint(&mut client).await, expected, "the defragmented backend lost data");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nospace_alarm_blocks_writes_until_space_is_freed_and_it_is_disarmed() {
+    let mut server = Server::start();
+    let mut client = server.client().await;
+    let empty_size = db_size(&mut client).await;
+    // Room for a few MiB more than an empty backend.
+    let quota = format!("--quota-backend-bytes={}", empty_size + 4 * 1024 * 1024);
+    server.extra_args.push(quota);
+    tokio::task::block_in_place(|| {
+        server.terminate();
+        server.restart();
+    });
+    let mut client = server.client().await;
+    let member_id =
+        client.maintenance_client().status().await.expect("status").header().unwrap().member_id();
+    let value = "v".repeat(64 * 1024);
+    let mut written = 0;
+    let full = loop {
+        match client.put(format!("big/{written:04}"), value.clone(), None).await {
+            Ok(_) => written += 1,
+            Err(err) => break err,
+        }
+        assert!(written < 10_000, "the quota never filled");
+    };
+    assert!(written > 0, "nothing fit under the quota");
+    assert!(full.to_string().contains("etcdserver: mvcc: database space exceeded"), "{full}");
+
+    let alarm = format!("memberID:{member_id} alarm:NOSPACE \n");
+    let endpoint = server.endpoint();
+    let listed = tokio::task::block_in_place(|| must_etcdctl(&endpoint, &["alarm", "list"], None));
+    assert_eq!(listed, alarm);
+    let status = client.maintenance_client().status().await.expect("status");
+    assert_eq!(status.errors(), [format!("memberID:{member_id} alarm:NOSPACE ")]);
+    // Reads, deletes and compaction still work; a small put does not.
+    assert_eq!(client.get("big/0000", None).await.expect("get").kvs().len(), 1);
+    let deleted = client
+        .delete("big/", Some(etcd_client::DeleteOptions::new().with_prefix()))
+        .await
+        .expect("delete under the alarm");
+    let revision = deleted.header().expect("header").revision();
+    client.compact(revision, None).await.expect("compact under the alarm");
+    let lease = client.lease_grant(60, None).await.expect_err("lease grant under the alarm");
+    assert!(lease.to_string().contains("database space exceeded"), "{lease}");
+
+    // The alarm outlives a restart: every member keeps refusing until disarmed.
+    tokio::task::block_in_place(|| {
+        server.kill9();
+        server.restart();
+        must_etcdctl(&server.endpoint(), &["defrag"], None);
+    });
+    let mut client = server.client().await;
+    let refused = client.put("small", "1", None).await.expect_err("the alarm is still active");
+    assert!(refused.to_string().contains("database space exceeded"), "{refused}");
+
+    let endpoint = server.endpoint();
+    let disarmed =
+        tokio::task::block_in_place(|| must_etcdctl(&endpoint, &["alarm", "disarm"], None));
+    assert_eq!(disarmed, alarm);
+    client.put("small", "1", None).await.expect("writes work once disarmed");
+    let listed = tokio::task::block_in_place(|| must_etcdctl(&endpoint, &["alarm", "list"], None));
+    assert_eq!(listed, "");
+}

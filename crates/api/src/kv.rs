@@ -81,7 +81,7 @@ impl Kv for KvService {
     ) -> Result<tonic::Response<PutResponse>, Status> {
         let put = request.into_inner();
         validate::check_put(&put).map_err(|e| to_status(&e))?;
-        self.server.check_quota(put_cost(&put)).map_err(|e| to_status(&e))?;
+        self.server.check_quota(put_cost(&put)).await.map_err(|e| to_status(&e))?;
         let request = InternalRaftRequest { put: Some(put), ..Default::default() };
         match self.propose(request).await? {
             (Response::Put(mut response), revision) => {
@@ -116,7 +116,7 @@ impl Kv for KvService {
         validate::check_txn(&txn, self.server.config().max_txn_ops).map_err(|e| to_status(&e))?;
         let cost = txn_cost(&txn);
         if cost > 0 {
-            self.server.check_quota(cost).map_err(|e| to_status(&e))?;
+            self.server.check_quota(cost).await.map_err(|e| to_status(&e))?;
         }
         let request = InternalRaftRequest { txn: Some(txn), ..Default::default() };
         match self.propose(request).await? {

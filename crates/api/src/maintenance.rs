@@ -5,9 +5,9 @@ use std::sync::Arc;
 use etcd_daemon::EtcdServer;
 use etcd_proto::etcdserverpb::maintenance_server::Maintenance;
 use etcd_proto::etcdserverpb::{
-    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, HashKvRequest,
-    HashKvResponse, MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse,
-    StatusRequest, StatusResponse,
+    AlarmMember, AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest, DefragmentResponse,
+    HashKvRequest, HashKvResponse, MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest,
+    SnapshotResponse, StatusRequest, StatusResponse,
 };
 use etcd_server::ServerError;
 use sha2::{Digest, Sha256};
@@ -82,6 +82,20 @@ impl MaintenanceService {
     }
 }
 
+/// `Status.errors` as etcd fills it: no leader, then each active alarm in the
+/// protobuf text form etcdctl prints (`memberID:<decimal> alarm:NOSPACE `).
+fn status_errors(leader_id: u64, alarms: &[AlarmMember]) -> Vec<String> {
+    let mut errors = Vec::new();
+    if leader_id == 0 {
+        errors.push(format!("etcdserver: {}", ServerError::NoLeader));
+    }
+    for alarm in alarms {
+        let name = AlarmType::try_from(alarm.alarm).map_or("UNKNOWN", |a| a.as_str_name());
+        errors.push(format!("memberID:{} alarm:{name} ", alarm.member_id));
+    }
+    errors
+}
+
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
     async fn status(
@@ -98,7 +112,7 @@ impl Maintenance for MaintenanceService {
             raft_index: status.raft_index,
             raft_term: status.raft_term,
             raft_applied_index: status.raft_applied_index,
-            errors: Vec::new(),
+            errors: status_errors(status.leader_id, &self.server.alarms()),
             db_size_in_use: status.db_size_bytes,
             is_learner: status.is_learner,
             storage_version: String::new(),
@@ -124,17 +138,14 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    /// No alarm is ever raised yet (the space quota refuses writes without one),
-    /// so listing answers an empty list and deactivation is a no-op.
     async fn alarm(
         &self,
-        _request: Request<AlarmRequest>,
+        request: Request<AlarmRequest>,
     ) -> Result<Response<AlarmResponse>, Status> {
-        let revision = self.server.kv().current_revision();
-        Ok(Response::new(AlarmResponse {
-            header: Some(self.server.header(revision)),
-            alarms: vec![],
-        }))
+        let (mut response, revision) =
+            self.server.alarm(request.into_inner()).await.map_err(|e| to_status(&e))?;
+        response.header = Some(self.server.header(revision));
+        Ok(Response::new(response))
     }
 
     /// Local to this member, as in etcd: `etcdctl defrag` asks each endpoint.

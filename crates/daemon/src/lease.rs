@@ -57,6 +57,7 @@ impl EtcdServer {
         &self,
         mut request: LeaseGrantRequest,
     ) -> Result<Applied, ServerError> {
+        self.check_quota(crate::alarms::LEASE_COST_BYTES).await?;
         if request.id == 0 {
             request.id = (self.next_id() & (i64::MAX as u64)) as i64;
         }

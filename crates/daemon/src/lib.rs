@@ -12,6 +12,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod watch_hub;
 
+mod alarms;
 mod apply_loop;
 mod clock;
 mod compactor;

@@ -59,12 +59,12 @@ pub struct StatusInfo {
 
 /// One running member.
 pub struct EtcdServer {
-    cfg: ServerConfig,
+    pub(crate) cfg: ServerConfig,
     member_id: u64,
     cluster_id: u64,
     kv: Arc<KvStore>,
-    backend: Arc<Backend>,
-    shared: Arc<Shared>,
+    pub(crate) backend: Arc<Backend>,
+    pub(crate) shared: Arc<Shared>,
     watch_hub: Arc<WatchHub>,
     pub(crate) lessor: Arc<Mutex<etcd_lease::Lessor>>,
     raft_tx: mpsc::Sender<RaftInput>,
@@ -336,16 +336,6 @@ impl EtcdServer {
             quota_backend_bytes: self.cfg.quota_backend_bytes as i64,
             is_learner: self.shared.is_learner.load(Ordering::Relaxed),
         }
-    }
-
-    /// Refuses a write that would add about `cost_bytes` to a backend already at its
-    /// `--quota-backend-bytes` (etcd's space quota: reads and deletes stay allowed).
-    pub fn check_quota(&self, cost_bytes: u64) -> Result<(), ServerError> {
-        let size = self.shared.db_size_bytes.load(Ordering::Relaxed);
-        if size.saturating_add(cost_bytes) > self.cfg.quota_backend_bytes {
-            return Err(ServerError::NoSpace);
-        }
-        Ok(())
     }
 
     /// Proposes `request` through Raft and waits until it is applied on this member.

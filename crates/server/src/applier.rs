@@ -17,7 +17,7 @@ use etcd_mvcc::{Batch, KvStore, MvccError};
 use etcd_proto::etcdrs::{InternalRaftRequest, Member, MemberChange};
 use etcd_proto::etcdserverpb::request_op::Request as Op;
 use etcd_proto::etcdserverpb::{
-    CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantResponse,
+    AlarmResponse, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantResponse,
     LeaseRevokeResponse, PutResponse, RangeResponse, RequestOp, TxnRequest, TxnResponse,
 };
 use etcd_proto::mvccpb::Event;
@@ -25,6 +25,7 @@ use etcd_raftnode::{Entry, EntryType};
 use etcd_storage::Backend;
 use prost::Message;
 
+use crate::alarms::{self, Alarms};
 use crate::membership::{self, MemberEvent};
 use crate::ServerError;
 
@@ -45,6 +46,8 @@ pub enum Response {
     LeaseGrant(LeaseGrantResponse),
     /// Result of a LeaseRevoke.
     LeaseRevoke(LeaseRevokeResponse),
+    /// Result of an alarm request.
+    Alarm(AlarmResponse),
     /// A member's attributes were recorded.
     MemberAttributes,
     /// A membership change: the member it concerned and every member after it.
@@ -88,6 +91,7 @@ pub struct Applier {
     kv: Arc<KvStore>,
     lessor: Arc<Mutex<Lessor>>,
     consistent_index: u64,
+    alarms: Alarms,
 }
 
 /// A storage failure during apply: the member cannot continue.
@@ -102,6 +106,9 @@ pub enum ApplyFailure {
     /// The members table failed.
     #[error("apply failed: members table: {0}")]
     Membership(String),
+    /// The stored alarms failed.
+    #[error("apply failed: alarms: {0}")]
+    Alarms(String),
 }
 
 impl Applier {
@@ -111,11 +118,12 @@ impl Applier {
         kv: Arc<KvStore>,
         lessor: Arc<Mutex<Lessor>>,
     ) -> Result<Applier, ApplyFailure> {
-        let consistent_index = {
+        let (consistent_index, alarms) = {
             let txn = backend.begin_read().map_err(MvccError::from)?;
-            etcd_storage::consistent_index(&txn).map_err(MvccError::from)?.0
+            let index = etcd_storage::consistent_index(&txn).map_err(MvccError::from)?.0;
+            (index, Alarms::load(&txn).map_err(ApplyFailure::Alarms)?)
         };
-        Ok(Applier { backend, kv, lessor, consistent_index })
+        Ok(Applier { backend, kv, lessor, consistent_index, alarms })
     }
 
     /// The index of the last entry whose effects are in the backend.
@@ -127,6 +135,7 @@ impl Applier {
     pub fn reload(&mut self) -> Result<(), ApplyFailure> {
         let txn = self.backend.begin_read().map_err(MvccError::from)?;
         self.consistent_index = etcd_storage::consistent_index(&txn).map_err(MvccError::from)?.0;
+        self.alarms = Alarms::load(&txn).map_err(ApplyFailure::Alarms)?;
         Ok(())
     }
 
@@ -176,7 +185,7 @@ impl Applier {
                     &mut outcome,
                 )
             } else {
-                apply_request(&mut batch, &mut lessor, request, now_ms)?
+                apply_request(&mut batch, &mut lessor, &mut self.alarms, request, now_ms)?
             };
             for change in batch.take_lease_changes() {
                 lessor.detach(change.old_lease, &change.key);
@@ -280,9 +289,22 @@ fn revoke(
 fn apply_request(
     batch: &mut Batch<'_>,
     lessor: &mut Lessor,
+    alarms: &mut Alarms,
     request: InternalRaftRequest,
     now_ms: u64,
 ) -> Result<Result<Response, ServerError>, ApplyFailure> {
+    if alarms.no_space() {
+        let grows = request.put.is_some()
+            || request.lease_grant.is_some()
+            || request.txn.as_ref().is_some_and(alarms::txn_puts);
+        if grows {
+            return Ok(Err(ServerError::NoSpace));
+        }
+    }
+    if let Some(alarm) = request.alarm {
+        let response = alarms.apply(batch.write_txn(), &alarm).map_err(ApplyFailure::Alarms)?;
+        return Ok(Ok(Response::Alarm(response)));
+    }
     let lease_exists = |id: i64| lessor.exists(id);
     if let Some(put) = request.put {
         return client_result(batch.put(&put, &lease_exists), Response::Put);

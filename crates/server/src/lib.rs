@@ -6,6 +6,7 @@
 //! - [`error`]: every error a client can see, as one enum (the API layer maps it
 //!   to etcd's gRPC codes and messages).
 
+pub mod alarms;
 pub mod applier;
 pub mod error;
 pub mod ids;

@@ -42,6 +42,10 @@ pub const META_CONSISTENT_INDEX: &str = "consistent_index";
 /// with `sub = 0` (etcd's `finishedCompactRev`). Written by the mvcc crate.
 pub const META_FINISHED_COMPACT_REV: &str = "finishedCompactRev";
 
+/// meta: the active alarms, a prost-encoded `etcdserverpb.AlarmResponse` listing
+/// them (written by the server crate; absent when none was ever raised).
+pub const META_ALARMS: &str = "alarms";
+
 /// The schema version this build creates and accepts.
 pub const SCHEMA_VERSION: u64 = 1;
 
