@@ -158,6 +158,41 @@ async fn cancel_stops_events_and_future_start_revision_waits() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_watcher_outlives_thousands_of_other_writes_and_their_compaction() {
+    let server = Server::start();
+    let mut c = server.client().await;
+    let mut quiet = c.watch("quiet", None).await.expect("watch");
+    quiet.message().await.expect("recv").expect("created");
+    let mut prefix =
+        c.watch("quiet/", Some(WatchOptions::new().with_prefix())).await.expect("watch");
+    prefix.message().await.expect("recv").expect("created");
+    // More revisions than the hub keeps in memory, none of them watched.
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let mut c = c.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..1100 {
+                c.put(format!("noise/{w}/{i}"), "x", None).await.expect("put");
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let latest = c.get("noise/0/0", None).await.expect("get").header().expect("header").revision();
+    c.compact(latest, None).await.expect("compact");
+    let written = c.put("quiet", "1", None).await.expect("put").header().expect("h").revision();
+    c.put("quiet/x", "2", None).await.expect("put");
+    let got = quiet.message().await.expect("recv").expect("event");
+    assert!(!got.canceled(), "an idle watcher must not be cancelled by compaction");
+    assert_eq!(got.events().len(), 1);
+    assert_eq!(got.events()[0].kv().expect("kv").mod_revision(), written);
+    let got = prefix.message().await.expect("recv").expect("event");
+    assert!(!got.canceled());
+    assert_eq!(got.events()[0].kv().expect("kv").key(), b"quiet/x");
+}
+
 /// (revision, key, value) of every put, in revision order.
 type History = Vec<(i64, String, String)>;
 

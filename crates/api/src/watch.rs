@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use etcd_daemon::watch_hub::{WatchHub, WatchReadError};
+use etcd_daemon::watch_hub::{Interest, KeyRange, WatchHub, WatchReadError};
 use etcd_daemon::EtcdServer;
 use etcd_proto::etcdserverpb::watch_create_request::FilterType;
 use etcd_proto::etcdserverpb::watch_request::RequestUnion;
@@ -99,10 +99,10 @@ impl WatchStream {
         if create.key.is_empty() {
             create.key = vec![0];
         }
-        let range_end = match create.range_end.as_slice() {
-            [] => RangeEnd::Single,
-            [0] => RangeEnd::Unbounded,
-            end => RangeEnd::Below(end.to_vec()),
+        let range = match create.range_end.as_slice() {
+            [] => KeyRange::Single(create.key),
+            [0] => KeyRange::From(create.key),
+            end => KeyRange::Between(create.key, end.to_vec()),
         };
         let refused = |reason: &str| WatchResponse {
             header,
@@ -112,8 +112,8 @@ impl WatchStream {
             cancel_reason: reason.to_string(),
             ..Default::default()
         };
-        if let RangeEnd::Below(end) = &range_end {
-            if create.key >= *end {
+        if let KeyRange::Between(start, end) = &range {
+            if start >= end {
                 return self.tx.send(refused("mvcc: watcher range is empty")).await.is_ok();
             }
         }
@@ -135,10 +135,11 @@ impl WatchStream {
         }
         let start =
             if create.start_revision == 0 { hub_revision + 1 } else { create.start_revision };
+        // Registered before the watcher reads the hub's revision (see `Watcher::run`).
+        let interest = self.server.watch_hub().register(range);
         let watcher = Watcher {
             id,
-            key: create.key,
-            range_end,
+            interest,
             no_put: create.filters.contains(&(FilterType::Noput as i32)),
             no_delete: create.filters.contains(&(FilterType::Nodelete as i32)),
             prev_kv: create.prev_kv,
@@ -160,22 +161,10 @@ impl WatchStream {
     }
 }
 
-/// The upper end of a watched range.
-#[derive(Debug, Clone)]
-enum RangeEnd {
-    /// Only `key` itself.
-    Single,
-    /// Every key `>= key`.
-    Unbounded,
-    /// Keys in `[key, end)`.
-    Below(Vec<u8>),
-}
-
 /// One watcher: what it watches and the next revision it must deliver.
 struct Watcher {
     id: i64,
-    key: Vec<u8>,
-    range_end: RangeEnd,
+    interest: Interest,
     no_put: bool,
     no_delete: bool,
     prev_kv: bool,
@@ -191,11 +180,7 @@ impl Watcher {
         if (is_put && self.no_put) || (!is_put && self.no_delete) {
             return false;
         }
-        match &self.range_end {
-            RangeEnd::Single => kv.key == self.key,
-            RangeEnd::Unbounded => kv.key >= self.key,
-            RangeEnd::Below(end) => kv.key >= self.key && kv.key < *end,
-        }
+        self.interest.range().contains(&kv.key)
     }
 
     /// The event as this watcher delivers it: `prev_kv` only when asked for, read
@@ -221,32 +206,44 @@ impl Watcher {
         event
     }
 
+    /// Delivers events from `next_revision` on. Until it has read up to the
+    /// revision published when it registered, the watcher reads every revision;
+    /// after that it is caught up and skips what was never flagged for it.
     async fn run(mut self, server: Arc<EtcdServer>, tx: mpsc::Sender<WatchResponse>) {
         let hub: &WatchHub = server.watch_hub();
-        let mut published = hub.subscribe();
+        let registered_at = hub.revision();
         let interval = server.config().watch_progress_notify_interval;
         let mut progress =
             tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         let mut sent_since_progress = false;
+        let mut progress_due = false;
         loop {
-            let current = *published.borrow_and_update();
+            if self.next_revision > registered_at {
+                let notified = hub.notified_revision();
+                let quiet_until = match self.interest.take_pending() {
+                    Some(flagged) => flagged - 1,
+                    None => notified,
+                };
+                self.next_revision = self.next_revision.max(quiet_until + 1);
+            }
+            let current = hub.revision();
             if current < self.next_revision {
-                tokio::select! {
-                    changed = published.changed() => {
-                        if changed.is_err() {
+                // Caught up: everything up to `next_revision - 1` was delivered.
+                if progress_due {
+                    progress_due = false;
+                    if !sent_since_progress {
+                        let header = Some(server.header(self.next_revision - 1));
+                        let note =
+                            WatchResponse { header, watch_id: self.id, ..Default::default() };
+                        if tx.send(note).await.is_err() {
                             return;
                         }
                     }
-                    _ = progress.tick(), if self.progress_notify => {
-                        if !sent_since_progress {
-                            let header = Some(server.header(current));
-                            let note = WatchResponse { header, watch_id: self.id, ..Default::default() };
-                            if tx.send(note).await.is_err() {
-                                return;
-                            }
-                        }
-                        sent_since_progress = false;
-                    }
+                    sent_since_progress = false;
+                }
+                tokio::select! {
+                    () = self.interest.flagged() => {}
+                    _ = progress.tick(), if self.progress_notify => progress_due = true,
                 }
                 continue;
             }

@@ -6,10 +6,17 @@
 //! ring when they are recent and from the backend when they fell out of it. So a slow
 //! watcher only slows itself, the apply loop never waits for anyone, and no event can
 //! be lost or duplicated: a watcher's position is a revision, and every revision is
-//! read exactly once.
+//! read exactly once. Watchers register their key ranges ([`interest`]) so a batch
+//! wakes only those it concerns, and caught-up watchers skip the revisions that
+//! were never flagged for them.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, RwLock};
+mod interest;
+
+pub use interest::{Interest, KeyRange};
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use etcd_mvcc::{KvStore, MvccError};
 use etcd_proto::mvccpb::Event;
@@ -37,6 +44,9 @@ struct Ring {
 pub struct WatchHub {
     ring: RwLock<Ring>,
     revision: watch::Sender<i64>,
+    registry: Arc<Mutex<interest::Registry>>,
+    /// Every watcher concerned by a revision up to this one has been flagged.
+    notified: AtomicI64,
 }
 
 fn event_bytes(events: &[Event]) -> usize {
@@ -55,12 +65,18 @@ pub enum WatchReadError {
 impl WatchHub {
     /// A hub whose store is at `current_revision`.
     pub fn new(current_revision: i64) -> WatchHub {
-        WatchHub { ring: RwLock::default(), revision: watch::Sender::new(current_revision) }
+        WatchHub {
+            ring: RwLock::default(),
+            revision: watch::Sender::new(current_revision),
+            registry: Arc::default(),
+            notified: AtomicI64::new(current_revision),
+        }
     }
 
     /// Called by the apply loop after a batch is committed: remembers its events and
     /// announces `current_revision`.
     pub fn publish(&self, batch: Vec<(i64, Vec<Event>)>, current_revision: i64) {
+        let mut published: Vec<RevisionEvents> = Vec::with_capacity(batch.len());
         if !batch.is_empty() {
             let mut ring = self.ring.write().expect("watch ring lock");
             for (revision, events) in batch {
@@ -72,7 +88,9 @@ impl WatchHub {
                     }
                 }
                 ring.bytes += event_bytes(&events);
-                ring.revisions.push_back((revision, Arc::new(events)));
+                let events = Arc::new(events);
+                published.push((revision, events.clone()));
+                ring.revisions.push_back((revision, events));
             }
             while ring.revisions.len() > RING_REVISIONS_MAX || ring.bytes > RING_BYTES_MAX {
                 let Some((_, events)) = ring.revisions.pop_front() else { break };
@@ -80,6 +98,24 @@ impl WatchHub {
             }
         }
         self.revision.send_replace(current_revision);
+        // Flag the concerned watchers only now that the batch is readable and
+        // announced, under the registry lock: a watcher registered before this is
+        // flagged; one registered after reads the announced revision when it
+        // registers and catches up to it on its own.
+        let registry = self.registry.lock().expect("watch registry lock");
+        let mut concerned: HashMap<u64, (i64, &Arc<interest::Signal>)> = HashMap::new();
+        for (revision, events) in &published {
+            for event in events.iter() {
+                let Some(kv) = &event.kv else { continue };
+                for (id, signal) in registry.for_key(&kv.key) {
+                    concerned.entry(id).or_insert((*revision, signal));
+                }
+            }
+        }
+        for (revision, signal) in concerned.into_values() {
+            signal.flag(revision);
+        }
+        self.notified.fetch_max(current_revision, Ordering::Release);
     }
 
     /// Forgets the remembered events (the store was replaced by a snapshot) and
@@ -89,7 +125,27 @@ impl WatchHub {
         ring.revisions.clear();
         ring.bytes = 0;
         drop(ring);
-        self.revision.send_replace(current_revision);
+        let before = self.revision.send_replace(current_revision);
+        // Nobody knows which watchers the jump concerns: every one re-reads it.
+        let registry = self.registry.lock().expect("watch registry lock");
+        for signal in registry.all() {
+            signal.flag(before + 1);
+        }
+        self.notified.fetch_max(current_revision, Ordering::Release);
+    }
+
+    /// Registers a watcher of `range`. Register before reading [`revision`]: every
+    /// revision after the one read then flags the interest if it concerns it.
+    ///
+    /// [`revision`]: WatchHub::revision
+    pub fn register(&self, range: KeyRange) -> Interest {
+        Interest::register(&self.registry, range)
+    }
+
+    /// Every watcher concerned by a revision up to this one has been flagged.
+    /// Read it before taking an interest's flag.
+    pub fn notified_revision(&self) -> i64 {
+        self.notified.load(Ordering::Acquire)
     }
 
     /// Follows the published store revision.
@@ -190,5 +246,41 @@ mod tests {
         assert_eq!(*rx.borrow(), 2);
         hub.publish(vec![], 2);
         assert_eq!(hub.revision(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_batch_flags_only_the_watchers_it_concerns_with_their_lowest_revision() {
+        let hub = WatchHub::new(1);
+        let single = hub.register(KeyRange::Single(b"a".to_vec()));
+        let prefix = hub.register(KeyRange::Between(b"p/".to_vec(), b"p0".to_vec()));
+        let from = hub.register(KeyRange::From(b"x".to_vec()));
+        let idle = hub.register(KeyRange::Single(b"zzz-not-written".to_vec()));
+        hub.publish(vec![(2, vec![put("p/1", 2)]), (3, vec![put("a", 3), put("p/2", 3)])], 3);
+        assert_eq!(hub.notified_revision(), 3);
+        assert_eq!(single.take_pending(), Some(3));
+        assert_eq!(prefix.take_pending(), Some(2), "the lowest flagged revision");
+        assert_eq!(from.take_pending(), None);
+        assert_eq!(idle.take_pending(), None);
+        // A flag also wakes the watcher, even when it waits only afterwards.
+        tokio::time::timeout(std::time::Duration::from_secs(1), single.flagged())
+            .await
+            .expect("flagged watchers are woken");
+        hub.publish(vec![(4, vec![put("y", 4)])], 4);
+        assert_eq!(from.take_pending(), Some(4));
+        assert_eq!(single.take_pending(), None, "taking clears the flag");
+    }
+
+    #[test]
+    fn dropped_interests_are_forgotten_and_a_reset_flags_everyone() {
+        let hub = WatchHub::new(5);
+        let kept = hub.register(KeyRange::Single(b"k".to_vec()));
+        let dropped = hub.register(KeyRange::From(b"a".to_vec()));
+        drop(dropped);
+        assert_eq!(hub.registry.lock().unwrap().all().count(), 1);
+        hub.reset(40);
+        assert_eq!(kept.take_pending(), Some(6), "re-read everything after the old revision");
+        assert_eq!(hub.notified_revision(), 40);
+        drop(kept);
+        assert_eq!(hub.registry.lock().unwrap().all().count(), 0);
     }
 }
