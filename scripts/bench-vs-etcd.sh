@@ -31,7 +31,24 @@ workloads=(
   "put-64-clients|--clients=64 --conns=8 put --key-size=8 --val-size=256 --key-space-size=100000 --total=$TOTAL"
   "range-linearizable-64|--clients=64 --conns=8 range foo --consistency=l --total=$TOTAL"
   "range-serializable-64|--clients=64 --conns=8 range foo --consistency=s --total=$TOTAL"
+  # The same puts while 10,000 watchers (100 streams x 100) wait on keys nobody writes.
+  "put-64-10k-idle-watchers|--clients=64 --conns=8 put --key-size=8 --val-size=256 --key-space-size=100000 --total=$TOTAL"
 )
+
+# with_idle_watchers <endpoint> <command...>: runs the command while 10,000 idle
+# watchers are open on the endpoint.
+with_idle_watchers() {
+  local ep=$1; shift
+  "$BENCH" --endpoints="$ep" --conns=4 idle-watchers --streams=100 --watch-per-stream=100 \
+    2>"$WORK/watchers.log" &
+  local pid=$!
+  for _ in $(seq 300); do
+    grep -q "idle watchers open" "$WORK/watchers.log" && break
+    sleep 0.1
+  done
+  "$@"
+  kill $pid; wait $pid 2>/dev/null || true
+}
 
 for server in ours etcd; do
   bin=./target/release/etcd; [ $server = etcd ] && bin=$ETCD
@@ -40,8 +57,10 @@ for server in ours etcd; do
   start $server $bin $cport $pport
   for w in "${workloads[@]}"; do
     name=${w%%|*}; args=${w#*|}
+    runner=()
+    [[ $name == *idle-watchers ]] && runner=(with_idle_watchers "127.0.0.1:$cport")
     # shellcheck disable=SC2086
-    result[$server/$name]=$(run "$server $name" "127.0.0.1:$cport" $args)
+    result[$server/$name]=$("${runner[@]}" run "$server $name" "127.0.0.1:$cport" $args)
   done
   result[$server/rss]=$(rss_kb $server)
   kill "$(cat "$WORK/$server.pid")"; wait "$(cat "$WORK/$server.pid")" 2>/dev/null || true

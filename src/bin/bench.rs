@@ -4,7 +4,11 @@
 //! ```text
 //! bench --endpoints=127.0.0.1:2379 --conns=1 --clients=1 put --key-size=8 --val-size=256 --total=10000
 //! bench --endpoints=127.0.0.1:2379 --clients=64 range foo --consistency=l --total=10000
+//! bench --endpoints=127.0.0.1:2379 idle-watchers --streams=100 --watch-per-stream=100 &
 //! ```
+//!
+//! `idle-watchers` is ours, not etcd's: it holds watchers open on keys nobody
+//! writes, so a `put` run beside it shows what many watchers cost the writes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use etcd_proto::etcdserverpb::kv_client::KvClient;
-use etcd_proto::etcdserverpb::{PutRequest, RangeRequest};
+use etcd_proto::etcdserverpb::watch_client::WatchClient;
+use etcd_proto::etcdserverpb::watch_request::RequestUnion;
+use etcd_proto::etcdserverpb::{PutRequest, RangeRequest, WatchCreateRequest, WatchRequest};
 use tonic::transport::{Channel, Endpoint};
 
 /// A low-level benchmark tool for etcd-compatible servers.
@@ -71,9 +77,18 @@ enum Command {
         #[arg(long)]
         count_only: bool,
     },
+    /// Hold idle watchers open until interrupted (not in etcd's tool).
+    IdleWatchers {
+        /// Watch streams, spread over the connections.
+        #[arg(long, default_value_t = 10)]
+        streams: usize,
+        /// Watchers per stream, each on its own key that nobody writes.
+        #[arg(long, default_value_t = 100)]
+        watch_per_stream: usize,
+    },
 }
 
-async fn connect(cli: &Cli) -> Result<Vec<KvClient<Channel>>, String> {
+async fn connect(cli: &Cli) -> Result<Vec<Channel>, String> {
     let endpoints: Vec<String> = cli
         .endpoints
         .split(',')
@@ -87,7 +102,7 @@ async fn connect(cli: &Cli) -> Result<Vec<KvClient<Channel>>, String> {
             .connect()
             .await
             .map_err(|e| format!("cannot connect to {url}: {e} (is the server running?)"))?;
-        clients.push(KvClient::new(channel));
+        clients.push(channel);
     }
     Ok(clients)
 }
@@ -116,7 +131,50 @@ fn fastrand(n: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Opens the watchers, reports them ready, then waits forever.
+async fn hold_idle_watchers(
+    channels: &[Channel],
+    streams: usize,
+    per_stream: usize,
+) -> Result<(), String> {
+    let mut held = Vec::new();
+    for s in 0..streams {
+        let mut client = WatchClient::new(channels[s % channels.len()].clone());
+        let (tx, rx) = tokio::sync::mpsc::channel(per_stream.max(1));
+        let opened = tokio::spawn(async move {
+            client.watch(tokio_stream::wrappers::ReceiverStream::new(rx)).await
+        });
+        for w in 0..per_stream {
+            let create = WatchCreateRequest {
+                key: format!("bench-idle-watcher/{s}/{w}").into_bytes(),
+                ..Default::default()
+            };
+            let request = WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) };
+            tx.send(request).await.map_err(|_| "the watch stream closed".to_string())?;
+        }
+        let responses = opened
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot open a watch stream: {e}"))?;
+        held.push((tx, responses));
+        eprint!(
+            "
+{} / {} watchers",
+            (s + 1) * per_stream,
+            streams * per_stream
+        );
+    }
+    eprintln!("\n{} idle watchers open; interrupt to close them", streams * per_stream);
+    std::future::pending::<()>().await;
+    drop(held);
+    Ok(())
+}
+
 async fn run(cli: Cli) -> Result<(), String> {
+    if let Command::IdleWatchers { streams, watch_per_stream } = &cli.command {
+        let channels = connect(&cli).await?;
+        return hold_idle_watchers(&channels, *streams, *watch_per_stream).await;
+    }
     let (total, make): (u64, MakeOp) = match &cli.command {
         Command::Put { key_size, val_size, total, key_space_size, sequential_keys } => {
             let (key_size, value) = (*key_size, vec![b'x'; *val_size]);
@@ -146,6 +204,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             };
             (*total, Arc::new(move |_| Op::Range(request.clone())))
         }
+        Command::IdleWatchers { .. } => unreachable!("handled above"),
     };
     let connections = connect(&cli).await?;
     let next = Arc::new(AtomicU64::new(0));
@@ -166,7 +225,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     };
     let mut workers = Vec::new();
     for c in 0..cli.clients.max(1) {
-        let mut client = connections[c % connections.len()].clone();
+        let mut client = KvClient::new(connections[c % connections.len()].clone());
         let (next, done, make) = (next.clone(), done.clone(), make.clone());
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
