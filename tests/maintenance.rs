@@ -109,6 +109,16 @@ async fn nospace_alarm_blocks_writes_until_space_is_freed_and_it_is_disarmed() {
     assert_eq!(listed, alarm);
     let status = client.maintenance_client().status().await.expect("status");
     assert_eq!(status.errors(), [format!("memberID:{member_id} alarm:NOSPACE ")]);
+    let health = |query: &str| {
+        let url = format!("http://{endpoint}/health{query}");
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", &url])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(health(""), "{\"health\":\"false\",\"reason\":\"ALARM NOSPACE\"}\n503");
+    assert_eq!(health("?exclude=NOSPACE"), "{\"health\":\"true\",\"reason\":\"\"}\n200");
     // Reads, deletes and compaction still work; a small put does not.
     assert_eq!(client.get("big/0000", None).await.expect("get").kvs().len(), 1);
     let deleted = client

@@ -4,12 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use etcd_daemon::EtcdServer;
+use etcd_proto::etcdserverpb::AlarmType;
 
 use crate::{CLUSTER_VERSION, SERVER_VERSION};
 
@@ -20,15 +21,33 @@ fn json(status: StatusCode, body: String) -> impl IntoResponse {
     (status, [(header::CONTENT_TYPE, "application/json")], body)
 }
 
-/// etcd's `/health`: healthy when there is a leader and a linearizable read
-/// completes in time.
-async fn health(State(server): State<Arc<EtcdServer>>) -> impl IntoResponse {
-    let reason = if server.status().leader_id == 0 {
-        Some("RAFT NO LEADER")
+/// etcd's `/health`: healthy when no alarm is active (`?exclude=NOSPACE` ignores
+/// one), there is a leader and a linearizable read completes in time
+/// (`?serializable=true` asks only for a local read, leader or not).
+async fn health(State(server): State<Arc<EtcdServer>>, query: RawQuery) -> impl IntoResponse {
+    let mut excluded = Vec::new();
+    let mut serializable = false;
+    for pair in query.0.as_deref().unwrap_or_default().split('&') {
+        match pair.split_once('=') {
+            Some(("exclude", alarm)) => excluded.push(alarm.to_string()),
+            Some(("serializable", value)) => serializable = value == "true",
+            _ => {}
+        }
+    }
+    let alarm = server.alarms().into_iter().find_map(|a| {
+        let name = AlarmType::try_from(a.alarm).map_or("UNKNOWN", |t| t.as_str_name());
+        (!excluded.iter().any(|e| e == name)).then_some(name)
+    });
+    let reason = if let Some(alarm) = alarm {
+        Some(format!("ALARM {alarm}"))
+    } else if serializable {
+        None
+    } else if server.status().leader_id == 0 {
+        Some("RAFT NO LEADER".to_string())
     } else {
         match tokio::time::timeout(HEALTH_TIMEOUT, server.read_barrier()).await {
             Ok(Ok(())) => None,
-            _ => Some("QGET ERROR"),
+            _ => Some("QGET ERROR".to_string()),
         }
     };
     match reason {
