@@ -84,7 +84,7 @@ fn etcd_env_vars_configure_the_server() {
 }
 
 #[test]
-fn health_and_version_answer_over_plain_http_on_the_client_port() {
+fn health_version_and_metrics_answer_over_plain_http_on_the_client_port() {
     let server = Server::start();
     let get = |path: &str| {
         let out = Command::new("curl")
@@ -97,4 +97,23 @@ fn health_and_version_answer_over_plain_http_on_the_client_port() {
     assert_eq!(get("/version"), "{\"etcdserver\":\"3.5.0\",\"etcdcluster\":\"3.5.0\"}\n200");
     // gRPC keeps working on the same port.
     common::must_etcdctl(&server.endpoint(), &["put", "k", "v"], None);
+    let metrics = get("/metrics");
+    assert!(metrics.ends_with("\n200"), "{metrics}");
+    let value = |name: &str| -> f64 {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{metrics}"));
+        line[name.len()..].trim().parse().expect("a number")
+    };
+    assert_eq!(value("etcd_server_has_leader"), 1.0);
+    assert_eq!(value("etcd_server_is_leader"), 1.0);
+    assert_eq!(value("etcd_server_leader_changes_seen_total"), 1.0);
+    assert_eq!(value("etcd_server_version{server_version=\"3.5.0\"}"), 1.0);
+    assert_eq!(value("etcd_cluster_version{cluster_version=\"3.5\"}"), 1.0);
+    assert_eq!(value("etcd_debugging_mvcc_current_revision"), 2.0);
+    assert!(value("etcd_disk_wal_fsync_duration_seconds_count") >= 1.0);
+    assert!(value("etcd_disk_backend_commit_duration_seconds_count") >= 1.0);
+    assert!(value("etcd_server_proposals_applied_total") >= 2.0);
+    assert!(value("etcd_mvcc_db_total_size_in_bytes") > 0.0);
 }

@@ -1,5 +1,6 @@
 //! Plain HTTP endpoints on the client port, next to gRPC: `/health` and
-//! `/version` with etcd's JSON bodies (load balancers and scripts poll them).
+//! `/version` with etcd's JSON bodies (load balancers and scripts poll them), and
+//! `/metrics` for Prometheus.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,7 +67,17 @@ async fn version() -> impl IntoResponse {
     )
 }
 
+/// Prometheus metrics under etcd's names.
+async fn metrics(State(server): State<Arc<EtcdServer>>) -> impl IntoResponse {
+    let content_type = "text/plain; version=0.0.4; charset=utf-8";
+    (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], server.metrics_text())
+}
+
 /// The HTTP routes served beside the gRPC services.
 pub fn router(server: Arc<EtcdServer>) -> Router {
-    Router::new().route("/health", get(health)).route("/version", get(version)).with_state(server)
+    Router::new()
+        .route("/health", get(health))
+        .route("/version", get(version))
+        .route("/metrics", get(metrics))
+        .with_state(server)
 }

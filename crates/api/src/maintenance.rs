@@ -65,10 +65,7 @@ async fn stream_snapshot(
     let _ = tokio::fs::remove_file(&path).await;
 }
 
-/// The server version reported to clients: we implement etcd's 3.5 API.
-pub const SERVER_VERSION: &str = "3.5.0";
-/// The cluster version reported to clients.
-pub const CLUSTER_VERSION: &str = "3.5.0";
+pub use etcd_daemon::{CLUSTER_VERSION, SERVER_VERSION};
 
 /// etcd's Maintenance service over one member.
 pub struct MaintenanceService {

@@ -90,6 +90,10 @@ impl ApplyLoop {
             Ok(outcome) => outcome,
             Err(err) => fatal("failed to apply committed entries", err),
         };
+        if !outcome.commit_duration.is_zero() {
+            let seconds = outcome.commit_duration.as_secs_f64();
+            self.shared.metrics.backend_commit_seconds.observe(seconds);
+        }
         self.watch_hub.publish(outcome.events, self.kv.current_revision());
         self.record_db_size();
         self.shared.applied_index.send_replace(self.applier.consistent_index());

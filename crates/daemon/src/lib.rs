@@ -20,6 +20,7 @@ mod defrag;
 mod faults;
 mod lease;
 mod membership;
+mod metrics;
 mod raft_loop;
 mod server;
 mod shared;
@@ -29,3 +30,8 @@ pub use bootstrap::StartError;
 pub use compactor::AutoCompaction;
 pub use config::{ClusterState, ServerConfig};
 pub use server::{EtcdServer, StatusInfo};
+
+/// The server version reported to clients and in metrics: we implement etcd's 3.5 API.
+pub const SERVER_VERSION: &str = "3.5.0";
+/// The cluster version reported to clients and in metrics.
+pub const CLUSTER_VERSION: &str = "3.5.0";

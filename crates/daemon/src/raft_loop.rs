@@ -155,9 +155,11 @@ impl ReadySink for RaftIo<'_> {
             fatal("failed to append to the WAL", err);
         }
         if must_sync {
+            let started = Instant::now();
             if let Err(err) = self.wal.sync() {
                 fatal("failed to fsync the WAL", err);
             }
+            self.shared.metrics.wal_fsync_seconds.observe(started.elapsed().as_secs_f64());
         }
     }
 
@@ -176,6 +178,9 @@ impl ReadySink for RaftIo<'_> {
 
     fn soft_state(&mut self, leader_id: u64, role: Role) {
         let previous = self.shared.leader_id.swap(leader_id, Ordering::Relaxed);
+        if previous != leader_id && leader_id != 0 {
+            self.shared.metrics.leader_changes.inc();
+        }
         if previous != leader_id {
             tracing::info!(
                 leader = %format!("{leader_id:x}"),

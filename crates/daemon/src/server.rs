@@ -338,6 +338,25 @@ impl EtcdServer {
         }
     }
 
+    /// The Prometheus text of this member's metrics (`/metrics`).
+    pub fn metrics_text(&self) -> String {
+        let m = &self.shared.metrics;
+        let status = self.status();
+        m.has_leader.set(i64::from(status.leader_id != 0));
+        m.is_leader.set(i64::from(status.leader_id == self.member_id));
+        m.is_learner.set(i64::from(status.is_learner));
+        m.proposals_committed.set(status.raft_index as i64);
+        m.proposals_applied.set(status.raft_applied_index as i64);
+        m.proposals_pending.set(self.shared.waiters.lock().expect("waiters lock").len() as i64);
+        m.quota_backend_bytes.set(status.quota_backend_bytes);
+        m.db_total_size.set(status.db_size_bytes);
+        m.db_total_size_in_use.set(status.db_size_bytes);
+        m.keys_total.set(self.kv.index_len() as i64);
+        m.current_revision.set(self.kv.current_revision());
+        m.compact_revision.set(self.kv.compact_revision());
+        m.encode()
+    }
+
     /// Proposes `request` through Raft and waits until it is applied on this member.
     pub async fn propose(&self, mut request: InternalRaftRequest) -> Result<Applied, ServerError> {
         if self.shared.leader_id.load(Ordering::Relaxed) == 0 {
@@ -371,13 +390,17 @@ impl EtcdServer {
             rx.await.map_err(|_| ServerError::Stopped)
         })
         .await;
-        match outcome {
+        let result = match outcome {
             Ok(result) => result,
             Err(_elapsed) => {
                 self.shared.waiters.lock().expect("waiters lock").remove(&id);
                 Err(ServerError::Timeout)
             }
+        };
+        if result.is_err() {
+            self.shared.metrics.proposals_failed.inc();
         }
+        result
     }
 
     /// Sends an input to the raft loop.

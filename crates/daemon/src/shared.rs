@@ -24,6 +24,7 @@ pub(crate) struct Shared {
     pub applied_index: watch::Sender<u64>,
     /// Proposals waiting for their entry to be applied, by request ID.
     pub waiters: Mutex<HashMap<u64, oneshot::Sender<Applied>>>,
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Shared {
@@ -36,6 +37,7 @@ impl Shared {
             commit_index: AtomicU64::new(applied_index),
             applied_index: watch::Sender::new(applied_index),
             waiters: Mutex::new(HashMap::new()),
+            metrics: crate::metrics::Metrics::new(),
         }
     }
 

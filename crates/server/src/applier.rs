@@ -83,6 +83,8 @@ pub struct BatchOutcome {
     pub applied_index: u64,
     /// Its term.
     pub applied_term: u64,
+    /// How long committing the backend transaction took.
+    pub commit_duration: std::time::Duration,
 }
 
 /// Applies committed entries to the MVCC store and the lessor.
@@ -195,7 +197,9 @@ impl Applier {
         }
         etcd_storage::set_consistent_index(batch.write_txn(), last.index, last.term)
             .map_err(MvccError::from)?;
+        let committing = std::time::Instant::now();
         outcome.events = batch.commit(durable)?;
+        outcome.commit_duration = committing.elapsed();
         self.consistent_index = last.index;
         outcome.applied_index = last.index;
         outcome.applied_term = last.term;

@@ -1,0 +1,179 @@
+//! The member's Prometheus metrics, under etcd's names so existing dashboards and
+//! alerts (has_leader, leader changes, proposals, fsync and commit latency, db
+//! size) work unchanged. Events are counted where they happen (raft and apply
+//! loops, proposals); gauges that mirror published state are set at scrape time.
+
+use prometheus::{
+    exponential_buckets, Encoder, Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+/// Every metric of one member.
+pub(crate) struct Metrics {
+    registry: Registry,
+    pub has_leader: IntGauge,
+    pub is_leader: IntGauge,
+    pub is_learner: IntGauge,
+    pub leader_changes: IntCounter,
+    pub proposals_committed: IntGauge,
+    pub proposals_applied: IntGauge,
+    pub proposals_pending: IntGauge,
+    pub proposals_failed: IntCounter,
+    pub quota_backend_bytes: IntGauge,
+    pub db_total_size: IntGauge,
+    pub db_total_size_in_use: IntGauge,
+    pub keys_total: IntGauge,
+    pub current_revision: IntGauge,
+    pub compact_revision: IntGauge,
+    pub wal_fsync_seconds: Histogram,
+    pub backend_commit_seconds: Histogram,
+}
+
+fn gauge(registry: &Registry, subsystem: &str, name: &str, help: &str) -> IntGauge {
+    let gauge = IntGauge::with_opts(Opts::new(name, help).namespace("etcd").subsystem(subsystem))
+        .expect("a valid gauge");
+    registry.register(Box::new(gauge.clone())).expect("a unique metric");
+    gauge
+}
+
+fn counter(registry: &Registry, subsystem: &str, name: &str, help: &str) -> IntCounter {
+    let counter =
+        IntCounter::with_opts(Opts::new(name, help).namespace("etcd").subsystem(subsystem))
+            .expect("a valid counter");
+    registry.register(Box::new(counter.clone())).expect("a unique metric");
+    counter
+}
+
+/// etcd's `etcd_<subsystem>_version{<label>="..."} 1`.
+fn version(registry: &Registry, subsystem: &str, label: &str, value: &str) {
+    let help = format!("Which version is running. 1 for '{label}' label with current version.");
+    let opts = Opts::new("version", help).namespace("etcd").subsystem(subsystem);
+    let vec = IntGaugeVec::new(opts, &[label]).expect("a valid gauge");
+    vec.with_label_values(&[value]).set(1);
+    registry.register(Box::new(vec)).expect("a unique metric");
+}
+
+/// etcd's latency buckets: 1 ms doubling up to about 8 s.
+fn latency(registry: &Registry, subsystem: &str, name: &str, help: &str) -> Histogram {
+    let opts = HistogramOpts::new(name, help)
+        .namespace("etcd")
+        .subsystem(subsystem)
+        .buckets(exponential_buckets(0.001, 2.0, 14).expect("valid buckets"));
+    let histogram = Histogram::with_opts(opts).expect("a valid histogram");
+    registry.register(Box::new(histogram.clone())).expect("a unique metric");
+    histogram
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        version(&r, "server", "server_version", crate::SERVER_VERSION);
+        // etcd labels the cluster version by major.minor only.
+        let cluster =
+            crate::CLUSTER_VERSION.rsplit_once('.').map_or(crate::CLUSTER_VERSION, |v| v.0);
+        version(&r, "cluster", "cluster_version", cluster);
+        Metrics {
+            has_leader: gauge(
+                &r,
+                "server",
+                "has_leader",
+                "Whether or not a leader exists. 1 is existence, 0 is not.",
+            ),
+            is_leader: gauge(
+                &r,
+                "server",
+                "is_leader",
+                "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+            ),
+            is_learner: gauge(
+                &r,
+                "server",
+                "is_learner",
+                "Whether or not this member is a learner. 1 if is, 0 otherwise.",
+            ),
+            leader_changes: counter(
+                &r,
+                "server",
+                "leader_changes_seen_total",
+                "The number of leader changes seen.",
+            ),
+            proposals_committed: gauge(
+                &r,
+                "server",
+                "proposals_committed_total",
+                "The total number of consensus proposals committed.",
+            ),
+            proposals_applied: gauge(
+                &r,
+                "server",
+                "proposals_applied_total",
+                "The total number of consensus proposals applied.",
+            ),
+            proposals_pending: gauge(
+                &r,
+                "server",
+                "proposals_pending",
+                "The current number of pending proposals to commit.",
+            ),
+            proposals_failed: counter(
+                &r,
+                "server",
+                "proposals_failed_total",
+                "The total number of failed proposals seen.",
+            ),
+            quota_backend_bytes: gauge(
+                &r,
+                "server",
+                "quota_backend_bytes",
+                "Current backend storage quota size in bytes.",
+            ),
+            db_total_size: gauge(
+                &r,
+                "mvcc",
+                "db_total_size_in_bytes",
+                "Total size of the underlying database physically allocated in bytes.",
+            ),
+            db_total_size_in_use: gauge(
+                &r,
+                "mvcc",
+                "db_total_size_in_use_in_bytes",
+                "Total size of the underlying database logically in use in bytes.",
+            ),
+            keys_total: gauge(&r, "debugging_mvcc", "keys_total", "Total number of keys."),
+            current_revision: gauge(
+                &r,
+                "debugging_mvcc",
+                "current_revision",
+                "The current revision of store.",
+            ),
+            compact_revision: gauge(
+                &r,
+                "debugging_mvcc",
+                "compact_revision",
+                "The revision of the last compaction in store.",
+            ),
+            wal_fsync_seconds: latency(
+                &r,
+                "disk",
+                "wal_fsync_duration_seconds",
+                "The latency distributions of fsync called by WAL.",
+            ),
+            backend_commit_seconds: latency(
+                &r,
+                "disk",
+                "backend_commit_duration_seconds",
+                "The latency distributions of commit called by backend.",
+            ),
+            registry: r,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %err, "encoding metrics failed");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
