@@ -15,6 +15,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={proto}");
     }
     let fds = protox::compile(protos, ["proto"])?;
+    // The JSON gateway's encoding (grpc-gateway's, as etcd serves it): proto field
+    // names, 64-bit integers as strings, bytes as base64, enums by name.
+    pbjson_build::Builder::new()
+        .register_descriptors(&prost::Message::encode_to_vec(&fds))?
+        .preserve_proto_field_names()
+        .build(&[".etcdserverpb", ".mvccpb", ".authpb", ".v3lockpb", ".v3electionpb"])?;
     tonic_prost_build::configure().generate_default_stubs(true).compile_fds(fds)?;
     Ok(())
 }

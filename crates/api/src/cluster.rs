@@ -27,8 +27,9 @@ impl ClusterService {
         ClusterService { server }
     }
 
+    /// etcd's Cluster service fills no revision in its headers.
     fn header(&self) -> ResponseHeader {
-        self.server.header(self.server.kv().current_revision())
+        self.server.header(0)
     }
 
     /// The member a change concerned and the members after it.

@@ -79,5 +79,6 @@ pub fn router(server: Arc<EtcdServer>) -> Router {
         .route("/health", get(health))
         .route("/version", get(version))
         .route("/metrics", get(metrics))
-        .with_state(server)
+        .with_state(server.clone())
+        .merge(crate::gateway::router(server))
 }

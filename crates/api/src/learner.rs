@@ -16,6 +16,15 @@ use crate::status::to_status;
 const SERVED_BY_LEARNERS: [&str; 2] =
     ["/etcdserverpb.Maintenance/Status", "/etcdserverpb.KV/Range"];
 
+/// The refusal a learner answers an RPC with, if this member is a learner and
+/// etcd does not serve `grpc_path` on learners.
+pub(crate) fn refusal(server: &EtcdServer, grpc_path: &str) -> Option<tonic::Status> {
+    if SERVED_BY_LEARNERS.contains(&grpc_path) {
+        return None;
+    }
+    server.check_not_learner().err().map(|err| to_status(&err))
+}
+
 /// Refuses the request if this member is a learner and the RPC is one etcd
 /// does not serve on learners; plain HTTP paths (`/health`, `/version`) pass.
 pub(crate) async fn gate(
@@ -27,9 +36,9 @@ pub(crate) async fn gate(
     let grpc = path.starts_with("/etcdserverpb.")
         || path.starts_with("/v3electionpb.")
         || path.starts_with("/v3lockpb.");
-    if grpc && !SERVED_BY_LEARNERS.contains(&path) {
-        if let Err(err) = server.check_not_learner() {
-            return to_status(&err).into_http::<axum::body::Body>().into_response();
+    if grpc {
+        if let Some(status) = refusal(&server, path) {
+            return status.into_http::<axum::body::Body>().into_response();
         }
     }
     next.run(request).await

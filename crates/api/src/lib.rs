@@ -5,6 +5,7 @@
 //! Nothing here writes to storage: writes go through Raft.
 
 pub mod cluster;
+mod gateway;
 pub mod http;
 pub mod kv;
 mod learner;

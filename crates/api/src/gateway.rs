@@ -1,0 +1,163 @@
+//! The HTTP/JSON gateway (`/v3/...`), as etcd serves it through grpc-gateway:
+//! a POST with a JSON request body calls the same service method the gRPC
+//! route does, and answers its response as JSON (proto field names, 64-bit
+//! integers as strings, bytes as base64, enums by name, defaults omitted).
+//! Errors come back as `{"error", "code", "message"}` with the HTTP status
+//! grpc-gateway maps the gRPC code to.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use etcd_daemon::EtcdServer;
+use etcd_proto::etcdserverpb::cluster_server::Cluster;
+use etcd_proto::etcdserverpb::kv_server::Kv;
+use etcd_proto::etcdserverpb::lease_server::Lease;
+use etcd_proto::etcdserverpb::maintenance_server::Maintenance;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::{Code, Status};
+
+use crate::cluster::ClusterService;
+use crate::kv::KvService;
+use crate::lease::LeaseService;
+use crate::maintenance::MaintenanceService;
+
+/// The services the gateway calls, as the gRPC routes do.
+pub(crate) struct Gateway {
+    server: Arc<EtcdServer>,
+    kv: KvService,
+    lease: LeaseService,
+    cluster: ClusterService,
+    maintenance: MaintenanceService,
+}
+
+type Shared = State<Arc<Gateway>>;
+
+/// grpc-gateway's HTTP status for a gRPC code.
+fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::Cancelled => StatusCode::REQUEST_TIMEOUT,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+            StatusCode::BAD_REQUEST
+        }
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// An error as grpc-gateway writes it.
+pub(crate) fn error_response(status: &Status) -> Response {
+    // Field order as grpc-gateway writes it.
+    #[derive(Serialize)]
+    struct Error<'a> {
+        error: &'a str,
+        message: &'a str,
+        code: i32,
+    }
+    let body =
+        Error { error: status.message(), message: status.message(), code: status.code() as i32 };
+    json_response(http_status(status.code()), serde_json::to_string(&body).unwrap_or_default())
+}
+
+/// Decodes a request body; an empty body is the default request.
+pub(crate) fn decode<Req: DeserializeOwned + Default>(body: &[u8]) -> Result<Req, Status> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Req::default());
+    }
+    serde_json::from_slice(body).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// One unary call: JSON in, the gRPC method (checked as the gRPC route would
+/// be), JSON out.
+async fn unary<Req, Resp, Fut>(
+    gateway: &Gateway,
+    grpc_path: &str,
+    body: &[u8],
+    call: impl FnOnce(tonic::Request<Req>) -> Fut,
+) -> Response
+where
+    Req: DeserializeOwned + Default,
+    Resp: Serialize,
+    Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+{
+    if let Some(refused) = crate::learner::refusal(&gateway.server, grpc_path) {
+        return error_response(&refused);
+    }
+    let request = match decode::<Req>(body) {
+        Ok(request) => request,
+        Err(status) => return error_response(&status),
+    };
+    match call(tonic::Request::new(request)).await {
+        Ok(response) => match serde_json::to_string(response.get_ref()) {
+            Ok(json) => json_response(StatusCode::OK, json),
+            Err(e) => error_response(&Status::internal(e.to_string())),
+        },
+        Err(status) => error_response(&status),
+    }
+}
+
+/// Declares one route per (path, gRPC method path, service, method).
+macro_rules! routes {
+    ($router:expr, $( $path:literal => $grpc:literal, $svc:ident . $method:ident );* $(;)?) => {
+        $router
+        $(
+            .route($path, post(|State(g): Shared, body: Bytes| async move {
+                unary(&g, $grpc, &body, |r| g.$svc.$method(r)).await
+            }))
+        )*
+    };
+}
+
+/// The `/v3/...` routes.
+pub(crate) fn router(server: Arc<EtcdServer>) -> Router {
+    let gateway = Arc::new(Gateway {
+        kv: KvService::new(server.clone()),
+        lease: LeaseService::new(server.clone()),
+        cluster: ClusterService::new(server.clone()),
+        maintenance: MaintenanceService::new(server.clone()),
+        server,
+    });
+    let router = Router::new();
+    let router = routes!(router,
+        "/v3/kv/range" => "/etcdserverpb.KV/Range", kv.range;
+        "/v3/kv/put" => "/etcdserverpb.KV/Put", kv.put;
+        "/v3/kv/deleterange" => "/etcdserverpb.KV/DeleteRange", kv.delete_range;
+        "/v3/kv/txn" => "/etcdserverpb.KV/Txn", kv.txn;
+        "/v3/kv/compaction" => "/etcdserverpb.KV/Compact", kv.compact;
+        "/v3/lease/grant" => "/etcdserverpb.Lease/LeaseGrant", lease.lease_grant;
+        "/v3/lease/revoke" => "/etcdserverpb.Lease/LeaseRevoke", lease.lease_revoke;
+        "/v3/kv/lease/revoke" => "/etcdserverpb.Lease/LeaseRevoke", lease.lease_revoke;
+        "/v3/lease/timetolive" => "/etcdserverpb.Lease/LeaseTimeToLive", lease.lease_time_to_live;
+        "/v3/kv/lease/timetolive" => "/etcdserverpb.Lease/LeaseTimeToLive", lease.lease_time_to_live;
+        "/v3/lease/leases" => "/etcdserverpb.Lease/LeaseLeases", lease.lease_leases;
+        "/v3/kv/lease/leases" => "/etcdserverpb.Lease/LeaseLeases", lease.lease_leases;
+        "/v3/cluster/member/add" => "/etcdserverpb.Cluster/MemberAdd", cluster.member_add;
+        "/v3/cluster/member/remove" => "/etcdserverpb.Cluster/MemberRemove", cluster.member_remove;
+        "/v3/cluster/member/update" => "/etcdserverpb.Cluster/MemberUpdate", cluster.member_update;
+        "/v3/cluster/member/list" => "/etcdserverpb.Cluster/MemberList", cluster.member_list;
+        "/v3/cluster/member/promote" => "/etcdserverpb.Cluster/MemberPromote", cluster.member_promote;
+        "/v3/maintenance/alarm" => "/etcdserverpb.Maintenance/Alarm", maintenance.alarm;
+        "/v3/maintenance/status" => "/etcdserverpb.Maintenance/Status", maintenance.status;
+        "/v3/maintenance/defragment" => "/etcdserverpb.Maintenance/Defragment", maintenance.defragment;
+        "/v3/maintenance/transfer-leadership" => "/etcdserverpb.Maintenance/MoveLeader", maintenance.move_leader;
+    );
+    router.with_state(gateway)
+}

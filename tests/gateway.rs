@@ -1,0 +1,148 @@
+//! The HTTP/JSON gateway (`curl -X POST http://host:2379/v3/...`) against real
+//! etcd as the oracle: the same requests give the same JSON bodies and HTTP
+//! statuses, apart from the IDs and term that differ per cluster.
+
+mod common;
+
+use std::process::Command;
+
+use common::{real_etcd, Flavor, Server};
+use serde_json::Value;
+
+/// POSTs `body` to `path`; returns the HTTP status and the JSON body.
+fn post(endpoint: &str, path: &str, body: &str) -> (u16, Value) {
+    let out = Command::new("curl")
+        .args(["-s", "-X", "POST", "-d", body, "-w", "\n%{http_code}"])
+        .arg(format!("http://{endpoint}{path}"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (json, code) = text.rsplit_once('\n').expect("curl printed the status");
+    let value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{path}: {e}: {json}"));
+    (code.parse().expect("a status code"), value)
+}
+
+/// Drops what legitimately differs between two clusters.
+fn normalise(mut v: Value) -> Value {
+    match &mut v {
+        Value::Object(map) => {
+            for id in ["cluster_id", "member_id", "raft_term"] {
+                map.remove(id);
+            }
+            for value in map.values_mut() {
+                *value = normalise(value.take());
+            }
+        }
+        Value::Array(items) => {
+            for item in items.iter_mut() {
+                *item = normalise(item.take());
+            }
+        }
+        _ => {}
+    }
+    v
+}
+
+/// base64 of a string, as the gateway carries bytes.
+fn b64(s: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes = s.as_bytes();
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n =
+            chunk.iter().fold(0u32, |acc, b| acc << 8 | u32::from(*b)) << (8 * (3 - chunk.len()));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+        out.push_str(&"=".repeat(3 - chunk.len()));
+    }
+    out
+}
+
+fn sequence(endpoint: &str) -> Vec<(u16, Value)> {
+    let (key, v1, v2) = (b64("foo"), b64("bar"), b64("baz"));
+    let steps = [
+        ("/v3/kv/put", format!(r#"{{"key":"{key}","value":"{v1}"}}"#)),
+        ("/v3/kv/put", format!(r#"{{"key":"{}","value":"{v1}"}}"#, b64("foo/a"))),
+        ("/v3/kv/range", format!(r#"{{"key":"{key}"}}"#)),
+        ("/v3/kv/put", format!(r#"{{"key":"{key}","value":"{v2}","prev_kv":true}}"#)),
+        (
+            "/v3/kv/range",
+            format!(r#"{{"key":"{key}","range_end":"{}","count_only":true}}"#, b64("fop")),
+        ),
+        (
+            "/v3/kv/range",
+            format!(
+                r#"{{"key":"{key}","range_end":"{}","sort_order":"DESCEND","keys_only":true}}"#,
+                b64("fop")
+            ),
+        ),
+        ("/v3/kv/range", format!(r#"{{"key":"{}"}}"#, b64("missing"))),
+        ("/v3/kv/put", r#"{"key":""}"#.to_string()),
+        ("/v3/kv/range", format!(r#"{{"key":"{key}","revision":"99"}}"#)),
+        ("/v3/lease/grant", r#"{"TTL":"60","ID":"7"}"#.to_string()),
+        ("/v3/kv/put", format!(r#"{{"key":"{}","value":"{v1}","lease":"7"}}"#, b64("leased"))),
+        ("/v3/kv/put", format!(r#"{{"key":"{key}","value":"{v1}","lease":"8"}}"#)),
+        ("/v3/lease/leases", "{}".to_string()),
+        (
+            "/v3/kv/txn",
+            format!(
+                r#"{{"compare":[{{"target":"VALUE","key":"{key}","value":"{v2}"}}],"success":[{{"request_range":{{"key":"{key}"}}}},{{"request_put":{{"key":"{}","value":"{v1}"}}}}],"failure":[]}}"#,
+                b64("t")
+            ),
+        ),
+        (
+            "/v3/kv/deleterange",
+            format!(r#"{{"key":"{key}","range_end":"{}","prev_kv":true}}"#, b64("fop")),
+        ),
+        ("/v3/kv/lease/revoke", r#"{"ID":"7"}"#.to_string()),
+        ("/v3/kv/range", format!(r#"{{"key":"{}"}}"#, b64("leased"))),
+        ("/v3/kv/compaction", r#"{"revision":"4"}"#.to_string()),
+        ("/v3/kv/range", format!(r#"{{"key":"{key}","revision":"2"}}"#)),
+        ("/v3/kv/compaction", r#"{"revision":"1000"}"#.to_string()),
+    ];
+    steps
+        .iter()
+        .map(|(path, body)| {
+            let (code, value) = post(endpoint, path, body);
+            (code, normalise(value))
+        })
+        .collect()
+}
+
+#[test]
+fn json_gateway_answers_what_real_etcd_answers() {
+    assert!(
+        real_etcd().is_some(),
+        "real etcd is required: apt-get install -y etcd-server (or run .ci/run)"
+    );
+    let ours = Server::start();
+    let oracle = Server::start_with(Flavor::RealEtcd, &[]);
+    let got = sequence(&ours.endpoint());
+    let want = sequence(&oracle.endpoint());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "step {i} differs from real etcd");
+    }
+}
+
+#[test]
+fn json_gateway_serves_cluster_and_maintenance_and_refuses_bad_json() {
+    let server = Server::start();
+    let endpoint = server.endpoint();
+    let (code, members) = post(&endpoint, "/v3/cluster/member/list", "{}");
+    assert_eq!(code, 200);
+    assert_eq!(members["members"][0]["name"], "node1");
+    assert_eq!(members["members"][0]["clientURLs"][0], format!("http://{endpoint}"));
+    let (code, status) = post(&endpoint, "/v3/maintenance/status", "");
+    assert_eq!(code, 200);
+    assert_eq!(status["version"], "3.5.0");
+    assert_eq!(status["leader"], status["header"]["member_id"]);
+    // etcd 3.5 fills the header of an alarm response (3.4 left it out).
+    let (code, alarms) = post(&endpoint, "/v3/maintenance/alarm", r#"{"action":"GET"}"#);
+    assert_eq!(code, 200);
+    assert!(alarms["header"]["revision"].is_string() && alarms.get("alarms").is_none());
+    let (code, error) = post(&endpoint, "/v3/kv/range", "{bad");
+    assert_eq!(code, 400);
+    assert_eq!(error["code"], 3);
+    assert!(error["error"].as_str().is_some_and(|e| !e.is_empty()));
+}
