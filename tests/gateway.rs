@@ -125,6 +125,52 @@ fn json_gateway_answers_what_real_etcd_answers() {
     }
 }
 
+/// A watch over the gateway streams `{"result": ...}` lines; keep-alive answers
+/// once per request and ends.
+fn streaming_sequence(endpoint: &str) -> Vec<Value> {
+    use std::io::BufRead;
+    let key = b64("w");
+    let mut watch = Command::new("curl")
+        .args(["-s", "-N", "--max-time", "20", "-X", "POST", "-d"])
+        .arg(format!(r#"{{"create_request":{{"key":"{key}","prev_kv":true}}}}"#))
+        .arg(format!("http://{endpoint}/v3/watch"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("curl");
+    let mut lines = std::io::BufReader::new(watch.stdout.take().expect("stdout")).lines();
+    let mut next = || -> Value {
+        let line = lines.next().expect("a watch response").expect("read");
+        normalise(serde_json::from_str(&line).expect("one JSON object per line"))
+    };
+    let mut out = vec![next()];
+    post(endpoint, "/v3/kv/put", &format!(r#"{{"key":"{key}","value":"{}"}}"#, b64("1")));
+    post(endpoint, "/v3/kv/deleterange", &format!(r#"{{"key":"{key}"}}"#));
+    out.push(next());
+    out.push(next());
+    let _ = watch.kill();
+    let _ = watch.wait();
+    post(endpoint, "/v3/lease/grant", r#"{"TTL":"60","ID":"9"}"#);
+    for id in ["9", "12345"] {
+        let (code, value) = post(endpoint, "/v3/lease/keepalive", &format!(r#"{{"ID":"{id}"}}"#));
+        assert_eq!(code, 200);
+        out.push(normalise(value));
+    }
+    out
+}
+
+#[test]
+fn json_gateway_streams_watch_events_and_keep_alives_as_real_etcd() {
+    assert!(real_etcd().is_some(), "real etcd is required: apt-get install -y etcd-server");
+    let ours = Server::start();
+    let oracle = Server::start_with(Flavor::RealEtcd, &[]);
+    let got = streaming_sequence(&ours.endpoint());
+    let want = streaming_sequence(&oracle.endpoint());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "streamed response {i} differs from real etcd");
+    }
+    assert_eq!(got.len(), want.len());
+}
+
 #[test]
 fn json_gateway_serves_cluster_and_maintenance_and_refuses_bad_json() {
     let server = Server::start();

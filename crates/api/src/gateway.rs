@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -19,8 +19,11 @@ use etcd_proto::etcdserverpb::cluster_server::Cluster;
 use etcd_proto::etcdserverpb::kv_server::Kv;
 use etcd_proto::etcdserverpb::lease_server::Lease;
 use etcd_proto::etcdserverpb::maintenance_server::Maintenance;
+use etcd_proto::etcdserverpb::{LeaseKeepAliveRequest, WatchRequest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Status};
 
 use crate::cluster::ClusterService;
@@ -114,6 +117,84 @@ where
     }
 }
 
+/// Decodes a body holding one or more JSON requests (a streaming call's inbound
+/// messages, as grpc-gateway reads them).
+fn decode_stream<Req: DeserializeOwned>(body: &[u8]) -> Result<Vec<Result<Req, Status>>, Status> {
+    serde_json::Deserializer::from_slice(body)
+        .into_iter::<Req>()
+        .map(|r| r.map(Ok).map_err(|e| Status::invalid_argument(e.to_string())))
+        .collect()
+}
+
+/// A streaming response: one `{"result": ...}` (or `{"error": ...}`) object per
+/// line, as grpc-gateway frames server streams; ends when the call ends.
+fn stream_response<Resp: Serialize + Send + 'static>(
+    responses: impl Stream<Item = Result<Resp, Status>> + Send + 'static,
+) -> Response {
+    // Structs, not `json!`, so fields keep the order grpc-gateway writes.
+    #[derive(Serialize)]
+    struct Framed<T> {
+        result: T,
+    }
+    #[derive(Serialize)]
+    struct StreamError<'a> {
+        grpc_code: i32,
+        http_code: u16,
+        message: &'a str,
+        http_status: &'a str,
+    }
+    #[derive(Serialize)]
+    struct Failed<'a> {
+        error: StreamError<'a>,
+    }
+    let lines = responses.map(|item| {
+        let line = match item {
+            Ok(response) => serde_json::to_string(&Framed { result: response }),
+            Err(status) => {
+                let http = http_status(status.code());
+                serde_json::to_string(&Failed {
+                    error: StreamError {
+                        grpc_code: status.code() as i32,
+                        http_code: http.as_u16(),
+                        message: status.message(),
+                        http_status: http.canonical_reason().unwrap_or_default(),
+                    },
+                })
+            }
+        };
+        Ok::<_, std::convert::Infallible>(Bytes::from(line.unwrap_or_default() + "\n"))
+    });
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], Body::from_stream(lines))
+        .into_response()
+}
+
+/// `/v3/watch`: the watchers the body asks for, streamed until the client leaves.
+async fn watch(State(g): Shared, body: Bytes) -> Response {
+    if let Some(refused) = crate::learner::refusal(&g.server, "/etcdserverpb.Watch/Watch") {
+        return error_response(&refused);
+    }
+    let requests = match decode_stream::<WatchRequest>(&body) {
+        Ok(requests) => requests,
+        Err(status) => return error_response(&status),
+    };
+    let rx = crate::watch::open(g.server.clone(), tokio_stream::iter(requests));
+    stream_response(ReceiverStream::new(rx).map(Ok::<_, Status>))
+}
+
+/// `/v3/lease/keepalive`: one answer per request in the body, then the end.
+async fn keep_alive(State(g): Shared, body: Bytes) -> Response {
+    let path = "/etcdserverpb.Lease/LeaseKeepAlive";
+    if let Some(refused) = crate::learner::refusal(&g.server, path) {
+        return error_response(&refused);
+    }
+    let requests = match decode_stream::<LeaseKeepAliveRequest>(&body) {
+        Ok(requests) => requests,
+        Err(status) => return error_response(&status),
+    };
+    let rx = crate::lease::keep_alive(g.server.clone(), tokio_stream::iter(requests));
+    stream_response(ReceiverStream::new(rx))
+}
+
 /// Declares one route per (path, gRPC method path, service, method).
 macro_rules! routes {
     ($router:expr, $( $path:literal => $grpc:literal, $svc:ident . $method:ident );* $(;)?) => {
@@ -159,5 +240,8 @@ pub(crate) fn router(server: Arc<EtcdServer>) -> Router {
         "/v3/maintenance/defragment" => "/etcdserverpb.Maintenance/Defragment", maintenance.defragment;
         "/v3/maintenance/transfer-leadership" => "/etcdserverpb.Maintenance/MoveLeader", maintenance.move_leader;
     );
-    router.with_state(gateway)
+    router
+        .route("/v3/watch", post(watch))
+        .route("/v3/lease/keepalive", post(keep_alive))
+        .with_state(gateway)
 }

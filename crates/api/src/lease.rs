@@ -13,7 +13,7 @@ use etcd_proto::etcdserverpb::{
 use etcd_server::{Applied, Response as AppliedResponse, ServerError};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::StreamExt;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::status::to_status;
@@ -83,22 +83,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<BoxStream<LeaseKeepAliveResponse>>, Status> {
-        let mut inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel(KEEP_ALIVE_QUEUE_MAX);
-        let server = self.server.clone();
-        tokio::spawn(async move {
-            while let Some(Ok(request)) = inbound.next().await {
-                let reply = server.lease_renew(request.id).map(|ttl| LeaseKeepAliveResponse {
-                    header: Some(server.header(server.kv().current_revision())),
-                    id: request.id,
-                    ttl,
-                });
-                let failed = reply.is_err();
-                if tx.send(reply.map_err(|e| to_status(&e))).await.is_err() || failed {
-                    break;
-                }
-            }
-        });
+        let rx = keep_alive(self.server.clone(), request.into_inner());
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -131,4 +116,28 @@ impl Lease for LeaseService {
         let leases = self.server.lease_ids().into_iter().map(|id| LeaseStatus { id }).collect();
         Ok(Response::new(LeaseLeasesResponse { header: Some(self.current_header()), leases }))
     }
+}
+
+/// Renews leases as the requests on `inbound` ask, answering each on the
+/// returned channel; ends at the first failure or when `inbound` ends (as
+/// etcd's keep-alive stream does). Shared by the gRPC and JSON gateway routes.
+pub(crate) fn keep_alive(
+    server: Arc<EtcdServer>,
+    mut inbound: impl Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Unpin + Send + 'static,
+) -> mpsc::Receiver<Result<LeaseKeepAliveResponse, Status>> {
+    let (tx, rx) = mpsc::channel(KEEP_ALIVE_QUEUE_MAX);
+    tokio::spawn(async move {
+        while let Some(Ok(request)) = inbound.next().await {
+            let reply = server.lease_renew(request.id).map(|ttl| LeaseKeepAliveResponse {
+                header: Some(server.header(server.kv().current_revision())),
+                id: request.id,
+                ttl,
+            });
+            let failed = reply.is_err();
+            if tx.send(reply.map_err(|e| to_status(&e))).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    rx
 }

@@ -23,7 +23,7 @@ use prost::Message;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::StreamExt;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 /// The stream type tonic's generated trait expects.
@@ -52,13 +52,21 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<BoxStream<WatchResponse>>, Status> {
-        let inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel(STREAM_QUEUE_MAX);
-        let stream =
-            WatchStream { server: self.server.clone(), tx, watchers: BTreeMap::new(), next_id: 0 };
-        tokio::spawn(stream.run(inbound));
+        let rx = open(self.server.clone(), request.into_inner());
         Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
     }
+}
+
+/// Serves one watch stream whose requests arrive on `inbound`; its responses
+/// come out of the returned channel. Shared by the gRPC and JSON gateway routes.
+pub(crate) fn open(
+    server: Arc<EtcdServer>,
+    inbound: impl Stream<Item = Result<WatchRequest, Status>> + Unpin + Send + 'static,
+) -> mpsc::Receiver<WatchResponse> {
+    let (tx, rx) = mpsc::channel(STREAM_QUEUE_MAX);
+    let stream = WatchStream { server, tx, watchers: BTreeMap::new(), next_id: 0 };
+    tokio::spawn(stream.run(inbound));
+    rx
 }
 
 /// The server side of one Watch stream.
@@ -70,8 +78,20 @@ struct WatchStream {
 }
 
 impl WatchStream {
-    async fn run(mut self, mut inbound: Streaming<WatchRequest>) {
-        while let Some(Ok(request)) = inbound.next().await {
+    async fn run(
+        mut self,
+        mut inbound: impl Stream<Item = Result<WatchRequest, Status>> + Unpin + Send,
+    ) {
+        let mut ended_cleanly = false;
+        loop {
+            let request = match inbound.next().await {
+                Some(Ok(request)) => request,
+                Some(Err(_)) => break,
+                None => {
+                    ended_cleanly = true;
+                    break;
+                }
+            };
             let sent = match request.request_union {
                 Some(RequestUnion::CreateRequest(create)) => self.create(create).await,
                 Some(RequestUnion::CancelRequest(cancel)) => self.cancel(cancel.watch_id).await,
@@ -87,6 +107,11 @@ impl WatchStream {
                 break;
             }
             self.watchers.retain(|_, task| !task.is_finished());
+        }
+        if ended_cleanly {
+            // As etcd: a client that only closed its sending side keeps receiving
+            // its watchers' events until it goes away.
+            self.tx.closed().await;
         }
         for task in self.watchers.values() {
             task.abort();
