@@ -20,6 +20,7 @@ use etcd_proto::etcdserverpb::kv_server::Kv;
 use etcd_proto::etcdserverpb::lease_server::Lease;
 use etcd_proto::etcdserverpb::maintenance_server::Maintenance;
 use etcd_proto::etcdserverpb::{LeaseKeepAliveRequest, WatchRequest};
+use etcd_proto::v3lockpb::lock_server::Lock;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio_stream::wrappers::ReceiverStream;
@@ -29,6 +30,7 @@ use tonic::{Code, Status};
 use crate::cluster::ClusterService;
 use crate::kv::KvService;
 use crate::lease::LeaseService;
+use crate::lock::LockService;
 use crate::maintenance::MaintenanceService;
 
 /// The services the gateway calls, as the gRPC routes do.
@@ -38,6 +40,7 @@ pub(crate) struct Gateway {
     lease: LeaseService,
     cluster: ClusterService,
     maintenance: MaintenanceService,
+    lock: LockService,
 }
 
 type Shared = State<Arc<Gateway>>;
@@ -214,6 +217,7 @@ pub(crate) fn router(server: Arc<EtcdServer>) -> Router {
         lease: LeaseService::new(server.clone()),
         cluster: ClusterService::new(server.clone()),
         maintenance: MaintenanceService::new(server.clone()),
+        lock: LockService::new(server.clone()),
         server,
     });
     let router = Router::new();
@@ -239,6 +243,8 @@ pub(crate) fn router(server: Arc<EtcdServer>) -> Router {
         "/v3/maintenance/status" => "/etcdserverpb.Maintenance/Status", maintenance.status;
         "/v3/maintenance/defragment" => "/etcdserverpb.Maintenance/Defragment", maintenance.defragment;
         "/v3/maintenance/transfer-leadership" => "/etcdserverpb.Maintenance/MoveLeader", maintenance.move_leader;
+        "/v3/lock/lock" => "/v3lockpb.Lock/Lock", lock.lock;
+        "/v3/lock/unlock" => "/v3lockpb.Lock/Unlock", lock.unlock;
     );
     router
         .route("/v3/watch", post(watch))

@@ -10,6 +10,7 @@ pub mod http;
 pub mod kv;
 mod learner;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod status;
 pub mod validate;
@@ -24,6 +25,7 @@ use etcd_proto::etcdserverpb::kv_server::KvServer;
 use etcd_proto::etcdserverpb::lease_server::LeaseServer;
 use etcd_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use etcd_proto::etcdserverpb::watch_server::WatchServer;
+use etcd_proto::v3lockpb::lock_server::LockServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -45,6 +47,7 @@ pub async fn serve(
     let cluster = ClusterServer::new(cluster::ClusterService::new(server.clone()));
     let maintenance = MaintenanceServer::new(maintenance::MaintenanceService::new(server.clone()));
     let lease = LeaseServer::new(lease::LeaseService::new(server.clone()));
+    let lock = LockServer::new(lock::LockService::new(server.clone()));
     let http_routes = http::router(server.clone());
     let gate = axum::middleware::from_fn_with_state(server.clone(), learner::gate);
     let watch = WatchServer::new(watch::WatchService::new(server))
@@ -55,7 +58,8 @@ pub async fn serve(
         .add_service(cluster)
         .add_service(maintenance)
         .add_service(watch)
-        .add_service(lease);
+        .add_service(lease)
+        .add_service(lock);
     let routes = tonic::service::Routes::from(routes.into_axum_router().layer(gate));
     tonic::transport::Server::builder()
         .accept_http1(true)
