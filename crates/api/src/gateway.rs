@@ -20,6 +20,8 @@ use etcd_proto::etcdserverpb::kv_server::Kv;
 use etcd_proto::etcdserverpb::lease_server::Lease;
 use etcd_proto::etcdserverpb::maintenance_server::Maintenance;
 use etcd_proto::etcdserverpb::{LeaseKeepAliveRequest, WatchRequest};
+use etcd_proto::v3electionpb::election_server::Election;
+use etcd_proto::v3electionpb::LeaderRequest;
 use etcd_proto::v3lockpb::lock_server::Lock;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -28,6 +30,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Status};
 
 use crate::cluster::ClusterService;
+use crate::election::ElectionService;
 use crate::kv::KvService;
 use crate::lease::LeaseService;
 use crate::lock::LockService;
@@ -41,6 +44,7 @@ pub(crate) struct Gateway {
     cluster: ClusterService,
     maintenance: MaintenanceService,
     lock: LockService,
+    election: ElectionService,
 }
 
 type Shared = State<Arc<Gateway>>;
@@ -198,6 +202,22 @@ async fn keep_alive(State(g): Shared, body: Bytes) -> Response {
     stream_response(ReceiverStream::new(rx))
 }
 
+/// `/v3/election/observe`: the leader and its changes, until the client leaves.
+async fn observe(State(g): Shared, body: Bytes) -> Response {
+    let path = "/v3electionpb.Election/Observe";
+    if let Some(refused) = crate::learner::refusal(&g.server, path) {
+        return error_response(&refused);
+    }
+    let request = match decode::<LeaderRequest>(&body) {
+        Ok(request) => request,
+        Err(status) => return error_response(&status),
+    };
+    match g.election.observe(tonic::Request::new(request)).await {
+        Ok(stream) => stream_response(stream.into_inner()),
+        Err(status) => error_response(&status),
+    }
+}
+
 /// Declares one route per (path, gRPC method path, service, method).
 macro_rules! routes {
     ($router:expr, $( $path:literal => $grpc:literal, $svc:ident . $method:ident );* $(;)?) => {
@@ -218,6 +238,7 @@ pub(crate) fn router(server: Arc<EtcdServer>) -> Router {
         cluster: ClusterService::new(server.clone()),
         maintenance: MaintenanceService::new(server.clone()),
         lock: LockService::new(server.clone()),
+        election: ElectionService::new(server.clone()),
         server,
     });
     let router = Router::new();
@@ -245,9 +266,14 @@ pub(crate) fn router(server: Arc<EtcdServer>) -> Router {
         "/v3/maintenance/transfer-leadership" => "/etcdserverpb.Maintenance/MoveLeader", maintenance.move_leader;
         "/v3/lock/lock" => "/v3lockpb.Lock/Lock", lock.lock;
         "/v3/lock/unlock" => "/v3lockpb.Lock/Unlock", lock.unlock;
+        "/v3/election/campaign" => "/v3electionpb.Election/Campaign", election.campaign;
+        "/v3/election/proclaim" => "/v3electionpb.Election/Proclaim", election.proclaim;
+        "/v3/election/leader" => "/v3electionpb.Election/Leader", election.leader;
+        "/v3/election/resign" => "/v3electionpb.Election/Resign", election.resign;
     );
     router
         .route("/v3/watch", post(watch))
         .route("/v3/lease/keepalive", post(keep_alive))
+        .route("/v3/election/observe", post(observe))
         .with_state(gateway)
 }

@@ -5,6 +5,7 @@
 //! Nothing here writes to storage: writes go through Raft.
 
 pub mod cluster;
+pub mod election;
 mod gateway;
 pub mod http;
 pub mod kv;
@@ -12,6 +13,7 @@ mod learner;
 pub mod lease;
 pub mod lock;
 pub mod maintenance;
+mod recipes;
 pub mod status;
 pub mod validate;
 pub mod watch;
@@ -25,6 +27,7 @@ use etcd_proto::etcdserverpb::kv_server::KvServer;
 use etcd_proto::etcdserverpb::lease_server::LeaseServer;
 use etcd_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use etcd_proto::etcdserverpb::watch_server::WatchServer;
+use etcd_proto::v3electionpb::election_server::ElectionServer;
 use etcd_proto::v3lockpb::lock_server::LockServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -48,6 +51,7 @@ pub async fn serve(
     let maintenance = MaintenanceServer::new(maintenance::MaintenanceService::new(server.clone()));
     let lease = LeaseServer::new(lease::LeaseService::new(server.clone()));
     let lock = LockServer::new(lock::LockService::new(server.clone()));
+    let election = ElectionServer::new(election::ElectionService::new(server.clone()));
     let http_routes = http::router(server.clone());
     let gate = axum::middleware::from_fn_with_state(server.clone(), learner::gate);
     let watch = WatchServer::new(watch::WatchService::new(server))
@@ -59,7 +63,8 @@ pub async fn serve(
         .add_service(maintenance)
         .add_service(watch)
         .add_service(lease)
-        .add_service(lock);
+        .add_service(lock)
+        .add_service(election);
     let routes = tonic::service::Routes::from(routes.into_axum_router().layer(gate));
     tonic::transport::Server::builder()
         .accept_http1(true)

@@ -1,0 +1,225 @@
+//! The Election service (`v3electionpb.Election`), etcd's server-side leader
+//! election: candidates queue owner keys under `<name>/` (see
+//! [`crate::recipes`]), the first created is the leader and its value is the
+//! proclamation; observers follow the leader key.
+
+use std::sync::Arc;
+
+use etcd_daemon::watch_hub::KeyRange;
+use etcd_daemon::EtcdServer;
+use etcd_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use etcd_proto::etcdserverpb::kv_server::Kv;
+use etcd_proto::etcdserverpb::request_op::Request as Op;
+use etcd_proto::etcdserverpb::{
+    Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, ResponseHeader, TxnRequest,
+};
+use etcd_proto::v3electionpb::election_server::Election;
+use etcd_proto::v3electionpb::{
+    CampaignRequest, CampaignResponse, LeaderKey, LeaderRequest, LeaderResponse, ProclaimRequest,
+    ProclaimResponse, ResignRequest, ResignResponse,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::recipes::{prefix_end, Recipes};
+
+/// The stream type tonic's generated trait expects.
+type BoxStream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+/// Leader changes queued per observer before it waits for its client.
+const OBSERVE_QUEUE_MAX: usize = 16;
+
+fn missing_leader() -> Status {
+    Status::unknown(r#""leader" field must be provided"#)
+}
+
+fn not_leader() -> Status {
+    Status::unknown("election: not leader")
+}
+
+fn prefix_of(name: &[u8]) -> Vec<u8> {
+    let mut prefix = name.to_vec();
+    prefix.push(b'/');
+    prefix
+}
+
+/// etcd's Election service over one member.
+pub struct ElectionService {
+    recipes: Arc<Recipes>,
+}
+
+impl ElectionService {
+    /// Serves Election requests with `server`.
+    pub fn new(server: Arc<EtcdServer>) -> ElectionService {
+        ElectionService { recipes: Arc::new(Recipes::new(server)) }
+    }
+
+    /// A transaction on the leader key that applies only while `leader` still
+    /// owns it (its create revision is unchanged).
+    async fn while_leader(
+        &self,
+        leader: &LeaderKey,
+        then: Op,
+    ) -> Result<(bool, Option<ResponseHeader>), Status> {
+        let txn = TxnRequest {
+            compare: vec![Compare {
+                result: CompareResult::Equal as i32,
+                target: CompareTarget::Create as i32,
+                key: leader.key.clone(),
+                target_union: Some(TargetUnion::CreateRevision(leader.rev)),
+                ..Default::default()
+            }],
+            success: vec![RequestOp { request: Some(then) }],
+            failure: vec![],
+        };
+        let response = self.recipes.kv.txn(Request::new(txn)).await?.into_inner();
+        Ok((response.succeeded, response.header))
+    }
+
+    async fn proclaim_as(
+        &self,
+        leader: &LeaderKey,
+        value: Vec<u8>,
+    ) -> Result<Option<ResponseHeader>, Status> {
+        let put = PutRequest {
+            key: leader.key.clone(),
+            value,
+            lease: leader.lease,
+            ..Default::default()
+        };
+        match self.while_leader(leader, Op::RequestPut(put)).await? {
+            (true, header) => Ok(header),
+            (false, _) => Err(not_leader()),
+        }
+    }
+}
+
+/// Follows the election `prefix`: sends the leader, every change of its value,
+/// and the next leader once it is gone, until the client leaves.
+async fn observe(
+    recipes: Arc<Recipes>,
+    prefix: Vec<u8>,
+    tx: mpsc::Sender<Result<LeaderResponse, Status>>,
+) {
+    let whole = KeyRange::Between(prefix.clone(), prefix_end(&prefix));
+    loop {
+        let interest = recipes.server.watch_hub().register(whole.clone());
+        let (leader, header) = match recipes.first_under(&prefix).await {
+            Ok(found) => found,
+            Err(status) => {
+                let _ = tx.send(Err(status)).await;
+                return;
+            }
+        };
+        let Some(mut kv) = leader else {
+            tokio::select! {
+                () = interest.flagged() => continue,
+                () = tx.closed() => return,
+            }
+        };
+        drop(interest);
+        if tx.send(Ok(LeaderResponse { header, kv: Some(kv.clone()) })).await.is_err() {
+            return;
+        }
+        // Follow this leader's key until it is deleted.
+        loop {
+            tokio::select! {
+                changed = recipes.wait_until_changed(KeyRange::Single(kv.key.clone()), &kv) => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                () = tx.closed() => return,
+            }
+            let read = RangeRequest { key: kv.key.clone(), ..Default::default() };
+            let now = match recipes.kv.range(Request::new(read)).await {
+                Ok(response) => response.into_inner(),
+                Err(status) => {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+            };
+            let Some(current) = now.kvs.into_iter().next() else { break };
+            if current.create_revision != kv.create_revision {
+                break; // deleted and created again: a new candidate, not this leader
+            }
+            if current.mod_revision != kv.mod_revision {
+                kv = current;
+                let update = LeaderResponse { header: now.header, kv: Some(kv.clone()) };
+                if tx.send(Ok(update)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Election for ElectionService {
+    async fn campaign(
+        &self,
+        request: Request<CampaignRequest>,
+    ) -> Result<Response<CampaignResponse>, Status> {
+        let CampaignRequest { name, lease, value } = request.into_inner();
+        let claim = self.recipes.claim(&name, lease, value.clone()).await?;
+        let release = self.recipes.release_on_drop(claim.key.clone());
+        let leader = LeaderKey {
+            name: name.clone(),
+            key: claim.key.clone(),
+            rev: claim.revision,
+            lease: claim.lease,
+        };
+        if claim.existing_value.as_ref().is_some_and(|v| *v != value) {
+            self.proclaim_as(&leader, value).await?;
+        }
+        let header = if claim.first {
+            claim.header
+        } else {
+            self.recipes.wait_deletes(&prefix_of(&name), claim.revision).await?
+        };
+        release.keep();
+        Ok(Response::new(CampaignResponse { header, leader: Some(leader) }))
+    }
+
+    async fn proclaim(
+        &self,
+        request: Request<ProclaimRequest>,
+    ) -> Result<Response<ProclaimResponse>, Status> {
+        let ProclaimRequest { leader, value } = request.into_inner();
+        let leader = leader.ok_or_else(missing_leader)?;
+        let header = self.proclaim_as(&leader, value).await?;
+        Ok(Response::new(ProclaimResponse { header }))
+    }
+
+    async fn leader(
+        &self,
+        request: Request<LeaderRequest>,
+    ) -> Result<Response<LeaderResponse>, Status> {
+        let prefix = prefix_of(&request.into_inner().name);
+        match self.recipes.first_under(&prefix).await? {
+            (Some(kv), header) => Ok(Response::new(LeaderResponse { header, kv: Some(kv) })),
+            (None, _) => Err(Status::unknown("election: no leader")),
+        }
+    }
+
+    async fn observe(
+        &self,
+        request: Request<LeaderRequest>,
+    ) -> Result<Response<BoxStream<LeaderResponse>>, Status> {
+        let prefix = prefix_of(&request.into_inner().name);
+        let (tx, rx) = mpsc::channel(OBSERVE_QUEUE_MAX);
+        tokio::spawn(observe(self.recipes.clone(), prefix, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn resign(
+        &self,
+        request: Request<ResignRequest>,
+    ) -> Result<Response<ResignResponse>, Status> {
+        let leader = request.into_inner().leader.ok_or_else(missing_leader)?;
+        let delete = DeleteRangeRequest { key: leader.key.clone(), ..Default::default() };
+        let (_, header) = self.while_leader(&leader, Op::RequestDeleteRange(delete)).await?;
+        Ok(Response::new(ResignResponse { header }))
+    }
+}
