@@ -31,6 +31,7 @@ use etcd_proto::v3electionpb::election_server::ElectionServer;
 use etcd_proto::v3lockpb::lock_server::LockServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 
 pub use maintenance::{CLUSTER_VERSION, SERVER_VERSION};
 
@@ -66,9 +67,16 @@ pub async fn serve(
         .add_service(lock)
         .add_service(election);
     let routes = tonic::service::Routes::from(routes.into_axum_router().layer(gate));
+    // Responses are small and a client waits on each: no Nagle delay (Go's
+    // listeners, and so etcd's, set this by default).
+    let incoming = TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|stream| {
+            let _ = stream.set_nodelay(true);
+        })
+    });
     tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }
