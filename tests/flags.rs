@@ -117,3 +117,25 @@ fn health_version_and_metrics_answer_over_plain_http_on_the_client_port() {
     assert!(value("etcd_server_proposals_applied_total") >= 2.0);
     assert!(value("etcd_mvcc_db_total_size_in_bytes") > 0.0);
 }
+
+#[test]
+fn listen_metrics_urls_serve_metrics_and_health_only() {
+    let port = common::free_port();
+    let metrics_url = format!("--listen-metrics-urls=http://127.0.0.1:{port}");
+    let server = Server::start_with(common::Flavor::Ours, &[&metrics_url]);
+    let get = |path: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", &format!("http://127.0.0.1:{port}{path}")])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(
+        get("/health?exclude=NOSPACE&serializable=true"),
+        "{\"health\":\"true\",\"reason\":\"\"}\n200"
+    );
+    let metrics = get("/metrics");
+    assert!(metrics.contains("\netcd_server_has_leader 1\n"), "{metrics}");
+    assert!(get("/version").ends_with("404"), "only /metrics and /health are served there");
+    drop(server);
+}

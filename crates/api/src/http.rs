@@ -73,6 +73,20 @@ async fn metrics(State(server): State<Arc<EtcdServer>>) -> impl IntoResponse {
     (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], server.metrics_text())
 }
 
+/// What `--listen-metrics-urls` serve: `/metrics` and `/health`, as etcd.
+pub fn metrics_router(server: Arc<EtcdServer>) -> Router {
+    Router::new().route("/health", get(health)).route("/metrics", get(metrics)).with_state(server)
+}
+
+/// Serves [`metrics_router`] on `listener` until `shutdown` resolves.
+pub async fn serve_metrics(
+    server: Arc<EtcdServer>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, metrics_router(server)).with_graceful_shutdown(shutdown).await
+}
+
 /// The HTTP routes served beside the gRPC services.
 pub fn router(server: Arc<EtcdServer>) -> Router {
     Router::new()

@@ -17,7 +17,6 @@ const IGNORED_VALUE_FLAGS: &[&str] = &[
     "log-outputs",
     "max-snapshots",
     "max-wals",
-    "listen-metrics-urls",
     "metrics",
     "backend-batch-interval",
     "backend-batch-limit",
@@ -88,6 +87,9 @@ pub struct Flags {
     /// List of this member's client URLs to advertise to the public.
     #[arg(long, env = "ETCD_ADVERTISE_CLIENT_URLS", default_value = "http://localhost:2379")]
     pub advertise_client_urls: String,
+    /// List of additional URLs to listen on that respond to the /metrics and /health endpoints.
+    #[arg(long, env = "ETCD_LISTEN_METRICS_URLS", default_value = "")]
+    pub listen_metrics_urls: String,
     /// List of URLs to listen on for peer traffic.
     #[arg(long, env = "ETCD_LISTEN_PEER_URLS", default_value = "http://localhost:2380")]
     pub listen_peer_urls: String,
@@ -276,6 +278,11 @@ impl Flags {
     /// The peer URLs to bind.
     pub fn listen_peer_urls(&self) -> Vec<String> {
         split_urls(&self.listen_peer_urls)
+    }
+
+    /// The URLs serving only `/metrics` and `/health`.
+    pub fn listen_metrics_urls(&self) -> Vec<String> {
+        split_urls(&self.listen_metrics_urls)
     }
 
     /// The client URLs to bind.

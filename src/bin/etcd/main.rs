@@ -116,6 +116,7 @@ async fn run(flags: Flags) -> Result<(), String> {
     let mut cfg = flags.server_config()?;
     let listeners = bind_all(&flags.listen_client_urls(), "client").await?;
     let peer_listeners = bind_all(&flags.listen_peer_urls(), "peer").await?;
+    let metrics_listeners = bind_all(&flags.listen_metrics_urls(), "metrics").await?;
     fetch_join_info(&mut cfg).await?;
     let name = cfg.name.clone();
     let client_urls = cfg.advertise_client_urls.clone();
@@ -135,7 +136,20 @@ async fn run(flags: Flags) -> Result<(), String> {
             let shutdown = async move {
                 let _ = stop.recv().await;
             };
-            etcd_transport::serve(listener, transport, shutdown).await
+            etcd_transport::serve(listener, transport, shutdown).await.map_err(|e| e.to_string())
+        }));
+    }
+    // Probes (e.g. kubeadm's liveness check) poll these before the member serves clients.
+    for listener in metrics_listeners {
+        let mut stop = stop_tx.subscribe();
+        let server = Arc::clone(&server);
+        serving.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.recv().await;
+            };
+            etcd_api::http::serve_metrics(server, listener, shutdown)
+                .await
+                .map_err(|e| e.to_string())
         }));
     }
     publish(&server, election_timeout).await;
@@ -157,7 +171,7 @@ async fn run(flags: Flags) -> Result<(), String> {
             let shutdown = async move {
                 let _ = stop.recv().await;
             };
-            etcd_api::serve(server, listener, shutdown).await
+            etcd_api::serve(server, listener, shutdown).await.map_err(|e| e.to_string())
         }));
         tracing::warn!(address = %address, "serving insecure client requests on {address}, this is strongly discouraged!");
     }
@@ -170,8 +184,8 @@ async fn run(flags: Flags) -> Result<(), String> {
     for task in serving {
         match task.await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "client listener stopped with an error"),
-            Err(e) => tracing::warn!(error = %e, "client listener task failed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "a listener stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "a listener task failed"),
         }
     }
     server.shutdown().await;
