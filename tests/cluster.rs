@@ -25,6 +25,34 @@ fn member_ids(cluster: &Cluster) -> Vec<u64> {
         .collect()
 }
 
+/// Cuts member `i` off from every other member, both ways.
+fn isolate(cluster: &mut Cluster, i: usize, ids: &[u64]) {
+    let others: Vec<u64> = ids.iter().copied().filter(|&id| id != ids[i]).collect();
+    cluster.block(i, &others);
+    for j in (0..cluster.members.len()).filter(|&j| j != i) {
+        cluster.block(j, &[ids[i]]);
+    }
+}
+
+/// Lifts every partition.
+fn heal(cluster: &mut Cluster) {
+    for i in 0..cluster.members.len() {
+        cluster.block(i, &[]);
+    }
+}
+
+/// Waits until `client`'s member holds `key` in its own store.
+async fn wait_for_local_key(client: &mut etcd_client::Client, key: &str) {
+    for _ in 0..150 {
+        let got = client.get(key, Some(GetOptions::new().with_serializable())).await;
+        if got.is_ok_and(|r| r.kvs().len() == 1) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the member never caught up to {key}");
+}
+
 #[test]
 fn one_leader_and_writes_through_any_member_are_readable_from_every_member() {
     let cluster = Cluster::start(3, &[]);
@@ -186,14 +214,9 @@ async fn a_partitioned_minority_cannot_commit_or_read_stale_and_catches_up_after
     let leader = cluster.leader(ELECTION_WAIT).expect("a leader");
     let ids = tokio::task::block_in_place(|| member_ids(&cluster));
     let isolated = (leader + 1) % 3;
-    let others: Vec<u64> = (0..3).filter(|&i| i != isolated).map(|i| ids[i]).collect();
     let mut via_isolated = cluster.members[isolated].client().await;
     via_isolated.put("k", "before", None).await.expect("put before the partition");
-    cluster.block(isolated, &others);
-    for i in (0..3).filter(|&i| i != isolated) {
-        cluster.block(i, &[ids[isolated]]);
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    isolate(&mut cluster, isolated, &ids);
     let mut majority = cluster.members[leader].client().await;
     for i in 0..50 {
         majority.put("k", format!("during{i}"), None).await.expect("the majority commits");
@@ -204,9 +227,7 @@ async fn a_partitioned_minority_cannot_commit_or_read_stale_and_catches_up_after
     assert!(!matches!(write, Ok(Ok(_))), "the isolated member committed a write");
     let read = tokio::time::timeout(Duration::from_secs(12), via_isolated.get("k", None)).await;
     assert!(!matches!(read, Ok(Ok(_))), "the isolated member served a linearizable read");
-    for i in 0..3 {
-        cluster.block(i, &[]);
-    }
+    heal(&mut cluster);
     let mut caught_up = false;
     for _ in 0..100 {
         let got = via_isolated.get("k", Some(GetOptions::new().with_serializable())).await;
@@ -366,11 +387,7 @@ async fn a_member_that_fell_behind_the_log_catches_up_by_snapshot() {
     let leader = cluster.leader(ELECTION_WAIT).expect("a leader");
     let ids = tokio::task::block_in_place(|| member_ids(&cluster));
     let lagging = (leader + 1) % 3;
-    cluster
-        .block(lagging, &ids.iter().copied().filter(|&id| id != ids[lagging]).collect::<Vec<_>>());
-    for i in (0..3).filter(|&i| i != lagging) {
-        cluster.block(i, &[ids[lagging]]);
-    }
+    isolate(&mut cluster, lagging, &ids);
     let mut majority = cluster.members[leader].client().await;
     // Large enough values that the backend travels in several chunks.
     let value = "v".repeat(16 * 1024);
@@ -378,20 +395,9 @@ async fn a_member_that_fell_behind_the_log_catches_up_by_snapshot() {
         majority.put(format!("k{i:03}"), value.clone(), None).await.expect("put");
     }
     majority.delete("k000", None).await.expect("delete");
-    for i in 0..3 {
-        cluster.block(i, &[]);
-    }
+    heal(&mut cluster);
     let mut lagging_client = cluster.members[lagging].client().await;
-    let mut caught_up = false;
-    for _ in 0..150 {
-        let got = lagging_client.get("k299", Some(GetOptions::new().with_serializable())).await;
-        if got.is_ok_and(|r| r.kvs().len() == 1) {
-            caught_up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(caught_up, "the lagging member caught up");
+    wait_for_local_key(&mut lagging_client, "k299").await;
     // After a linearizable read every member is at the same revision: same data, same hash.
     let mut hashes = Vec::new();
     for member in &cluster.members {
@@ -432,11 +438,7 @@ async fn a_member_that_missed_a_member_add_learns_the_new_peer_from_the_snapshot
     let leader = cluster.leader(ELECTION_WAIT).expect("a leader");
     let ids = tokio::task::block_in_place(|| member_ids(&cluster));
     let lagging = (leader + 1) % 3;
-    cluster
-        .block(lagging, &ids.iter().copied().filter(|&id| id != ids[lagging]).collect::<Vec<_>>());
-    for i in (0..3).filter(|&i| i != lagging) {
-        cluster.block(i, &[ids[lagging]]);
-    }
+    isolate(&mut cluster, lagging, &ids);
     // A fourth voter joins while `lagging` is cut off, then the log moves on
     // past what the leader keeps: `lagging` hears of the new member only
     // through the snapshot.
@@ -446,20 +448,9 @@ async fn a_member_that_missed_a_member_add_learns_the_new_peer_from_the_snapshot
     for i in 0..100 {
         majority.put(format!("k{i:03}"), "v", None).await.expect("put");
     }
-    for i in 0..3 {
-        cluster.block(i, &[]);
-    }
+    heal(&mut cluster);
     let mut lagging_client = cluster.members[lagging].client().await;
-    let mut caught_up = false;
-    for _ in 0..150 {
-        let got = lagging_client.get("k099", Some(GetOptions::new().with_serializable())).await;
-        if got.is_ok_and(|r| r.kvs().len() == 1) {
-            caught_up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(caught_up, "the lagging member caught up");
+    wait_for_local_key(&mut lagging_client, "k099").await;
     let log = cluster.members[lagging].full_log().join("\n");
     assert!(log.contains("installed a snapshot from the leader"), "caught up without a snapshot");
 

@@ -175,31 +175,39 @@ fn stream_response<Resp: Serialize + Send + 'static>(
         .into_response()
 }
 
+/// The inbound messages of a bidirectional call from its body, checked as the
+/// gRPC route would be.
+fn inbound<Req: DeserializeOwned>(
+    g: &Gateway,
+    grpc_path: &str,
+    body: &[u8],
+) -> Result<impl Stream<Item = Result<Req, Status>>, Status> {
+    if let Some(refused) = crate::learner::refusal(&g.server, grpc_path) {
+        return Err(refused);
+    }
+    decode_stream::<Req>(body).map(tokio_stream::iter)
+}
+
 /// `/v3/watch`: the watchers the body asks for, streamed until the client leaves.
 async fn watch(State(g): Shared, body: Bytes) -> Response {
-    if let Some(refused) = crate::learner::refusal(&g.server, "/etcdserverpb.Watch/Watch") {
-        return error_response(&refused);
+    match inbound::<WatchRequest>(&g, "/etcdserverpb.Watch/Watch", &body) {
+        Ok(requests) => {
+            let rx = crate::watch::open(g.server.clone(), requests);
+            stream_response(ReceiverStream::new(rx).map(Ok::<_, Status>))
+        }
+        Err(status) => error_response(&status),
     }
-    let requests = match decode_stream::<WatchRequest>(&body) {
-        Ok(requests) => requests,
-        Err(status) => return error_response(&status),
-    };
-    let rx = crate::watch::open(g.server.clone(), tokio_stream::iter(requests));
-    stream_response(ReceiverStream::new(rx).map(Ok::<_, Status>))
 }
 
 /// `/v3/lease/keepalive`: one answer per request in the body, then the end.
 async fn keep_alive(State(g): Shared, body: Bytes) -> Response {
-    let path = "/etcdserverpb.Lease/LeaseKeepAlive";
-    if let Some(refused) = crate::learner::refusal(&g.server, path) {
-        return error_response(&refused);
+    match inbound::<LeaseKeepAliveRequest>(&g, "/etcdserverpb.Lease/LeaseKeepAlive", &body) {
+        Ok(requests) => stream_response(ReceiverStream::new(crate::lease::keep_alive(
+            g.server.clone(),
+            requests,
+        ))),
+        Err(status) => error_response(&status),
     }
-    let requests = match decode_stream::<LeaseKeepAliveRequest>(&body) {
-        Ok(requests) => requests,
-        Err(status) => return error_response(&status),
-    };
-    let rx = crate::lease::keep_alive(g.server.clone(), tokio_stream::iter(requests));
-    stream_response(ReceiverStream::new(rx))
 }
 
 /// `/v3/election/observe`: the leader and its changes, until the client leaves.
