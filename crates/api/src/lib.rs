@@ -15,6 +15,7 @@ pub mod lock;
 pub mod maintenance;
 mod recipes;
 pub mod status;
+pub mod tls;
 pub mod validate;
 pub mod watch;
 
@@ -38,10 +39,12 @@ pub use maintenance::{CLUSTER_VERSION, SERVER_VERSION};
 /// gRPC framing and header overhead etcd allows on top of `--max-request-bytes`.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
-/// Serves the client API on `listener` until `shutdown` resolves.
+/// Serves the client API on `listener` until `shutdown` resolves, over TLS when
+/// `tls` is given (an `https://` listen URL).
 pub async fn serve(
     server: Arc<EtcdServer>,
     listener: TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let max_message_bytes = server.config().max_request_bytes + GRPC_OVERHEAD_BYTES;
@@ -74,7 +77,11 @@ pub async fn serve(
             let _ = stream.set_nodelay(true);
         })
     });
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
         .accept_http1(true)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)

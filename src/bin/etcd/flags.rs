@@ -56,10 +56,6 @@ const IGNORED_BOOL_FLAGS: &[&str] = &[
 /// etcd flags whose absence of support must stop the server (ignoring them would
 /// silently weaken security).
 const REFUSED_FLAGS: &[&str] = &[
-    "cert-file",
-    "key-file",
-    "trusted-ca-file",
-    "client-cert-auth",
     "auto-tls",
     "client-crl-file",
     "peer-cert-file",
@@ -71,9 +67,10 @@ const REFUSED_FLAGS: &[&str] = &[
     "force-new-cluster",
 ];
 
-/// A distributed, reliable key-value store (etcd v3 API).
+/// A distributed, reliable key-value store (etcd v3 API). A flag given twice
+/// takes its last value, as with Go's flag package.
 #[derive(Debug, Parser)]
-#[command(name = "etcd", disable_version_flag = true)]
+#[command(name = "etcd", disable_version_flag = true, args_override_self = true)]
 pub struct Flags {
     /// Human-readable name for this member.
     #[arg(long, env = "ETCD_NAME", default_value = "default")]
@@ -144,6 +141,25 @@ pub struct Flags {
         value_parser = parse_go_duration
     )]
     pub experimental_watch_progress_notify_interval: Duration,
+    /// Path to the client server TLS cert file.
+    #[arg(long, env = "ETCD_CERT_FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// Path to the client server TLS key file.
+    #[arg(long, env = "ETCD_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Path to the client server TLS trusted CA cert file.
+    #[arg(long, env = "ETCD_TRUSTED_CA_FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Enable client cert authentication.
+    #[arg(
+        long,
+        env = "ETCD_CLIENT_CERT_AUTH",
+        default_value_t = false,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub client_cert_auth: bool,
     /// Print the version and exit.
     #[arg(long)]
     pub version: bool,
@@ -173,8 +189,9 @@ pub fn normalise(args: Vec<String>) -> Result<(Vec<String>, Vec<String>), String
         };
         if REFUSED_FLAGS.contains(&name.as_str()) {
             return Err(format!(
-                "--{name} is not supported by this server yet (TLS and forced reconfiguration \
-                 are not implemented); remove the flag or run real etcd for this member"
+                "--{name} is not supported by this server yet (peer TLS, auto TLS, CRLs and \
+                 forced reconfiguration are not implemented); remove the flag or run real etcd \
+                 for this member"
             ));
         }
         if IGNORED_VALUE_FLAGS.contains(&name.as_str()) {
@@ -280,6 +297,23 @@ impl Flags {
         split_urls(&self.listen_peer_urls)
     }
 
+    /// The client TLS files, when `--cert-file` and `--key-file` are both given.
+    pub fn client_tls(&self) -> Result<Option<etcd_api::tls::TlsFiles>, String> {
+        match (&self.cert_file, &self.key_file) {
+            (Some(cert_file), Some(key_file)) => Ok(Some(etcd_api::tls::TlsFiles {
+                cert_file: cert_file.clone(),
+                key_file: key_file.clone(),
+                trusted_ca_file: self.trusted_ca_file.clone(),
+                client_cert_auth: self.client_cert_auth,
+            })),
+            (None, None) if self.client_cert_auth => {
+                Err("--client-cert-auth needs TLS: give --cert-file and --key-file too".to_string())
+            }
+            (None, None) => Ok(None),
+            _ => Err("--cert-file and --key-file go together: give both or neither".to_string()),
+        }
+    }
+
     /// The URLs serving only `/metrics` and `/health`.
     pub fn listen_metrics_urls(&self) -> Vec<String> {
         split_urls(&self.listen_metrics_urls)
@@ -356,6 +390,26 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_flag_takes_its_last_value_and_bool_flags_take_an_optional_value() {
+        let flags = Flags::try_parse_from([
+            "etcd",
+            "--name=a",
+            "--name=b",
+            "--client-cert-auth",
+            "--cert-file=c.pem",
+            "--key-file=k.pem",
+        ])
+        .expect("parses");
+        assert_eq!(flags.name, "b");
+        assert!(flags.client_cert_auth);
+        assert!(flags.client_tls().expect("complete").is_some());
+        let off = Flags::try_parse_from(["etcd", "--client-cert-auth=false"]).expect("parses");
+        assert!(!off.client_cert_auth);
+        let alone = Flags::try_parse_from(["etcd", "--client-cert-auth"]).expect("parses");
+        assert!(alone.client_tls().is_err(), "client cert auth without TLS is refused");
+    }
+
+    #[test]
     fn ignored_flags_are_dropped_with_their_values() {
         let (out, ignored) = normalise(args(&[
             "etcd",
@@ -382,8 +436,9 @@ mod tests {
     }
 
     #[test]
-    fn tls_flags_are_refused() {
-        assert!(normalise(args(&["etcd", "--cert-file", "x"])).is_err());
+    fn peer_tls_flags_are_refused() {
+        assert!(normalise(args(&["etcd", "--peer-cert-file", "x"])).is_err());
+        assert!(normalise(args(&["etcd", "--cert-file", "x"])).is_ok());
     }
 
     #[test]

@@ -34,28 +34,35 @@ fn init_logging(level: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `http://host:port` -> `host:port`; other schemes are refused for now.
-fn listen_address(url: &str) -> Result<String, String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        format!("listen URL {url:?} is not supported: only http:// URLs are served (TLS is not implemented yet)")
-    })?;
+/// `http://host:port` or `https://host:port` -> (`host:port`, is TLS).
+fn listen_address(url: &str) -> Result<(String, bool), String> {
+    let (rest, tls) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (rest, false),
+        (_, Some(rest)) => (rest, true),
+        _ => {
+            return Err(format!(
+                "listen URL {url:?} is not supported: write it as http://host:port or https://host:port"
+            ))
+        }
+    };
     let host_port = rest.trim_end_matches('/');
     if !host_port.contains(':') {
         return Err(format!("listen URL {url:?} has no port: write it as http://host:port"));
     }
-    Ok(host_port.to_string())
+    Ok((host_port.to_string(), tls))
 }
 
-async fn bind_all(urls: &[String], traffic: &str) -> Result<Vec<TcpListener>, String> {
+/// Binds every URL; returns each listener with whether its URL is `https://`.
+async fn bind_all(urls: &[String], traffic: &str) -> Result<Vec<(TcpListener, bool)>, String> {
     let mut listeners = Vec::new();
     for url in urls {
-        let address = listen_address(url)?;
+        let (address, tls) = listen_address(url)?;
         let listener = TcpListener::bind(&address).await.map_err(|e| {
             format!(
                 "cannot listen for {traffic} traffic on {url}: {e} (is another etcd running there?)"
             )
         })?;
-        listeners.push(listener);
+        listeners.push((listener, tls));
     }
     Ok(listeners)
 }
@@ -112,11 +119,37 @@ async fn fetch_join_info(cfg: &mut ServerConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// The client port's TLS configuration, if any listen URL is `https://`.
+fn client_tls(
+    flags: &Flags,
+    listeners: &[(TcpListener, bool)],
+) -> Result<Option<tonic::transport::ServerTlsConfig>, String> {
+    let files = flags.client_tls()?;
+    if !listeners.iter().any(|(_, tls)| *tls) {
+        if files.is_some() {
+            tracing::warn!(
+                "--cert-file is set but no --listen-client-urls is https://; serving plaintext"
+            );
+        }
+        return Ok(None);
+    }
+    let files = files.ok_or_else(|| {
+        "an https:// --listen-client-urls needs --cert-file and --key-file".to_string()
+    })?;
+    files.server_config().map(Some)
+}
+
 async fn run(flags: Flags) -> Result<(), String> {
     let mut cfg = flags.server_config()?;
     let listeners = bind_all(&flags.listen_client_urls(), "client").await?;
     let peer_listeners = bind_all(&flags.listen_peer_urls(), "peer").await?;
     let metrics_listeners = bind_all(&flags.listen_metrics_urls(), "metrics").await?;
+    let tls = client_tls(&flags, &listeners)?;
+    if metrics_listeners.iter().chain(&peer_listeners).any(|(_, tls)| *tls) {
+        return Err("https:// peer and metrics URLs are not supported yet (peer TLS is not \
+                    implemented): use http:// for --listen-peer-urls and --listen-metrics-urls"
+            .to_string());
+    }
     fetch_join_info(&mut cfg).await?;
     let name = cfg.name.clone();
     let client_urls = cfg.advertise_client_urls.clone();
@@ -129,7 +162,7 @@ async fn run(flags: Flags) -> Result<(), String> {
     server.spawn_background_tasks();
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut serving = Vec::new();
-    for listener in peer_listeners {
+    for (listener, _) in peer_listeners {
         let mut stop = stop_tx.subscribe();
         let transport = server.transport().clone();
         serving.push(tokio::spawn(async move {
@@ -140,7 +173,7 @@ async fn run(flags: Flags) -> Result<(), String> {
         }));
     }
     // Probes (e.g. kubeadm's liveness check) poll these before the member serves clients.
-    for listener in metrics_listeners {
+    for (listener, _) in metrics_listeners {
         let mut stop = stop_tx.subscribe();
         let server = Arc::clone(&server);
         serving.push(tokio::spawn(async move {
@@ -163,17 +196,22 @@ async fn run(flags: Flags) -> Result<(), String> {
         cluster_id = %format!("{:x}", server.cluster_id()),
         "published local member to cluster through raft"
     );
-    for listener in listeners {
+    for (listener, is_tls) in listeners {
         let address = listener.local_addr().map_err(|e| e.to_string())?;
         let mut stop = stop_tx.subscribe();
         let server = Arc::clone(&server);
+        let tls = if is_tls { tls.clone() } else { None };
         serving.push(tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop.recv().await;
             };
-            etcd_api::serve(server, listener, shutdown).await.map_err(|e| e.to_string())
+            etcd_api::serve(server, listener, tls, shutdown).await.map_err(|e| e.to_string())
         }));
-        tracing::warn!(address = %address, "serving insecure client requests on {address}, this is strongly discouraged!");
+        if is_tls {
+            tracing::info!(address = %address, "serving client traffic securely on {address}");
+        } else {
+            tracing::warn!(address = %address, "serving insecure client requests on {address}, this is strongly discouraged!");
+        }
     }
     tracing::info!("ready to serve client requests");
     tokio::select! {

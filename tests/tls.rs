@@ -1,0 +1,120 @@
+//! TLS on the client port with etcd's flags, driven by the real etcdctl: an
+//! `https://` listen URL with `--cert-file`/`--key-file` serves TLS, and
+//! `--client-cert-auth` with `--trusted-ca-file` refuses clients without a
+//! certificate from that CA.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{etcdctl_path, Flavor, Server};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair,
+};
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM
+/// files in `dir`: (ca, server cert, server key, client cert, client key).
+fn certificates(dir: &Path) -> [PathBuf; 5] {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "etcd-rs test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key"))
+        .expect("CA certificate");
+    let leaf = |name: &str, purpose: ExtendedKeyUsagePurpose| {
+        let mut params =
+            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+                .expect("params");
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![purpose];
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &ca).expect("signed");
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = leaf("server", ExtendedKeyUsagePurpose::ServerAuth);
+    let (client_cert, client_key) = leaf("root", ExtendedKeyUsagePurpose::ClientAuth);
+    let files = [
+        ("ca.pem", ca.pem()),
+        ("server.pem", server_cert),
+        ("server-key.pem", server_key),
+        ("client.pem", client_cert),
+        ("client-key.pem", client_key),
+    ];
+    files.map(|(name, pem)| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).expect("write PEM");
+        path
+    })
+}
+
+fn etcdctl_tls(endpoint: &str, tls_args: &[String], args: &[&str]) -> std::process::Output {
+    Command::new(etcdctl_path())
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints=https://{endpoint}"))
+        .arg("--dial-timeout=3s")
+        .arg("--command-timeout=5s")
+        .args(tls_args)
+        .args(args)
+        .output()
+        .expect("etcdctl")
+}
+
+/// A server whose client URL is https:// with `extra` TLS flags.
+fn tls_server(extra: &[String]) -> Server {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::new(Flavor::Ours, "node1", temp, &[]);
+    let url = format!("https://127.0.0.1:{}", server.client_port);
+    server.extra_args =
+        vec![format!("--listen-client-urls={url}"), format!("--advertise-client-urls={url}")];
+    server.extra_args.extend(extra.iter().cloned());
+    server.restart();
+    server
+}
+
+#[test]
+fn https_client_urls_serve_tls_and_client_cert_auth_requires_a_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let [ca, cert, key, client_cert, client_key] = certificates(dir.path());
+    let flag = |name: &str, path: &PathBuf| format!("--{name}={}", path.display());
+
+    // Server TLS only.
+    let server = tls_server(&[flag("cert-file", &cert), flag("key-file", &key)]);
+    let trust = vec![flag("cacert", &ca)];
+    let put = etcdctl_tls(&server.endpoint(), &trust, &["put", "k", "v"]);
+    assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
+    let get = etcdctl_tls(&server.endpoint(), &trust, &["get", "k", "--print-value-only"]);
+    assert_eq!(String::from_utf8_lossy(&get.stdout), "v\n");
+    let untrusted = etcdctl_tls(&server.endpoint(), &[], &["get", "k"]);
+    assert!(!untrusted.status.success(), "a client that does not trust the CA connected");
+    drop(server);
+
+    // Client certificates required.
+    let server = tls_server(&[
+        flag("cert-file", &cert),
+        flag("key-file", &key),
+        flag("trusted-ca-file", &ca),
+        "--client-cert-auth".to_string(),
+    ]);
+    let without_cert = etcdctl_tls(&server.endpoint(), &trust, &["put", "k", "v"]);
+    assert!(!without_cert.status.success(), "a client without a certificate was served");
+    let with_cert = vec![flag("cacert", &ca), flag("cert", &client_cert), flag("key", &client_key)];
+    let put = etcdctl_tls(&server.endpoint(), &with_cert, &["put", "k", "v2"]);
+    assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
+    let health = etcdctl_tls(&server.endpoint(), &with_cert, &["endpoint", "health"]);
+    assert!(health.status.success(), "{}", String::from_utf8_lossy(&health.stderr));
+}
+
+#[test]
+fn tls_flags_are_checked_before_serving() {
+    let half = Command::new(env!("CARGO_BIN_EXE_etcd"))
+        .args(["--cert-file=/nonexistent.pem", "--data-dir=/nonexistent-dir/x"])
+        .output()
+        .expect("etcd");
+    assert!(!half.status.success());
+    assert!(
+        String::from_utf8_lossy(&half.stderr).contains("--cert-file and --key-file go together"),
+        "{}",
+        String::from_utf8_lossy(&half.stderr)
+    );
+}
