@@ -14,7 +14,7 @@ use rcgen::{
     KeyPair,
 };
 
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM
+/// A CA, a member certificate for 127.0.0.1 and a client certificate, as PEM
 /// files in `dir`: (ca, server cert, server key, client cert, client key).
 fn certificates(dir: &Path) -> [PathBuf; 5] {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
@@ -22,18 +22,22 @@ fn certificates(dir: &Path) -> [PathBuf; 5] {
     ca_params.distinguished_name.push(DnType::CommonName, "etcd-rs test CA");
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key"))
         .expect("CA certificate");
-    let leaf = |name: &str, purpose: ExtendedKeyUsagePurpose| {
+    let leaf = |name: &str, purposes: Vec<ExtendedKeyUsagePurpose>| {
         let mut params =
             CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
                 .expect("params");
         params.distinguished_name.push(DnType::CommonName, name);
-        params.extended_key_usages = vec![purpose];
+        params.extended_key_usages = purposes;
         let key = KeyPair::generate().expect("key");
         let cert = params.signed_by(&key, &ca).expect("signed");
         (cert.pem(), key.serialize_pem())
     };
-    let (server_cert, server_key) = leaf("server", ExtendedKeyUsagePurpose::ServerAuth);
-    let (client_cert, client_key) = leaf("root", ExtendedKeyUsagePurpose::ClientAuth);
+    // Members present their certificate both as servers and as clients of each other.
+    let (server_cert, server_key) = leaf(
+        "server",
+        vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+    );
+    let (client_cert, client_key) = leaf("root", vec![ExtendedKeyUsagePurpose::ClientAuth]);
     let files = [
         ("ca.pem", ca.pem()),
         ("server.pem", server_cert),
@@ -117,4 +121,46 @@ fn tls_flags_are_checked_before_serving() {
         "{}",
         String::from_utf8_lossy(&half.stderr)
     );
+}
+
+#[test]
+fn members_replicate_over_mutually_authenticated_peer_tls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let [ca, cert, key, _, _] = certificates(dir.path());
+    let flag = |name: &str, path: &PathBuf| format!("--{name}={}", path.display());
+    let mut members: Vec<Server> = (0..3)
+        .map(|i| {
+            let temp = tempfile::tempdir().expect("tempdir");
+            let mut member = Server::new(Flavor::Ours, &format!("m{i}"), temp, &[]);
+            let url = format!("https://127.0.0.1:{}", member.peer_port);
+            member.extra_args = vec![
+                format!("--listen-peer-urls={url}"),
+                format!("--initial-advertise-peer-urls={url}"),
+                flag("peer-cert-file", &cert),
+                flag("peer-key-file", &key),
+                flag("peer-trusted-ca-file", &ca),
+                "--peer-client-cert-auth".to_string(),
+            ];
+            member
+        })
+        .collect();
+    let initial: Vec<String> =
+        members.iter().map(|m| format!("{}=https://127.0.0.1:{}", m.name, m.peer_port)).collect();
+    for member in &mut members {
+        member.initial_cluster = Some(initial.join(","));
+        member.spawn();
+    }
+    for member in &mut members {
+        member.wait_ready();
+    }
+    let put = common::etcdctl(&members[0].endpoint(), &["put", "over-tls", "1"], None);
+    assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
+    for member in &members {
+        let got = common::must_etcdctl(
+            &member.endpoint(),
+            &["get", "over-tls", "--print-value-only"],
+            None,
+        );
+        assert_eq!(got, "1\n", "{} reads the write linearizably", member.name);
+    }
 }

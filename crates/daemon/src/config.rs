@@ -52,6 +52,8 @@ pub struct ServerConfig {
     /// `--experimental-watch-progress-notify-interval`: how often watchers that asked
     /// for progress notifications get one when idle.
     pub watch_progress_notify_interval: Duration,
+    /// How to reach `https://` peers (the `--peer-*` TLS flags); none: plaintext only.
+    pub peer_client_tls: Option<etcd_transport::ClientTlsConfig>,
 }
 
 impl ServerConfig {
@@ -76,6 +78,7 @@ impl ServerConfig {
             election_timeout: Duration::from_millis(1000),
             join: None,
             watch_progress_notify_interval: Duration::from_secs(600),
+            peer_client_tls: None,
         }
     }
 

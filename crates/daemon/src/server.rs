@@ -97,6 +97,9 @@ impl EtcdServer {
         if let Some(dir) = opened.backend.path().parent() {
             transport.set_snapshot_dir(dir.to_path_buf());
         }
+        if let Some(tls) = &cfg.peer_client_tls {
+            transport.set_client_tls(tls.clone());
+        }
         for member in opened.members.iter().filter(|m| m.id != opened.member_id) {
             transport.set_peer(member.id, member.peer_urls.clone());
         }

@@ -30,6 +30,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt as _;
+pub use tonic::transport::ClientTlsConfig;
 
 pub use receiver::PeerService;
 pub use sender::QUEUE_CAPACITY_MESSAGES;
@@ -57,6 +58,14 @@ pub(crate) struct Shared {
     blocked: RwLock<BTreeSet<u64>>,
     unreachable: Mutex<BTreeSet<u64>>,
     dropped_messages: AtomicU64,
+    /// How to reach `https://` peers (none: only `http://` peers are reachable).
+    pub(crate) client_tls: RwLock<Option<ClientTlsConfig>>,
+}
+
+impl Shared {
+    pub(crate) fn client_tls(&self) -> Option<ClientTlsConfig> {
+        self.client_tls.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
 }
 
 impl Shared {
@@ -116,12 +125,19 @@ impl PeerTransport {
                     blocked: RwLock::new(BTreeSet::new()),
                     unreachable: Mutex::new(BTreeSet::new()),
                     dropped_messages: AtomicU64::new(0),
+                    client_tls: RwLock::new(None),
                 }),
                 inbound,
                 peers: Mutex::new(HashMap::new()),
                 stop: watch::Sender::new(false),
             }),
         }
+    }
+
+    /// Sets how to reach `https://` peers: the CA that signs their certificates
+    /// and this member's own certificate (`--peer-*` flags).
+    pub fn set_client_tls(&self, tls: ClientTlsConfig) {
+        *self.inner.shared.client_tls.write().unwrap_or_else(PoisonError::into_inner) = Some(tls);
     }
 
     /// Sets where the `Members` RPC reads the current membership.
@@ -282,6 +298,7 @@ impl PeerTransport {
 pub async fn serve(
     listener: TcpListener,
     transport: PeerTransport,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (stop_tx, stop) = watch::channel(false);
@@ -298,7 +315,11 @@ pub async fn serve(
             let _ = stream.set_nodelay(true);
         })
     });
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
         .http2_keepalive_interval(Some(SERVER_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(SERVER_KEEPALIVE_TIMEOUT))
         .add_service(service)
@@ -314,13 +335,13 @@ pub async fn serve(
 pub async fn fetch_members(
     peer_urls: &[String],
     own_peer_urls: &[String],
+    tls: Option<&ClientTlsConfig>,
 ) -> Result<(u64, Vec<Member>), String> {
     let mut failures = Vec::new();
     let mut first_answer = None;
     for url in peer_urls {
         let attempt = async {
-            let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
-                .map_err(|e| e.to_string())?
+            let endpoint = sender::endpoint(url, tls)?
                 .connect_timeout(Duration::from_secs(2))
                 .timeout(Duration::from_secs(5));
             let mut client =

@@ -14,7 +14,7 @@ use raft::eraftpb::Message;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::wire::message_to_wire;
 use crate::{Shared, MAX_MESSAGE_SIZE_BYTES};
@@ -219,7 +219,7 @@ async fn run(shared: Arc<Shared>, queue: Arc<PeerQueue>) {
     loop {
         queue.wait_for_work().await;
         let urls = queue.take_urls();
-        let failure = match connect(&urls).await {
+        let failure = match connect(&urls, shared.client_tls().as_ref()).await {
             Ok((channel, url)) => {
                 if link != LinkState::Connected {
                     tracing::info!(peer = %format_args!("{peer:x}"), %url, "connected to peer");
@@ -260,14 +260,34 @@ async fn run(shared: Arc<Shared>, queue: Arc<PeerQueue>) {
     }
 }
 
+/// The endpoint for a peer URL: `https://` ones go through `tls` (the peer
+/// TLS flags), which they cannot do without.
+pub(crate) fn endpoint(url: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, String> {
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(|e| format!("invalid peer URL {url}: {e}"))?;
+    if !url.starts_with("https://") {
+        return Ok(endpoint);
+    }
+    let tls = tls.ok_or_else(|| {
+        format!(
+            "peer URL {url} is https:// but no peer TLS is configured: give --peer-trusted-ca-file, \
+             --peer-cert-file and --peer-key-file"
+        )
+    })?;
+    endpoint.tls_config(tls.clone()).map_err(|e| format!("TLS for peer URL {url}: {e}"))
+}
+
 /// Connects to the first URL that answers, trying them in order.
-pub(crate) async fn connect(urls: &[String]) -> Result<(Channel, String), String> {
+pub(crate) async fn connect(
+    urls: &[String],
+    tls: Option<&ClientTlsConfig>,
+) -> Result<(Channel, String), String> {
     let mut last_error = String::from("peer has no URLs");
     for url in urls {
-        let endpoint = match Endpoint::from_shared(url.clone()) {
+        let endpoint = match endpoint(url, tls) {
             Ok(endpoint) => endpoint,
             Err(e) => {
-                last_error = format!("invalid peer URL {url}: {e}");
+                last_error = e;
                 continue;
             }
         };

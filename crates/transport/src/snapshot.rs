@@ -31,7 +31,7 @@ pub(crate) async fn send(
     mut message: Message,
     path: &Path,
 ) -> Result<(), String> {
-    let (channel, url) = crate::sender::connect(urls).await?;
+    let (channel, url) = crate::sender::connect(urls, shared.client_tls().as_ref()).await?;
     let mut client = RaftTransportClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_SIZE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_SIZE_BYTES);

@@ -39,7 +39,7 @@ impl Member {
         let (stop, stopped) = oneshot::channel::<()>();
         let served = transport.clone();
         let server = tokio::spawn(async move {
-            serve(listener, served, async {
+            serve(listener, served, None, async {
                 let _ = stopped.await;
             })
             .await

@@ -55,17 +55,8 @@ const IGNORED_BOOL_FLAGS: &[&str] = &[
 
 /// etcd flags whose absence of support must stop the server (ignoring them would
 /// silently weaken security).
-const REFUSED_FLAGS: &[&str] = &[
-    "auto-tls",
-    "client-crl-file",
-    "peer-cert-file",
-    "peer-key-file",
-    "peer-trusted-ca-file",
-    "peer-client-cert-auth",
-    "peer-auto-tls",
-    "peer-crl-file",
-    "force-new-cluster",
-];
+const REFUSED_FLAGS: &[&str] =
+    &["auto-tls", "client-crl-file", "peer-auto-tls", "peer-crl-file", "force-new-cluster"];
 
 /// A distributed, reliable key-value store (etcd v3 API). A flag given twice
 /// takes its last value, as with Go's flag package.
@@ -160,6 +151,25 @@ pub struct Flags {
         action = clap::ArgAction::Set
     )]
     pub client_cert_auth: bool,
+    /// Path to the peer server TLS cert file.
+    #[arg(long, env = "ETCD_PEER_CERT_FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+    /// Path to the peer server TLS key file.
+    #[arg(long, env = "ETCD_PEER_KEY_FILE")]
+    pub peer_key_file: Option<PathBuf>,
+    /// Path to the peer server TLS trusted CA file.
+    #[arg(long, env = "ETCD_PEER_TRUSTED_CA_FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Enable peer client cert authentication.
+    #[arg(
+        long,
+        env = "ETCD_PEER_CLIENT_CERT_AUTH",
+        default_value_t = false,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub peer_client_cert_auth: bool,
     /// Print the version and exit.
     #[arg(long)]
     pub version: bool,
@@ -260,6 +270,32 @@ pub fn parse_initial_cluster(spec: &str) -> Result<Vec<(String, Vec<String>)>, S
     Ok(members)
 }
 
+type TlsPaths<'a> = (&'a Option<PathBuf>, &'a Option<PathBuf>, &'a Option<PathBuf>);
+
+/// One side's TLS files (client or peer, by `prefix`), checked for completeness.
+fn tls_files(
+    prefix: &'static str,
+    (cert, key, ca): TlsPaths<'_>,
+    client_cert_auth: bool,
+) -> Result<Option<etcd_api::tls::TlsFiles>, String> {
+    match (cert, key) {
+        (Some(cert_file), Some(key_file)) => Ok(Some(etcd_api::tls::TlsFiles {
+            cert_file: cert_file.clone(),
+            key_file: key_file.clone(),
+            trusted_ca_file: ca.clone(),
+            client_cert_auth,
+            flag_prefix: prefix,
+        })),
+        (None, None) if client_cert_auth => Err(format!(
+            "--{prefix}client-cert-auth needs TLS: give --{prefix}cert-file and --{prefix}key-file too"
+        )),
+        (None, None) => Ok(None),
+        _ => Err(format!(
+            "--{prefix}cert-file and --{prefix}key-file go together: give both or neither"
+        )),
+    }
+}
+
 impl Flags {
     /// etcd's auto-compaction flags: off for retention 0; periodic retentions
     /// are Go durations or whole hours, revision retentions are counts.
@@ -299,19 +335,20 @@ impl Flags {
 
     /// The client TLS files, when `--cert-file` and `--key-file` are both given.
     pub fn client_tls(&self) -> Result<Option<etcd_api::tls::TlsFiles>, String> {
-        match (&self.cert_file, &self.key_file) {
-            (Some(cert_file), Some(key_file)) => Ok(Some(etcd_api::tls::TlsFiles {
-                cert_file: cert_file.clone(),
-                key_file: key_file.clone(),
-                trusted_ca_file: self.trusted_ca_file.clone(),
-                client_cert_auth: self.client_cert_auth,
-            })),
-            (None, None) if self.client_cert_auth => {
-                Err("--client-cert-auth needs TLS: give --cert-file and --key-file too".to_string())
-            }
-            (None, None) => Ok(None),
-            _ => Err("--cert-file and --key-file go together: give both or neither".to_string()),
-        }
+        tls_files(
+            "",
+            (&self.cert_file, &self.key_file, &self.trusted_ca_file),
+            self.client_cert_auth,
+        )
+    }
+
+    /// The peer TLS files, when `--peer-cert-file` and `--peer-key-file` are given.
+    pub fn peer_tls(&self) -> Result<Option<etcd_api::tls::TlsFiles>, String> {
+        tls_files(
+            "peer-",
+            (&self.peer_cert_file, &self.peer_key_file, &self.peer_trusted_ca_file),
+            self.peer_client_cert_auth,
+        )
     }
 
     /// The URLs serving only `/metrics` and `/health`.
@@ -371,6 +408,7 @@ impl Flags {
             election_timeout: Duration::from_millis(self.election_timeout),
             join: None,
             watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
+            peer_client_tls: None,
         })
     }
 }
@@ -436,8 +474,8 @@ mod tests {
     }
 
     #[test]
-    fn peer_tls_flags_are_refused() {
-        assert!(normalise(args(&["etcd", "--peer-cert-file", "x"])).is_err());
+    fn unsupported_tls_flags_are_refused() {
+        assert!(normalise(args(&["etcd", "--peer-auto-tls"])).is_err());
         assert!(normalise(args(&["etcd", "--cert-file", "x"])).is_ok());
     }
 

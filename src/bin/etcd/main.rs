@@ -111,10 +111,15 @@ async fn fetch_join_info(cfg: &mut ServerConfig) -> Result<(), String> {
         .flat_map(|(_, urls)| urls.clone())
         .collect();
     tracing::info!(peers = ?peers, "joining an existing cluster: asking its members for the membership");
-    let (cluster_id, members) =
-        etcd_transport::fetch_members(&peers, &cfg.initial_advertise_peer_urls).await.map_err(
-            |e| format!("{e}; check that --initial-cluster lists running members of the cluster"),
-        )?;
+    let (cluster_id, members) = etcd_transport::fetch_members(
+        &peers,
+        &cfg.initial_advertise_peer_urls,
+        cfg.peer_client_tls.as_ref(),
+    )
+    .await
+    .map_err(|e| {
+        format!("{e}; check that --initial-cluster lists running members of the cluster")
+    })?;
     cfg.join = Some((cluster_id, members));
     Ok(())
 }
@@ -139,17 +144,50 @@ fn client_tls(
     files.server_config().map(Some)
 }
 
+/// Peer TLS from the `--peer-*` flags: the server side for `https://` peer
+/// listeners (returned) and the client side for `https://` peer URLs (put in
+/// `cfg`). Any https:// peer URL without the flags is an error.
+fn peer_tls(
+    flags: &Flags,
+    cfg: &mut ServerConfig,
+    listeners: &[(TcpListener, bool)],
+) -> Result<Option<tonic::transport::ServerTlsConfig>, String> {
+    let files = flags.peer_tls()?;
+    let https_listener = listeners.iter().any(|(_, tls)| *tls);
+    let https_peer = cfg
+        .initial_cluster
+        .iter()
+        .flat_map(|(_, urls)| urls)
+        .chain(&cfg.initial_advertise_peer_urls)
+        .any(|url| url.starts_with("https://"));
+    let Some(files) = files else {
+        if https_listener || https_peer {
+            return Err("https:// peer URLs need --peer-cert-file, --peer-key-file and \
+                        --peer-trusted-ca-file"
+                .to_string());
+        }
+        return Ok(None);
+    };
+    cfg.peer_client_tls = Some(files.client_config()?);
+    if https_listener {
+        files.server_config().map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 async fn run(flags: Flags) -> Result<(), String> {
     let mut cfg = flags.server_config()?;
     let listeners = bind_all(&flags.listen_client_urls(), "client").await?;
     let peer_listeners = bind_all(&flags.listen_peer_urls(), "peer").await?;
     let metrics_listeners = bind_all(&flags.listen_metrics_urls(), "metrics").await?;
     let tls = client_tls(&flags, &listeners)?;
-    if metrics_listeners.iter().chain(&peer_listeners).any(|(_, tls)| *tls) {
-        return Err("https:// peer and metrics URLs are not supported yet (peer TLS is not \
-                    implemented): use http:// for --listen-peer-urls and --listen-metrics-urls"
+    if metrics_listeners.iter().any(|(_, tls)| *tls) {
+        return Err("https:// metrics URLs are not supported yet: use http:// for \
+                    --listen-metrics-urls"
             .to_string());
     }
+    let peer_server_tls = peer_tls(&flags, &mut cfg, &peer_listeners)?;
     fetch_join_info(&mut cfg).await?;
     let name = cfg.name.clone();
     let client_urls = cfg.advertise_client_urls.clone();
@@ -162,14 +200,17 @@ async fn run(flags: Flags) -> Result<(), String> {
     server.spawn_background_tasks();
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut serving = Vec::new();
-    for (listener, _) in peer_listeners {
+    for (listener, is_tls) in peer_listeners {
         let mut stop = stop_tx.subscribe();
         let transport = server.transport().clone();
+        let tls = if is_tls { peer_server_tls.clone() } else { None };
         serving.push(tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop.recv().await;
             };
-            etcd_transport::serve(listener, transport, shutdown).await.map_err(|e| e.to_string())
+            etcd_transport::serve(listener, transport, tls, shutdown)
+                .await
+                .map_err(|e| e.to_string())
         }));
     }
     // Probes (e.g. kubeadm's liveness check) poll these before the member serves clients.
