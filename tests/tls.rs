@@ -91,6 +91,20 @@ fn https_client_urls_serve_tls_and_client_cert_auth_requires_a_certificate() {
     assert_eq!(String::from_utf8_lossy(&get.stdout), "v\n");
     let untrusted = etcdctl_tls(&server.endpoint(), &[], &["get", "k"]);
     assert!(!untrusted.status.success(), "a client that does not trust the CA connected");
+    // HTTP/1.1 clients (the JSON gateway's usual ones) negotiate TLS too, as with Go.
+    for version in ["--http1.1", "--http2"] {
+        let out = Command::new("curl")
+            .args(["-s", version, "-w", "\n%{http_code}", "--cacert"])
+            .arg(&ca)
+            .arg(format!("https://{}/health", server.endpoint()))
+            .output()
+            .expect("curl");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "{\"health\":\"true\",\"reason\":\"\"}\n200",
+            "curl {version}"
+        );
+    }
     drop(server);
 
     // Client certificates required.

@@ -44,7 +44,7 @@ const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 pub async fn serve(
     server: Arc<EtcdServer>,
     listener: TcpListener,
-    tls: Option<tonic::transport::ServerTlsConfig>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let max_message_bytes = server.config().max_request_bytes + GRPC_OVERHEAD_BYTES;
@@ -70,20 +70,20 @@ pub async fn serve(
         .add_service(lock)
         .add_service(election);
     let routes = tonic::service::Routes::from(routes.into_axum_router().layer(gate));
-    // Responses are small and a client waits on each: no Nagle delay (Go's
-    // listeners, and so etcd's, set this by default).
-    let incoming = TcpListenerStream::new(listener).map(|accepted| {
-        accepted.inspect(|stream| {
-            let _ = stream.set_nodelay(true);
-        })
-    });
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls)?;
+    let builder = tonic::transport::Server::builder().accept_http1(true).add_routes(routes);
+    match tls {
+        Some(acceptor) => {
+            builder.serve_with_incoming_shutdown(tls::incoming(listener, acceptor), shutdown).await
+        }
+        None => {
+            // Responses are small and a client waits on each: no Nagle delay
+            // (Go's listeners, and so etcd's, set this by default).
+            let incoming = TcpListenerStream::new(listener).map(|accepted| {
+                accepted.inspect(|stream| {
+                    let _ = stream.set_nodelay(true);
+                })
+            });
+            builder.serve_with_incoming_shutdown(incoming, shutdown).await
+        }
     }
-    builder
-        .accept_http1(true)
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
 }

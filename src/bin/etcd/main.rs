@@ -128,7 +128,7 @@ async fn fetch_join_info(cfg: &mut ServerConfig) -> Result<(), String> {
 fn client_tls(
     flags: &Flags,
     listeners: &[(TcpListener, bool)],
-) -> Result<Option<tonic::transport::ServerTlsConfig>, String> {
+) -> Result<Option<tokio_rustls::TlsAcceptor>, String> {
     let files = flags.client_tls()?;
     if !listeners.iter().any(|(_, tls)| *tls) {
         if files.is_some() {
@@ -141,7 +141,7 @@ fn client_tls(
     let files = files.ok_or_else(|| {
         "an https:// --listen-client-urls needs --cert-file and --key-file".to_string()
     })?;
-    files.server_config().map(Some)
+    files.acceptor().map(Some)
 }
 
 /// Peer TLS from the `--peer-*` flags: the server side for `https://` peer
