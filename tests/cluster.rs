@@ -301,6 +301,12 @@ fn a_learner_joins_catches_up_is_promoted_and_another_member_is_removed() {
         );
     }
     must_etcdctl(&joiner.endpoint(), &["endpoint", "status"], None);
+    let readyz = std::process::Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", &format!("http://{}/readyz", joiner.endpoint())])
+        .output()
+        .expect("curl");
+    let readyz = String::from_utf8_lossy(&readyz.stdout);
+    assert!(readyz.contains("[-]non_learner failed") && readyz.ends_with("503"), "{readyz}");
     assert_eq!(
         must_etcdctl(
             &joiner.endpoint(),

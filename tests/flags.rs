@@ -136,6 +136,15 @@ fn listen_metrics_urls_serve_metrics_and_health_only() {
     );
     let metrics = get("/metrics");
     assert!(metrics.contains("\netcd_server_has_leader 1\n"), "{metrics}");
-    assert!(get("/version").ends_with("404"), "only /metrics and /health are served there");
+    assert!(get("/version").ends_with("404"), "only /metrics, /health and the probes are there");
+    assert_eq!(get("/livez"), "ok\n\n200");
+    assert_eq!(get("/readyz"), "ok\n\n200");
+    assert_eq!(
+        get("/readyz?verbose"),
+        "[+]data_corruption ok\n[+]serializable_read ok\n[+]linearizable_read ok\n\
+         [+]non_learner ok\nok\n\n200"
+    );
+    assert_eq!(get("/readyz/linearizable_read"), "ok\n\n200");
+    assert!(get("/readyz/no_such_check").ends_with("404"));
     drop(server);
 }

@@ -1,6 +1,6 @@
 //! Plain HTTP endpoints on the client port, next to gRPC: `/health` and
 //! `/version` with etcd's JSON bodies (load balancers and scripts poll them), and
-//! `/metrics` for Prometheus.
+//! `/metrics` for Prometheus; `/livez` and `/readyz` live in `probes.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,7 +75,11 @@ async fn metrics(State(server): State<Arc<EtcdServer>>) -> impl IntoResponse {
 
 /// What `--listen-metrics-urls` serve: `/metrics` and `/health`, as etcd.
 pub fn metrics_router(server: Arc<EtcdServer>) -> Router {
-    Router::new().route("/health", get(health)).route("/metrics", get(metrics)).with_state(server)
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .with_state(server.clone())
+        .merge(crate::probes::router(server))
 }
 
 /// Serves [`metrics_router`] on `listener` until `shutdown` resolves.
@@ -94,5 +98,6 @@ pub fn router(server: Arc<EtcdServer>) -> Router {
         .route("/version", get(version))
         .route("/metrics", get(metrics))
         .with_state(server.clone())
+        .merge(crate::probes::router(server.clone()))
         .merge(crate::gateway::router(server))
 }

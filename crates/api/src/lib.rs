@@ -13,6 +13,7 @@ mod learner;
 pub mod lease;
 pub mod lock;
 pub mod maintenance;
+mod probes;
 mod recipes;
 pub mod status;
 pub mod tls;
