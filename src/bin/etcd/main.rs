@@ -87,14 +87,22 @@ async fn publish(server: &EtcdServer, election_timeout: Duration) {
     }
 }
 
-async fn shutdown_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = terminate.recv() => {},
-    }
-    tracing::info!("received a shutdown signal; stopping the member");
+/// Listens for SIGTERM and SIGINT from now on (installed before the member
+/// announces readiness, so a supervisor's signal right after it is not lost);
+/// the returned future resolves at the first one.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())
+        .map_err(|e| format!("cannot install a SIGTERM handler: {e}"))?;
+    let mut interrupt = signal(SignalKind::interrupt())
+        .map_err(|e| format!("cannot install a SIGINT handler: {e}"))?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {},
+            _ = terminate.recv() => {},
+        }
+        tracing::info!("received a shutdown signal; stopping the member");
+    })
 }
 
 /// A member joining an existing cluster on an empty data dir learns the cluster ID
@@ -177,6 +185,7 @@ fn peer_tls(
 }
 
 async fn run(flags: Flags) -> Result<(), String> {
+    let signalled = shutdown_signal()?;
     let mut cfg = flags.server_config()?;
     let listeners = bind_all(&flags.listen_client_urls(), "client").await?;
     let peer_listeners = bind_all(&flags.listen_peer_urls(), "peer").await?;
@@ -256,7 +265,7 @@ async fn run(flags: Flags) -> Result<(), String> {
     }
     tracing::info!("ready to serve client requests");
     tokio::select! {
-        _ = shutdown_signal() => {},
+        () = signalled => {},
         _ = server.removed() => {},
     }
     let _ = stop_tx.send(());
