@@ -13,9 +13,27 @@ use std::time::Duration;
 /// How long a server may take to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A free TCP port on loopback (bound then released).
+/// A free TCP port on loopback for a server process to bind.
+///
+/// Taken below the kernel's ephemeral range (32768+ on Linux): a port from
+/// there, released for the server to bind, can meanwhile become the local port
+/// of some outbound connection (a client, a peer stream) and the server then
+/// fails with "address already in use". Ports are handed out once per test
+/// process, from a start that differs between processes.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind port 0").local_addr().expect("addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 12_000;
+    const SPAN: u32 = 20_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = 1 + (u64::from(std::process::id()) * 7919 % u64::from(SPAN)) as u32;
+    let _ = NEXT.compare_exchange(0, start, Ordering::SeqCst, Ordering::SeqCst);
+    loop {
+        let port = FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN;
+        // Skip ports something else on the machine holds.
+        if TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
 }
 
 /// Which server binary a [`Server`] runs.
