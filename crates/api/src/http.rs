@@ -11,7 +11,6 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use etcd_daemon::EtcdServer;
-use etcd_proto::etcdserverpb::AlarmType;
 
 use crate::{CLUSTER_VERSION, SERVER_VERSION};
 
@@ -22,21 +21,30 @@ fn json(status: StatusCode, body: String) -> impl IntoResponse {
     (status, [(header::CONTENT_TYPE, "application/json")], body)
 }
 
+/// `name=value` pairs of a raw query string (a bare `name` has an empty value).
+pub(crate) fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (&str, &str)> {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+}
+
 /// etcd's `/health`: healthy when no alarm is active (`?exclude=NOSPACE` ignores
 /// one), there is a leader and a linearizable read completes in time
 /// (`?serializable=true` asks only for a local read, leader or not).
 async fn health(State(server): State<Arc<EtcdServer>>, query: RawQuery) -> impl IntoResponse {
     let mut excluded = Vec::new();
     let mut serializable = false;
-    for pair in query.0.as_deref().unwrap_or_default().split('&') {
-        match pair.split_once('=') {
-            Some(("exclude", alarm)) => excluded.push(alarm.to_string()),
-            Some(("serializable", value)) => serializable = value == "true",
+    for (name, value) in query_pairs(query.0.as_deref()) {
+        match name {
+            "exclude" => excluded.push(value.to_string()),
+            "serializable" => serializable = value == "true",
             _ => {}
         }
     }
     let alarm = server.alarms().into_iter().find_map(|a| {
-        let name = AlarmType::try_from(a.alarm).map_or("UNKNOWN", |t| t.as_str_name());
+        let name = etcd_server::alarms::alarm_name(a.alarm);
         (!excluded.iter().any(|e| e == name)).then_some(name)
     });
     let reason = if let Some(alarm) = alarm {

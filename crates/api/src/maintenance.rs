@@ -5,9 +5,9 @@ use std::sync::Arc;
 use etcd_daemon::EtcdServer;
 use etcd_proto::etcdserverpb::maintenance_server::Maintenance;
 use etcd_proto::etcdserverpb::{
-    AlarmMember, AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest, DefragmentResponse,
-    HashKvRequest, HashKvResponse, MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest,
-    SnapshotResponse, StatusRequest, StatusResponse,
+    AlarmMember, AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, HashKvRequest,
+    HashKvResponse, MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse,
+    StatusRequest, StatusResponse,
 };
 use etcd_server::ServerError;
 use sha2::{Digest, Sha256};
@@ -84,10 +84,10 @@ impl MaintenanceService {
 fn status_errors(leader_id: u64, alarms: &[AlarmMember]) -> Vec<String> {
     let mut errors = Vec::new();
     if leader_id == 0 {
-        errors.push(format!("etcdserver: {}", ServerError::NoLeader));
+        errors.push(to_status(&ServerError::NoLeader).message().to_string());
     }
     for alarm in alarms {
-        let name = AlarmType::try_from(alarm.alarm).map_or("UNKNOWN", |a| a.as_str_name());
+        let name = etcd_server::alarms::alarm_name(alarm.alarm);
         errors.push(format!("memberID:{} alarm:{name} ", alarm.member_id));
     }
     errors

@@ -79,11 +79,10 @@ impl Check {
 async fn probe(server: &EtcdServer, kind: &str, checks: &[Check], query: Option<&str>) -> Response {
     let mut excluded = Vec::new();
     let mut verbose = false;
-    for pair in query.unwrap_or_default().split('&') {
-        match pair.split_once('=') {
-            Some(("exclude", check)) => excluded.push(check.to_string()),
-            None if pair == "verbose" => verbose = true,
-            Some(("verbose", _)) => verbose = true,
+    for (name, value) in crate::http::query_pairs(query) {
+        match name {
+            "exclude" => excluded.push(value.to_string()),
+            "verbose" => verbose = true,
             _ => {}
         }
     }

@@ -57,9 +57,7 @@ impl EtcdServer {
 
     /// The alarms active as of the last applied entry (for `Status.errors`).
     pub fn alarms(&self) -> Vec<AlarmMember> {
-        let loaded =
-            self.backend.begin_read().map_err(|e| e.to_string()).and_then(|txn| Alarms::load(&txn));
-        match loaded {
+        match Alarms::read(&self.backend) {
             Ok(alarms) => alarms.list(AlarmType::None as i32),
             Err(err) => {
                 tracing::error!(error = %err, "reading the alarms failed");

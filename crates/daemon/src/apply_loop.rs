@@ -134,11 +134,7 @@ impl ApplyLoop {
             Ok(lessor) => *self.applier.lessor().lock().expect("lessor lock") = lessor,
             Err(err) => fatal("failed to load the installed snapshot's leases", err),
         }
-        let members = backend
-            .begin_read()
-            .map_err(|e| e.to_string())
-            .and_then(|txn| etcd_server::membership::load(&txn));
-        match members {
+        match etcd_server::membership::read(backend) {
             // The follow-up task reconciles the transport's peers with these.
             Ok(members) => {
                 let _ = self.member_events.blocking_send(MemberEvent::Reset(members));

@@ -167,11 +167,6 @@ fn save_members(backend: &Backend, members: &[Member]) -> Result<(), String> {
     txn.commit(true).map_err(|e| e.to_string())
 }
 
-fn load_members(backend: &Backend) -> Result<Vec<Member>, String> {
-    let txn = backend.begin_read().map_err(|e| e.to_string())?;
-    membership::load(&txn)
-}
-
 fn node_config(cfg: &ServerConfig, id: u64, applied: u64) -> NodeConfig {
     NodeConfig { id, election_tick: cfg.election_ticks(), heartbeat_tick: 1, applied }
 }
@@ -307,7 +302,7 @@ fn recover(cfg: &ServerConfig, wal_path: &Path) -> Result<Opened, StartError> {
     }
     let backend_path_error =
         |reason: String| StartError::Backend { path: backend_path(&cfg.data_dir), reason };
-    let members = load_members(&backend).map_err(backend_path_error)?;
+    let members = membership::read(&backend).map_err(backend_path_error)?;
     // The members table is as of the consistent index, like the rest of the
     // backend, so it (not the older snapshot marker) is the membership to restart with.
     let conf_state = membership::conf_state(&members);

@@ -178,10 +178,10 @@ impl ReadySink for RaftIo<'_> {
 
     fn soft_state(&mut self, leader_id: u64, role: Role) {
         let previous = self.shared.leader_id.swap(leader_id, Ordering::Relaxed);
-        if previous != leader_id && leader_id != 0 {
-            self.shared.metrics.leader_changes.inc();
-        }
         if previous != leader_id {
+            if leader_id != 0 {
+                self.shared.metrics.leader_changes.inc();
+            }
             tracing::info!(
                 leader = %format!("{leader_id:x}"),
                 role = ?role,

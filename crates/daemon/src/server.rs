@@ -290,11 +290,7 @@ impl EtcdServer {
 
     /// The members as of the last applied entry.
     pub fn members(&self) -> Vec<Member> {
-        let loaded = self
-            .backend
-            .begin_read()
-            .map_err(|e| e.to_string())
-            .and_then(|txn| etcd_server::membership::load(&txn));
+        let loaded = etcd_server::membership::read(&self.backend);
         match loaded {
             Ok(members) => members,
             Err(err) => {

@@ -13,6 +13,11 @@ use etcd_storage::schema::META_ALARMS;
 use etcd_storage::{ReadTables, WriteTxn};
 use prost::Message;
 
+/// An alarm type's name as etcd prints it (`NOSPACE`, `CORRUPT`).
+pub fn alarm_name(alarm: i32) -> &'static str {
+    AlarmType::try_from(alarm).map_or("UNKNOWN", |a| a.as_str_name())
+}
+
 /// The active alarms, as (member ID, alarm type) pairs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Alarms {
@@ -29,6 +34,12 @@ impl Alarms {
         let stored = AlarmResponse::decode(bytes.as_slice())
             .map_err(|e| format!("the stored alarms do not decode: {e}"))?;
         Ok(Alarms { active: stored.alarms.iter().map(|a| (a.member_id, a.alarm)).collect() })
+    }
+
+    /// The active alarms as of the backend's last commit.
+    pub fn read(backend: &etcd_storage::Backend) -> Result<Alarms, String> {
+        let txn = backend.begin_read().map_err(|e| e.to_string())?;
+        Alarms::load(&txn)
     }
 
     fn save(&self, txn: &WriteTxn) -> Result<(), String> {
@@ -72,7 +83,7 @@ impl Alarms {
         if !changed {
             return Ok(AlarmResponse::default());
         }
-        let name = AlarmType::try_from(request.alarm).map_or("UNKNOWN", |a| a.as_str_name());
+        let name = alarm_name(request.alarm);
         if request.action == AlarmAction::Activate as i32 {
             tracing::warn!(alarm = name, from = %format!("{:x}", request.member_id), "alarm raised");
         } else {

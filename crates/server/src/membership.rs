@@ -23,6 +23,12 @@ pub fn load(txn: &impl ReadTables) -> Result<Vec<Member>, String> {
         .collect()
 }
 
+/// Every member, as of the backend's last commit.
+pub fn read(backend: &etcd_storage::Backend) -> Result<Vec<Member>, String> {
+    let txn = backend.begin_read().map_err(|e| e.to_string())?;
+    load(&txn)
+}
+
 /// Writes (adds or replaces) members.
 pub fn save(txn: &WriteTxn, members: &[Member]) -> Result<(), String> {
     for member in members {
