@@ -300,6 +300,11 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `size` members together and waits until every one serves.
     pub fn start(size: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_with_env(size, extra, &[])
+    }
+
+    /// Like [`Cluster::start`], with extra environment variables for every member.
+    pub fn start_with_env(size: usize, extra: &[&str], env: &[(&str, &str)]) -> Cluster {
         let mut members: Vec<Server> = (0..size)
             .map(|i| {
                 let temp = tempfile::tempdir().expect("tempdir");
@@ -309,6 +314,7 @@ impl Cluster {
                     "ETCD_RS_TEST_BLOCK_PEERS_FILE".into(),
                     block_file.display().to_string(),
                 ));
+                server.env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
                 server
             })
             .collect();

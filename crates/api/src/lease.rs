@@ -1,5 +1,6 @@
-//! The Lease service: Grant and Revoke through Raft; KeepAlive, TimeToLive and
-//! Leases answered from the leader's lessor.
+//! The Lease service: Grant and Revoke through Raft; KeepAlive and TimeToLive
+//! answered by the leader's lessor (a follower forwards them); Leases by this
+//! member's.
 
 use std::sync::Arc;
 
@@ -92,15 +93,10 @@ impl Lease for LeaseService {
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let request = request.into_inner();
+        let answer = self.server.lease_time_to_live(request.id, request.keys).await;
         let header = Some(self.current_header());
-        let response = match self.server.lease_time_to_live(request.id, request.keys) {
-            Some(info) => LeaseTimeToLiveResponse {
-                header,
-                id: info.id,
-                ttl: info.remaining_ttl,
-                granted_ttl: info.granted_ttl,
-                keys: info.keys,
-            },
+        let response = match answer.map_err(|e| to_status(&e))? {
+            Some(response) => LeaseTimeToLiveResponse { header, ..response },
             // etcd answers an unknown lease with TTL -1 rather than an error.
             None => {
                 LeaseTimeToLiveResponse { header, id: request.id, ttl: -1, ..Default::default() }
@@ -128,7 +124,7 @@ pub(crate) fn keep_alive(
     let (tx, rx) = mpsc::channel(KEEP_ALIVE_QUEUE_MAX);
     tokio::spawn(async move {
         while let Some(Ok(request)) = inbound.next().await {
-            let reply = server.lease_renew(request.id).map(|ttl| LeaseKeepAliveResponse {
+            let reply = server.lease_renew(request.id).await.map(|ttl| LeaseKeepAliveResponse {
                 header: Some(server.header(server.kv().current_revision())),
                 id: request.id,
                 ttl,

@@ -33,6 +33,7 @@ pub fn to_status(err: &ServerError) -> Status {
         | ServerError::LeaderTransferTimeout
         | ServerError::NotSupportedForLearner
         | ServerError::Timeout
+        | ServerError::TimeoutWaitAppliedIndex
         | ServerError::Stopped
         | ServerError::NotCapable => Code::Unavailable,
         ServerError::Defragment(_) => Code::Unknown,
@@ -122,6 +123,11 @@ mod tests {
             ),
             (ServerError::LeaderChanged, Code::Unavailable, "etcdserver: leader changed"),
             (ServerError::Timeout, Code::Unavailable, "etcdserver: request timed out"),
+            (
+                ServerError::TimeoutWaitAppliedIndex,
+                Code::Unavailable,
+                "etcdserver: request timed out, waiting for the applied index took too long",
+            ),
             (ServerError::Stopped, Code::Unavailable, "etcdserver: server stopped"),
             (ServerError::NotCapable, Code::Unavailable, "etcdserver: not capable"),
             (

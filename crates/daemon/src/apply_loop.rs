@@ -4,11 +4,12 @@
 //! `snapshot_count` entries it makes the backend durable and asks the raft loop to
 //! record a snapshot, which lets the WAL drop what the backend now holds.
 
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
 use etcd_server::membership::MemberEvent;
-use etcd_server::Applier;
+use etcd_server::{Applier, ApplyContext};
 use tokio::sync::mpsc;
 
 use crate::raft_loop::{fatal, ApplyTask, RaftInput};
@@ -19,6 +20,7 @@ use crate::watch_hub::WatchHub;
 const ENTRIES_PER_BATCH_MAX: usize = 8192;
 
 pub(crate) struct ApplyLoop {
+    pub member_id: u64,
     pub applier: Applier,
     pub tasks: Receiver<ApplyTask>,
     pub shared: Arc<Shared>,
@@ -86,13 +88,31 @@ impl ApplyLoop {
     fn apply(&mut self, entries: &[etcd_raftnode::Entry]) -> bool {
         let last_index = entries.last().map_or(0, |e| e.index);
         let durable = last_index.saturating_sub(self.snapshot_index) >= self.snapshot_count;
-        let outcome = match self.applier.apply(entries, durable, crate::clock::monotonic_ms()) {
+        let leading = self.shared.leader_id.load(Ordering::Relaxed) == self.member_id;
+        if !leading {
+            // Deadlines are the leader's alone: a deposed leader's lessor stops
+            // tracking them before it applies anything of the new term.
+            let mut lessor = self.applier.lessor().lock().expect("lessor lock");
+            if lessor.is_primary() {
+                lessor.demote();
+            }
+        }
+        let context = ApplyContext {
+            durable,
+            now_ms: crate::clock::monotonic_ms(),
+            leading,
+            promote_extend_ms: self.cfg.election_timeout.as_millis() as u64,
+        };
+        let outcome = match self.applier.apply(entries, &context) {
             Ok(outcome) => outcome,
             Err(err) => fatal("failed to apply committed entries", err),
         };
         if !outcome.commit_duration.is_zero() {
             let seconds = outcome.commit_duration.as_secs_f64();
             self.shared.metrics.backend_commit_seconds.observe(seconds);
+        }
+        if outcome.promoted_lessor {
+            tracing::info!("this member leads: its lessor tracks lease expiries now");
         }
         self.watch_hub.publish(outcome.events, self.kv.current_revision());
         self.record_db_size();

@@ -54,7 +54,13 @@ pub struct ServerConfig {
     pub watch_progress_notify_interval: Duration,
     /// How to reach `https://` peers (the `--peer-*` TLS flags); none: plaintext only.
     pub peer_client_tls: Option<etcd_transport::ClientTlsConfig>,
+    /// `--experimental-enable-lease-checkpoint` (with its `-persist` companion).
+    pub lease_checkpoint: Option<etcd_lease::Checkpointing>,
 }
+
+/// Test-only: the lease checkpoint interval in milliseconds (production never
+/// sets it; etcd's interval is fixed at 5 minutes outside its own tests).
+pub const LEASE_CHECKPOINT_INTERVAL_ENV: &str = "ETCD_RS_TEST_LEASE_CHECKPOINT_INTERVAL_MS";
 
 impl ServerConfig {
     /// A single member named `name` with etcd's defaults, storing data in `data_dir`.
@@ -79,7 +85,18 @@ impl ServerConfig {
             join: None,
             watch_progress_notify_interval: Duration::from_secs(600),
             peer_client_tls: None,
+            lease_checkpoint: None,
         }
+    }
+
+    /// Lease checkpointing as the flags ask: etcd's 5-minute interval, which
+    /// tests shorten with [`LEASE_CHECKPOINT_INTERVAL_ENV`] (etcd offers no flag).
+    pub fn lease_checkpointing(enable: bool, persist: bool) -> Option<etcd_lease::Checkpointing> {
+        let interval_ms = std::env::var(LEASE_CHECKPOINT_INTERVAL_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(etcd_lease::LEASE_CHECKPOINT_INTERVAL_MS);
+        enable.then_some(etcd_lease::Checkpointing { interval_ms, persist })
     }
 
     /// How long a client request may wait for Raft (etcd: 5 s + 2 election timeouts).

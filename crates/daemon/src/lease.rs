@@ -1,24 +1,45 @@
-//! Leases on [`EtcdServer`]: Grant and Revoke go through Raft; KeepAlive,
-//! TimeToLive and Leases are answered by the leader's lessor; the expiry loop on
+//! Leases on [`EtcdServer`]: Grant and Revoke go through Raft; KeepAlive and
+//! TimeToLive are answered by the leader's lessor (forwarded there from a
+//! follower, `lease_peer.rs`); Leases by the local one (every member applies
+//! every grant and revoke); the expiry loop on
 //! the leader proposes a Revoke for every expired lease, so every member deletes
 //! the same keys at the same revision.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_lease::{LeaseInfo, Lessor, LEASE_REVOKE_RATE};
+use etcd_lease::{
+    Lessor, Renewed, LEASE_CHECKPOINT_BATCH_MAX, LEASE_CHECKPOINT_RATE, LEASE_REVOKE_RATE,
+};
 use etcd_mvcc::KvStore;
 use etcd_proto::etcdrs::InternalRaftRequest;
-use etcd_proto::etcdserverpb::{LeaseGrantRequest, LeaseRevokeRequest};
+use etcd_proto::etcdserverpb::{
+    LeaseCheckpoint, LeaseCheckpointRequest, LeaseGrantRequest, LeaseKeepAliveRequest,
+    LeaseRevokeRequest, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
 use etcd_server::{Applied, ServerError};
 use etcd_storage::Backend;
 
 use crate::clock::monotonic_ms;
 use crate::config::ServerConfig;
+use crate::lease_peer::{remote_attempt, Attempt};
 use crate::server::EtcdServer;
 
 /// How often the leader looks for expired leases (etcd: 500 ms).
 const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How long a new leader waits to apply what was committed before answering a
+/// lease request (etcd's `applyTimeout`).
+const APPLY_WAIT_MAX: Duration = Duration::from_secs(1);
+
+/// The client-visible error of a lessor failure.
+fn lease_error(err: &etcd_lease::LeaseError) -> ServerError {
+    ServerError::from_lease(err).unwrap_or_else(|| {
+        tracing::error!(error = %err, "lessor failed");
+        ServerError::Stopped
+    })
+}
 
 /// etcd's minimum TTL: 1.5 election timeouts, rounded up to whole seconds.
 pub(crate) fn min_ttl_secs(cfg: &ServerConfig) -> i64 {
@@ -35,20 +56,21 @@ pub(crate) fn recover_lessor(
 ) -> Result<Lessor, String> {
     let keys = kv.leased_keys().map_err(|e| e.to_string())?;
     let txn = backend.begin_read().map_err(|e| e.to_string())?;
-    Lessor::recover(&txn, keys, min_ttl_secs(cfg)).map_err(|e| e.to_string())
+    let mut lessor = Lessor::recover(&txn, keys, min_ttl_secs(cfg)).map_err(|e| e.to_string())?;
+    lessor.set_checkpointing(cfg.lease_checkpoint);
+    Ok(lessor)
 }
 
 impl EtcdServer {
-    /// Makes this member's lessor track expiries iff it leads (refreshing every
-    /// lease's deadline when it starts leading, so nothing expires at once).
-    fn sync_lessor_role(&self) {
-        let leader = self.is_leader();
-        let mut lessor = self.lessor.lock().expect("lessor lock");
-        if leader && !lessor.is_primary() {
-            let extend_ms = self.config().election_timeout.as_millis() as u64;
-            lessor.promote_with_extend(monotonic_ms(), extend_ms);
-        } else if !leader && lessor.is_primary() {
-            lessor.demote();
+    /// Stops this member's lessor from tracking expiries once it no longer
+    /// leads. (It starts when the member, leading, applies the first entry of its
+    /// term: see the applier.)
+    fn demote_unless_leader(&self) {
+        if !self.is_leader() {
+            let mut lessor = self.lessor.lock().expect("lessor lock");
+            if lessor.is_primary() {
+                lessor.demote();
+            }
         }
     }
 
@@ -65,6 +87,17 @@ impl EtcdServer {
         self.propose(internal).await
     }
 
+    /// Records leases' remaining TTLs through Raft (lease checkpointing).
+    pub(crate) async fn lease_checkpoint(
+        &self,
+        checkpoints: Vec<LeaseCheckpoint>,
+    ) -> Result<Applied, ServerError> {
+        let request = LeaseCheckpointRequest { checkpoints };
+        let internal =
+            InternalRaftRequest { lease_checkpoint: Some(request), ..Default::default() };
+        self.propose(internal).await
+    }
+
     /// Revokes a lease through Raft, deleting its keys in one revision.
     pub async fn lease_revoke(&self, id: i64) -> Result<Applied, ServerError> {
         let request = LeaseRevokeRequest { id };
@@ -72,23 +105,116 @@ impl EtcdServer {
         self.propose(internal).await
     }
 
-    /// Renews a lease on the leader; returns its TTL (0 when it does not exist, as
-    /// etcd's KeepAlive answers).
-    pub fn lease_renew(&self, id: i64) -> Result<i64, ServerError> {
-        self.sync_lessor_role();
-        let renewed = self.lessor.lock().expect("lessor lock").renew(id, monotonic_ms());
+    /// Renews a lease through the leader (this member, or the one it forwards
+    /// to); returns its TTL, 0 when it does not exist (as etcd's KeepAlive answers).
+    pub async fn lease_renew(&self, id: i64) -> Result<i64, ServerError> {
+        let renewed = self
+            .on_leader(
+                || self.renew_here(id),
+                |mut client, left| async move {
+                    let request = self.forwarded(LeaseKeepAliveRequest { id }, left);
+                    match remote_attempt(client.renew(request).await) {
+                        Attempt::Done(answer) => Attempt::Done(answer.map(|r| r.ttl)),
+                        Attempt::Retry => Attempt::Retry,
+                    }
+                },
+            )
+            .await;
         match renewed {
-            Ok(ttl) => Ok(ttl),
-            Err(etcd_lease::LeaseError::NotFound) => Ok(0),
-            Err(err) => Err(ServerError::from_lease(&err).unwrap_or(ServerError::Stopped)),
+            Err(ServerError::LeaseNotFound) => Ok(0),
+            other => other,
         }
     }
 
-    /// A lease's granted and remaining TTL (and keys when asked); `None` when it
-    /// does not exist.
-    pub fn lease_time_to_live(&self, id: i64, keys: bool) -> Option<LeaseInfo> {
-        self.sync_lessor_role();
-        self.lessor.lock().expect("lessor lock").time_to_live(id, monotonic_ms(), keys).ok()
+    /// A lease's granted and remaining TTL (and keys when asked) as the leader's
+    /// lessor knows them; `Ok(None)` when it does not exist.
+    pub async fn lease_time_to_live(
+        &self,
+        id: i64,
+        keys: bool,
+    ) -> Result<Option<LeaseTimeToLiveResponse>, ServerError> {
+        let answer = self
+            .on_leader(
+                || self.time_to_live_here(id, keys),
+                |mut client, left| async move {
+                    let request = self.forwarded(LeaseTimeToLiveRequest { id, keys }, left);
+                    remote_attempt(client.time_to_live(request).await)
+                },
+            )
+            .await;
+        match answer {
+            Ok(response) => Ok(Some(response)),
+            Err(ServerError::LeaseNotFound) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// KeepAlive on this member's lessor, if it leads (after applying what was
+    /// committed before, so a lease granted just before a leader change is known).
+    pub(crate) async fn renew_here(&self, id: i64) -> Attempt<i64> {
+        if !self.is_leader() {
+            return Attempt::Retry;
+        }
+        if let Err(err) = self.wait_applied_to_commit().await {
+            return Attempt::Done(Err(err));
+        }
+        let renewed = self.lessor.lock().expect("lessor lock").renew(id, monotonic_ms());
+        match renewed {
+            Ok(Renewed { ttl, clear_checkpoint: false }) => Attempt::Done(Ok(ttl)),
+            Ok(Renewed { ttl, clear_checkpoint: true }) => {
+                // Recorded before answering (as etcd), so no later leader can start
+                // the renewed lease from the old remaining TTL.
+                let cleared = LeaseCheckpoint { id, remaining_ttl: 0 };
+                match self.lease_checkpoint(vec![cleared]).await {
+                    Ok(_) => Attempt::Done(Ok(ttl)),
+                    Err(err) => Attempt::Done(Err(err)),
+                }
+            }
+            Err(etcd_lease::LeaseError::NotPrimary) => Attempt::Retry,
+            Err(err) => Attempt::Done(Err(lease_error(&err))),
+        }
+    }
+
+    /// TimeToLive from this member's lessor, if it leads.
+    pub(crate) async fn time_to_live_here(
+        &self,
+        id: i64,
+        keys: bool,
+    ) -> Attempt<LeaseTimeToLiveResponse> {
+        if !self.is_leader() {
+            return Attempt::Retry;
+        }
+        if let Err(err) = self.wait_applied_to_commit().await {
+            return Attempt::Done(Err(err));
+        }
+        let lessor = self.lessor.lock().expect("lessor lock");
+        if !lessor.is_primary() {
+            return Attempt::Retry;
+        }
+        match lessor.time_to_live(id, monotonic_ms(), keys) {
+            Ok(info) => Attempt::Done(Ok(LeaseTimeToLiveResponse {
+                header: None,
+                id: info.id,
+                ttl: info.remaining_ttl,
+                granted_ttl: info.granted_ttl,
+                keys: info.keys,
+            })),
+            Err(err) => Attempt::Done(Err(lease_error(&err))),
+        }
+    }
+
+    /// Waits (up to etcd's one second) until this member has applied every entry
+    /// committed when it was called.
+    async fn wait_applied_to_commit(&self) -> Result<(), ServerError> {
+        let committed = self.shared.commit_index.load(Ordering::Relaxed);
+        let mut applied = self.shared.applied_index.subscribe();
+        let outcome =
+            tokio::time::timeout(APPLY_WAIT_MAX, applied.wait_for(|a| *a >= committed)).await;
+        match outcome {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(ServerError::Stopped),
+            Err(_) => Err(ServerError::TimeoutWaitAppliedIndex),
+        }
     }
 
     /// Every lease ID, sorted.
@@ -104,14 +230,30 @@ impl EtcdServer {
             if self.is_stopped() {
                 return;
             }
-            self.sync_lessor_role();
-            let expired = {
+            self.demote_unless_leader();
+            let (expired, checkpoints) = {
                 let mut lessor = self.lessor.lock().expect("lessor lock");
                 if !lessor.is_primary() {
                     continue;
                 }
-                lessor.expired(monotonic_ms(), LEASE_REVOKE_RATE / 2)
+                let now = monotonic_ms();
+                // etcd's rate limits per 500 ms tick: half the revoke rate, and
+                // half the checkpoint rate in entries of at most a batch each.
+                let checkpoints = lessor.due_checkpoints(now, LEASE_CHECKPOINT_RATE / 2);
+                (lessor.expired(now, LEASE_REVOKE_RATE / 2), checkpoints)
             };
+            for batch in checkpoints.chunks(LEASE_CHECKPOINT_BATCH_MAX) {
+                let batch: Vec<LeaseCheckpoint> = batch
+                    .iter()
+                    .map(|&(id, remaining_ttl)| LeaseCheckpoint { id, remaining_ttl })
+                    .collect();
+                let server = self.clone();
+                tokio::spawn(async move {
+                    if let Err(err) = server.lease_checkpoint(batch).await {
+                        tracing::warn!(error = %err, "failed to record lease checkpoints");
+                    }
+                });
+            }
             for id in expired {
                 let server = self.clone();
                 tokio::spawn(async move {

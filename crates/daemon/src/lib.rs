@@ -19,6 +19,7 @@ mod compactor;
 mod defrag;
 mod faults;
 mod lease;
+mod lease_peer;
 mod membership;
 mod metrics;
 mod raft_loop;

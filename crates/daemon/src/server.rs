@@ -125,6 +125,7 @@ impl EtcdServer {
         };
         let (member_events_tx, member_events_rx) = mpsc::channel(MEMBER_EVENTS_MAX);
         let apply_loop = ApplyLoop {
+            member_id: opened.member_id,
             applier,
             tasks: apply_rx,
             shared: shared.clone(),

@@ -32,9 +32,21 @@
 //! The `lease` table maps the lease id (`i64` key) to a 16-byte value:
 //! `id` as 8 bytes big-endian two's complement, followed by the granted
 //! `ttl` in seconds (after the minimum-TTL rule) as 8 bytes big-endian two's
-//! complement ([`encode_lease`] / [`decode_lease`]). The expiry is never
-//! persisted (etcd does not either, without checkpointing): after a restart
-//! every lease is granted a full TTL again when its member is promoted.
+//! complement ([`encode_lease`] / [`decode_lease`]); with persisted
+//! checkpoints a third 8-byte field holds the last checkpointed remaining TTL
+//! ([`encode_lease_with_remaining`]). Deadlines are never persisted: after a
+//! restart every lease starts again from its checkpointed remaining TTL, or
+//! its full TTL, when its member is promoted.
+//!
+//! ## Checkpoints
+//!
+//! With [`Checkpointing`] on, the primary schedules a checkpoint of every
+//! lease whose remaining TTL exceeds the interval, one interval after its
+//! deadline was set; [`Lessor::due_checkpoints`] hands them out for the
+//! caller to propose, and every member applies them with
+//! [`Lessor::checkpoint`]. A promotion then starts each lease from its
+//! checkpointed remaining TTL, so a leader change does not give every lease
+//! its full TTL again; a renewal asks the caller to clear the checkpoint.
 //!
 //! All state lives in `BTreeMap`/`BTreeSet`s, so iteration order (and thus
 //! everything observable) is deterministic.
@@ -58,8 +70,10 @@ pub const EXPIRED_LEASE_RETRY_INTERVAL_MS: u64 = 3_000;
 /// many leases exist.
 pub const LEASE_REVOKE_RATE: usize = 1000;
 
-/// Length of an encoded `lease` table value.
+/// Length of an encoded `lease` table value without a checkpointed remaining TTL.
 pub const LEASE_VALUE_LEN: usize = 16;
+/// Length of an encoded `lease` table value with a checkpointed remaining TTL.
+pub const LEASE_VALUE_WITH_REMAINING_LEN: usize = 24;
 
 /// Encodes the `lease` table value of lease `id` with TTL `ttl_secs`.
 pub fn encode_lease(id: i64, ttl_secs: i64) -> [u8; LEASE_VALUE_LEN] {
@@ -69,14 +83,57 @@ pub fn encode_lease(id: i64, ttl_secs: i64) -> [u8; LEASE_VALUE_LEN] {
     b
 }
 
+/// Encodes a `lease` table value that also records a checkpointed remaining TTL
+/// (with `--experimental-enable-lease-checkpoint-persist`).
+pub fn encode_lease_with_remaining(
+    id: i64,
+    ttl_secs: i64,
+    remaining_secs: i64,
+) -> [u8; LEASE_VALUE_WITH_REMAINING_LEN] {
+    let mut b = [0u8; LEASE_VALUE_WITH_REMAINING_LEN];
+    b[..LEASE_VALUE_LEN].copy_from_slice(&encode_lease(id, ttl_secs));
+    b[LEASE_VALUE_LEN..].copy_from_slice(&remaining_secs.to_be_bytes());
+    b
+}
+
 /// Decodes a `lease` table value into `(id, ttl_secs)`; `None` if malformed.
 pub fn decode_lease(b: &[u8]) -> Option<(i64, i64)> {
-    if b.len() != LEASE_VALUE_LEN {
+    decode_lease_with_remaining(b).map(|(id, ttl, _)| (id, ttl))
+}
+
+/// Decodes a `lease` table value into `(id, ttl_secs, remaining_secs)`, the
+/// remaining TTL 0 (unset) when none was recorded; `None` if malformed.
+pub fn decode_lease_with_remaining(b: &[u8]) -> Option<(i64, i64, i64)> {
+    if b.len() != LEASE_VALUE_LEN && b.len() != LEASE_VALUE_WITH_REMAINING_LEN {
         return None;
     }
     let id = i64::from_be_bytes(b[..8].try_into().ok()?);
-    let ttl = i64::from_be_bytes(b[8..].try_into().ok()?);
-    Some((id, ttl))
+    let ttl = i64::from_be_bytes(b[8..16].try_into().ok()?);
+    let remaining = match b.get(16..24) {
+        Some(r) => i64::from_be_bytes(r.try_into().ok()?),
+        None => 0,
+    };
+    Some((id, ttl, remaining))
+}
+
+/// etcd's `defaultLeaseCheckpointInterval`: how long after a lease's deadline
+/// was set the leader records its remaining TTL through Raft.
+pub const LEASE_CHECKPOINT_INTERVAL_MS: u64 = 5 * 60 * 1000;
+/// etcd's `maxLeaseCheckpointBatchSize`: checkpoints in one Raft entry at most.
+pub const LEASE_CHECKPOINT_BATCH_MAX: usize = 1000;
+/// etcd's `leaseCheckpointRate`: checkpoints recorded per second at most.
+pub const LEASE_CHECKPOINT_RATE: usize = 1000;
+
+/// Lease checkpointing (`--experimental-enable-lease-checkpoint`): the leader
+/// periodically records each lease's remaining TTL through Raft, so a new
+/// leader starts it from there instead of from its full TTL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpointing {
+    /// How long after a deadline is set its remaining TTL is recorded.
+    pub interval_ms: u64,
+    /// Also store remaining TTLs in the `lease` table, so they survive a
+    /// restart of the whole cluster (`--experimental-enable-lease-checkpoint-persist`).
+    pub persist: bool,
 }
 
 /// Errors of the lessor. The API layer prefixes `etcdserver: ` and maps
@@ -107,6 +164,15 @@ impl From<StorageError> for LeaseError {
     }
 }
 
+/// What a KeepAlive did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Renewed {
+    /// The lease's TTL: it now expires that many seconds from now.
+    pub ttl: i64,
+    /// The lease had a checkpointed remaining TTL: propose a checkpoint of 0.
+    pub clear_checkpoint: bool,
+}
+
 /// What is known about one lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseInfo {
@@ -127,6 +193,9 @@ pub struct LeaseInfo {
 struct Lease {
     /// Granted TTL in seconds.
     ttl: i64,
+    /// The last checkpointed remaining TTL in seconds; 0 when unset (the next
+    /// promotion then starts the lease from its full TTL).
+    remaining_ttl: i64,
     /// Deadline (ms) while primary; `None` = never expires on this member.
     expiry_ms: Option<u64>,
     /// The time under which this lease sits in the expiry queue, if it does.
@@ -137,6 +206,20 @@ struct Lease {
 impl Lease {
     fn ttl_ms(&self) -> u64 {
         u64::try_from(self.ttl.max(0)).unwrap_or(0).saturating_mul(1000)
+    }
+
+    /// What a promotion starts the lease from: the checkpointed remaining TTL
+    /// when there is one, else the full TTL (etcd's `RemainingTTL`).
+    fn remaining_or_ttl_secs(&self) -> i64 {
+        if self.remaining_ttl > 0 {
+            self.remaining_ttl
+        } else {
+            self.ttl
+        }
+    }
+
+    fn remaining_or_ttl_ms(&self) -> u64 {
+        u64::try_from(self.remaining_or_ttl_secs().max(0)).unwrap_or(0).saturating_mul(1000)
     }
 }
 
@@ -149,6 +232,9 @@ pub struct Lessor {
     primary: bool,
     min_ttl_secs: i64,
     retry_interval_ms: u64,
+    checkpointing: Option<Checkpointing>,
+    /// `(due_ms, id)` of the checkpoints to record while primary.
+    checkpoints: BTreeSet<(u64, i64)>,
 }
 
 impl Lessor {
@@ -160,7 +246,22 @@ impl Lessor {
             primary: false,
             min_ttl_secs,
             retry_interval_ms: EXPIRED_LEASE_RETRY_INTERVAL_MS,
+            checkpointing: None,
+            checkpoints: BTreeSet::new(),
         }
+    }
+
+    /// Turns lease checkpointing on (off by default, as in etcd).
+    pub fn set_checkpointing(&mut self, checkpointing: Option<Checkpointing>) {
+        self.checkpointing = checkpointing;
+        if checkpointing.is_none() {
+            self.checkpoints.clear();
+        }
+    }
+
+    /// The checkpointing configuration, if on.
+    pub fn checkpointing(&self) -> Option<Checkpointing> {
+        self.checkpointing
     }
 
     /// Rebuilds the lessor (non-primary) from the backend's `lease` table and
@@ -174,9 +275,9 @@ impl Lessor {
     ) -> Result<Lessor, LeaseError> {
         let mut le = Lessor::new(min_ttl_secs);
         for (key_id, value) in txn.leases_list()? {
-            let (id, ttl) = decode_lease(&value).ok_or_else(|| {
+            let (id, ttl, remaining_ttl) = decode_lease_with_remaining(&value).ok_or_else(|| {
                 LeaseError::Storage(format!(
-                    "lease {key_id}: value has {} bytes, want {LEASE_VALUE_LEN}",
+                    "lease {key_id}: value has {} bytes, want {LEASE_VALUE_LEN} or {LEASE_VALUE_WITH_REMAINING_LEN}",
                     value.len()
                 ))
             })?;
@@ -187,6 +288,7 @@ impl Lessor {
                 id,
                 Lease {
                     ttl: ttl.max(min_ttl_secs),
+                    remaining_ttl,
                     expiry_ms: None,
                     check_at_ms: None,
                     keys: BTreeSet::new(),
@@ -232,7 +334,13 @@ impl Lessor {
         }
         let ttl = ttl_secs.max(self.min_ttl_secs);
         txn.lease_put(id, &encode_lease(id, ttl))?;
-        let mut lease = Lease { ttl, expiry_ms: None, check_at_ms: None, keys: BTreeSet::new() };
+        let mut lease = Lease {
+            ttl,
+            remaining_ttl: 0,
+            expiry_ms: None,
+            check_at_ms: None,
+            keys: BTreeSet::new(),
+        };
         if self.primary {
             let expiry = now_ms.saturating_add(lease.ttl_ms());
             lease.expiry_ms = Some(expiry);
@@ -240,6 +348,9 @@ impl Lessor {
             self.queue.insert((expiry, id));
         }
         self.leases.insert(id, lease);
+        if self.primary {
+            self.schedule_checkpoint(id, now_ms);
+        }
         Ok(LeaseInfo { id, granted_ttl: ttl, remaining_ttl: ttl, keys: Vec::new() })
     }
 
@@ -288,14 +399,17 @@ impl Lessor {
     }
 
     /// Leader-only KeepAlive: the lease now expires at `now_ms` + TTL; returns
-    /// the TTL. Errors: [`LeaseError::NotPrimary`] if not primary;
-    /// [`LeaseError::NotFound`] if the lease does not exist or has already
-    /// expired (its revoke is pending; etcd waits for that revoke and then
-    /// answers "not found", here the caller gets the answer at once).
-    pub fn renew(&mut self, id: i64, now_ms: u64) -> Result<i64, LeaseError> {
+    /// the TTL and whether a checkpointed remaining TTL must be cleared through
+    /// Raft (so a later leader does not cut the renewed lease short; etcd
+    /// records that before it answers). Errors: [`LeaseError::NotPrimary`] if
+    /// not primary; [`LeaseError::NotFound`] if the lease does not exist or has
+    /// already expired (its revoke is pending; etcd waits for that revoke and
+    /// then answers "not found", here the caller gets the answer at once).
+    pub fn renew(&mut self, id: i64, now_ms: u64) -> Result<Renewed, LeaseError> {
         if !self.primary {
             return Err(LeaseError::NotPrimary);
         }
+        let checkpointing = self.checkpointing.is_some();
         let lease = self.leases.get_mut(&id).ok_or(LeaseError::NotFound)?;
         if lease.expiry_ms.is_some_and(|e| e <= now_ms) {
             return Err(LeaseError::NotFound);
@@ -306,7 +420,66 @@ impl Lessor {
             self.queue.remove(&(old, id));
         }
         self.queue.insert((expiry, id));
-        Ok(lease.ttl)
+        Ok(Renewed { ttl: lease.ttl, clear_checkpoint: checkpointing && lease.remaining_ttl > 0 })
+    }
+
+    /// Apply-time checkpoint: records lease `id`'s remaining TTL (0 clears it),
+    /// which the next promotion starts the lease from. With persistence on, the
+    /// `lease` table row records it too. An unknown lease is skipped (it may have
+    /// been revoked since the checkpoint was proposed).
+    pub fn checkpoint(
+        &mut self,
+        txn: &WriteTxn,
+        id: i64,
+        remaining_secs: i64,
+        now_ms: u64,
+    ) -> Result<(), LeaseError> {
+        let persist = self.checkpointing.is_some_and(|c| c.persist);
+        let Some(lease) = self.leases.get_mut(&id) else { return Ok(()) };
+        lease.remaining_ttl = remaining_secs;
+        if persist {
+            txn.lease_put(id, &encode_lease_with_remaining(id, lease.ttl, remaining_secs))?;
+        }
+        if self.primary {
+            self.schedule_checkpoint(id, now_ms);
+        }
+        Ok(())
+    }
+
+    /// Queues a checkpoint of `id` one interval from now, when its remaining TTL
+    /// is longer than the interval (etcd's `scheduleCheckpointIfNeeded`).
+    fn schedule_checkpoint(&mut self, id: i64, now_ms: u64) {
+        let Some(checkpointing) = self.checkpointing else { return };
+        let Some(lease) = self.leases.get(&id) else { return };
+        let interval_secs = i64::try_from(checkpointing.interval_ms / 1000).unwrap_or(i64::MAX);
+        if lease.remaining_or_ttl_secs() > interval_secs {
+            self.checkpoints.insert((now_ms.saturating_add(checkpointing.interval_ms), id));
+        }
+    }
+
+    /// Up to `max` checkpoints due at `now_ms` (primary only): each lease's
+    /// remaining TTL in whole seconds, rounded up, for the caller to propose.
+    /// Leases that are gone, expired, or have their full TTL left are skipped.
+    pub fn due_checkpoints(&mut self, now_ms: u64, max: usize) -> Vec<(i64, i64)> {
+        let mut out = Vec::new();
+        if !self.primary || self.checkpointing.is_none() {
+            return out;
+        }
+        while out.len() < max {
+            let Some(&(at, id)) = self.checkpoints.first() else { break };
+            if at > now_ms {
+                break;
+            }
+            self.checkpoints.pop_first();
+            let Some(lease) = self.leases.get(&id) else { continue };
+            let Some(expiry) = lease.expiry_ms.filter(|&e| e > now_ms) else { continue };
+            let remaining = i64::try_from((expiry - now_ms).div_ceil(1000)).unwrap_or(i64::MAX);
+            if remaining >= lease.ttl {
+                continue;
+            }
+            out.push((id, remaining));
+        }
+        out
     }
 
     /// Becomes primary: every lease expires at `now_ms` + its TTL.
@@ -326,7 +499,7 @@ impl Lessor {
         self.queue.clear();
         let base = now_ms.saturating_add(extend_ms);
         for l in self.leases.values_mut() {
-            l.expiry_ms = Some(base.saturating_add(l.ttl_ms()));
+            l.expiry_ms = Some(base.saturating_add(l.remaining_or_ttl_ms()));
         }
         if self.leases.len() >= LEASE_REVOKE_RATE {
             self.spread_expiries(now_ms, extend_ms);
@@ -335,6 +508,11 @@ impl Lessor {
             let at = l.expiry_ms.unwrap_or(u64::MAX);
             l.check_at_ms = Some(at);
             self.queue.insert((at, *id));
+        }
+        self.checkpoints.clear();
+        let ids: Vec<i64> = self.leases.keys().copied().collect();
+        for id in ids {
+            self.schedule_checkpoint(id, now_ms);
         }
     }
 
@@ -363,7 +541,7 @@ impl Lessor {
             let delay = (1000 * expires / target).saturating_sub(remaining - base_window);
             next_window = base_window.saturating_add(delay);
             if let Some(l) = self.leases.get_mut(&id) {
-                let ttl_ms = l.ttl_ms();
+                let ttl_ms = l.remaining_or_ttl_ms();
                 l.expiry_ms = Some(
                     now_ms.saturating_add(delay).saturating_add(extend_ms).saturating_add(ttl_ms),
                 );
@@ -376,6 +554,7 @@ impl Lessor {
     pub fn demote(&mut self) {
         self.primary = false;
         self.queue.clear();
+        self.checkpoints.clear();
         for l in self.leases.values_mut() {
             l.expiry_ms = None;
             l.check_at_ms = None;

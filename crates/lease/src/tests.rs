@@ -274,7 +274,7 @@ fn renew_extends() {
     write(&e.backend, |t| le.grant(t, 1, 10, 0)).unwrap();
     le.promote(0);
     assert_eq!(le.renew(2, 0), Err(LeaseError::NotFound));
-    assert_eq!(le.renew(1, 8_000), Ok(10));
+    assert_eq!(le.renew(1, 8_000).map(|r| r.ttl), Ok(10));
     assert!(le.expired(17_999, 10).is_empty());
     assert_eq!(le.time_to_live(1, 8_000, false).unwrap().remaining_ttl, 10);
     assert_eq!(le.expired(18_000, 10), vec![1]);
@@ -350,4 +350,73 @@ fn time_to_live_counts_down() {
 fn lessor_is_send() {
     fn assert_send<T: Send>() {}
     assert_send::<Lessor>();
+}
+
+fn checkpointing(persist: bool) -> Option<Checkpointing> {
+    Some(Checkpointing { interval_ms: 1_000, persist })
+}
+
+#[test]
+fn checkpoints_are_due_one_interval_after_the_deadline_is_set() {
+    let e = env();
+    let mut le = Lessor::new(1);
+    le.set_checkpointing(checkpointing(false));
+    le.promote(0);
+    write(&e.backend, |t| le.grant(t, 1, 10, 0).unwrap());
+    // A lease whose TTL is not longer than the interval is never checkpointed.
+    write(&e.backend, |t| le.grant(t, 2, 1, 0).unwrap());
+    assert_eq!(le.due_checkpoints(999, 10), vec![]);
+    // 10 s TTL, 1.5 s later: 8.5 s left, recorded rounded up.
+    assert_eq!(le.due_checkpoints(1_500, 10), vec![(1, 9)]);
+    assert_eq!(le.due_checkpoints(1_600, 10), vec![], "handed out once");
+    // Applying the checkpoint schedules the next one.
+    write(&e.backend, |t| le.checkpoint(t, 1, 9, 1_600).unwrap());
+    assert_eq!(le.due_checkpoints(2_600, 10), vec![(1, 8)]);
+    // Not primary: nothing is due.
+    le.demote();
+    assert_eq!(le.due_checkpoints(100_000, 10), vec![]);
+}
+
+#[test]
+fn a_new_leader_starts_leases_from_their_checkpointed_remaining_ttl() {
+    let e = env();
+    let mut le = Lessor::new(1);
+    le.set_checkpointing(checkpointing(false));
+    write(&e.backend, |t| le.grant(t, 1, 30, 0).unwrap());
+    write(&e.backend, |t| le.checkpoint(t, 1, 12, 0).unwrap());
+    le.promote_with_extend(100_000, 1_000);
+    assert_eq!(le.time_to_live(1, 100_000, false).unwrap().remaining_ttl, 13);
+    // A renewal gives the full TTL back and asks to clear the checkpoint.
+    let renewed = le.renew(1, 100_000).unwrap();
+    assert_eq!(renewed, Renewed { ttl: 30, clear_checkpoint: true });
+    assert_eq!(le.time_to_live(1, 100_000, false).unwrap().remaining_ttl, 30);
+    write(&e.backend, |t| le.checkpoint(t, 1, 0, 100_000).unwrap());
+    assert!(!le.renew(1, 100_000).unwrap().clear_checkpoint);
+    // Without checkpointing, nothing is ever cleared.
+    le.set_checkpointing(None);
+    write(&e.backend, |t| le.checkpoint(t, 1, 5, 100_000).unwrap());
+    assert!(!le.renew(1, 100_000).unwrap().clear_checkpoint);
+}
+
+#[test]
+fn persisted_checkpoints_survive_recovery_and_plain_ones_do_not() {
+    for persist in [false, true] {
+        let e = env();
+        let mut le = Lessor::new(1);
+        le.set_checkpointing(checkpointing(persist));
+        write(&e.backend, |t| le.grant(t, 7, 60, 0).unwrap());
+        write(&e.backend, |t| le.checkpoint(t, 7, 20, 0).unwrap());
+        write(&e.backend, |t| le.checkpoint(t, 99, 20, 0).unwrap());
+        let txn = e.backend.begin_read().unwrap();
+        let mut recovered = Lessor::recover(&txn, Vec::new(), 1).unwrap();
+        recovered.promote(0);
+        let left = recovered.time_to_live(7, 0, false).unwrap().remaining_ttl;
+        assert_eq!(left, if persist { 20 } else { 60 }, "persist: {persist}");
+        assert!(!recovered.exists(99), "a checkpoint of an unknown lease creates nothing");
+    }
+    let row = encode_lease_with_remaining(3, 60, 20);
+    assert_eq!(decode_lease_with_remaining(&row), Some((3, 60, 20)));
+    assert_eq!(decode_lease(&row), Some((3, 60)));
+    assert_eq!(decode_lease_with_remaining(&encode_lease(3, 60)), Some((3, 60, 0)));
+    assert_eq!(decode_lease_with_remaining(&row[..20]), None);
 }

@@ -48,6 +48,8 @@ pub enum Response {
     LeaseRevoke(LeaseRevokeResponse),
     /// Result of an alarm request.
     Alarm(AlarmResponse),
+    /// Lease checkpoints were recorded.
+    LeaseCheckpoint,
     /// A member's attributes were recorded.
     MemberAttributes,
     /// A membership change: the member it concerned and every member after it.
@@ -70,6 +72,22 @@ pub struct Applied {
     pub revision: i64,
 }
 
+/// The member's circumstances while a batch is applied. What the batch does to
+/// the store never depends on them; only the lessor's deadlines do.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApplyContext {
+    /// Commit the backend durably (before a snapshot releases WAL segments).
+    pub durable: bool,
+    /// A monotonic clock reading: starts the expiry clock of leases granted
+    /// while this member's lessor is primary.
+    pub now_ms: u64,
+    /// Whether this member leads now.
+    pub leading: bool,
+    /// How much longer than their TTL leases live after a promotion (etcd: one
+    /// election timeout).
+    pub promote_extend_ms: u64,
+}
+
 /// What one batch did.
 #[derive(Debug, Default)]
 pub struct BatchOutcome {
@@ -85,6 +103,8 @@ pub struct BatchOutcome {
     pub applied_term: u64,
     /// How long committing the backend transaction took.
     pub commit_duration: std::time::Duration,
+    /// Whether a new leader's first entry promoted the lessor.
+    pub promoted_lessor: bool,
 }
 
 /// Applies committed entries to the MVCC store and the lessor.
@@ -146,17 +166,13 @@ impl Applier {
         &self.lessor
     }
 
-    /// Applies a batch of committed entries in one backend transaction. `durable`
-    /// asks for an fsync of the backend (before a snapshot releases WAL segments).
-    ///
-    /// `now_ms` (a monotonic clock reading) only starts the expiry clock of leases
-    /// granted while this member is the leader; results never depend on it.
+    /// Applies a batch of committed entries in one backend transaction.
     pub fn apply(
         &mut self,
         entries: &[Entry],
-        durable: bool,
-        now_ms: u64,
+        context: &ApplyContext,
     ) -> Result<BatchOutcome, ApplyFailure> {
+        let ApplyContext { durable, now_ms, leading, promote_extend_ms } = *context;
         let mut outcome = BatchOutcome::default();
         let fresh: Vec<&Entry> =
             entries.iter().filter(|e| e.index > self.consistent_index).collect();
@@ -170,6 +186,16 @@ impl Applier {
                 continue;
             }
             if entry.data.is_empty() {
+                // A new leader's first entry: once it applied everything from the
+                // earlier terms, its lessor starts tracking deadlines (etcd's
+                // promotion point), so grants applied after it get their full TTL.
+                if leading {
+                    self.lessor
+                        .lock()
+                        .expect("lessor lock")
+                        .promote_with_extend(now_ms, promote_extend_ms);
+                    outcome.promoted_lessor = true;
+                }
                 continue;
             }
             let request = match InternalRaftRequest::decode(entry.data.as_ref()) {
@@ -331,6 +357,15 @@ fn apply_request(
                 ..Default::default()
             })
         }));
+    }
+    if let Some(checkpoint) = request.lease_checkpoint {
+        for c in &checkpoint.checkpoints {
+            let recorded = lessor.checkpoint(batch.write_txn(), c.id, c.remaining_ttl, now_ms);
+            if let Err(client) = lease_result(recorded)? {
+                return Ok(Err(client));
+            }
+        }
+        return Ok(Ok(Response::LeaseCheckpoint));
     }
     if let Some(lease_revoke) = request.lease_revoke {
         return revoke(batch, lessor, lease_revoke.id);

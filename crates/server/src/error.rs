@@ -86,6 +86,9 @@ pub enum ServerError {
     /// The request did not complete in time.
     #[error("request timed out")]
     Timeout,
+    /// A new leader did not apply what was committed before it led, in time.
+    #[error("request timed out, waiting for the applied index took too long")]
+    TimeoutWaitAppliedIndex,
     /// The member is shutting down.
     #[error("server stopped")]
     Stopped,

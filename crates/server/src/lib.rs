@@ -12,5 +12,5 @@ pub mod error;
 pub mod ids;
 pub mod membership;
 
-pub use applier::{Applied, Applier, BatchOutcome, Response};
+pub use applier::{Applied, Applier, ApplyContext, BatchOutcome, Response};
 pub use error::ServerError;

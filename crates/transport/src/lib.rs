@@ -97,6 +97,9 @@ struct Inner {
     shared: Arc<Shared>,
     inbound: mpsc::Sender<Message>,
     peers: Mutex<HashMap<u64, PeerHandle>>,
+    /// Channels for requests to a peer's other services (leases forwarded to the
+    /// leader), by peer, with the URLs they were made for.
+    channels: Mutex<HashMap<u64, (Vec<String>, tonic::transport::Channel)>>,
     /// Set by `stop_inbound`; ends the streams of services made by `service`.
     stop: watch::Sender<bool>,
 }
@@ -129,6 +132,7 @@ impl PeerTransport {
                 }),
                 inbound,
                 peers: Mutex::new(HashMap::new()),
+                channels: Mutex::new(HashMap::new()),
                 stop: watch::Sender::new(false),
             }),
         }
@@ -200,6 +204,43 @@ impl PeerTransport {
     pub fn remove_peer(&self, id: u64) {
         let removed = self.peers().remove(&id);
         drop(removed);
+        self.inner.channels.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+    }
+
+    /// A channel to peer `id` for requests besides Raft's (a follower forwarding
+    /// a lease renewal to the leader). It connects on first use, reconnects by
+    /// itself, and is shared by every caller; new URLs for the peer replace it.
+    /// Refused while the fault switch blocks the peer, as Raft traffic is.
+    pub fn channel(&self, id: u64) -> Result<tonic::transport::Channel, String> {
+        if self.inner.shared.is_blocked(id) {
+            return Err(format!("traffic to {id:x} is blocked"));
+        }
+        let urls = self.peers().get(&id).map(|peer| peer.queue.urls());
+        let Some(urls) = urls else { return Err(format!("{id:x} is not a peer")) };
+        let mut channels = self.inner.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((made_for, channel)) = channels.get(&id) {
+            if *made_for == urls {
+                return Ok(channel.clone());
+            }
+        }
+        let tls = self.inner.shared.client_tls();
+        let endpoints = urls
+            .iter()
+            .map(|url| sender::endpoint(url, tls.as_ref()).map(sender::tune))
+            .collect::<Result<Vec<_>, String>>()?;
+        let channel = match endpoints.as_slice() {
+            [] => return Err(format!("{id:x} has no peer URLs")),
+            [one] => one.connect_lazy(),
+            _ => tonic::transport::Channel::balance_list(endpoints.into_iter()),
+        };
+        channels.insert(id, (urls, channel.clone()));
+        Ok(channel)
+    }
+
+    /// Whether the test-only fault switch drops traffic from member `id` (services
+    /// besides Raft's consult it for requests that name their sender).
+    pub fn is_blocked(&self, id: u64) -> bool {
+        self.inner.shared.is_blocked(id)
     }
 
     /// The IDs of the known peers, in ascending order.
@@ -292,12 +333,13 @@ impl PeerTransport {
     }
 }
 
-/// Serves `transport`'s peer service on `listener` until `shutdown` completes.
-/// For a listener that also serves other services, mount
+/// Serves `transport`'s peer service, and the `extra` services the member adds
+/// (lease forwarding), on `listener` until `shutdown` completes. For a listener that also serves other services, mount
 /// [`PeerTransport::service`] yourself.
 pub async fn serve(
     listener: TcpListener,
     transport: PeerTransport,
+    extra: tonic::service::Routes,
     tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
@@ -322,6 +364,7 @@ pub async fn serve(
     builder
         .http2_keepalive_interval(Some(SERVER_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(SERVER_KEEPALIVE_TIMEOUT))
+        .add_routes(extra)
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

@@ -277,6 +277,17 @@ pub(crate) fn endpoint(url: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpo
     endpoint.tls_config(tls.clone()).map_err(|e| format!("TLS for peer URL {url}: {e}"))
 }
 
+/// The connection settings of every peer channel: short connect timeout, no
+/// Nagle delay, HTTP/2 keep-alives that notice a dead peer within seconds.
+pub(crate) fn tune(endpoint: Endpoint) -> Endpoint {
+    endpoint
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
+}
+
 /// Connects to the first URL that answers, trying them in order.
 pub(crate) async fn connect(
     urls: &[String],
@@ -291,13 +302,7 @@ pub(crate) async fn connect(
                 continue;
             }
         };
-        let endpoint = endpoint
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-            .keep_alive_while_idle(true);
-        match endpoint.connect().await {
+        match tune(endpoint).connect().await {
             Ok(channel) => return Ok((channel, url.clone())),
             Err(e) => last_error = format!("connect to {url}: {}", error_chain(&e)),
         }

@@ -39,7 +39,7 @@ impl Member {
         let (stop, stopped) = oneshot::channel::<()>();
         let served = transport.clone();
         let server = tokio::spawn(async move {
-            serve(listener, served, None, async {
+            serve(listener, served, tonic::service::Routes::default(), None, async {
                 let _ = stopped.await;
             })
             .await

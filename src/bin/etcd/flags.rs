@@ -49,7 +49,6 @@ const IGNORED_BOOL_FLAGS: &[&str] = &[
     "initial-election-tick-advance",
     "debug",
     "experimental-initial-corrupt-check",
-    "experimental-enable-lease-checkpoint",
     "unsafe-no-fsync",
 ];
 
@@ -170,6 +169,28 @@ pub struct Flags {
         action = clap::ArgAction::Set
     )]
     pub peer_client_cert_auth: bool,
+    /// Enable leader to send regular checkpoints to other members to prevent
+    /// reset of remaining TTL on leader change.
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_ENABLE_LEASE_CHECKPOINT",
+        default_value_t = false,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub experimental_enable_lease_checkpoint: bool,
+    /// Enable persisting remainingTTL to prevent indefinite auto-renewal of long
+    /// lived leases. Requires experimental-enable-lease-checkpoint.
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_ENABLE_LEASE_CHECKPOINT_PERSIST",
+        default_value_t = false,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub experimental_enable_lease_checkpoint_persist: bool,
     /// Print the version and exit.
     #[arg(long)]
     pub version: bool,
@@ -385,6 +406,21 @@ impl Flags {
                 self.election_timeout, self.heartbeat_interval
             ));
         }
+        if self.experimental_enable_lease_checkpoint_persist
+            && !self.experimental_enable_lease_checkpoint
+        {
+            return Err("setting experimental-enable-lease-checkpoint-persist requires \
+                        experimental-enable-lease-checkpoint"
+                .to_string());
+        }
+        if self.experimental_enable_lease_checkpoint
+            && !self.experimental_enable_lease_checkpoint_persist
+        {
+            tracing::warn!(
+                "Detected that checkpointing is enabled without persistence. Consider enabling \
+                 experimental-enable-lease-checkpoint-persist"
+            );
+        }
         let quota = if self.quota_backend_bytes == 0 {
             2 * 1024 * 1024 * 1024
         } else {
@@ -409,6 +445,10 @@ impl Flags {
             join: None,
             watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
             peer_client_tls: None,
+            lease_checkpoint: ServerConfig::lease_checkpointing(
+                self.experimental_enable_lease_checkpoint,
+                self.experimental_enable_lease_checkpoint_persist,
+            ),
         })
     }
 }
@@ -445,6 +485,29 @@ mod tests {
         assert!(!off.client_cert_auth);
         let alone = Flags::try_parse_from(["etcd", "--client-cert-auth"]).expect("parses");
         assert!(alone.client_tls().is_err(), "client cert auth without TLS is refused");
+    }
+
+    #[test]
+    fn lease_checkpoint_persistence_needs_checkpoints() {
+        let only_persist =
+            Flags::try_parse_from(["etcd", "--experimental-enable-lease-checkpoint-persist"])
+                .expect("parse");
+        let err = only_persist.server_config().expect_err("refused");
+        assert_eq!(
+            err,
+            "setting experimental-enable-lease-checkpoint-persist requires \
+             experimental-enable-lease-checkpoint"
+        );
+        let both = Flags::try_parse_from([
+            "etcd",
+            "--experimental-enable-lease-checkpoint",
+            "--experimental-enable-lease-checkpoint-persist=true",
+        ])
+        .expect("parse");
+        let checkpointing = both.server_config().expect("config").lease_checkpoint;
+        assert!(checkpointing.is_some_and(|c| c.persist));
+        let none = Flags::try_parse_from(["etcd"]).expect("parse");
+        assert_eq!(none.server_config().expect("config").lease_checkpoint, None);
     }
 
     #[test]

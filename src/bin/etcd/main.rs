@@ -212,12 +212,13 @@ async fn run(flags: Flags) -> Result<(), String> {
     for (listener, is_tls) in peer_listeners {
         let mut stop = stop_tx.subscribe();
         let transport = server.transport().clone();
+        let routes = server.peer_routes();
         let tls = if is_tls { peer_server_tls.clone() } else { None };
         serving.push(tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop.recv().await;
             };
-            etcd_transport::serve(listener, transport, tls, shutdown)
+            etcd_transport::serve(listener, transport, routes, tls, shutdown)
                 .await
                 .map_err(|e| e.to_string())
         }));

@@ -1,0 +1,182 @@
+//! Lease requests that only the leader can answer. The leader's lessor is the
+//! only one that tracks deadlines, so a KeepAlive or TimeToLive that reaches a
+//! follower is forwarded to the leader over the peer listener (the `LeasePeer`
+//! service, etcd forwards these over its peer HTTP handler), and retried on
+//! whichever member leads next until the request timeout: a client's keep-alive
+//! stream on a follower survives a leader change.
+//!
+//! A member that knows of no leader answers `etcdserver: no leader` at once
+//! instead of waiting for one (etcd 3.4 waits up to the request timeout): the
+//! client then retries on another endpoint, where a quorum may well be serving.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_proto::etcdrs::lease_peer_client::LeasePeerClient;
+use etcd_proto::etcdrs::lease_peer_server::{LeasePeer, LeasePeerServer};
+use etcd_proto::etcdserverpb::{
+    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
+use etcd_server::ServerError;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status};
+
+use crate::server::EtcdServer;
+
+/// Metadata key naming the forwarding member, so the receiver's fault switch
+/// can drop requests from members it is partitioned from.
+const FROM_METADATA: &str = "etcd-rs-from";
+/// Pause between attempts while the leader is unreachable or changing.
+const RETRY_PAUSE: Duration = Duration::from_millis(25);
+
+/// One attempt at a leader-only request.
+pub(crate) enum Attempt<T> {
+    /// The answer (or an error the client must see).
+    Done(Result<T, ServerError>),
+    /// The member asked is not (or no longer) the leader, or could not be
+    /// reached: ask again, the leader this member knows of next.
+    Retry,
+}
+
+impl EtcdServer {
+    /// Runs a leader-only request: `local` when this member leads, otherwise
+    /// `remote` on a channel to the leader. Retries until the request timeout
+    /// while the leader changes or cannot be reached.
+    pub(crate) async fn on_leader<T, L, LF, R, RF>(
+        &self,
+        local: L,
+        remote: R,
+    ) -> Result<T, ServerError>
+    where
+        L: Fn() -> LF,
+        LF: Future<Output = Attempt<T>>,
+        R: Fn(LeasePeerClient<Channel>, Duration) -> RF,
+        RF: Future<Output = Attempt<T>>,
+    {
+        let deadline = Instant::now() + self.config().request_timeout();
+        loop {
+            if self.is_stopped() {
+                return Err(ServerError::Stopped);
+            }
+            let leader = self.status().leader_id;
+            let attempt = if leader == 0 {
+                return Err(ServerError::NoLeader);
+            } else if leader == self.member_id() {
+                local().await
+            } else {
+                match self.transport().channel(leader) {
+                    Ok(channel) => {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        remote(LeasePeerClient::new(channel), left).await
+                    }
+                    Err(reason) => {
+                        tracing::debug!(leader = %format!("{leader:x}"), %reason, "cannot forward a lease request to the leader");
+                        Attempt::Retry
+                    }
+                }
+            };
+            if let Attempt::Done(result) = attempt {
+                return result;
+            }
+            if Instant::now() + RETRY_PAUSE >= deadline {
+                return Err(ServerError::Timeout);
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    /// A request to forward to the leader, marked with this member's ID and
+    /// bounded by what is left of the caller's deadline.
+    pub(crate) fn forwarded<M>(&self, message: M, left: Duration) -> Request<M> {
+        let mut request = Request::new(message);
+        request.set_timeout(left.max(Duration::from_millis(1)));
+        if let Ok(value) = format!("{:x}", self.member_id()).parse() {
+            request.metadata_mut().insert(FROM_METADATA, value);
+        }
+        request
+    }
+
+    /// The peer-listener routes this member serves besides Raft's.
+    pub fn peer_routes(self: &Arc<Self>) -> tonic::service::Routes {
+        tonic::service::Routes::new(LeasePeerServer::new(LeasePeerService { server: self.clone() }))
+    }
+}
+
+/// How a forwarded request's answer maps back: a missing lease is final,
+/// everything else (not the leader, unreachable, timed out) is retried.
+pub(crate) fn remote_attempt<T>(outcome: Result<Response<T>, Status>) -> Attempt<T> {
+    match outcome {
+        Ok(response) => Attempt::Done(Ok(response.into_inner())),
+        Err(status) if status.code() == Code::NotFound => {
+            Attempt::Done(Err(ServerError::LeaseNotFound))
+        }
+        Err(status) => {
+            tracing::debug!(code = ?status.code(), message = status.message(), "forwarded lease request failed; retrying");
+            Attempt::Retry
+        }
+    }
+}
+
+/// The leader's side of [`EtcdServer::on_leader`].
+struct LeasePeerService {
+    server: Arc<EtcdServer>,
+}
+
+impl LeasePeerService {
+    fn check_sender<M>(&self, request: &Request<M>) -> Result<(), Status> {
+        let from = request
+            .metadata()
+            .get(FROM_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| u64::from_str_radix(v, 16).ok());
+        match from {
+            Some(from) if self.server.transport().is_blocked(from) => {
+                Err(Status::unavailable(format!("traffic from {from:x} is blocked")))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn leader_status<T>(attempt: Attempt<T>) -> Result<Response<T>, Status> {
+    match attempt {
+        Attempt::Done(Ok(answer)) => Ok(Response::new(answer)),
+        Attempt::Done(Err(ServerError::LeaseNotFound)) => {
+            Err(Status::not_found(format!("etcdserver: {}", ServerError::LeaseNotFound)))
+        }
+        Attempt::Done(Err(err)) => Err(Status::unavailable(format!("etcdserver: {err}"))),
+        Attempt::Retry => {
+            Err(Status::failed_precondition(format!("etcdserver: {}", ServerError::NotLeader)))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl LeasePeer for LeasePeerService {
+    async fn renew(
+        &self,
+        request: Request<LeaseKeepAliveRequest>,
+    ) -> Result<Response<LeaseKeepAliveResponse>, Status> {
+        self.check_sender(&request)?;
+        let id = request.into_inner().id;
+        let attempt = self.server.renew_here(id).await;
+        leader_status(match attempt {
+            Attempt::Done(Ok(ttl)) => {
+                Attempt::Done(Ok(LeaseKeepAliveResponse { header: None, id, ttl }))
+            }
+            Attempt::Done(Err(err)) => Attempt::Done(Err(err)),
+            Attempt::Retry => Attempt::Retry,
+        })
+    }
+
+    async fn time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        self.check_sender(&request)?;
+        let request = request.into_inner();
+        leader_status(self.server.time_to_live_here(request.id, request.keys).await)
+    }
+}
