@@ -4,10 +4,14 @@
 # machine, and prints throughput ratios (ours / etcd). Clients spread over all
 # members; linearizable reads go through ReadIndex on every member.
 #
-# usage: scripts/bench-cluster-vs-etcd.sh [total-requests]   (default 20000)
+# Each round starts fresh clusters of both, alternating; the table shows the median
+# of the rounds.
+#
+# usage: [ONLY=lease] scripts/bench-cluster-vs-etcd.sh [total-requests] [rounds]   (default 20000 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOTAL=${1:-20000}
+ROUNDS=${2:-3}
 # shellcheck source=scripts/bench-common.sh
 . scripts/bench-common.sh
 
@@ -36,21 +40,35 @@ workloads=(
   "put-64-clients|--clients=64 --conns=8 put --key-size=8 --val-size=256 --key-space-size=100000 --total=$TOTAL"
   "range-linearizable-64|--clients=64 --conns=8 range foo --consistency=l --total=$TOTAL"
   "range-serializable-64|--clients=64 --conns=8 range foo --consistency=s --total=$TOTAL"
+  "lease-keepalive-30|--clients=30 --conns=3 lease-keepalive --total=$TOTAL"
 )
 
-for flavor in ours etcd; do
-  bin=./target/release/etcd; [ $flavor = etcd ] && bin=$ETCD
-  base=$((24000 + RANDOM % 20000))
-  echo "starting a 3-member $flavor cluster on 127.0.0.1:$((base + 1))-$((base + 3))" >&2
-  start_cluster $flavor $bin $base
-  eps="127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2)),127.0.0.1:$((base + 3))"
-  for w in "${workloads[@]}"; do
-    name=${w%%|*}; args=${w#*|}
-    # shellcheck disable=SC2086
-    result[$flavor/$name]=$(run "$flavor $name" "$eps" $args)
+# ONLY=<substring> keeps the workloads whose name contains it.
+if [ -n "${ONLY:-}" ]; then
+  kept=(); for w in "${workloads[@]}"; do [[ ${w%%|*} == *"$ONLY"* ]] && kept+=("$w"); done
+  workloads=("${kept[@]}")
+fi
+declare -A rounds
+for round in $(seq "$ROUNDS"); do
+  for flavor in ours etcd; do
+    bin=./target/release/etcd; [ $flavor = etcd ] && bin=$ETCD
+    base=$((12000 + RANDOM % 18000))  # below the ephemeral port range
+    echo "round $round/$ROUNDS: a 3-member $flavor cluster on 127.0.0.1:$((base + 1))-$((base + 3))" >&2
+    rm -f "$WORK/$flavor.pids"; rm -rf "$WORK/$flavor"[123]
+    start_cluster $flavor $bin $base
+    eps="127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2)),127.0.0.1:$((base + 3))"
+    for w in "${workloads[@]}"; do
+      name=${w%%|*}; args=${w#*|}
+      # shellcheck disable=SC2086
+      rounds[$flavor/$name]+=" $(run "$flavor $name" "$eps" $args)"
+    done
+    kill $(cat "$WORK/$flavor.pids") 2>/dev/null || true
+    wait 2>/dev/null || true
   done
-  kill $(cat "$WORK/$flavor.pids") 2>/dev/null || true
-  wait 2>/dev/null || true
+done
+for key in "${!rounds[@]}"; do
+  # shellcheck disable=SC2086
+  result[$key]=$(median ${rounds[$key]})
 done
 
 print_table

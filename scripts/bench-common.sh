@@ -11,12 +11,20 @@ WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 declare -A result
 
-# run <label> <endpoints> <bench args...>: prints the requests per second.
+# run <label> <endpoints> <bench args...>: prints the requests per second; failed
+# requests are reported on stderr.
 run() {
-  local label=$1 ep=$2; shift 2
+  local label=$1 ep=$2 out; shift 2
   echo "  $label..." >&2
-  "$BENCH" --endpoints="$ep" "$@" 2>/dev/null | awk '/Requests\/sec/ {print $2}'
+  out=$("$BENCH" --endpoints="$ep" "$@" 2>/dev/null)
+  if grep -q "Error distribution" <<<"$out"; then
+    echo "  $label: $(grep -A1 'Error distribution' <<<"$out" | tail -1 | xargs)" >&2
+  fi
+  awk '/Requests\/sec/ {print $2}' <<<"$out"
 }
+
+# median <numbers...>: the median (the middle one of an odd count).
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {print a / b}'; }
 

@@ -13,34 +13,6 @@ use etcd_client::GetOptions;
 
 const ELECTION_WAIT: Duration = Duration::from_secs(10);
 
-fn member_ids(cluster: &Cluster) -> Vec<u64> {
-    cluster
-        .members
-        .iter()
-        .map(|m| {
-            let out = must_etcdctl(&m.endpoint(), &["endpoint", "status", "-w", "json"], None);
-            let v: serde_json::Value = serde_json::from_str(&out).expect("json");
-            v[0]["Status"]["header"]["member_id"].as_u64().expect("member id")
-        })
-        .collect()
-}
-
-/// Cuts member `i` off from every other member, both ways.
-fn isolate(cluster: &mut Cluster, i: usize, ids: &[u64]) {
-    let others: Vec<u64> = ids.iter().copied().filter(|&id| id != ids[i]).collect();
-    cluster.block(i, &others);
-    for j in (0..cluster.members.len()).filter(|&j| j != i) {
-        cluster.block(j, &[ids[i]]);
-    }
-}
-
-/// Lifts every partition.
-fn heal(cluster: &mut Cluster) {
-    for i in 0..cluster.members.len() {
-        cluster.block(i, &[]);
-    }
-}
-
 /// Waits until `client`'s member holds `key` in its own store.
 async fn wait_for_local_key(client: &mut etcd_client::Client, key: &str) {
     for _ in 0..150 {
@@ -73,7 +45,7 @@ fn one_leader_and_writes_through_any_member_are_readable_from_every_member() {
             assert_eq!(got, format!("{i}\n"), "linearizable read on {}", member.name);
         }
     }
-    let ids = member_ids(&cluster);
+    let ids = cluster.member_ids();
     let updated = must_etcdctl(
         &cluster.endpoints(),
         &[
@@ -212,11 +184,11 @@ async fn killing_the_leader_under_load_loses_nothing_and_members_converge() {
 async fn a_partitioned_minority_cannot_commit_or_read_stale_and_catches_up_after_healing() {
     let mut cluster = Cluster::start(3, &[]);
     let leader = cluster.leader(ELECTION_WAIT).expect("a leader");
-    let ids = tokio::task::block_in_place(|| member_ids(&cluster));
+    let ids = tokio::task::block_in_place(|| cluster.member_ids());
     let isolated = (leader + 1) % 3;
     let mut via_isolated = cluster.members[isolated].client().await;
     via_isolated.put("k", "before", None).await.expect("put before the partition");
-    isolate(&mut cluster, isolated, &ids);
+    cluster.isolate(isolated, &ids);
     let mut majority = cluster.members[leader].client().await;
     for i in 0..50 {
         majority.put("k", format!("during{i}"), None).await.expect("the majority commits");
@@ -227,7 +199,7 @@ async fn a_partitioned_minority_cannot_commit_or_read_stale_and_catches_up_after
     assert!(!matches!(write, Ok(Ok(_))), "the isolated member committed a write");
     let read = tokio::time::timeout(Duration::from_secs(12), via_isolated.get("k", None)).await;
     assert!(!matches!(read, Ok(Ok(_))), "the isolated member served a linearizable read");
-    heal(&mut cluster);
+    cluster.heal();
     let mut caught_up = false;
     for _ in 0..100 {
         let got = via_isolated.get("k", Some(GetOptions::new().with_serializable())).await;
@@ -248,7 +220,7 @@ async fn a_partitioned_minority_cannot_commit_or_read_stale_and_catches_up_after
 fn etcdctl_move_leader_transfers_leadership() {
     let cluster = Cluster::start(3, &[]);
     let leader = cluster.leader(ELECTION_WAIT).expect("a leader");
-    let ids = member_ids(&cluster);
+    let ids = cluster.member_ids();
     let target = (leader + 1) % 3;
     let out =
         must_etcdctl(&cluster.endpoints(), &["move-leader", &format!("{:x}", ids[target])], None);
@@ -348,7 +320,7 @@ fn a_learner_joins_catches_up_is_promoted_and_another_member_is_removed() {
     assert!(String::from_utf8_lossy(&again.stderr)
         .contains("etcdserver: can only promote a learner member"));
 
-    let ids = member_ids(&cluster);
+    let ids = cluster.member_ids();
     let victim = (leader + 1) % 3;
     let removed =
         must_etcdctl(&leader_endpoint, &["member", "remove", &format!("{:x}", ids[victim])], None);
@@ -391,9 +363,9 @@ async fn a_member_that_fell_behind_the_log_catches_up_by_snapshot() {
     let mut cluster =
         Cluster::start(3, &["--snapshot-count=50", "--experimental-snapshot-catchup-entries=10"]);
     let leader = cluster.leader(ELECTION_WAIT).expect("a leader");
-    let ids = tokio::task::block_in_place(|| member_ids(&cluster));
+    let ids = tokio::task::block_in_place(|| cluster.member_ids());
     let lagging = (leader + 1) % 3;
-    isolate(&mut cluster, lagging, &ids);
+    cluster.isolate(lagging, &ids);
     let mut majority = cluster.members[leader].client().await;
     // Large enough values that the backend travels in several chunks.
     let value = "v".repeat(16 * 1024);
@@ -401,7 +373,7 @@ async fn a_member_that_fell_behind_the_log_catches_up_by_snapshot() {
         majority.put(format!("k{i:03}"), value.clone(), None).await.expect("put");
     }
     majority.delete("k000", None).await.expect("delete");
-    heal(&mut cluster);
+    cluster.heal();
     let mut lagging_client = cluster.members[lagging].client().await;
     wait_for_local_key(&mut lagging_client, "k299").await;
     // After a linearizable read every member is at the same revision: same data, same hash.
@@ -442,9 +414,9 @@ async fn a_member_that_missed_a_member_add_learns_the_new_peer_from_the_snapshot
     let mut cluster =
         Cluster::start(3, &["--snapshot-count=50", "--experimental-snapshot-catchup-entries=10"]);
     let leader = cluster.leader(ELECTION_WAIT).expect("a leader");
-    let ids = tokio::task::block_in_place(|| member_ids(&cluster));
+    let ids = tokio::task::block_in_place(|| cluster.member_ids());
     let lagging = (leader + 1) % 3;
-    isolate(&mut cluster, lagging, &ids);
+    cluster.isolate(lagging, &ids);
     // A fourth voter joins while `lagging` is cut off, then the log moves on
     // past what the leader keeps: `lagging` hears of the new member only
     // through the snapshot.
@@ -454,7 +426,7 @@ async fn a_member_that_missed_a_member_add_learns_the_new_peer_from_the_snapshot
     for i in 0..100 {
         majority.put(format!("k{i:03}"), "v", None).await.expect("put");
     }
-    heal(&mut cluster);
+    cluster.heal();
     let mut lagging_client = cluster.members[lagging].client().await;
     wait_for_local_key(&mut lagging_client, "k099").await;
     let log = cluster.members[lagging].full_log().join("\n");

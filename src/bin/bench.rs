@@ -4,6 +4,7 @@
 //! ```text
 //! bench --endpoints=127.0.0.1:2379 --conns=1 --clients=1 put --key-size=8 --val-size=256 --total=10000
 //! bench --endpoints=127.0.0.1:2379 --clients=64 range foo --consistency=l --total=10000
+//! bench --endpoints=a:2379,b:2379,c:2379 --conns=3 --clients=30 lease-keepalive --total=20000
 //! bench --endpoints=127.0.0.1:2379 idle-watchers --streams=100 --watch-per-stream=100 &
 //! ```
 //!
@@ -16,9 +17,13 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use etcd_proto::etcdserverpb::kv_client::KvClient;
+use etcd_proto::etcdserverpb::lease_client::LeaseClient;
 use etcd_proto::etcdserverpb::watch_client::WatchClient;
 use etcd_proto::etcdserverpb::watch_request::RequestUnion;
-use etcd_proto::etcdserverpb::{PutRequest, RangeRequest, WatchCreateRequest, WatchRequest};
+use etcd_proto::etcdserverpb::{
+    LeaseGrantRequest, LeaseKeepAliveRequest, PutRequest, RangeRequest, WatchCreateRequest,
+    WatchRequest,
+};
 use tonic::transport::{Channel, Endpoint};
 
 /// A low-level benchmark tool for etcd-compatible servers.
@@ -77,6 +82,14 @@ enum Command {
         #[arg(long)]
         count_only: bool,
     },
+    /// Benchmark lease keepalive: each client grants a lease (TTL 100 s), then
+    /// renews it once per request on a keep-alive stream of its own, as etcd's
+    /// tool does with clientv3's KeepAliveOnce.
+    LeaseKeepalive {
+        /// Total number of lease keepalive requests.
+        #[arg(long, default_value_t = 10_000)]
+        total: u64,
+    },
     /// Hold idle watchers open until interrupted (not in etcd's tool).
     IdleWatchers {
         /// Watch streams, spread over the connections.
@@ -113,6 +126,27 @@ type MakeOp = Arc<dyn Fn(u64) -> Op + Send + Sync>;
 enum Op {
     Put(PutRequest),
     Range(RangeRequest),
+    /// Renew the worker's own lease once.
+    KeepAlive,
+}
+
+/// TTL of the lease each `lease-keepalive` client renews (etcd's tool: 100 s).
+const KEEPALIVE_LEASE_TTL: i64 = 100;
+
+/// One KeepAliveOnce: a keep-alive stream carrying a single renewal. A lease
+/// the server no longer knows (TTL 0) counts as a failure.
+async fn keep_alive_once(client: &mut LeaseClient<Channel>, id: i64) -> bool {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    if tx.send(LeaseKeepAliveRequest { id }).await.is_err() {
+        return false;
+    }
+    let Ok(response) =
+        client.lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx)).await
+    else {
+        return false;
+    };
+    let mut answers = response.into_inner();
+    matches!(answers.message().await, Ok(Some(answer)) if answer.ttl > 0)
 }
 
 fn put_key(n: u64, key_size: usize, key_space: u64, sequential: bool) -> Vec<u8> {
@@ -204,8 +238,10 @@ async fn run(cli: Cli) -> Result<(), String> {
             };
             (*total, Arc::new(move |_| Op::Range(request.clone())))
         }
+        Command::LeaseKeepalive { total } => (*total, Arc::new(|_| Op::KeepAlive)),
         Command::IdleWatchers { .. } => unreachable!("handled above"),
     };
+    let needs_lease = matches!(cli.command, Command::LeaseKeepalive { .. });
     let connections = connect(&cli).await?;
     let next = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
@@ -225,7 +261,19 @@ async fn run(cli: Cli) -> Result<(), String> {
     };
     let mut workers = Vec::new();
     for c in 0..cli.clients.max(1) {
-        let mut client = KvClient::new(connections[c % connections.len()].clone());
+        let channel = connections[c % connections.len()].clone();
+        let mut client = KvClient::new(channel.clone());
+        let mut leases = LeaseClient::new(channel);
+        let lease = if needs_lease {
+            let grant = LeaseGrantRequest { ttl: KEEPALIVE_LEASE_TTL, id: 0 };
+            let granted = leases
+                .lease_grant(grant)
+                .await
+                .map_err(|e| format!("cannot grant the lease to keep alive: {}", e.message()))?;
+            granted.into_inner().id
+        } else {
+            0
+        };
         let (next, done, make) = (next.clone(), done.clone(), make.clone());
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
@@ -239,6 +287,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 let ok = match make(n) {
                     Op::Put(r) => client.put(r).await.is_ok(),
                     Op::Range(r) => client.range(r).await.is_ok(),
+                    Op::KeepAlive => keep_alive_once(&mut leases, lease).await,
                 };
                 if ok {
                     latencies.push(begin.elapsed());

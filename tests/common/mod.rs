@@ -383,6 +383,35 @@ impl Cluster {
         (joiner, id)
     }
 
+    /// The member IDs by index, from `etcdctl endpoint status`.
+    pub fn member_ids(&self) -> Vec<u64> {
+        self.members
+            .iter()
+            .map(|m| {
+                let out = must_etcdctl(&m.endpoint(), &["endpoint", "status", "-w", "json"], None);
+                let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+                v[0]["Status"]["header"]["member_id"].as_u64().expect("member id")
+            })
+            .collect()
+    }
+
+    /// Cuts member `i` off from every other member, both ways (`ids` from
+    /// [`Cluster::member_ids`]).
+    pub fn isolate(&mut self, i: usize, ids: &[u64]) {
+        let others: Vec<u64> = ids.iter().copied().filter(|&id| id != ids[i]).collect();
+        self.block(i, &others);
+        for j in (0..self.members.len()).filter(|&j| j != i) {
+            self.block(j, &[ids[i]]);
+        }
+    }
+
+    /// Lifts every partition.
+    pub fn heal(&mut self) {
+        for i in 0..self.members.len() {
+            self.block(i, &[]);
+        }
+    }
+
     /// Writes member `i`'s fault-switch file: it drops traffic to and from `ids`.
     /// Returns once the member has logged that it follows the new contents.
     pub fn block(&mut self, i: usize, ids: &[u64]) {

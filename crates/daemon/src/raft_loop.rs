@@ -221,6 +221,22 @@ impl ReadQueue {
         self.in_flight = Some((ctx, batch, now));
     }
 
+    /// Fails every reader, waiting or in flight (this member lost its leader:
+    /// nobody can confirm a read index, and the client may find a leader elsewhere).
+    fn fail_all(&mut self, err: &ServerError) {
+        let in_flight = self.in_flight.take().map(|(_, batch, _)| batch).unwrap_or_default();
+        for reader in self.waiting.drain(..).chain(in_flight) {
+            let _ = reader.send(Err(err.clone()));
+        }
+    }
+
+    /// Makes the batch in flight due now (a new leader knows nothing of it).
+    fn resend_now(&mut self) {
+        if let Some((_, _, sent)) = &mut self.in_flight {
+            *sent = Instant::now().checked_sub(READ_INDEX_RETRY).unwrap_or(*sent);
+        }
+    }
+
     fn answer(&mut self, states: Vec<ReadState>) {
         for state in states {
             let matches = self
@@ -251,6 +267,8 @@ pub(crate) struct RaftLoop {
     pub catch_up_entries: u64,
     pub shared: Arc<Shared>,
     pub heartbeat: Duration,
+    /// The leader as of the previous turn (0: none).
+    pub last_leader: u64,
 }
 
 impl RaftLoop {
@@ -323,11 +341,34 @@ impl RaftLoop {
             }
         }
         reads.answer(std::mem::take(&mut io.read_states));
-        for message in std::mem::take(&mut io.outgoing_snapshots) {
+        let outgoing_snapshots = std::mem::take(&mut io.outgoing_snapshots);
+        self.follow_leadership(reads);
+        for message in outgoing_snapshots {
             self.snapshots.send(message);
         }
         self.shared.term.store(self.node.term(), Ordering::Relaxed);
         self.shared.commit_index.fetch_max(self.node.commit_index(), Ordering::Relaxed);
+    }
+
+    /// What a leader change means for the requests waiting here. Without a
+    /// leader (an election, or this member cut off from the quorum, or a leader
+    /// that stepped down for lack of one), linearizable reads and this member's
+    /// pending proposals fail at once with etcd's errors, so clients retry on
+    /// another member instead of waiting for their deadline here (etcd 3.5
+    /// holds them until its request timeout). A proposal that fails this way
+    /// may still be committed by the next leader, as after a timeout. With a
+    /// new leader, the read index batch in flight is asked of it at once.
+    fn follow_leadership(&mut self, reads: &mut ReadQueue) {
+        let leader = self.shared.leader_id.load(Ordering::Relaxed);
+        if leader == 0 {
+            reads.fail_all(&ServerError::NoLeader);
+            if self.last_leader != 0 {
+                self.shared.fail_waiters(&ServerError::LeaderChanged);
+            }
+        } else if leader != self.last_leader {
+            reads.resend_now();
+        }
+        self.last_leader = leader;
     }
 
     fn handle(&mut self, input: RaftInput, reads: &mut ReadQueue) {
@@ -341,7 +382,13 @@ impl RaftLoop {
                     });
                 }
             }
-            RaftInput::ReadIndex(reply) => reads.waiting.push(reply),
+            RaftInput::ReadIndex(reply) => {
+                if self.shared.leader_id.load(Ordering::Relaxed) == 0 {
+                    let _ = reply.send(Err(ServerError::NoLeader));
+                } else {
+                    reads.waiting.push(reply);
+                }
+            }
             RaftInput::Snapshot { index, term } => self.snapshot(index, term),
             RaftInput::TransferLeader { to } => self.node.transfer_leader(to),
             RaftInput::ProposeMembershipChange { id, kind, node_id, context } => {

@@ -122,6 +122,7 @@ impl EtcdServer {
             catch_up_entries: cfg.snapshot_catchup_entries,
             shared: shared.clone(),
             heartbeat: cfg.heartbeat_interval,
+            last_leader: 0,
         };
         let (member_events_tx, member_events_rx) = mpsc::channel(MEMBER_EVENTS_MAX);
         let apply_loop = ApplyLoop {
@@ -359,9 +360,6 @@ impl EtcdServer {
 
     /// Proposes `request` through Raft and waits until it is applied on this member.
     pub async fn propose(&self, mut request: InternalRaftRequest) -> Result<Applied, ServerError> {
-        if self.shared.leader_id.load(Ordering::Relaxed) == 0 {
-            return Err(ServerError::NoLeader);
-        }
         let applied = *self.shared.applied_index.borrow();
         if self.shared.commit_index.load(Ordering::Relaxed).saturating_sub(applied) > APPLY_LAG_MAX
         {
@@ -383,6 +381,10 @@ impl EtcdServer {
         id: u64,
         input: RaftInput,
     ) -> Result<Applied, ServerError> {
+        // Without a leader nothing can commit: the client should try another member.
+        if self.shared.leader_id.load(Ordering::Relaxed) == 0 {
+            return Err(ServerError::NoLeader);
+        }
         let (tx, rx) = oneshot::channel();
         self.shared.waiters.lock().expect("waiters lock").insert(id, tx);
         let outcome = tokio::time::timeout(self.cfg.request_timeout(), async {
@@ -445,6 +447,9 @@ impl EtcdServer {
     /// Waits until this member has applied everything committed before now
     /// (ReadIndex), so a following read is linearizable.
     pub async fn read_barrier(&self) -> Result<(), ServerError> {
+        if self.shared.leader_id.load(Ordering::Relaxed) == 0 {
+            return Err(ServerError::NoLeader);
+        }
         let timeout = self.cfg.request_timeout();
         let wait = async {
             let (tx, rx) = oneshot::channel();

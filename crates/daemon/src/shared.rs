@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
-use etcd_server::Applied;
+use etcd_server::{Applied, ServerError};
 use tokio::sync::{oneshot, watch};
 
 /// Published progress and the waiters of in-flight proposals.
@@ -38,6 +38,17 @@ impl Shared {
             applied_index: watch::Sender::new(applied_index),
             waiters: Mutex::new(HashMap::new()),
             metrics: crate::metrics::Metrics::new(),
+        }
+    }
+
+    /// Fails every proposal waiting here with `err` (this member lost its leader).
+    pub fn fail_waiters(&self, err: &ServerError) {
+        let waiters: Vec<_> = self.waiters.lock().expect("waiters lock").drain().collect();
+        if !waiters.is_empty() {
+            tracing::info!(pending = waiters.len(), error = %err, "failing pending proposals");
+        }
+        for (id, waiter) in waiters {
+            let _ = waiter.send(Applied { id, result: Err(err.clone()), revision: 0 });
         }
     }
 

@@ -1,0 +1,139 @@
+//! Availability under a partition: a member cut off from its peers says so at
+//! once (`etcdserver: no leader`, gRPC UNAVAILABLE) instead of holding requests
+//! to the client's deadline, so clients that know every endpoint retry on a
+//! member that can serve them. The client deadlines below are shorter than the
+//! server's request timeout (7 s): a request held until its deadline shows up
+//! as a deadline error, not as the server's answer.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Cluster;
+use etcd_client::{Client, ConnectOptions, GetOptions};
+
+const ELECTION_WAIT: Duration = Duration::from_secs(10);
+/// Shorter than the server's request timeout, longer than an election.
+const CLIENT_DEADLINE: Duration = Duration::from_secs(4);
+
+async fn client_of(endpoints: &[String]) -> Client {
+    let options = ConnectOptions::new().with_timeout(CLIENT_DEADLINE);
+    Client::connect(endpoints, Some(options)).await.expect("connect")
+}
+
+/// Waits until member `i` reports that it knows no leader.
+async fn wait_leaderless(client: &mut Client) {
+    let deadline = Instant::now() + ELECTION_WAIT;
+    loop {
+        let status = client.status().await.expect("status");
+        if status.leader() == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the isolated member still follows a leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn assert_no_leader<T: std::fmt::Debug>(what: &str, outcome: Result<T, etcd_client::Error>) {
+    match outcome {
+        Err(etcd_client::Error::GRpcStatus(status)) => {
+            assert_eq!(status.code(), tonic::Code::Unavailable, "{what}: {status:?}");
+            assert_eq!(status.message(), "etcdserver: no leader", "{what}");
+        }
+        other => panic!("{what}: expected etcdserver: no leader, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_member_refuses_reads_writes_and_keep_alives_with_no_leader() {
+    let mut cluster = tokio::task::block_in_place(|| Cluster::start(3, &[]));
+    let leader = tokio::task::block_in_place(|| cluster.leader(ELECTION_WAIT)).expect("leader");
+    let ids = tokio::task::block_in_place(|| cluster.member_ids());
+    let isolated = (leader + 1) % 3;
+    let mut client = client_of(&[cluster.members[isolated].endpoint()]).await;
+    let lease = client.lease_grant(30, None).await.expect("grant").id();
+    tokio::task::block_in_place(|| cluster.isolate(isolated, &ids));
+    wait_leaderless(&mut client).await;
+
+    assert_no_leader("linearizable get", client.get("k", None).await);
+    assert_no_leader("put", client.put("k", "v", None).await);
+    assert_no_leader("txn", client.txn(etcd_client::Txn::new()).await);
+    assert_no_leader("lease grant", client.lease_grant(30, None).await);
+    assert_no_leader("lease timetolive", client.lease_time_to_live(lease, None).await);
+    // (The crate's keep-alive call waits for the stream's first answer.)
+    assert_no_leader("lease keep-alive", client.lease_keep_alive(lease).await.map(|_| ()));
+    // What needs no leader still works: serializable reads of the local store.
+    let local = client.get("k", Some(GetOptions::new().with_serializable())).await;
+    assert!(local.is_ok(), "serializable get: {local:?}");
+
+    tokio::task::block_in_place(|| cluster.heal());
+    let deadline = Instant::now() + ELECTION_WAIT;
+    while client.put("k", "after", None).await.is_err() {
+        assert!(Instant::now() < deadline, "the healed member never served a write");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_pending_when_the_leader_is_lost_fails_with_no_leader() {
+    let mut cluster = tokio::task::block_in_place(|| Cluster::start(3, &[]));
+    let leader = tokio::task::block_in_place(|| cluster.leader(ELECTION_WAIT)).expect("leader");
+    let ids = tokio::task::block_in_place(|| cluster.member_ids());
+    let isolated = (leader + 1) % 3;
+    let mut client = client_of(&[cluster.members[isolated].endpoint()]).await;
+    client.put("k", "v", None).await.expect("put");
+    tokio::task::block_in_place(|| cluster.isolate(isolated, &ids));
+    // The member still follows the old leader for up to an election timeout:
+    // these reads wait for a read index that will never come, until the member
+    // notices it has no leader.
+    let mut pending = Vec::new();
+    for _ in 0..4 {
+        let mut reader = client.clone();
+        pending.push(tokio::spawn(async move { reader.get("k", None).await }));
+    }
+    for read in pending {
+        assert_no_leader("pending linearizable get", read.await.expect("task"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_of_every_member_keeps_completing_operations_while_one_is_cut_off() {
+    let mut cluster = tokio::task::block_in_place(|| Cluster::start(3, &[]));
+    let leader = tokio::task::block_in_place(|| cluster.leader(ELECTION_WAIT)).expect("leader");
+    let ids = tokio::task::block_in_place(|| cluster.member_ids());
+    let endpoints: Vec<String> = cluster.members.iter().map(|m| m.endpoint()).collect();
+    let mut client = client_of(&endpoints).await;
+    tokio::task::block_in_place(|| cluster.isolate((leader + 1) % 3, &ids));
+    // One sequential client spreading requests over every endpoint: a request
+    // the cut-off member held would cost a whole deadline, one it refuses only
+    // the retry that a clientv3 would make on the next endpoint.
+    let (mut succeeded, mut refused, mut held) = (0u32, 0u32, 0u32);
+    let mut last_written = None;
+    let until = Instant::now() + Duration::from_secs(6);
+    let mut n = 0u64;
+    while Instant::now() < until {
+        n += 1;
+        let outcome = if n.is_multiple_of(2) {
+            client.put("counter", n.to_string(), None).await.map(|_| Some(n))
+        } else {
+            client.get("counter", None).await.map(|_| None)
+        };
+        match outcome {
+            Ok(written) => {
+                succeeded += 1;
+                last_written = written.or(last_written);
+            }
+            Err(etcd_client::Error::GRpcStatus(s)) if s.code() == tonic::Code::Unavailable => {
+                refused += 1
+            }
+            Err(_) => held += 1,
+        }
+    }
+    assert_eq!(held, 0, "requests waited for their deadline ({succeeded} ok, {refused} refused)");
+    assert!(succeeded > refused, "{succeeded} ok, {refused} refused");
+    tokio::task::block_in_place(|| cluster.heal());
+    let last = last_written.expect("some put succeeded");
+    let got = client.get("counter", None).await.expect("get after healing");
+    let value = String::from_utf8_lossy(got.kvs()[0].value()).parse::<u64>().expect("number");
+    assert!(value >= last, "an acknowledged put was lost: {value} < {last}");
+}
