@@ -78,3 +78,42 @@ async fn a_lock_without_a_lease_gets_one_and_an_abandoned_wait_leaves_no_key() {
     let again = c.lock("solo", None).await.expect("the lock is free again");
     assert!(again.key().starts_with(b"solo/"));
 }
+
+/// As etcd 3.5 (3.4 answered success with the key gone): a waiter whose lease
+/// ended while it waited gets "mutex: session is expired" once its turn comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_whose_lease_ended_gets_session_expired() {
+    let server = Server::start();
+    let mut c = server.client().await;
+    let a = c.lease_grant(60, None).await.expect("lease").id();
+    let b = c.lease_grant(60, None).await.expect("lease").id();
+    let held = c.lock("s", Some(LockOptions::new().with_lease(a))).await.expect("lock");
+    let mut waiter_client = c.clone();
+    let waiter = tokio::spawn(async move {
+        waiter_client.lock("s", Some(LockOptions::new().with_lease(b))).await
+    });
+    loop {
+        let queued = c
+            .get("s/", Some(GetOptions::new().with_prefix().with_count_only()))
+            .await
+            .expect("count");
+        if queued.count() == 2 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    c.lease_revoke(b).await.expect("revoke");
+    c.unlock(held.key()).await.expect("unlock");
+    let err = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the waiter answers after the unlock")
+        .expect("task")
+        .expect_err("its key is gone");
+    match err {
+        etcd_client::Error::GRpcStatus(status) => {
+            assert_eq!(status.code(), tonic::Code::Unknown);
+            assert_eq!(status.message(), "mutex: session is expired");
+        }
+        other => panic!("expected a gRPC status, got {other:?}"),
+    }
+}

@@ -1,14 +1,14 @@
 //! The Election service (`v3electionpb.Election`), etcd's server-side leader
 //! election: candidates queue owner keys under `<name>/` (see
 //! [`crate::recipes`]), the first created is the leader and its value is the
-//! proclamation; observers follow the leader key.
+//! proclamation; observers follow the leader key. Errors are etcd's: see
+//! [`crate::recipes`].
 
 use std::sync::Arc;
 
 use etcd_daemon::watch_hub::KeyRange;
 use etcd_daemon::EtcdServer;
 use etcd_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
-use etcd_proto::etcdserverpb::kv_server::Kv;
 use etcd_proto::etcdserverpb::request_op::Request as Op;
 use etcd_proto::etcdserverpb::{
     Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, ResponseHeader, TxnRequest,
@@ -73,21 +73,19 @@ impl ElectionService {
             success: vec![RequestOp { request: Some(then) }],
             failure: vec![],
         };
-        let response = self.recipes.kv.txn(Request::new(txn)).await?.into_inner();
+        let response = self.recipes.txn(txn).await?;
         Ok((response.succeeded, response.header))
     }
 
+    /// Puts `value` on the leader key, attached to `lease`, while `leader`
+    /// still owns it.
     async fn proclaim_as(
         &self,
         leader: &LeaderKey,
+        lease: i64,
         value: Vec<u8>,
     ) -> Result<Option<ResponseHeader>, Status> {
-        let put = PutRequest {
-            key: leader.key.clone(),
-            value,
-            lease: leader.lease,
-            ..Default::default()
-        };
+        let put = PutRequest { key: leader.key.clone(), value, lease, ..Default::default() };
         match self.while_leader(leader, Op::RequestPut(put)).await? {
             (true, header) => Ok(header),
             (false, _) => Err(not_leader()),
@@ -133,8 +131,8 @@ async fn observe(
                 () = tx.closed() => return,
             }
             let read = RangeRequest { key: kv.key.clone(), ..Default::default() };
-            let now = match recipes.kv.range(Request::new(read)).await {
-                Ok(response) => response.into_inner(),
+            let now = match recipes.range(read).await {
+                Ok(response) => response,
                 Err(status) => {
                     let _ = tx.send(Err(status)).await;
                     return;
@@ -171,15 +169,22 @@ impl Election for ElectionService {
             lease: claim.lease,
         };
         if claim.existing_value.as_ref().is_some_and(|v| *v != value) {
-            self.proclaim_as(&leader, value).await?;
+            if let Err(status) = self.proclaim_as(&leader, claim.lease, value).await {
+                // etcd resigns (deletes the key if it is still this
+                // candidate's) and answers the proclamation's error.
+                release.keep();
+                let delete = DeleteRangeRequest { key: leader.key.clone(), ..Default::default() };
+                let _ = self.while_leader(&leader, Op::RequestDeleteRange(delete)).await;
+                return Err(status);
+            }
         }
-        let header = if claim.first {
-            claim.header
-        } else {
-            self.recipes.wait_deletes(&prefix_of(&name), claim.revision).await?
-        };
+        if !claim.first {
+            self.recipes.wait_deletes(&prefix_of(&name), claim.revision).await?;
+        }
         release.keep();
-        Ok(Response::new(CampaignResponse { header, leader: Some(leader) }))
+        // etcd answers the header of the txn that queued the candidate, also
+        // when it became leader later.
+        Ok(Response::new(CampaignResponse { header: claim.header, leader: Some(leader) }))
     }
 
     async fn proclaim(
@@ -188,7 +193,10 @@ impl Election for ElectionService {
     ) -> Result<Response<ProclaimResponse>, Status> {
         let ProclaimRequest { leader, value } = request.into_inner();
         let leader = leader.ok_or_else(missing_leader)?;
-        let header = self.proclaim_as(&leader, value).await?;
+        // etcd resumes the election in a session on the given lease, granting
+        // a fresh 60 s one when it is 0, and puts the value with that lease.
+        let lease = self.recipes.session_lease(leader.lease).await?;
+        let header = self.proclaim_as(&leader, lease, value).await?;
         Ok(Response::new(ProclaimResponse { header }))
     }
 
@@ -218,6 +226,11 @@ impl Election for ElectionService {
         request: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
         let leader = request.into_inner().leader.ok_or_else(missing_leader)?;
+        // The session etcd opens for this grants a lease when given 0, even
+        // though resigning never uses it.
+        self.recipes.session_lease(leader.lease).await?;
+        // Resigning when no longer leader is not an error: the delete is
+        // skipped and the header answered.
         let delete = DeleteRangeRequest { key: leader.key.clone(), ..Default::default() };
         let (_, header) = self.while_leader(&leader, Op::RequestDeleteRange(delete)).await?;
         Ok(Response::new(ResignResponse { header }))

@@ -1,13 +1,12 @@
 //! The Lock service (`v3lockpb.Lock`), etcd's server-side distributed mutex:
 //! the owner key is created under `<name>/` (see [`crate::recipes`]) and the
 //! caller holds the lock once every key created before it is gone (unlocked,
-//! or its lease ended).
+//! or its lease ended). Errors are etcd's: see [`crate::recipes`].
 
 use std::sync::Arc;
 
 use etcd_daemon::EtcdServer;
-use etcd_proto::etcdserverpb::kv_server::Kv;
-use etcd_proto::etcdserverpb::DeleteRangeRequest;
+use etcd_proto::etcdserverpb::{DeleteRangeRequest, RangeRequest};
 use etcd_proto::v3lockpb::lock_server::Lock;
 use etcd_proto::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
 use tonic::{Request, Response, Status};
@@ -32,15 +31,22 @@ impl Lock for LockService {
         let LockRequest { name, lease } = request.into_inner();
         let claim = self.recipes.claim(&name, lease, Vec::new()).await?;
         let release = self.recipes.release_on_drop(claim.key.clone());
-        let header = if claim.first {
-            claim.header
-        } else {
-            let mut prefix = name;
-            prefix.push(b'/');
-            self.recipes.wait_deletes(&prefix, claim.revision).await?
-        };
+        if claim.first {
+            release.keep();
+            return Ok(Response::new(LockResponse { header: claim.header, key: claim.key }));
+        }
+        let mut prefix = name;
+        prefix.push(b'/');
+        self.recipes.wait_deletes(&prefix, claim.revision).await?;
+        // As etcd 3.5 (3.4 skipped this): the owner key must still exist once
+        // the wait is over; it is gone when the lease ended meanwhile.
+        let own = RangeRequest { key: claim.key.clone(), ..Default::default() };
+        let now = self.recipes.range(own).await?;
         release.keep();
-        Ok(Response::new(LockResponse { header, key: claim.key }))
+        if now.kvs.is_empty() {
+            return Err(Status::unknown("mutex: session is expired"));
+        }
+        Ok(Response::new(LockResponse { header: now.header, key: claim.key }))
     }
 
     async fn unlock(
@@ -48,7 +54,7 @@ impl Lock for LockService {
         request: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
         let delete = DeleteRangeRequest { key: request.into_inner().key, ..Default::default() };
-        let response = self.recipes.kv.delete_range(Request::new(delete)).await?.into_inner();
+        let response = self.recipes.delete(delete).await?;
         Ok(Response::new(UnlockResponse { header: response.header }))
     }
 }

@@ -3,6 +3,10 @@
 //! the caller's lease (a fresh 60 s lease when none is given, as etcd's
 //! session), ownership by lowest create revision under `<name>/`, and waiting
 //! until every key created earlier is deleted.
+//!
+//! etcd runs these recipes on an in-process client, so every KV and Lease
+//! error reaches the caller as its text with code `Unknown`
+//! ([`crate::status::relayed`]); the methods here return errors that way.
 
 use std::sync::Arc;
 
@@ -15,14 +19,15 @@ use etcd_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use etcd_proto::etcdserverpb::request_op::Request as Op;
 use etcd_proto::etcdserverpb::response_op::Response as OpResponse;
 use etcd_proto::etcdserverpb::{
-    Compare, DeleteRangeRequest, LeaseGrantRequest, PutRequest, RangeRequest, RequestOp,
-    ResponseHeader, TxnRequest,
+    Compare, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest, PutRequest, RangeRequest,
+    RangeResponse, RequestOp, ResponseHeader, TxnRequest, TxnResponse,
 };
 use etcd_proto::mvccpb::KeyValue;
 use tonic::{Request, Status};
 
 use crate::kv::KvService;
 use crate::lease::LeaseService;
+use crate::status::relayed;
 
 /// The TTL etcd gives a session lease when the caller brings none.
 const SESSION_TTL: i64 = 60;
@@ -58,7 +63,7 @@ pub(crate) struct Claim {
 /// The KV and Lease services the recipes run on.
 pub(crate) struct Recipes {
     pub server: Arc<EtcdServer>,
-    pub kv: KvService,
+    kv: KvService,
     lease: LeaseService,
 }
 
@@ -71,13 +76,30 @@ impl Recipes {
         }
     }
 
-    /// `lease`, or a fresh session lease when it is 0.
-    async fn session_lease(&self, lease: i64) -> Result<i64, Status> {
+    /// `lease`, or a fresh session lease when it is 0 (etcd's
+    /// `concurrency.NewSession`; a lease that does not exist is not checked
+    /// here but fails the first put that names it).
+    pub async fn session_lease(&self, lease: i64) -> Result<i64, Status> {
         if lease != 0 {
             return Ok(lease);
         }
         let grant = LeaseGrantRequest { ttl: SESSION_TTL, id: 0 };
-        Ok(self.lease.lease_grant(Request::new(grant)).await?.into_inner().id)
+        Ok(self.lease.lease_grant(Request::new(grant)).await.map_err(relayed)?.into_inner().id)
+    }
+
+    /// A Txn as the recipes' client sees it.
+    pub async fn txn(&self, txn: TxnRequest) -> Result<TxnResponse, Status> {
+        Ok(self.kv.txn(Request::new(txn)).await.map_err(relayed)?.into_inner())
+    }
+
+    /// A Range as the recipes' client sees it.
+    pub async fn range(&self, range: RangeRequest) -> Result<RangeResponse, Status> {
+        Ok(self.kv.range(Request::new(range)).await.map_err(relayed)?.into_inner())
+    }
+
+    /// A DeleteRange as the recipes' client sees it.
+    pub async fn delete(&self, delete: DeleteRangeRequest) -> Result<DeleteRangeResponse, Status> {
+        Ok(self.kv.delete_range(Request::new(delete)).await.map_err(relayed)?.into_inner())
     }
 
     /// The first-created live key under `prefix`, if any, and the read's header.
@@ -85,8 +107,7 @@ impl Recipes {
         &self,
         prefix: &[u8],
     ) -> Result<(Option<KeyValue>, Option<ResponseHeader>), Status> {
-        let range = first_created(prefix);
-        let response = self.kv.range(Request::new(range)).await?.into_inner();
+        let response = self.range(first_created(prefix)).await?;
         Ok((response.kvs.into_iter().next(), response.header))
     }
 
@@ -121,7 +142,7 @@ impl Recipes {
                 op(Op::RequestRange(first_created(&prefix))),
             ],
         };
-        let response = self.kv.txn(Request::new(txn)).await?.into_inner();
+        let response = self.txn(txn).await?;
         let mut ranges = response.responses.into_iter().filter_map(|r| match r.response {
             Some(OpResponse::ResponseRange(range)) => Some(range),
             _ => None,
@@ -164,7 +185,7 @@ impl Recipes {
                 limit: 1,
                 ..Default::default()
             };
-            let response = self.kv.range(Request::new(range)).await?.into_inner();
+            let response = self.range(range).await?;
             let Some(kv) = response.kvs.into_iter().next() else { return Ok(response.header) };
             self.wait_until_changed(KeyRange::Single(kv.key.clone()), &kv).await?;
         }
@@ -175,7 +196,7 @@ impl Recipes {
     pub async fn wait_until_changed(&self, range: KeyRange, kv: &KeyValue) -> Result<(), Status> {
         let interest = self.server.watch_hub().register(range);
         let again = RangeRequest { key: kv.key.clone(), ..Default::default() };
-        let now = self.kv.range(Request::new(again)).await?.into_inner();
+        let now = self.range(again).await?;
         let unchanged = now.kvs.first().is_some_and(|k| k.mod_revision == kv.mod_revision);
         if unchanged {
             interest.flagged().await;

@@ -41,6 +41,82 @@ pub fn to_status(err: &ServerError) -> Status {
     Status::new(code, format!("etcdserver: {err}"))
 }
 
+/// Every error text etcd's client library recognises (`rpctypes`'
+/// `errStringToError`, 3.4's and 3.5's entries).
+const CLIENT_KNOWN_ERRORS: &[&str] = &[
+    "etcdserver: key is not provided",
+    "etcdserver: key not found",
+    "etcdserver: value is provided",
+    "etcdserver: lease is provided",
+    "etcdserver: too many operations in txn request",
+    "etcdserver: duplicate key given in txn request",
+    "etcdserver: mvcc: required revision has been compacted",
+    "etcdserver: mvcc: required revision is a future revision",
+    "etcdserver: mvcc: database space exceeded",
+    "etcdserver: requested lease not found",
+    "etcdserver: lease already exists",
+    "etcdserver: too large lease TTL",
+    "etcdserver: member ID already exist",
+    "etcdserver: Peer URLs already exists",
+    "etcdserver: re-configuration failed due to not enough started members",
+    "etcdserver: given member URLs are invalid",
+    "etcdserver: member not found",
+    "etcdserver: can only promote a learner member",
+    "etcdserver: can only promote a learner member which is in sync with leader",
+    "etcdserver: too many learner members in cluster",
+    "etcdserver: cluster ID mismatch",
+    "etcdserver: request is too large",
+    "etcdserver: too many requests",
+    "etcdserver: root user does not exist",
+    "etcdserver: root user does not have root role",
+    "etcdserver: user name already exists",
+    "etcdserver: user name is empty",
+    "etcdserver: user name not found",
+    "etcdserver: role name already exists",
+    "etcdserver: role name not found",
+    "etcdserver: role name is empty",
+    "etcdserver: authentication failed, invalid user ID or password",
+    "etcdserver: permission denied",
+    "etcdserver: role is not granted to the user",
+    "etcdserver: permission is not granted to the role",
+    "etcdserver: authentication is not enabled",
+    "etcdserver: invalid auth token",
+    "etcdserver: invalid auth management",
+    "etcdserver: revision of auth store is old",
+    "etcdserver: no leader",
+    "etcdserver: not leader",
+    "etcdserver: leader changed",
+    "etcdserver: not capable",
+    "etcdserver: server stopped",
+    "etcdserver: request timed out",
+    "etcdserver: request timed out, possibly due to previous leader failure",
+    "etcdserver: request timed out, possibly due to connection lost",
+    "etcdserver: request timed out, waiting for the applied index took too long",
+    "etcdserver: unhealthy cluster",
+    "etcdserver: corrupt cluster",
+    "etcdserver: rpc not supported for learner",
+    "etcdserver: bad leader transferee",
+    "etcdserver: cluster version not found during downgrade",
+    "etcdserver: wrong downgrade target version format",
+    "etcdserver: invalid downgrade target version",
+    "etcdserver: cluster has a downgrade job in progress",
+    "etcdserver: no inflight downgrade job",
+];
+
+/// `status` as etcd's Lock and Election services pass it on. They run etcd's
+/// concurrency recipes on an in-process client, which turns every error whose
+/// text it knows into a plain error value carrying only the text; gRPC sends
+/// that as code `Unknown`. So a Lock with a missing lease answers `Unknown`
+/// "etcdserver: requested lease not found", not `NotFound`. Other statuses
+/// pass unchanged, as they do through etcd's client.
+pub fn relayed(status: Status) -> Status {
+    if CLIENT_KNOWN_ERRORS.contains(&status.message()) {
+        Status::unknown(status.message().to_string())
+    } else {
+        status
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,5 +217,43 @@ mod tests {
             assert_eq!(status.code(), code, "{err:?}");
             assert_eq!(status.message(), message, "{err:?}");
         }
+    }
+
+    #[test]
+    fn recipe_services_relay_known_errors_as_unknown() {
+        let lease = relayed(to_status(&ServerError::LeaseNotFound));
+        assert_eq!(
+            (lease.code(), lease.message()),
+            (Code::Unknown, "etcdserver: requested lease not found")
+        );
+        let space = relayed(to_status(&ServerError::NoSpace));
+        assert_eq!(space.code(), Code::Unknown);
+        // Every error a KV or Lease call of a recipe can meet is one etcd's
+        // client knows.
+        for err in [
+            ServerError::EmptyKey,
+            ServerError::KeyNotFound,
+            ServerError::TooManyOps,
+            ServerError::DuplicateKey,
+            ServerError::Compacted,
+            ServerError::FutureRev,
+            ServerError::LeaseNotFound,
+            ServerError::LeaseExists,
+            ServerError::LeaseTtlTooLarge,
+            ServerError::RequestTooLarge,
+            ServerError::TooManyRequests,
+            ServerError::NoLeader,
+            ServerError::NotLeader,
+            ServerError::NotSupportedForLearner,
+            ServerError::LeaderChanged,
+            ServerError::Timeout,
+            ServerError::Stopped,
+            ServerError::NotCapable,
+            ServerError::NoSpace,
+        ] {
+            assert_eq!(relayed(to_status(&err)).code(), Code::Unknown, "{err:?}");
+        }
+        let other = relayed(Status::cancelled("context canceled"));
+        assert_eq!((other.code(), other.message()), (Code::Cancelled, "context canceled"));
     }
 }
