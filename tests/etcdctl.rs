@@ -121,7 +121,7 @@ fn etcdctl_member_list_and_endpoint_status_table() {
     let row = table.lines().find(|l| l.contains(&ep)).expect("a row for the endpoint");
     let cells: Vec<&str> = row.split('|').map(str::trim).collect();
     // | ENDPOINT | ID | VERSION | DB SIZE | IS LEADER | IS LEARNER | RAFT TERM | ...
-    assert_eq!(cells[3], "3.5.0", "{row}");
+    assert_eq!(cells[3], "3.5.13", "{row}");
     assert_eq!(cells[5], "true", "the only member leads: {row}");
     assert_eq!(cells[6], "false", "not a learner: {row}");
     let health = etcdctl(&ep, &["endpoint", "health"], None);

@@ -94,7 +94,7 @@ fn health_version_and_metrics_answer_over_plain_http_on_the_client_port() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     assert_eq!(get("/health"), "{\"health\":\"true\",\"reason\":\"\"}\n200");
-    assert_eq!(get("/version"), "{\"etcdserver\":\"3.5.0\",\"etcdcluster\":\"3.5.0\"}\n200");
+    assert_eq!(get("/version"), "{\"etcdserver\":\"3.5.13\",\"etcdcluster\":\"3.5.0\"}\n200");
     // gRPC keeps working on the same port.
     common::must_etcdctl(&server.endpoint(), &["put", "k", "v"], None);
     let metrics = get("/metrics");
@@ -109,7 +109,7 @@ fn health_version_and_metrics_answer_over_plain_http_on_the_client_port() {
     assert_eq!(value("etcd_server_has_leader"), 1.0);
     assert_eq!(value("etcd_server_is_leader"), 1.0);
     assert_eq!(value("etcd_server_leader_changes_seen_total"), 1.0);
-    assert_eq!(value("etcd_server_version{server_version=\"3.5.0\"}"), 1.0);
+    assert_eq!(value("etcd_server_version{server_version=\"3.5.13\"}"), 1.0);
     assert_eq!(value("etcd_cluster_version{cluster_version=\"3.5\"}"), 1.0);
     assert_eq!(value("etcd_debugging_mvcc_current_revision"), 2.0);
     assert!(value("etcd_disk_wal_fsync_duration_seconds_count") >= 1.0);

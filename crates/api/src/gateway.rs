@@ -270,6 +270,7 @@ pub(crate) fn router(server: Arc<EtcdServer>) -> Router {
         "/v3/cluster/member/promote" => "/etcdserverpb.Cluster/MemberPromote", cluster.member_promote;
         "/v3/maintenance/alarm" => "/etcdserverpb.Maintenance/Alarm", maintenance.alarm;
         "/v3/maintenance/status" => "/etcdserverpb.Maintenance/Status", maintenance.status;
+        "/v3/maintenance/hashkv" => "/etcdserverpb.Maintenance/HashKV", maintenance.hash_kv;
         "/v3/maintenance/defragment" => "/etcdserverpb.Maintenance/Defragment", maintenance.defragment;
         "/v3/maintenance/transfer-leadership" => "/etcdserverpb.Maintenance/MoveLeader", maintenance.move_leader;
         "/v3/lock/lock" => "/v3lockpb.Lock/Lock", lock.lock;

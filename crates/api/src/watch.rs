@@ -20,7 +20,8 @@ use etcd_proto::etcdserverpb::{RangeRequest, WatchCreateRequest, WatchRequest, W
 use etcd_proto::mvccpb::event::EventType;
 use etcd_proto::mvccpb::Event;
 use prost::Message;
-use tokio::sync::mpsc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -31,6 +32,8 @@ type BoxStream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, 
 
 /// Responses queued per stream at most before watchers wait for the client.
 const STREAM_QUEUE_MAX: usize = 256;
+/// How often a deferred progress request wakes the stream's watchers again.
+const PROGRESS_RECHECK: std::time::Duration = std::time::Duration::from_millis(10);
 /// The watch ID of responses that belong to no watcher (clientv3's InvalidWatchID).
 const INVALID_WATCH_ID: i64 = -1;
 
@@ -64,7 +67,15 @@ pub(crate) fn open(
     inbound: impl Stream<Item = Result<WatchRequest, Status>> + Unpin + Send + 'static,
 ) -> mpsc::Receiver<WatchResponse> {
     let (tx, rx) = mpsc::channel(STREAM_QUEUE_MAX);
-    let stream = WatchStream { server, tx, watchers: BTreeMap::new(), next_id: 0 };
+    let stream = WatchStream {
+        server,
+        tx,
+        watchers: BTreeMap::new(),
+        next_id: 0,
+        delivered: Arc::new(Notify::new()),
+        poke: Arc::new(Notify::new()),
+        progress_pending: None,
+    };
     tokio::spawn(stream.run(inbound));
     rx
 }
@@ -73,8 +84,22 @@ pub(crate) fn open(
 struct WatchStream {
     server: Arc<EtcdServer>,
     tx: mpsc::Sender<WatchResponse>,
-    watchers: BTreeMap<i64, JoinHandle<()>>,
+    watchers: BTreeMap<i64, WatcherHandle>,
     next_id: i64,
+    /// Pinged by watchers whenever they delivered more, for a deferred progress.
+    delivered: Arc<Notify>,
+    /// Wakes idle watchers so they catch up with revisions that did not concern
+    /// them (they otherwise sleep until an event does).
+    poke: Arc<Notify>,
+    /// The revision of a progress request not answered yet.
+    progress_pending: Option<i64>,
+}
+
+/// A watcher task as its stream sees it.
+struct WatcherHandle {
+    task: JoinHandle<()>,
+    /// Every event of a revision at or below this was handed to the stream.
+    delivered_through: Arc<AtomicI64>,
 }
 
 impl WatchStream {
@@ -84,7 +109,26 @@ impl WatchStream {
     ) {
         let mut ended_cleanly = false;
         loop {
-            let request = match inbound.next().await {
+            let delivered = self.delivered.clone();
+            let request = tokio::select! {
+                request = inbound.next() => request,
+                () = delivered.notified(), if self.progress_pending.is_some() => {
+                    if !self.answer_progress().await {
+                        break;
+                    }
+                    continue;
+                }
+                // An idle watcher may have gone back to sleep just before the
+                // hub announced the revision the request waits for.
+                () = tokio::time::sleep(PROGRESS_RECHECK), if self.progress_pending.is_some() => {
+                    self.poke.notify_waiters();
+                    if !self.answer_progress().await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let request = match request {
                 Some(Ok(request)) => request,
                 Some(Err(_)) => break,
                 None => {
@@ -96,26 +140,47 @@ impl WatchStream {
                 Some(RequestUnion::CreateRequest(create)) => self.create(create).await,
                 Some(RequestUnion::CancelRequest(cancel)) => self.cancel(cancel.watch_id).await,
                 Some(RequestUnion::ProgressRequest(_)) => {
-                    let header = Some(self.server.header(self.server.watch_hub().revision()));
-                    let progress =
-                        WatchResponse { header, watch_id: INVALID_WATCH_ID, ..Default::default() };
-                    self.tx.send(progress).await.is_ok()
+                    self.progress_pending = Some(self.server.watch_hub().revision());
+                    self.poke.notify_waiters();
+                    self.answer_progress().await
                 }
                 None => true,
             };
             if !sent {
                 break;
             }
-            self.watchers.retain(|_, task| !task.is_finished());
+            self.watchers.retain(|_, watcher| !watcher.task.is_finished());
         }
         if ended_cleanly {
             // As etcd: a client that only closed its sending side keeps receiving
             // its watchers' events until it goes away.
             self.tx.closed().await;
         }
-        for task in self.watchers.values() {
-            task.abort();
+        for watcher in self.watchers.values() {
+            watcher.task.abort();
         }
+    }
+
+    /// Answers the pending progress request at revision `R` once every watcher
+    /// of the stream has handed over all its events up to `R`, as etcd 3.5.13+
+    /// does (only synced watchers), so a client that receives the progress
+    /// notification has seen everything at or below its revision on this
+    /// stream: Kubernetes' consistent reads from its watch cache rely on that.
+    /// Until then it stays pending, re-checked whenever a watcher delivers
+    /// (where etcd drops the request and the client asks again). False when the
+    /// client is gone.
+    async fn answer_progress(&mut self) -> bool {
+        let Some(revision) = self.progress_pending else { return true };
+        let synced = self.watchers.values().all(|w| {
+            w.task.is_finished() || w.delivered_through.load(Ordering::Acquire) >= revision
+        });
+        if !synced {
+            return true;
+        }
+        self.progress_pending = None;
+        let header = Some(self.server.header(revision));
+        let progress = WatchResponse { header, watch_id: INVALID_WATCH_ID, ..Default::default() };
+        self.tx.send(progress).await.is_ok()
     }
 
     async fn create(&mut self, mut create: WatchCreateRequest) -> bool {
@@ -171,15 +236,22 @@ impl WatchStream {
             fragment: create.fragment,
             progress_notify: create.progress_notify,
             next_revision: start,
+            delivered: Arc::new(AtomicI64::new(start - 1)),
         };
-        let task = tokio::spawn(watcher.run(self.server.clone(), self.tx.clone()));
-        self.watchers.insert(id, task);
+        let delivered_through = watcher.delivered.clone();
+        let sink = Sink {
+            tx: self.tx.clone(),
+            delivered: self.delivered.clone(),
+            poke: self.poke.clone(),
+        };
+        let task = tokio::spawn(watcher.run(self.server.clone(), sink));
+        self.watchers.insert(id, WatcherHandle { task, delivered_through });
         true
     }
 
     async fn cancel(&mut self, id: i64) -> bool {
-        let Some(task) = self.watchers.remove(&id) else { return true };
-        task.abort();
+        let Some(watcher) = self.watchers.remove(&id) else { return true };
+        watcher.task.abort();
         let header = Some(self.server.header(self.server.watch_hub().revision()));
         let canceled = WatchResponse { header, watch_id: id, canceled: true, ..Default::default() };
         self.tx.send(canceled).await.is_ok()
@@ -196,9 +268,28 @@ struct Watcher {
     fragment: bool,
     progress_notify: bool,
     next_revision: i64,
+    /// Shared with the stream: `next_revision - 1` once handed over.
+    delivered: Arc<AtomicI64>,
+}
+
+/// Where a watcher's responses go, and whom it tells that it delivered more.
+struct Sink {
+    tx: mpsc::Sender<WatchResponse>,
+    delivered: Arc<Notify>,
+    poke: Arc<Notify>,
 }
 
 impl Watcher {
+    /// Publishes that everything below `next_revision` was handed to the stream.
+    fn mark_delivered(&self, sink: &Sink) {
+        let through = self.next_revision - 1;
+        let before = self.delivered.swap(through, Ordering::AcqRel);
+        debug_assert!(before <= through, "a watcher's delivered revision only grows");
+        if before != through {
+            sink.delivered.notify_one();
+        }
+    }
+
     fn matches(&self, event: &Event) -> bool {
         let Some(kv) = &event.kv else { return false };
         let is_put = event.r#type == EventType::Put as i32;
@@ -234,7 +325,8 @@ impl Watcher {
     /// Delivers events from `next_revision` on. Until it has read up to the
     /// revision published when it registered, the watcher reads every revision;
     /// after that it is caught up and skips what was never flagged for it.
-    async fn run(mut self, server: Arc<EtcdServer>, tx: mpsc::Sender<WatchResponse>) {
+    async fn run(mut self, server: Arc<EtcdServer>, sink: Sink) {
+        let tx = &sink.tx;
         let hub: &WatchHub = server.watch_hub();
         let registered_at = hub.revision();
         let interval = server.config().watch_progress_notify_interval;
@@ -251,6 +343,7 @@ impl Watcher {
                 };
                 self.next_revision = self.next_revision.max(quiet_until + 1);
             }
+            self.mark_delivered(&sink);
             let current = hub.revision();
             if current < self.next_revision {
                 // Caught up: everything up to `next_revision - 1` was delivered.
@@ -268,6 +361,7 @@ impl Watcher {
                 }
                 tokio::select! {
                     () = self.interest.flagged() => {}
+                    () = sink.poke.notified() => {}
                     _ = progress.tick(), if self.progress_notify => progress_due = true,
                 }
                 continue;

@@ -254,6 +254,17 @@ impl EtcdServer {
                     }
                 });
             }
+            // A leader cut off from the quorum still believes it leads until
+            // check-quorum deposes it; its lessor must not revoke leases the new
+            // leader keeps alive. So leadership is confirmed through the quorum
+            // (a ReadIndex) before revoking, as etcd 3.5.13 does.
+            if !expired.is_empty() && (self.read_barrier().await.is_err() || !self.is_leader()) {
+                tracing::info!(
+                    expired = expired.len(),
+                    "not revoking expired leases: leadership not confirmed"
+                );
+                continue;
+            }
             for id in expired {
                 let server = self.clone();
                 tokio::spawn(async move {

@@ -32,7 +32,12 @@ pub use compactor::AutoCompaction;
 pub use config::{ClusterState, ServerConfig};
 pub use server::{EtcdServer, StatusInfo};
 
-/// The server version reported to clients and in metrics: we implement etcd's 3.5 API.
-pub const SERVER_VERSION: &str = "3.5.0";
-/// The cluster version reported to clients and in metrics.
+/// The server version reported to clients (`Status`, `/version`) and in metrics:
+/// the newest etcd 3.5 patch release whose client-visible behaviour this server
+/// implements (ARCHITECTURE.md says which behaviours that takes). Clients gate
+/// features on it: Kubernetes enables consistent reads from its watch cache and
+/// watch-list from 3.5.13 on, relying on that release's progress notifications.
+pub const SERVER_VERSION: &str = "3.5.13";
+/// The cluster version reported to clients and in metrics (etcd reports the
+/// cluster's major.minor with patch 0).
 pub const CLUSTER_VERSION: &str = "3.5.0";
