@@ -30,7 +30,9 @@ const STREAM_BUFFER_BATCHES: usize = 4;
 /// Headroom in a batch for the envelope around the messages.
 const BATCH_ENVELOPE_BYTES: usize = 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// etcd's peer streams redial every 100 ms; a longer backoff would keep a
+/// restarted member out of the cluster for that much longer.
+const BACKOFF_MAX: Duration = Duration::from_millis(100);
 /// A stream that stayed up at least this long resets the backoff when it ends.
 const STABLE_STREAM: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
