@@ -75,7 +75,7 @@ async fn an_isolated_member_refuses_reads_writes_and_keep_alives_with_no_leader(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_read_pending_when_the_leader_is_lost_fails_with_no_leader() {
+async fn reads_and_writes_pending_when_the_leader_is_lost_fail_fast() {
     let mut cluster = tokio::task::block_in_place(|| Cluster::start(3, &[]));
     let leader = tokio::task::block_in_place(|| cluster.leader(ELECTION_WAIT)).expect("leader");
     let ids = tokio::task::block_in_place(|| cluster.member_ids());
@@ -91,8 +91,28 @@ async fn a_read_pending_when_the_leader_is_lost_fails_with_no_leader() {
         let mut reader = client.clone();
         pending.push(tokio::spawn(async move { reader.get("k", None).await }));
     }
+    let mut writes = Vec::new();
+    for i in 0..2 {
+        let mut writer = client.clone();
+        writes.push(tokio::spawn(async move { writer.put(format!("w{i}"), "v", None).await }));
+    }
     for read in pending {
         assert_no_leader("pending linearizable get", read.await.expect("task"));
+    }
+    // A pending proposal fails too: with "leader changed" when it was waiting
+    // as the leader was lost, with "no leader" when it arrived after.
+    for write in writes {
+        match write.await.expect("task") {
+            Err(etcd_client::Error::GRpcStatus(status)) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                assert!(
+                    ["etcdserver: leader changed", "etcdserver: no leader"]
+                        .contains(&status.message()),
+                    "pending put: {status:?}"
+                );
+            }
+            other => panic!("pending put: expected leader changed, got {other:?}"),
+        }
     }
 }
 

@@ -25,6 +25,9 @@ const INPUTS_PER_TURN_MAX: usize = 4096;
 /// sent before the leader committed an entry of its term).
 const READ_INDEX_RETRY: Duration = Duration::from_millis(500);
 
+/// Heartbeats without a leader after which this member's pending proposals fail.
+const LEADERLESS_GRACE_TICKS: u32 = 2;
+
 /// What other tasks ask of the raft loop.
 pub(crate) enum RaftInput {
     /// Propose an encoded `InternalRaftRequest` whose waiter is registered under `id`.
@@ -269,6 +272,10 @@ pub(crate) struct RaftLoop {
     pub heartbeat: Duration,
     /// The leader as of the previous turn (0: none).
     pub last_leader: u64,
+    /// Since when this member knows no leader.
+    pub leaderless_since: Option<Instant>,
+    /// Whether the pending proposals were failed since the leader was lost.
+    pub failed_waiters: bool,
 }
 
 impl RaftLoop {
@@ -352,21 +359,30 @@ impl RaftLoop {
 
     /// What a leader change means for the requests waiting here. Without a
     /// leader (an election, or this member cut off from the quorum, or a leader
-    /// that stepped down for lack of one), linearizable reads and this member's
-    /// pending proposals fail at once with etcd's errors, so clients retry on
-    /// another member instead of waiting for their deadline here (etcd 3.5
-    /// holds them until its request timeout). A proposal that fails this way
-    /// may still be committed by the next leader, as after a timeout. With a
-    /// new leader, the read index batch in flight is asked of it at once.
+    /// that stepped down for lack of one), linearizable reads fail at once and
+    /// this member's pending proposals once no leader appeared for
+    /// [`LEADERLESS_GRACE_TICKS`] heartbeats (a leader transfer or a quick
+    /// election would still commit them), with etcd's errors, so clients retry on
+    /// another member instead of waiting for their deadline here (etcd 3.5 holds
+    /// proposals until its request timeout). A proposal that fails this way may
+    /// still be committed by the next leader, as after a timeout. With a new
+    /// leader, the read index batch in flight is asked of it at once.
     fn follow_leadership(&mut self, reads: &mut ReadQueue) {
         let leader = self.shared.leader_id.load(Ordering::Relaxed);
         if leader == 0 {
             reads.fail_all(&ServerError::NoLeader);
-            if self.last_leader != 0 {
+            let now = Instant::now();
+            let since = *self.leaderless_since.get_or_insert(now);
+            if !self.failed_waiters && now - since >= self.heartbeat * LEADERLESS_GRACE_TICKS {
                 self.shared.fail_waiters(&ServerError::LeaderChanged);
+                self.failed_waiters = true;
             }
-        } else if leader != self.last_leader {
-            reads.resend_now();
+        } else {
+            if leader != self.last_leader {
+                reads.resend_now();
+            }
+            self.leaderless_since = None;
+            self.failed_waiters = false;
         }
         self.last_leader = leader;
     }

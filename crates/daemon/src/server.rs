@@ -123,6 +123,8 @@ impl EtcdServer {
             shared: shared.clone(),
             heartbeat: cfg.heartbeat_interval,
             last_leader: 0,
+            leaderless_since: None,
+            failed_waiters: false,
         };
         let (member_events_tx, member_events_rx) = mpsc::channel(MEMBER_EVENTS_MAX);
         let apply_loop = ApplyLoop {
