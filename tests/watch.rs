@@ -136,6 +136,79 @@ async fn a_compacted_start_revision_cancels_with_compact_revision() {
     assert_eq!(resp.compact_revision(), 5);
 }
 
+/// (type, key, mod revision, prev kv's mod revision) of a watch of every key
+/// from `start` with prev_kv, up to the event at revision `last`.
+async fn history_from(
+    c: &mut etcd_client::Client,
+    start: i64,
+    last: i64,
+) -> Vec<(EventType, String, i64, Option<i64>)> {
+    let options = WatchOptions::new().with_start_revision(start).with_prev_key().with_all_keys();
+    let mut stream = c.watch("", Some(options)).await.expect("watch");
+    let mut seen = Vec::new();
+    while seen.last().is_none_or(|(_, _, rev, _)| *rev < last) {
+        let resp = stream.message().await.expect("recv").expect("response");
+        for e in resp.events() {
+            let kv = e.kv().expect("kv");
+            let key = kv.key_str().expect("utf8").to_string();
+            seen.push((
+                e.event_type(),
+                key,
+                kv.mod_revision(),
+                e.prev_kv().map(|p| p.mod_revision()),
+            ));
+        }
+    }
+    seen
+}
+
+/// Watches from the compaction revision, which etcd serves from its compacted
+/// backend: none of the deletes of that revision (compaction removed their
+/// tombstones) and no prev kv for its events (the revision before is gone).
+async fn watch_at_the_compaction_revision(
+    endpoint: &str,
+) -> Vec<Vec<(EventType, String, i64, Option<i64>)>> {
+    let mut c = etcd_client::Client::connect([endpoint], None).await.expect("connect");
+    for (k, v) in [("a", "1"), ("b", "1"), ("b", "2")] {
+        c.put(k, v, None).await.expect("put");
+    }
+    c.delete("a", None).await.expect("delete");
+    c.put("b", "3", None).await.expect("put");
+    c.compact(4, Some(etcd_client::CompactionOptions::new().with_physical()))
+        .await
+        .expect("compact");
+    let from_4 = history_from(&mut c, 4, 6).await;
+    c.compact(5, Some(etcd_client::CompactionOptions::new().with_physical()))
+        .await
+        .expect("compact");
+    c.put("a", "2", None).await.expect("put");
+    let from_5 = history_from(&mut c, 5, 7).await;
+    vec![from_4, from_5]
+}
+
+#[tokio::test]
+async fn a_watch_from_the_compaction_revision_delivers_what_real_etcd_delivers() {
+    assert!(real_etcd().is_some(), "real etcd is required: apt-get install -y etcd-server");
+    let ours = Server::start();
+    let oracle = Server::start_with(Flavor::RealEtcd, &[]);
+    let got = watch_at_the_compaction_revision(&ours.endpoint()).await;
+    let want = watch_at_the_compaction_revision(&oracle.endpoint()).await;
+    use EventType::{Delete, Put};
+    assert_eq!(
+        want,
+        [
+            vec![
+                (Put, "b".into(), 4, None),
+                (Delete, "a".into(), 5, Some(2)),
+                (Put, "b".into(), 6, Some(4))
+            ],
+            vec![(Put, "b".into(), 6, Some(4)), (Put, "a".into(), 7, None)],
+        ],
+        "real etcd"
+    );
+    assert_eq!(got, want);
+}
+
 #[tokio::test]
 async fn cancel_stops_events_and_future_start_revision_waits() {
     let server = Server::start();

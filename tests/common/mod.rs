@@ -300,16 +300,32 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `size` members together and waits until every one serves.
     pub fn start(size: usize, extra: &[&str]) -> Cluster {
-        Cluster::start_with_env(size, extra, &[])
+        Cluster::start_with(Flavor::Ours, size, extra, &[])
+    }
+
+    /// Starts `size` members of `flavor` together (real etcd ignores the
+    /// fault-switch variable).
+    pub fn start_flavor(flavor: Flavor, size: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_with(flavor, size, extra, &[])
     }
 
     /// Like [`Cluster::start`], with extra environment variables for every member.
     pub fn start_with_env(size: usize, extra: &[&str], env: &[(&str, &str)]) -> Cluster {
+        Cluster::start_with(Flavor::Ours, size, extra, env)
+    }
+
+    /// Starts `size` members of `flavor` with extra flags and environment.
+    pub fn start_with(
+        flavor: Flavor,
+        size: usize,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Cluster {
         let mut members: Vec<Server> = (0..size)
             .map(|i| {
                 let temp = tempfile::tempdir().expect("tempdir");
                 let block_file = temp.path().join("blocked-peers");
-                let mut server = Server::new(Flavor::Ours, &format!("m{i}"), temp, extra);
+                let mut server = Server::new(flavor, &format!("m{i}"), temp, extra);
                 server.env.push((
                     "ETCD_RS_TEST_BLOCK_PEERS_FILE".into(),
                     block_file.display().to_string(),

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use etcd_mvcc::{KvStore, MvccError};
+use etcd_proto::mvccpb::event::EventType;
 use etcd_proto::mvccpb::Event;
 use tokio::sync::watch;
 
@@ -167,7 +168,8 @@ impl WatchHub {
         from: i64,
         to: i64,
     ) -> Result<(Vec<RevisionEvents>, i64), WatchReadError> {
-        if from < kv.compact_revision() {
+        let compacted = kv.compact_revision();
+        if from < compacted {
             // etcd cancels a watcher that needs compacted history, even when the
             // revisions happen to still be in memory.
             return Err(WatchReadError::Compacted);
@@ -186,7 +188,10 @@ impl WatchHub {
                         .iter()
                         .skip(skip)
                         .take_while(|(revision, _)| *revision <= covered)
-                        .cloned()
+                        .map(|(revision, events)| match *revision <= compacted {
+                            true => (*revision, Arc::new(as_compacted(events))),
+                            false => (*revision, events.clone()),
+                        })
                         .collect();
                     return Ok((taken, covered));
                 }
@@ -209,6 +214,18 @@ impl WatchHub {
         }
         Ok((grouped.into_iter().map(|(r, e)| (r, Arc::new(e))).collect(), to))
     }
+}
+
+/// The events of the compaction revision as the backend still holds them: the
+/// compaction removed that revision's tombstones and every older revision, so
+/// no delete and no `prev_kv` (etcd's watch reads both from the backend: its
+/// prev_kv is a read at the revision before, which is compacted).
+fn as_compacted(events: &[Event]) -> Vec<Event> {
+    events
+        .iter()
+        .filter(|e| e.r#type != EventType::Delete as i32)
+        .map(|e| Event { prev_kv: None, ..e.clone() })
+        .collect()
 }
 
 #[cfg(test)]
@@ -236,6 +253,89 @@ mod tests {
         let revisions: Vec<i64> = ring.revisions.iter().map(|(r, _)| *r).collect();
         assert!(revisions.windows(2).all(|w| w[1] == w[0] + 1));
         assert_eq!(first, RING_REVISIONS_MAX as i64 + 99 - RING_REVISIONS_MAX as i64 + 1);
+    }
+
+    /// Applies `ops` (a key with a value to put, or `None` to delete it) one
+    /// revision each, publishing every batch's events as the apply loop does.
+    fn apply(
+        kv: &KvStore,
+        backend: &etcd_storage::Backend,
+        hub: &WatchHub,
+        ops: &[(&str, Option<&str>)],
+    ) {
+        use etcd_proto::etcdserverpb::{DeleteRangeRequest, PutRequest};
+        for (key, value) in ops {
+            let mut batch = kv.begin_batch(backend).expect("batch");
+            match value {
+                Some(v) => {
+                    let put = PutRequest {
+                        key: key.as_bytes().into(),
+                        value: v.as_bytes().into(),
+                        ..Default::default()
+                    };
+                    batch.put(&put, &|_| true).expect("put");
+                }
+                None => {
+                    let del =
+                        DeleteRangeRequest { key: key.as_bytes().into(), ..Default::default() };
+                    batch.delete_range(&del).expect("delete");
+                }
+            }
+            let events = batch.commit(false).expect("commit");
+            hub.publish(events, kv.current_revision());
+        }
+    }
+
+    fn compact(kv: &KvStore, backend: &etcd_storage::Backend, rev: i64) {
+        let mut batch = kv.begin_batch(backend).expect("batch");
+        batch.compact(rev).expect("compact");
+        batch.commit(false).expect("commit");
+    }
+
+    /// (type, key, mod revision, prev_kv's mod revision) of what `read` serves.
+    fn served(hub: &WatchHub, kv: &KvStore, from: i64) -> Vec<(i32, String, i64, Option<i64>)> {
+        let (revisions, _) = hub.read(kv, from, kv.current_revision()).expect("read");
+        revisions
+            .iter()
+            .flat_map(|(_, events)| events.iter())
+            .map(|e| {
+                let kv = e.kv.as_ref().expect("kv");
+                let key = String::from_utf8_lossy(&kv.key).into_owned();
+                (e.r#type, key, kv.mod_revision, e.prev_kv.as_ref().map(|p| p.mod_revision))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_compaction_revision_is_served_from_memory_as_the_backend_holds_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = Arc::new(etcd_storage::Backend::open(&dir.path().join("db")).expect("open"));
+        let kv = KvStore::open(backend.clone()).expect("store");
+        let hub = WatchHub::new(kv.current_revision());
+        // a@2, b@3, b@4, delete a@5, b@6
+        let ops =
+            [("a", Some("1")), ("b", Some("1")), ("b", Some("2")), ("a", None), ("b", Some("3"))];
+        apply(&kv, &backend, &hub, &ops);
+        let (put, delete) = (EventType::Put as i32, EventType::Delete as i32);
+        let all = served(&hub, &kv, 2);
+        assert_eq!(all[2], (put, "b".into(), 4, Some(3)), "the ring holds prev kvs");
+        assert_eq!(all[3], (delete, "a".into(), 5, Some(2)));
+        compact(&kv, &backend, 4);
+        // b@3, the previous version of b@4, is gone: so is the prev kv (a read
+        // at 3 is refused as compacted). Later revisions keep theirs: a read at
+        // 4 still finds a@2 and b@4.
+        assert_eq!(
+            served(&hub, &kv, 4),
+            [
+                (put, "b".into(), 4, None),
+                (delete, "a".into(), 5, Some(2)),
+                (put, "b".into(), 6, Some(4))
+            ]
+        );
+        compact(&kv, &backend, 5);
+        // The tombstone at the compaction revision was removed.
+        assert_eq!(served(&hub, &kv, 5), [(put, "b".into(), 6, Some(4))]);
+        assert_eq!(hub.read(&kv, 4, 6).err(), Some(WatchReadError::Compacted));
     }
 
     #[test]
