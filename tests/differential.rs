@@ -14,7 +14,7 @@
 //! acknowledged before. Lease TimeToLive is answered from the leader's lessor, so
 //! it goes to each side's leader after a linearizable read there (etcd itself
 //! answers TimeToLive without a barrier); `DIFF_LEASE_TTL_ON_FOLLOWERS=1` sends
-//! it to the random member instead (known broken on our followers for now).
+//! it to the random member instead (a follower forwards it to its leader).
 //!
 //! Environment:
 //! - `DIFF_SEQUENCES` single-member sequences (default 5),
@@ -234,8 +234,9 @@ struct Gen {
 }
 
 /// The writes of one txn (its whole tree) as key intervals `[start, end)`, an
-/// empty end meaning infinity. By default a txn's writes never overlap: etcd's
-/// duplicate-key rules are excluded from the comparison (being reworked).
+/// empty end meaning infinity. By default a txn's writes never overlap, so the
+/// sequences reach the store; `DIFF_TXN_OVERLAPS=1` generates overlapping
+/// writes to compare etcd's duplicate-key answers.
 #[derive(Default)]
 struct TxnWrites(Vec<(Vec<u8>, Vec<u8>)>);
 
@@ -471,9 +472,10 @@ impl Gen {
                         1 => vec![0],
                         _ => Vec::new(),
                     };
-                    // With overlaps allowed, no from-key deletes: etcd 3.4's
-                    // check sees [key, "\0") as an empty interval that overlaps
-                    // no put (ours answers duplicate key; known, validate.rs).
+                    // With overlaps allowed, no from-key deletes: a from-key
+                    // delete followed by an ignore_value put of a key it removed
+                    // crashes etcd 3.4 (tests/txn_rules.rs covers that case and
+                    // the from-key overlap rules against etcd).
                     let range_end = match range_end.as_slice() {
                         [0] if self.config.txn_overlaps => Vec::new(),
                         _ => range_end,
