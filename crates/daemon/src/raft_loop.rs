@@ -24,6 +24,12 @@ const INPUTS_PER_TURN_MAX: usize = 4096;
 /// An unanswered ReadIndex is re-sent after this long (raft-rs silently drops one
 /// sent before the leader committed an entry of its term).
 const READ_INDEX_RETRY: Duration = Duration::from_millis(500);
+/// Right after a leader change the retry is this much shorter: a new leader drops
+/// every ReadIndex until it has committed an entry of its term, which takes
+/// about one round trip.
+const READ_INDEX_RETRY_AFTER_LEADER_CHANGE: Duration = Duration::from_millis(50);
+/// How long after a leader change the short retry applies.
+const LEADER_CHANGE_WINDOW: Duration = Duration::from_secs(2);
 
 /// Heartbeats without a leader after which this member's pending proposals fail.
 const LEADERLESS_GRACE_TICKS: u32 = 2;
@@ -199,28 +205,53 @@ type Reader = oneshot::Sender<Result<u64, ServerError>>;
 
 /// ReadIndex requests: those waiting to be sent, and the batch in flight with its
 /// context and when it was (re)sent.
-#[derive(Default)]
 struct ReadQueue {
+    /// This member: contexts must be unique across members, because the leader
+    /// ignores a ReadIndex whose context equals one it already has pending.
+    member_id: u64,
     next_ctx: u64,
     waiting: Vec<Reader>,
-    in_flight: Option<(u64, Vec<Reader>, Instant)>,
+    in_flight: Option<([u8; 16], Vec<Reader>, Instant)>,
+    /// Until when retries are short (a leader change happened just before).
+    short_retries_until: Option<Instant>,
 }
 
 impl ReadQueue {
+    fn new(member_id: u64) -> ReadQueue {
+        // A time-based start, so a restarted member's contexts do not repeat
+        // those of its previous run that a leader may still hold.
+        let start = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        ReadQueue {
+            member_id,
+            next_ctx: start,
+            waiting: Vec::new(),
+            in_flight: None,
+            short_retries_until: None,
+        }
+    }
+
     fn send_if_due(&mut self, node: &mut RaftNode) {
         let now = Instant::now();
+        let retry = match self.short_retries_until {
+            Some(until) if now < until => READ_INDEX_RETRY_AFTER_LEADER_CHANGE,
+            _ => READ_INDEX_RETRY,
+        };
         let due = match &self.in_flight {
             None => !self.waiting.is_empty(),
-            Some((_, _, sent)) => now.duration_since(*sent) >= READ_INDEX_RETRY,
+            Some((_, _, sent)) => now.duration_since(*sent) >= retry,
         };
         if !due {
             return;
         }
-        self.next_ctx += 1;
-        let ctx = self.next_ctx;
+        self.next_ctx = self.next_ctx.wrapping_add(1);
+        let mut ctx = [0u8; 16];
+        ctx[..8].copy_from_slice(&self.member_id.to_be_bytes());
+        ctx[8..].copy_from_slice(&self.next_ctx.to_be_bytes());
         let mut batch = self.in_flight.take().map(|(_, b, _)| b).unwrap_or_default();
         batch.append(&mut self.waiting);
-        node.read_index(ctx.to_be_bytes().to_vec());
+        node.read_index(ctx.to_vec());
         self.in_flight = Some((ctx, batch, now));
     }
 
@@ -233,10 +264,13 @@ impl ReadQueue {
         }
     }
 
-    /// Makes the batch in flight due now (a new leader knows nothing of it).
+    /// Makes the batch in flight due now (a new leader knows nothing of it), and
+    /// retries soon for a while (the new leader may drop it until it commits).
     fn resend_now(&mut self) {
+        let now = Instant::now();
+        self.short_retries_until = Some(now + LEADER_CHANGE_WINDOW);
         if let Some((_, _, sent)) = &mut self.in_flight {
-            *sent = Instant::now().checked_sub(READ_INDEX_RETRY).unwrap_or(*sent);
+            *sent = now.checked_sub(READ_INDEX_RETRY).unwrap_or(*sent);
         }
     }
 
@@ -245,7 +279,7 @@ impl ReadQueue {
             let matches = self
                 .in_flight
                 .as_ref()
-                .is_some_and(|(ctx, _, _)| state.request_ctx == ctx.to_be_bytes());
+                .is_some_and(|(ctx, _, _)| state.request_ctx == ctx.as_slice());
             if matches {
                 let (_, batch, _) = self.in_flight.take().expect("checked above");
                 for reader in batch {
@@ -291,7 +325,7 @@ impl RaftLoop {
         }
         let mut ticker = tokio::time::interval(self.heartbeat);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut reads = ReadQueue::default();
+        let mut reads = ReadQueue::new(self.node.id());
         let mut stopping = false;
         loop {
             tokio::select! {
