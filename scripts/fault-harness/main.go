@@ -38,6 +38,7 @@ var (
 	flagChain     = flag.String("chain", fmt.Sprintf("FH%d", os.Getpid()), "iptables chain name for the partitions")
 	flagBase      = flag.Int("base-port", 21000, "preferred base port (ours; etcd uses base+1000), below 32768")
 	flagLinLimit  = flag.Duration("lin-limit", 2*time.Minute, "time limit of the linearizability search per key")
+	flagCheck     = flag.String("check", "", "only check the linearizability of this history.jsonl")
 	flagSummarize = flag.Bool("summarize", false, "only print the comparison of the result.json files under the given directories")
 )
 
@@ -49,6 +50,9 @@ var (
 func main() {
 	flag.Parse()
 	grpclog.SetLoggerV2(grpclog.NewLoggerV2(ioutil.Discard, ioutil.Discard, ioutil.Discard))
+	if *flagCheck != "" {
+		os.Exit(checkFile(*flagCheck))
+	}
 	if *flagSummarize {
 		var rs []*RunResult
 		for _, d := range flag.Args() {
@@ -272,6 +276,30 @@ func runOne(root, server string, seed int64, kinds []string) (*RunResult, error)
 	}
 	fmt.Print(txt)
 	return r, nil
+}
+
+// checkFile checks a recorded history, key by key (exit status 1 if not linearizable).
+func checkFile(path string) int {
+	f, err := os.Open(path)
+	die(err)
+	defer f.Close()
+	byKey := map[string][]Op{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var o Op
+		die(json.Unmarshal(sc.Bytes(), &o))
+		byKey[o.Key] = append(byKey[o.Key], o)
+	}
+	status := 0
+	for k, h := range byKey {
+		cr := checkKey(h, *flagLinLimit)
+		fmt.Printf("%s: %d ops, ok=%v unknown=%v %s\n", k, cr.Ops, cr.Ok, cr.Unknown, cr.Detail)
+		if !cr.Ok && !cr.Unknown {
+			status = 1
+		}
+	}
+	return status
 }
 
 func writeJSONL(path string, n int, at func(int) interface{}) {
