@@ -8,6 +8,7 @@
 #        scripts/fault-harness.sh --smoke        # 10 s, kill only, both servers
 #        scripts/fault-harness.sh --summarize DIR...   # ratios over earlier runs
 #        scripts/fault-harness.sh --check history.jsonl  # re-check a history
+#        scripts/fault-harness.sh --reanalyze DIR...  # recompute figures from histories
 #        scripts/fault-harness.sh --test         # the checker's unit tests
 #
 # Needs root (members run under their own uids so iptables can cut one off), iptables,
@@ -54,6 +55,7 @@ if [ "${1:-}" = --smoke ]; then
   args=(--duration=10s --faults=kill --seed=1 --server=both "${@:2}")
 fi
 if [ "${1:-}" = --check ]; then exec "$OUT/fault-harness" --check "$2"; fi
+if [ "${1:-}" = --reanalyze ]; then exec "$OUT/fault-harness" --reanalyze "${@:2}"; fi
 if [ "${1:-}" = --summarize ]; then
   exec "$OUT/fault-harness" --summarize "${@:2}"
 fi

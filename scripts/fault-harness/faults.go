@@ -44,6 +44,9 @@ func warmup(d time.Duration) time.Duration {
 func Schedule(seed int64, kinds []string, duration time.Duration) []Fault {
 	rng := rand.New(rand.NewSource(seed))
 	var fs []Fault
+	if len(kinds) == 0 {
+		return nil
+	}
 	t := warmup(duration)
 	minTail := 4 * time.Second
 	for {

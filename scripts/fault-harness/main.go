@@ -38,7 +38,9 @@ var (
 	flagChain     = flag.String("chain", fmt.Sprintf("FH%d", os.Getpid()), "iptables chain name for the partitions")
 	flagBase      = flag.Int("base-port", 21000, "preferred base port (ours; etcd uses base+1000), below 32768")
 	flagLinLimit  = flag.Duration("lin-limit", 2*time.Minute, "time limit of the linearizability search per key")
+	flagPin       = flag.Bool("pin", false, "diagnosis: client i uses only member i mod 3 (default: every client uses all three)")
 	flagCheck     = flag.String("check", "", "only check the linearizability of this history.jsonl")
+	flagReanalyze = flag.Bool("reanalyze", false, "recompute the figures of the runs under the given directories from their histories")
 	flagSummarize = flag.Bool("summarize", false, "only print the comparison of the result.json files under the given directories")
 )
 
@@ -53,6 +55,14 @@ func main() {
 	if *flagCheck != "" {
 		os.Exit(checkFile(*flagCheck))
 	}
+	if *flagReanalyze {
+		for _, d := range flag.Args() {
+			for _, r := range loadResults(d) {
+				reanalyze(r)
+			}
+		}
+		return
+	}
 	if *flagSummarize {
 		var rs []*RunResult
 		for _, d := range flag.Args() {
@@ -64,6 +74,9 @@ func main() {
 	seeds, err := parseSeeds(*flagSeed)
 	die(err)
 	kinds := strings.Split(*flagFaults, ",")
+	if *flagFaults == "none" {
+		kinds = nil
+	}
 	for _, k := range kinds {
 		if !contains(allKinds, k) {
 			die(fmt.Errorf("unknown fault kind %q", k))
@@ -125,7 +138,14 @@ func main() {
 }
 
 func runOne(root, server string, seed int64, kinds []string) (*RunResult, error) {
-	dir := filepath.Join(root, fmt.Sprintf("%s-seed%d-%s", server, seed, strings.Join(kinds, "+")))
+	name := strings.Join(kinds, "+")
+	if name == "" {
+		name = "nofaults"
+	}
+	if *flagPin {
+		name += "-pinned"
+	}
+	dir := filepath.Join(root, fmt.Sprintf("%s-seed%d-%s", server, seed, name))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -178,7 +198,7 @@ func runOne(root, server string, seed int64, kinds []string) (*RunResult, error)
 	}
 
 	faults := Schedule(seed, kinds, *flagDuration)
-	w := &Workload{Clients: *flagClients, Keys: *flagKeys, Timeout: *flagTimeout, Seed: seed, Endpoints: c.Endpoints(), LogPath: clientLog}
+	w := &Workload{Clients: *flagClients, Keys: *flagKeys, Timeout: *flagTimeout, Seed: seed, Endpoints: c.Endpoints(), LogPath: clientLog, Pin: *flagPin}
 	w.T0 = time.Now()
 	c.start = w.T0
 	fmt.Printf("workload starts at %s\n", w.T0.Format("15:04:05.000"))
@@ -302,6 +322,57 @@ func checkFile(path string) int {
 	return status
 }
 
+func readJSONL(path string, each func([]byte) error) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if err := each(sc.Bytes()); err != nil {
+			return err
+		}
+	}
+	return sc.Err()
+}
+
+// reanalyze recomputes a finished run's throughput figures (not the checks).
+func reanalyze(r *RunResult) {
+	var ops []Op
+	var faults []Fault
+	err := readJSONL(filepath.Join(r.Dir, "history.jsonl"), func(b []byte) error {
+		var o Op
+		if err := json.Unmarshal(b, &o); err != nil {
+			return err
+		}
+		if o.Client >= 0 {
+			ops = append(ops, o)
+		}
+		return nil
+	})
+	if err == nil {
+		err = readJSONL(filepath.Join(r.Dir, "faults.jsonl"), func(b []byte) error {
+			var f Fault
+			err := json.Unmarshal(b, &f)
+			faults = append(faults, f)
+			return err
+		})
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", r.Dir, err)
+		return
+	}
+	n := &RunResult{Server: r.Server, Seed: r.Seed, Kinds: r.Kinds, Dir: r.Dir, Members: r.Members,
+		LinOk: r.LinOk, LinUnknown: r.LinUnknown, LinDetail: r.LinDetail, Lost: r.Lost, Converge: r.Converge, Problems: r.Problems}
+	n.Analyze(ops, faults, time.Duration(r.Duration*float64(time.Second)))
+	_ = ioutil.WriteFile(filepath.Join(r.Dir, "report.txt"), []byte(n.Text()), 0o644)
+	js, _ := json.MarshalIndent(n, "", " ")
+	_ = ioutil.WriteFile(filepath.Join(r.Dir, "result.json"), js, 0o644)
+	fmt.Printf("reanalyzed %s\n", r.Dir)
+}
+
 func writeJSONL(path string, n int, at func(int) interface{}) {
 	f, err := os.Create(path)
 	if err != nil {
@@ -411,9 +482,9 @@ func Compare(rs []*RunResult) string {
 			}
 		}
 	}
-	fmt.Fprintf(&b, "\nper fault kind, all runs above (ok/s in = during the fault; ok/s win = from the fault to the next one;\nrecovery = time from the fault's start until throughput stays >= 80%% of the baseline):\n")
-	fmt.Fprintf(&b, "%-15s %5s %8s %8s %6s %8s %8s %6s %7s %7s %9s %9s %9s %9s\n", "kind", "count", "ours in", "etcd in", "ratio",
-		"ours win", "etcd win", "ratio", "o-errs", "e-errs", "o-mean-rec", "e-mean-rec", "o-max-rec", "e-max-rec")
+	fmt.Fprintf(&b, "\nper fault kind, all runs above (ok/s in = during the fault; ok/s win = from the fault to the next one;\nrec-1st = mean time from the fault's start to the first 1 s window back at >= 80%% of the baseline;\nstable = mean time until throughput stays >= 80%% (nr: runs where it did not within the window)):\n")
+	fmt.Fprintf(&b, "%-15s %5s %8s %8s %6s %8s %8s %6s %7s %7s %8s %8s %10s %10s\n", "kind", "count", "ours in", "etcd in", "ratio",
+		"ours win", "etcd win", "ratio", "o-errs", "e-errs", "o-rec1st", "e-rec1st", "o-stable", "e-stable")
 	m := map[string]*KindStat{}
 	for k := range byKind {
 		m[k] = nil
@@ -432,9 +503,9 @@ func Compare(rs []*RunResult) string {
 			}
 			return fmt.Sprintf("%.1fs", s.MeanRec())
 		}
-		fmt.Fprintf(&b, "%-15s %2d/%-2d %8.0f %8.0f %6s %8.0f %8.0f %6s %7d %7d %10s %10s %8.1fs %8.1fs\n", kind, o.Count, e.Count,
+		fmt.Fprintf(&b, "%-15s %2d/%-2d %8.0f %8.0f %6s %8.0f %8.0f %6s %7d %7d %7.1fs %7.1fs %10s %10s\n", kind, o.Count, e.Count,
 			o.DuringRate(), e.DuringRate(), r(o.DuringRate(), e.DuringRate()), o.WindowRate(), e.WindowRate(), r(o.WindowRate(), e.WindowRate()),
-			o.Errors, e.Errors, nr(o), nr(e), o.RecMax, e.RecMax)
+			o.Errors, e.Errors, o.MeanFirst(), e.MeanFirst(), nr(o), nr(e))
 	}
 	return b.String()
 }

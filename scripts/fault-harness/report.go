@@ -29,6 +29,7 @@ type KindStat struct {
 	DuringOk     int     `json:"during_ok"`
 	Errors       int     `json:"errors"`
 	RecSum       float64 `json:"recovery_sum_s"`
+	RecFirstSum  float64 `json:"recovery_first_sum_s"`
 	RecMax       float64 `json:"recovery_max_s"`
 	NotRecovered int     `json:"not_recovered"`
 }
@@ -41,6 +42,7 @@ func (k *KindStat) add(o *KindStat) {
 	k.DuringOk += o.DuringOk
 	k.Errors += o.Errors
 	k.RecSum += o.RecSum
+	k.RecFirstSum += o.RecFirstSum
 	if o.RecMax > k.RecMax {
 		k.RecMax = o.RecMax
 	}
@@ -50,6 +52,7 @@ func (k *KindStat) add(o *KindStat) {
 func (k *KindStat) WindowRate() float64 { return ratio(float64(k.WindowOk), k.WindowSec) }
 func (k *KindStat) DuringRate() float64 { return ratio(float64(k.DuringOk), k.DuringSec) }
 func (k *KindStat) MeanRec() float64    { return ratio(k.RecSum, float64(k.Count-k.NotRecovered)) }
+func (k *KindStat) MeanFirst() float64  { return ratio(k.RecFirstSum, float64(k.Count)) }
 
 func ratio(a, b float64) float64 {
 	if b == 0 {
@@ -64,6 +67,7 @@ type FaultStat struct {
 	Errors    int     `json:"window_errors"`
 	MinPerSec int     `json:"min_1s_window"`
 	Recovery  float64 `json:"recovery_s"`
+	RecFirst  float64 `json:"recovery_first_s"`
 }
 
 type RunResult struct {
@@ -207,18 +211,27 @@ func (r *RunResult) Analyze(ops []Op, faults []Fault, dur time.Duration) {
 			}
 		}
 		thr := 0.8 * r.Baseline
-		lastFail := -1.0
+		lastFail, firstFail := -1.0, -1.0
 		fs.MinPerSec = -1
-		steps := 0
+		fs.RecFirst = -1
 		for t := f.Start; t+1 <= f.NextAt; t += 0.1 {
-			steps++
 			w := count(t, t+1)
 			if fs.MinPerSec < 0 || w < fs.MinPerSec {
 				fs.MinPerSec = w
 			}
 			if float64(w) < thr {
 				lastFail = t
+				if firstFail < 0 {
+					firstFail = t
+				}
+			} else if fs.RecFirst < 0 && firstFail >= 0 {
+				fs.RecFirst = t - f.Start
 			}
+		}
+		if firstFail < 0 {
+			fs.RecFirst = 0
+		} else if fs.RecFirst < 0 {
+			fs.RecFirst = f.NextAt - f.Start
 		}
 		switch {
 		case lastFail < 0:
@@ -240,6 +253,7 @@ func (r *RunResult) Analyze(ops []Op, faults []Fault, dur time.Duration) {
 		k.DuringSec += f.End - f.Start
 		k.DuringOk += fs.DuringOk
 		k.Errors += fs.Errors
+		k.RecFirstSum += fs.RecFirst
 		if fs.Recovery < 0 {
 			k.NotRecovered++
 		} else {
@@ -286,25 +300,25 @@ func (r *RunResult) Text() string {
 	for _, d := range r.Problems {
 		fmt.Fprintf(&b, "  problem: %s\n", d)
 	}
-	fmt.Fprintf(&b, "\n%-3s %-15s %-22s %8s %5s %7s %9s %9s %6s %6s %8s\n", "#", "fault", "target", "start", "dur", "window", "ok/s in", "ok/s win", "errs", "min1s", "recovery")
+	fmt.Fprintf(&b, "\n%-3s %-15s %-22s %8s %5s %7s %9s %9s %6s %6s %8s %8s\n", "#", "fault", "target", "start", "dur", "window", "ok/s in", "ok/s win", "errs", "min1s", "rec-1st", "stable")
 	for i, f := range r.Faults {
 		if f.Skipped != "" {
 			fmt.Fprintf(&b, "%-3d %-15s skipped: %s\n", i+1, f.Kind, f.Skipped)
 			continue
 		}
 		s := r.FaultStats[i]
-		fmt.Fprintf(&b, "%-3d %-15s %-22s %7.2fs %4.1fs %6.1fs %9.0f %9.0f %6d %6d %8s\n", i+1, f.Kind,
+		fmt.Fprintf(&b, "%-3d %-15s %-22s %7.2fs %4.1fs %6.1fs %9.0f %9.0f %6d %6d %7.1fs %8s\n", i+1, f.Kind,
 			fmt.Sprintf("%s %s (%s)", f.Target, f.TargetID[:min(6, len(f.TargetID))], f.Role), f.Start, f.End-f.Start, f.NextAt-f.Start,
-			ratio(float64(s.DuringOk), f.End-f.Start), ratio(float64(s.WindowOk), f.NextAt-f.Start), s.Errors, s.MinPerSec, recStr(s.Recovery))
+			ratio(float64(s.DuringOk), f.End-f.Start), ratio(float64(s.WindowOk), f.NextAt-f.Start), s.Errors, s.MinPerSec, s.RecFirst, recStr(s.Recovery))
 	}
-	fmt.Fprintf(&b, "\nper kind: %-15s %5s %10s %10s %7s %9s %9s\n", "", "count", "ok/s in", "ok/s win", "errors", "mean rec", "max rec")
+	fmt.Fprintf(&b, "\nper kind: %-15s %5s %10s %10s %7s %9s %9s %9s\n", "", "count", "ok/s in", "ok/s win", "errors", "rec-1st", "stable", "max stbl")
 	for _, k := range kindOrder(r.ByKind) {
 		s := r.ByKind[k]
 		nr := ""
 		if s.NotRecovered > 0 {
 			nr = fmt.Sprintf("  (%d not recovered)", s.NotRecovered)
 		}
-		fmt.Fprintf(&b, "          %-15s %5d %10.0f %10.0f %7d %8.1fs %8.1fs%s\n", k, s.Count, s.DuringRate(), s.WindowRate(), s.Errors, s.MeanRec(), s.RecMax, nr)
+		fmt.Fprintf(&b, "          %-15s %5d %10.0f %10.0f %7d %8.1fs %8.1fs %8.1fs%s\n", k, s.Count, s.DuringRate(), s.WindowRate(), s.Errors, s.MeanFirst(), s.MeanRec(), s.RecMax, nr)
 	}
 	b.WriteString("\ntop errors (op: message):\n")
 	for _, e := range r.TopErrors {

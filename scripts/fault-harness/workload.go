@@ -64,6 +64,7 @@ type Workload struct {
 	Endpoints []string
 	LogPath   string
 	T0        time.Time
+	Pin       bool // client i talks to endpoint i mod 3 only (diagnosis)
 }
 
 func (w *Workload) keyName(i int) string { return fmt.Sprintf("fh/k%d", i) }
@@ -74,7 +75,11 @@ func (w *Workload) since() int64 { return time.Since(w.T0).Microseconds() }
 func (w *Workload) Run(ctx context.Context) ([][]Op, error) {
 	clis := make([]*clientv3.Client, w.Clients)
 	for i := range clis {
-		c, err := newClient(w.Endpoints, w.LogPath)
+		eps := w.Endpoints
+		if w.Pin {
+			eps = []string{w.Endpoints[i%len(w.Endpoints)]}
+		}
+		c, err := newClient(eps, w.LogPath)
 		if err != nil {
 			return nil, err
 		}
