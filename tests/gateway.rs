@@ -192,3 +192,100 @@ fn json_gateway_serves_cluster_and_maintenance_and_refuses_bad_json() {
     assert_eq!(error["code"], 3);
     assert!(error["error"].as_str().is_some_and(|e| !e.is_empty()));
 }
+
+/// POSTs `body` to `path` with `token` in the `Authorization` header.
+fn post_as(endpoint: &str, token: &str, path: &str, body: &str) -> (u16, Value) {
+    let out = Command::new("curl")
+        .args(["-s", "-X", "POST", "-H", &format!("Authorization: {token}"), "-d", body])
+        .args(["-w", "\n%{http_code}"])
+        .arg(format!("http://{endpoint}{path}"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (json, code) = text.rsplit_once('\n').expect("curl printed the status");
+    let value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{path}: {e}: {json}"));
+    (code.parse().expect("a status code"), value)
+}
+
+/// Sets up auth through `/v3/auth/*`, then uses a token from
+/// `/v3/auth/authenticate` in the `Authorization` header. Tokens differ per
+/// server, so each answer's token is checked for presence and dropped.
+fn auth_sequence(endpoint: &str) -> Vec<(u16, Value)> {
+    let mut out = Vec::new();
+    let setup = [
+        ("/v3/auth/user/add", r#"{"name":"root","password":"rootpw"}"#.to_string()),
+        ("/v3/auth/user/add", r#"{"name":"root","password":"again"}"#.to_string()),
+        ("/v3/auth/user/grant", r#"{"user":"root","role":"root"}"#.to_string()),
+        ("/v3/auth/user/add", r#"{"name":"alice","password":"alicepw"}"#.to_string()),
+        ("/v3/auth/role/add", r#"{"name":"reader"}"#.to_string()),
+        (
+            "/v3/auth/role/grant",
+            format!(
+                r#"{{"name":"reader","perm":{{"permType":"READ","key":"{}","range_end":"{}"}}}}"#,
+                b64("foo"),
+                b64("fop")
+            ),
+        ),
+        ("/v3/auth/user/grant", r#"{"user":"alice","role":"reader"}"#.to_string()),
+        ("/v3/auth/enable", "{}".to_string()),
+        ("/v3/kv/put", format!(r#"{{"key":"{}","value":"{}"}}"#, b64("foo"), b64("v"))),
+        ("/v3/auth/authenticate", r#"{"name":"root","password":"wrong"}"#.to_string()),
+    ];
+    for (path, body) in &setup {
+        out.push(post(endpoint, path, body));
+    }
+    let login = |name: &str, password: &str| {
+        let body = format!(r#"{{"name":"{name}","password":"{password}"}}"#);
+        let (code, mut value) = post(endpoint, "/v3/auth/authenticate", &body);
+        assert_eq!(code, 200, "{value}");
+        let token = value["token"].as_str().expect("a token").to_string();
+        assert!(!token.is_empty());
+        value.as_object_mut().unwrap().remove("token");
+        (token, (code, value))
+    };
+    let (root, answer) = login("root", "rootpw");
+    out.push(answer);
+    let (alice, answer) = login("alice", "alicepw");
+    out.push(answer);
+    let as_root = [
+        ("/v3/kv/put", format!(r#"{{"key":"{}","value":"{}"}}"#, b64("foo"), b64("v"))),
+        ("/v3/auth/user/list", "{}".to_string()),
+        ("/v3/auth/role/list", "{}".to_string()),
+        ("/v3/auth/role/get", r#"{"role":"reader"}"#.to_string()),
+        ("/v3/auth/user/get", r#"{"name":"alice"}"#.to_string()),
+        ("/v3/auth/user/delete", r#"{"name":"root"}"#.to_string()),
+    ];
+    for (path, body) in &as_root {
+        out.push(post_as(endpoint, &root, path, body));
+    }
+    let as_alice = [
+        ("/v3/kv/range", format!(r#"{{"key":"{}"}}"#, b64("foo"))),
+        ("/v3/kv/put", format!(r#"{{"key":"{}","value":"{}"}}"#, b64("foo"), b64("w"))),
+        ("/v3/auth/user/list", "{}".to_string()),
+    ];
+    for (path, body) in &as_alice {
+        out.push(post_as(endpoint, &alice, path, body));
+    }
+    out.push(post_as(
+        endpoint,
+        "not-a-token",
+        "/v3/kv/range",
+        &format!(r#"{{"key":"{}"}}"#, b64("foo")),
+    ));
+    out.push(post_as(endpoint, &root, "/v3/auth/disable", "{}"));
+    out.push(post(endpoint, "/v3/kv/range", &format!(r#"{{"key":"{}"}}"#, b64("foo"))));
+    out.into_iter().map(|(code, value)| (code, normalise(value))).collect()
+}
+
+#[test]
+fn json_gateway_serves_auth_with_the_authorization_header_as_real_etcd() {
+    assert!(real_etcd().is_some(), "real etcd is required: apt-get install -y etcd-server");
+    let ours = Server::start();
+    let oracle = Server::start_with(Flavor::RealEtcd, &[]);
+    let got = auth_sequence(&ours.endpoint());
+    let want = auth_sequence(&oracle.endpoint());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "step {i} differs from real etcd");
+    }
+    assert_eq!(got.len(), want.len());
+}

@@ -63,6 +63,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        crate::auth::require_admin(&self.server, &request).await?;
         let request = request.into_inner();
         let outcome = self.server.member_add(request.peer_ur_ls, request.is_learner).await;
         let (member, members) = self.changed(outcome)?;
@@ -77,6 +78,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        crate::auth::require_admin(&self.server, &request).await?;
         let (_, members) =
             self.changed(self.server.member_remove(request.into_inner().id).await)?;
         Ok(Response::new(MemberRemoveResponse { header: Some(self.header()), members }))
@@ -86,6 +88,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
+        crate::auth::require_admin(&self.server, &request).await?;
         let request = request.into_inner();
         let outcome = self.server.member_update(request.id, request.peer_ur_ls).await;
         let (_, members) = self.changed(outcome)?;
@@ -96,6 +99,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        crate::auth::require_admin(&self.server, &request).await?;
         let (_, members) =
             self.changed(self.server.member_promote(request.into_inner().id).await)?;
         Ok(Response::new(MemberPromoteResponse { header: Some(self.header()), members }))

@@ -10,11 +10,12 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use etcd_daemon::EtcdServer;
+use etcd_proto::etcdserverpb::auth_server::Auth;
 use etcd_proto::etcdserverpb::cluster_server::Cluster;
 use etcd_proto::etcdserverpb::kv_server::Kv;
 use etcd_proto::etcdserverpb::lease_server::Lease;
@@ -29,6 +30,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Status};
 
+use crate::auth::AuthService;
 use crate::cluster::ClusterService;
 use crate::election::ElectionService;
 use crate::kv::KvService;
@@ -40,6 +42,7 @@ use crate::maintenance::MaintenanceService;
 pub(crate) struct Gateway {
     server: Arc<EtcdServer>,
     kv: KvService,
+    auth: AuthService,
     lease: LeaseService,
     cluster: ClusterService,
     maintenance: MaintenanceService,
@@ -54,9 +57,9 @@ fn http_status(code: Code) -> StatusCode {
     match code {
         Code::Ok => StatusCode::OK,
         Code::Cancelled => StatusCode::REQUEST_TIMEOUT,
-        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
-            StatusCode::BAD_REQUEST
-        }
+        Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        // grpc-gateway v1, which etcd 3.4 and 3.5 serve with.
+        Code::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
         Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         Code::NotFound => StatusCode::NOT_FOUND,
         Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
@@ -95,11 +98,28 @@ pub(crate) fn decode<Req: DeserializeOwned + Default>(body: &[u8]) -> Result<Req
     serde_json::from_slice(body).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
+/// The token of a gateway call: grpc-gateway passes the `Authorization`
+/// header on as the `authorization` metadata etcd reads tokens from.
+fn authorization(headers: &HeaderMap) -> Option<String> {
+    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+/// A gRPC request as the gateway hands it to a service: the decoded message
+/// and the caller's token.
+fn grpc_request<Req>(message: Req, token: Option<&str>) -> tonic::Request<Req> {
+    let mut request = tonic::Request::new(message);
+    if let Some(value) = token.and_then(|t| t.parse().ok()) {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
 /// One unary call: JSON in, the gRPC method (checked as the gRPC route would
 /// be), JSON out.
 async fn unary<Req, Resp, Fut>(
     gateway: &Gateway,
     grpc_path: &str,
+    headers: &HeaderMap,
     body: &[u8],
     call: impl FnOnce(tonic::Request<Req>) -> Fut,
 ) -> Response
@@ -115,7 +135,7 @@ where
         Ok(request) => request,
         Err(status) => return error_response(&status),
     };
-    match call(tonic::Request::new(request)).await {
+    match call(grpc_request(request, authorization(headers).as_deref())).await {
         Ok(response) => match serde_json::to_string(response.get_ref()) {
             Ok(json) => json_response(StatusCode::OK, json),
             Err(e) => error_response(&Status::internal(e.to_string())),
@@ -189,10 +209,10 @@ fn inbound<Req: DeserializeOwned>(
 }
 
 /// `/v3/watch`: the watchers the body asks for, streamed until the client leaves.
-async fn watch(State(g): Shared, body: Bytes) -> Response {
+async fn watch(State(g): Shared, headers: HeaderMap, body: Bytes) -> Response {
     match inbound::<WatchRequest>(&g, "/etcdserverpb.Watch/Watch", &body) {
         Ok(requests) => {
-            let rx = crate::watch::open(g.server.clone(), requests);
+            let rx = crate::watch::open(g.server.clone(), authorization(&headers), requests);
             stream_response(ReceiverStream::new(rx).map(Ok::<_, Status>))
         }
         Err(status) => error_response(&status),
@@ -231,8 +251,8 @@ macro_rules! routes {
     ($router:expr, $( $path:literal => $grpc:literal, $svc:ident . $method:ident );* $(;)?) => {
         $router
         $(
-            .route($path, post(|State(g): Shared, body: Bytes| async move {
-                unary(&g, $grpc, &body, |r| g.$svc.$method(r)).await
+            .route($path, post(|State(g): Shared, headers: HeaderMap, body: Bytes| async move {
+                unary(&g, $grpc, &headers, &body, |r| g.$svc.$method(r)).await
             }))
         )*
     };
@@ -242,6 +262,7 @@ macro_rules! routes {
 pub(crate) fn router(server: Arc<EtcdServer>) -> Router {
     let gateway = Arc::new(Gateway {
         kv: KvService::new(server.clone()),
+        auth: AuthService::new(server.clone()),
         lease: LeaseService::new(server.clone()),
         cluster: ClusterService::new(server.clone()),
         maintenance: MaintenanceService::new(server.clone()),
@@ -256,6 +277,23 @@ pub(crate) fn router(server: Arc<EtcdServer>) -> Router {
         "/v3/kv/deleterange" => "/etcdserverpb.KV/DeleteRange", kv.delete_range;
         "/v3/kv/txn" => "/etcdserverpb.KV/Txn", kv.txn;
         "/v3/kv/compaction" => "/etcdserverpb.KV/Compact", kv.compact;
+        "/v3/auth/enable" => "/etcdserverpb.Auth/AuthEnable", auth.auth_enable;
+        "/v3/auth/disable" => "/etcdserverpb.Auth/AuthDisable", auth.auth_disable;
+        "/v3/auth/status" => "/etcdserverpb.Auth/AuthStatus", auth.auth_status;
+        "/v3/auth/authenticate" => "/etcdserverpb.Auth/Authenticate", auth.authenticate;
+        "/v3/auth/user/add" => "/etcdserverpb.Auth/UserAdd", auth.user_add;
+        "/v3/auth/user/get" => "/etcdserverpb.Auth/UserGet", auth.user_get;
+        "/v3/auth/user/list" => "/etcdserverpb.Auth/UserList", auth.user_list;
+        "/v3/auth/user/delete" => "/etcdserverpb.Auth/UserDelete", auth.user_delete;
+        "/v3/auth/user/changepw" => "/etcdserverpb.Auth/UserChangePassword", auth.user_change_password;
+        "/v3/auth/user/grant" => "/etcdserverpb.Auth/UserGrantRole", auth.user_grant_role;
+        "/v3/auth/user/revoke" => "/etcdserverpb.Auth/UserRevokeRole", auth.user_revoke_role;
+        "/v3/auth/role/add" => "/etcdserverpb.Auth/RoleAdd", auth.role_add;
+        "/v3/auth/role/get" => "/etcdserverpb.Auth/RoleGet", auth.role_get;
+        "/v3/auth/role/list" => "/etcdserverpb.Auth/RoleList", auth.role_list;
+        "/v3/auth/role/delete" => "/etcdserverpb.Auth/RoleDelete", auth.role_delete;
+        "/v3/auth/role/grant" => "/etcdserverpb.Auth/RoleGrantPermission", auth.role_grant_permission;
+        "/v3/auth/role/revoke" => "/etcdserverpb.Auth/RoleRevokePermission", auth.role_revoke_permission;
         "/v3/lease/grant" => "/etcdserverpb.Lease/LeaseGrant", lease.lease_grant;
         "/v3/lease/revoke" => "/etcdserverpb.Lease/LeaseRevoke", lease.lease_revoke;
         "/v3/kv/lease/revoke" => "/etcdserverpb.Lease/LeaseRevoke", lease.lease_revoke;

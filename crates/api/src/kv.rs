@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use etcd_auth::AuthInfo;
 use etcd_daemon::EtcdServer;
 use etcd_proto::etcdrs::InternalRaftRequest;
 use etcd_proto::etcdserverpb::kv_server::Kv;
@@ -12,6 +13,7 @@ use etcd_proto::etcdserverpb::{
 use etcd_server::{Applied, Response, ServerError};
 use tonic::{Request, Status};
 
+use crate::auth::{credentials, token};
 use crate::status::to_status;
 use crate::validate;
 
@@ -26,9 +28,13 @@ impl KvService {
         KvService { server }
     }
 
-    async fn propose(&self, request: InternalRaftRequest) -> Result<(Response, i64), Status> {
+    async fn propose(
+        &self,
+        request: InternalRaftRequest,
+        info: &AuthInfo,
+    ) -> Result<(Response, i64), Status> {
         let Applied { result, revision, .. } =
-            self.server.propose(request).await.map_err(|e| to_status(&e))?;
+            self.server.propose_as(request, info).await.map_err(|e| to_status(&e))?;
         let response = result.map_err(|e| to_status(&e))?;
         Ok((response, revision))
     }
@@ -66,12 +72,14 @@ impl Kv for KvService {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<tonic::Response<RangeResponse>, Status> {
+        let token = token(request.metadata()).map(str::to_string);
         let request = request.into_inner();
         if !request.serializable {
             self.server.check_not_learner().map_err(|e| to_status(&e))?;
         }
         validate::check_range(&request).map_err(|e| to_status(&e))?;
-        let response = self.server.range(&request).await.map_err(|e| to_status(&e))?;
+        let response =
+            self.server.range_as(&request, token.as_deref()).await.map_err(|e| to_status(&e))?;
         Ok(tonic::Response::new(response))
     }
 
@@ -79,11 +87,12 @@ impl Kv for KvService {
         &self,
         request: Request<PutRequest>,
     ) -> Result<tonic::Response<PutResponse>, Status> {
+        let info = credentials(&self.server, &request).await?;
         let put = request.into_inner();
         validate::check_put(&put).map_err(|e| to_status(&e))?;
         self.server.check_quota(put_cost(&put)).await.map_err(|e| to_status(&e))?;
         let request = InternalRaftRequest { put: Some(put), ..Default::default() };
-        match self.propose(request).await? {
+        match self.propose(request, &info).await? {
             (Response::Put(mut response), revision) => {
                 response.header = Some(self.server.header(revision));
                 Ok(tonic::Response::new(response))
@@ -96,10 +105,11 @@ impl Kv for KvService {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<tonic::Response<DeleteRangeResponse>, Status> {
+        let info = credentials(&self.server, &request).await?;
         let delete = request.into_inner();
         validate::check_delete(&delete).map_err(|e| to_status(&e))?;
         let request = InternalRaftRequest { delete_range: Some(delete), ..Default::default() };
-        match self.propose(request).await? {
+        match self.propose(request, &info).await? {
             (Response::DeleteRange(mut response), revision) => {
                 response.header = Some(self.server.header(revision));
                 Ok(tonic::Response::new(response))
@@ -112,6 +122,7 @@ impl Kv for KvService {
         &self,
         request: Request<TxnRequest>,
     ) -> Result<tonic::Response<TxnResponse>, Status> {
+        let info = credentials(&self.server, &request).await?;
         let txn = request.into_inner();
         validate::check_txn(&txn, self.server.config().max_txn_ops).map_err(|e| to_status(&e))?;
         let cost = txn_cost(&txn);
@@ -119,7 +130,7 @@ impl Kv for KvService {
             self.server.check_quota(cost).await.map_err(|e| to_status(&e))?;
         }
         let request = InternalRaftRequest { txn: Some(txn), ..Default::default() };
-        match self.propose(request).await? {
+        match self.propose(request, &info).await? {
             (Response::Txn(mut response), revision) => {
                 // Only the top-level header is filled here: the responses inside a
                 // txn carry etcd's revision-only headers, set by the store.
@@ -134,9 +145,10 @@ impl Kv for KvService {
         &self,
         request: Request<CompactionRequest>,
     ) -> Result<tonic::Response<CompactionResponse>, Status> {
+        let info = credentials(&self.server, &request).await?;
         let compaction = request.into_inner();
         let request = InternalRaftRequest { compaction: Some(compaction), ..Default::default() };
-        match self.propose(request).await? {
+        match self.propose(request, &info).await? {
             (Response::Compact(mut response), revision) => {
                 response.header = Some(self.server.header(revision));
                 Ok(tonic::Response::new(response))

@@ -58,7 +58,8 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
-        match self.applied(self.server.lease_grant(request.into_inner()).await)? {
+        let info = crate::auth::credentials(&self.server, &request).await?;
+        match self.applied(self.server.lease_grant(request.into_inner(), &info).await)? {
             (AppliedResponse::LeaseGrant(mut response), revision) => {
                 response.header = Some(self.server.header(revision));
                 Ok(Response::new(response))
@@ -71,7 +72,8 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
-        match self.applied(self.server.lease_revoke(request.into_inner().id).await)? {
+        let info = crate::auth::credentials(&self.server, &request).await?;
+        match self.applied(self.server.lease_revoke(request.into_inner().id, &info).await)? {
             (AppliedResponse::LeaseRevoke(mut response), revision) => {
                 response.header = Some(self.server.header(revision));
                 Ok(Response::new(response))
@@ -92,8 +94,21 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let token = crate::auth::token(request.metadata()).map(str::to_string);
         let request = request.into_inner();
+        let checked = if request.keys {
+            self.server
+                .check_lease_keys_readable(request.id, token.as_deref())
+                .await
+                .map_err(|e| to_status(&e))?
+        } else {
+            None
+        };
         let answer = self.server.lease_time_to_live(request.id, request.keys).await;
+        if let Some(revision) = checked {
+            let now = etcd_auth::AuthInfo { username: String::new(), revision };
+            self.server.check_still_current(&now).map_err(|e| to_status(&e))?;
+        }
         let header = Some(self.current_header());
         let response = match answer.map_err(|e| to_status(&e))? {
             Some(response) => LeaseTimeToLiveResponse { header, ..response },

@@ -4,6 +4,7 @@
 //! (the only place errors become gRPC statuses) and fills the response header.
 //! Nothing here writes to storage: writes go through Raft.
 
+pub mod auth;
 pub mod cluster;
 pub mod election;
 mod gateway;
@@ -24,6 +25,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use etcd_daemon::EtcdServer;
+use etcd_proto::etcdserverpb::auth_server::AuthServer;
 use etcd_proto::etcdserverpb::cluster_server::ClusterServer;
 use etcd_proto::etcdserverpb::kv_server::KvServer;
 use etcd_proto::etcdserverpb::lease_server::LeaseServer;
@@ -53,6 +55,7 @@ pub async fn serve(
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(usize::MAX);
     let cluster = ClusterServer::new(cluster::ClusterService::new(server.clone()));
+    let auth = AuthServer::new(auth::AuthService::new(server.clone()));
     let maintenance = MaintenanceServer::new(maintenance::MaintenanceService::new(server.clone()));
     let lease = LeaseServer::new(lease::LeaseService::new(server.clone()));
     let lock = LockServer::new(lock::LockService::new(server.clone()));
@@ -65,6 +68,7 @@ pub async fn serve(
     let routes = tonic::service::Routes::from(http_routes)
         .add_service(kv)
         .add_service(cluster)
+        .add_service(auth)
         .add_service(maintenance)
         .add_service(watch)
         .add_service(lease)

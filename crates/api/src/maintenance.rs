@@ -122,6 +122,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
+        crate::auth::require_admin(&self.server, &request).await?;
         let kv = self.server.kv();
         let revision = kv.current_revision();
         let hash = kv
@@ -148,8 +149,9 @@ impl Maintenance for MaintenanceService {
     /// Local to this member, as in etcd: `etcdctl defrag` asks each endpoint.
     async fn defragment(
         &self,
-        _request: Request<DefragmentRequest>,
+        request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        crate::auth::require_admin(&self.server, &request).await?;
         self.server.defragment().await.map_err(|e| to_status(&e))?;
         let revision = self.server.kv().current_revision();
         Ok(Response::new(DefragmentResponse { header: Some(self.server.header(revision)) }))
@@ -167,8 +169,9 @@ impl Maintenance for MaintenanceService {
 
     async fn snapshot(
         &self,
-        _request: Request<SnapshotRequest>,
+        request: Request<SnapshotRequest>,
     ) -> Result<Response<BoxStream<SnapshotResponse>>, Status> {
+        crate::auth::require_admin(&self.server, &request).await?;
         let path = self.server.backend_snapshot().await.map_err(|e| to_status(&e))?;
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(stream_snapshot(path, tx));

@@ -3,12 +3,48 @@
 //! message is exact. The match has no catch-all: a new error fails to compile
 //! until it is mapped here.
 
+use etcd_auth::AuthError;
 use etcd_server::ServerError;
 use tonic::{Code, Status};
+
+/// The gRPC status etcd returns for an auth error (`rpctypes`' `ErrGRPC*`
+/// texts, which differ from the auth store's own in places).
+fn auth_status(err: &AuthError) -> Status {
+    let (code, text) = match err {
+        AuthError::RootUserNotExist => (Code::FailedPrecondition, "root user does not exist"),
+        AuthError::RootRoleNotExist => {
+            (Code::FailedPrecondition, "root user does not have root role")
+        }
+        AuthError::UserAlreadyExist => (Code::FailedPrecondition, "user name already exists"),
+        AuthError::UserEmpty => (Code::InvalidArgument, "user name is empty"),
+        AuthError::UserNotFound => (Code::FailedPrecondition, "user name not found"),
+        AuthError::RoleAlreadyExist => (Code::FailedPrecondition, "role name already exists"),
+        AuthError::RoleNotFound => (Code::FailedPrecondition, "role name not found"),
+        AuthError::RoleEmpty => (Code::InvalidArgument, "role name is empty"),
+        AuthError::AuthFailed => {
+            (Code::InvalidArgument, "authentication failed, invalid user ID or password")
+        }
+        AuthError::PermissionNotGiven => (Code::InvalidArgument, "permission not given"),
+        AuthError::PermissionDenied => (Code::PermissionDenied, "permission denied"),
+        AuthError::RoleNotGranted => (Code::FailedPrecondition, "role is not granted to the user"),
+        AuthError::PermissionNotGranted => {
+            (Code::FailedPrecondition, "permission is not granted to the role")
+        }
+        AuthError::AuthNotEnabled => (Code::FailedPrecondition, "authentication is not enabled"),
+        AuthError::InvalidAuthToken => (Code::Unauthenticated, "invalid auth token"),
+        AuthError::InvalidAuthMgmt => (Code::InvalidArgument, "invalid auth management"),
+        AuthError::OldRevision => (Code::InvalidArgument, "revision of auth store is old"),
+        // Not in etcd's gRPC error table: its server answers Unknown with the
+        // auth store's own text.
+        AuthError::NoPasswordUser => return Status::new(Code::Unknown, err.to_string()),
+    };
+    Status::new(code, format!("etcdserver: {text}"))
+}
 
 /// The gRPC status etcd returns for `err`.
 pub fn to_status(err: &ServerError) -> Status {
     let code = match err {
+        ServerError::Auth(auth) => return auth_status(auth),
         ServerError::EmptyKey
         | ServerError::KeyNotFound
         | ServerError::ValueProvided
@@ -255,5 +291,46 @@ mod tests {
         }
         let other = relayed(Status::cancelled("context canceled"));
         assert_eq!((other.code(), other.message()), (Code::Cancelled, "context canceled"));
+    }
+
+    #[test]
+    fn auth_errors_carry_etcds_codes_and_texts() {
+        let cases = [
+            (AuthError::RootUserNotExist, Code::FailedPrecondition),
+            (AuthError::RootRoleNotExist, Code::FailedPrecondition),
+            (AuthError::UserAlreadyExist, Code::FailedPrecondition),
+            (AuthError::UserEmpty, Code::InvalidArgument),
+            (AuthError::UserNotFound, Code::FailedPrecondition),
+            (AuthError::RoleAlreadyExist, Code::FailedPrecondition),
+            (AuthError::RoleNotFound, Code::FailedPrecondition),
+            (AuthError::RoleEmpty, Code::InvalidArgument),
+            (AuthError::AuthFailed, Code::InvalidArgument),
+            (AuthError::PermissionNotGiven, Code::InvalidArgument),
+            (AuthError::PermissionDenied, Code::PermissionDenied),
+            (AuthError::RoleNotGranted, Code::FailedPrecondition),
+            (AuthError::PermissionNotGranted, Code::FailedPrecondition),
+            (AuthError::AuthNotEnabled, Code::FailedPrecondition),
+            (AuthError::InvalidAuthToken, Code::Unauthenticated),
+            (AuthError::InvalidAuthMgmt, Code::InvalidArgument),
+            (AuthError::OldRevision, Code::InvalidArgument),
+        ];
+        for (err, code) in cases {
+            let status = to_status(&ServerError::Auth(err.clone()));
+            assert_eq!(status.code(), code, "{err:?}");
+            // Every text is one etcd's clients know (they map it back to the error),
+            // except "permission not given", which etcd's client table lacks too.
+            if err != AuthError::PermissionNotGiven {
+                assert!(
+                    CLIENT_KNOWN_ERRORS.contains(&status.message()),
+                    "{err:?}: {}",
+                    status.message()
+                );
+            }
+        }
+        let no_password = to_status(&ServerError::Auth(AuthError::NoPasswordUser));
+        assert_eq!(
+            (no_password.code(), no_password.message()),
+            (Code::Unknown, "auth: authentication failed, password was given for no password user")
+        );
     }
 }

@@ -55,7 +55,8 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<BoxStream<WatchResponse>>, Status> {
-        let rx = open(self.server.clone(), request.into_inner());
+        let token = crate::auth::token(request.metadata()).map(str::to_string);
+        let rx = open(self.server.clone(), token, request.into_inner());
         Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
     }
 }
@@ -64,11 +65,13 @@ impl Watch for WatchService {
 /// come out of the returned channel. Shared by the gRPC and JSON gateway routes.
 pub(crate) fn open(
     server: Arc<EtcdServer>,
+    token: Option<String>,
     inbound: impl Stream<Item = Result<WatchRequest, Status>> + Unpin + Send + 'static,
 ) -> mpsc::Receiver<WatchResponse> {
     let (tx, rx) = mpsc::channel(STREAM_QUEUE_MAX);
     let stream = WatchStream {
         server,
+        token,
         tx,
         watchers: BTreeMap::new(),
         next_id: 0,
@@ -83,6 +86,8 @@ pub(crate) fn open(
 /// The server side of one Watch stream.
 struct WatchStream {
     server: Arc<EtcdServer>,
+    /// The token the stream was opened with: every create is checked with it.
+    token: Option<String>,
     tx: mpsc::Sender<WatchResponse>,
     watchers: BTreeMap<i64, WatcherHandle>,
     next_id: i64,
@@ -183,11 +188,46 @@ impl WatchStream {
         self.tx.send(progress).await.is_ok()
     }
 
+    /// etcd's `isWatchPermitted`: read permission on the watched range with
+    /// the stream's credentials. A from-key watch (`range_end` "\0") is
+    /// checked as its key alone, as etcd does (it turns the end into an empty
+    /// one first). The refusal is the text of etcd's gRPC error, as etcd puts
+    /// it in `cancel_reason`.
+    async fn permitted(&self, create: &WatchCreateRequest) -> Result<(), String> {
+        let range_end: &[u8] = if create.range_end == [0] { &[] } else { &create.range_end };
+        let checked = match self.server.credentials(self.token.as_deref()).await {
+            Ok(info) => self.server.check_read(&info, &create.key, range_end),
+            Err(err) => Err(err),
+        };
+        checked.map_err(|err| {
+            let status = crate::status::to_status(&err);
+            // Anything but these three is reported as a denial, as etcd does.
+            let status = match status.code() {
+                tonic::Code::InvalidArgument | tonic::Code::Unauthenticated => status,
+                _ => crate::status::to_status(&etcd_server::ServerError::Auth(
+                    etcd_auth::AuthError::PermissionDenied,
+                )),
+            };
+            format!("rpc error: code = {:?} desc = {}", status.code(), status.message())
+        })
+    }
+
     async fn create(&mut self, mut create: WatchCreateRequest) -> bool {
         let hub_revision = self.server.watch_hub().revision();
         let header = Some(self.server.header(hub_revision));
         if create.key.is_empty() {
             create.key = vec![0];
+        }
+        if let Err(reason) = self.permitted(&create).await {
+            let refused = WatchResponse {
+                header,
+                watch_id: INVALID_WATCH_ID,
+                created: true,
+                canceled: true,
+                cancel_reason: reason,
+                ..Default::default()
+            };
+            return self.tx.send(refused).await.is_ok();
         }
         let range = match create.range_end.as_slice() {
             [] => KeyRange::Single(create.key),

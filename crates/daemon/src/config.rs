@@ -56,6 +56,10 @@ pub struct ServerConfig {
     pub peer_client_tls: Option<etcd_transport::ClientTlsConfig>,
     /// `--experimental-enable-lease-checkpoint` (with its `-persist` companion).
     pub lease_checkpoint: Option<etcd_lease::Checkpointing>,
+    /// `--bcrypt-cost` (already checked: out-of-range costs became the default).
+    pub bcrypt_cost: u32,
+    /// `--auth-token-ttl`: how long a simple token lives after its last use.
+    pub auth_token_ttl: Duration,
 }
 
 /// Test-only: the lease checkpoint interval in milliseconds (production never
@@ -86,6 +90,8 @@ impl ServerConfig {
             watch_progress_notify_interval: Duration::from_secs(600),
             peer_client_tls: None,
             lease_checkpoint: None,
+            bcrypt_cost: etcd_auth::DEFAULT_BCRYPT_COST,
+            auth_token_ttl: Duration::from_secs(300),
         }
     }
 

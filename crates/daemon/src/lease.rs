@@ -78,13 +78,14 @@ impl EtcdServer {
     pub async fn lease_grant(
         &self,
         mut request: LeaseGrantRequest,
+        info: &etcd_auth::AuthInfo,
     ) -> Result<Applied, ServerError> {
         self.check_quota(crate::alarms::LEASE_COST_BYTES).await?;
         if request.id == 0 {
             request.id = (self.next_id() & (i64::MAX as u64)) as i64;
         }
         let internal = InternalRaftRequest { lease_grant: Some(request), ..Default::default() };
-        self.propose(internal).await
+        self.propose_as(internal, info).await
     }
 
     /// Records leases' remaining TTLs through Raft (lease checkpointing).
@@ -98,11 +99,16 @@ impl EtcdServer {
         self.propose(internal).await
     }
 
-    /// Revokes a lease through Raft, deleting its keys in one revision.
-    pub async fn lease_revoke(&self, id: i64) -> Result<Applied, ServerError> {
+    /// Revokes a lease through Raft, deleting its keys in one revision; with
+    /// auth on, `info` needs write permission on every key of the lease.
+    pub async fn lease_revoke(
+        &self,
+        id: i64,
+        info: &etcd_auth::AuthInfo,
+    ) -> Result<Applied, ServerError> {
         let request = LeaseRevokeRequest { id };
         let internal = InternalRaftRequest { lease_revoke: Some(request), ..Default::default() };
-        self.propose(internal).await
+        self.propose_as(internal, info).await
     }
 
     /// Renews a lease through the leader (this member, or the one it forwards
@@ -268,7 +274,9 @@ impl EtcdServer {
             for id in expired {
                 let server = self.clone();
                 tokio::spawn(async move {
-                    match server.lease_revoke(id).await {
+                    // The member revokes as root (etcd's `WithRoot`), so expiry
+                    // works whatever permissions the lease's keys have.
+                    match server.lease_revoke(id, &server.root_credentials()).await {
                         Ok(_) => {
                             tracing::debug!(lease = %format!("{id:x}"), "revoked expired lease")
                         }

@@ -14,6 +14,7 @@ pub mod watch_hub;
 
 mod alarms;
 mod apply_loop;
+mod auth;
 mod clock;
 mod compactor;
 mod defrag;

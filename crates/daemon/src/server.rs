@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -67,6 +67,7 @@ pub struct EtcdServer {
     pub(crate) shared: Arc<Shared>,
     watch_hub: Arc<WatchHub>,
     pub(crate) lessor: Arc<Mutex<etcd_lease::Lessor>>,
+    pub(crate) auth: Arc<RwLock<etcd_auth::AuthStore>>,
     raft_tx: mpsc::Sender<RaftInput>,
     transport: PeerTransport,
     next_request_id: AtomicU64,
@@ -86,8 +87,15 @@ impl EtcdServer {
         let lessor = crate::lease::recover_lessor(&cfg, &opened.backend, &opened.kv)
             .map_err(backend_error)?;
         let lessor = Arc::new(Mutex::new(lessor));
-        let applier = Applier::new(opened.backend.clone(), opened.kv.clone(), lessor.clone())
+        let auth = opened
+            .backend
+            .begin_read()
+            .and_then(|txn| etcd_auth::AuthStore::load(&txn, cfg.auth_token_ttl.as_millis() as u64))
             .map_err(|e| backend_error(e.to_string()))?;
+        let auth = Arc::new(RwLock::new(auth));
+        let applier =
+            Applier::new(opened.backend.clone(), opened.kv.clone(), lessor.clone(), auth.clone())
+                .map_err(|e| backend_error(e.to_string()))?;
         let shared = Arc::new(Shared::new(applier.consistent_index()));
         shared.db_size_bytes.store(opened.backend.size_bytes().unwrap_or(0), Ordering::Relaxed);
         let watch_hub = Arc::new(WatchHub::new(opened.kv.current_revision()));
@@ -170,6 +178,7 @@ impl EtcdServer {
             shared,
             watch_hub,
             lessor,
+            auth,
             raft_tx,
             transport,
             next_request_id: AtomicU64::new(id_start),
@@ -368,7 +377,8 @@ impl EtcdServer {
             return Err(ServerError::TooManyRequests);
         }
         let id = self.next_id();
-        request.header = Some(RequestHeader { id, ..Default::default() });
+        // The caller may have set the credentials (`propose_as`); the ID is ours.
+        request.header.get_or_insert_with(RequestHeader::default).id = id;
         let data = request.encode_to_vec();
         if data.len() > self.cfg.max_request_bytes {
             return Err(ServerError::RequestTooLarge);
@@ -472,6 +482,11 @@ impl EtcdServer {
         if !request.serializable {
             self.read_barrier().await?;
         }
+        self.read_range(request)
+    }
+
+    /// Reads a Range from the store as it is now (the caller ordered it).
+    pub(crate) fn read_range(&self, request: &RangeRequest) -> Result<RangeResponse, ServerError> {
         let (mut response, revision) = self.kv.range_with_rev(request).map_err(|e| {
             ServerError::from_mvcc(&e).unwrap_or_else(|| {
                 tracing::error!(error = %e, "backend read failed");

@@ -627,6 +627,11 @@ impl Lessor {
         })
     }
 
+    /// The keys attached to lease `id`, sorted (none if it does not exist).
+    pub fn keys(&self, id: i64) -> Vec<Vec<u8>> {
+        self.leases.get(&id).map(|l| l.keys.iter().cloned().collect()).unwrap_or_default()
+    }
+
     /// Ids of every granted lease, sorted.
     pub fn leases(&self) -> Vec<i64> {
         self.leases.keys().copied().collect()

@@ -10,8 +10,9 @@
 //! Results are deterministic: every member computes the same result for the same
 //! entry. Only a storage failure is an `Err`, and the caller must treat it as fatal.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
+use etcd_auth::AuthStore;
 use etcd_lease::{LeaseError, Lessor};
 use etcd_mvcc::{Batch, KvStore, MvccError};
 use etcd_proto::etcdrs::{InternalRaftRequest, Member, MemberChange};
@@ -26,6 +27,7 @@ use etcd_storage::Backend;
 use prost::Message;
 
 use crate::alarms::{self, Alarms};
+use crate::auth::{self, AuthReply};
 use crate::membership::{self, MemberEvent};
 use crate::ServerError;
 
@@ -52,6 +54,8 @@ pub enum Response {
     LeaseCheckpoint,
     /// A member's attributes were recorded.
     MemberAttributes,
+    /// Result of an auth request.
+    Auth(AuthReply),
     /// A membership change: the member it concerned and every member after it.
     Members {
         /// The added, removed, promoted or updated member.
@@ -112,6 +116,7 @@ pub struct Applier {
     backend: Arc<Backend>,
     kv: Arc<KvStore>,
     lessor: Arc<Mutex<Lessor>>,
+    auth: Arc<RwLock<AuthStore>>,
     consistent_index: u64,
     alarms: Alarms,
 }
@@ -131,6 +136,9 @@ pub enum ApplyFailure {
     /// The stored alarms failed.
     #[error("apply failed: alarms: {0}")]
     Alarms(String),
+    /// The auth tables failed.
+    #[error("apply failed: auth tables: {0}")]
+    Auth(etcd_storage::StorageError),
 }
 
 impl Applier {
@@ -139,13 +147,14 @@ impl Applier {
         backend: Arc<Backend>,
         kv: Arc<KvStore>,
         lessor: Arc<Mutex<Lessor>>,
+        auth: Arc<RwLock<AuthStore>>,
     ) -> Result<Applier, ApplyFailure> {
         let (consistent_index, alarms) = {
             let txn = backend.begin_read().map_err(MvccError::from)?;
             let index = etcd_storage::consistent_index(&txn).map_err(MvccError::from)?.0;
             (index, Alarms::load(&txn).map_err(ApplyFailure::Alarms)?)
         };
-        Ok(Applier { backend, kv, lessor, consistent_index, alarms })
+        Ok(Applier { backend, kv, lessor, auth, consistent_index, alarms })
     }
 
     /// The index of the last entry whose effects are in the backend.
@@ -158,6 +167,7 @@ impl Applier {
         let txn = self.backend.begin_read().map_err(MvccError::from)?;
         self.consistent_index = etcd_storage::consistent_index(&txn).map_err(MvccError::from)?.0;
         self.alarms = Alarms::load(&txn).map_err(ApplyFailure::Alarms)?;
+        self.auth.write().expect("auth lock").reload(&txn).map_err(ApplyFailure::Auth)?;
         Ok(())
     }
 
@@ -212,8 +222,14 @@ impl Applier {
                     membership::apply_change(batch.write_txn(), change)?,
                     &mut outcome,
                 )
+            } else if auth::is_auth_request(&request) {
+                let mut store = self.auth.write().expect("auth lock");
+                auth::apply(&mut store, batch.write_txn(), &request, entry.index, now_ms)
+                    .map_err(ApplyFailure::Auth)?
+                    .map(Response::Auth)
             } else {
-                apply_request(&mut batch, &mut lessor, &mut self.alarms, request, now_ms)?
+                let store = self.auth.read().expect("auth lock");
+                apply_request(&mut batch, &mut lessor, &mut self.alarms, &store, request, now_ms)?
             };
             for change in batch.take_lease_changes() {
                 lessor.detach(change.old_lease, &change.key);
@@ -320,6 +336,7 @@ fn apply_request(
     batch: &mut Batch<'_>,
     lessor: &mut Lessor,
     alarms: &mut Alarms,
+    auth_store: &AuthStore,
     request: InternalRaftRequest,
     now_ms: u64,
 ) -> Result<Result<Response, ServerError>, ApplyFailure> {
@@ -330,6 +347,10 @@ fn apply_request(
         if grows {
             return Ok(Err(ServerError::NoSpace));
         }
+    }
+    // etcd's order: the NOSPACE gate, then the auth checks, then the request.
+    if let Err(err) = auth::check_request(auth_store, lessor, &request) {
+        return Ok(Err(ServerError::Auth(err)));
     }
     if let Some(alarm) = request.alarm {
         let response = alarms.apply(batch.write_txn(), &alarm).map_err(ApplyFailure::Alarms)?;

@@ -2,6 +2,7 @@
 //! codes and etcd's exact messages (clients match on the text); this enum only
 //! names the conditions.
 
+use etcd_auth::AuthError;
 use etcd_lease::LeaseError;
 use etcd_mvcc::MvccError;
 
@@ -101,6 +102,9 @@ pub enum ServerError {
     /// Rewriting the backend failed; the member keeps the backend it had.
     #[error("defragment failed: {0}")]
     Defragment(String),
+    /// Refused by authentication or authorization.
+    #[error("{0}")]
+    Auth(AuthError),
 }
 
 impl ServerError {

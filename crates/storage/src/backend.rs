@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use crate::error::{Result, StorageError, VersionFound};
-use crate::schema::{self, KEY, LEASE, MEMBERS, META};
+use crate::schema::{self, AuthTable, KEY, LEASE, MEMBERS, META};
 
 /// The backend file: one redb database holding every table of [`crate::schema`].
 ///
@@ -192,6 +192,12 @@ impl Backend {
             copy_table(&src, &w, META)?;
             copy_table(&src, &w, MEMBERS)?;
             copy_table(&src, &w, LEASE)?;
+            for table in [AuthTable::Meta, AuthTable::Users, AuthTable::Roles] {
+                match copy_table(&src, &w, table.definition()) {
+                    Err(StorageError::Redb(redb::Error::TableDoesNotExist(_))) => {}
+                    other => other?,
+                }
+            }
         }
         w.commit()?;
         Ok(())
@@ -264,6 +270,17 @@ impl WriteTxn {
         Ok(self.txn.open_table(LEASE)?.remove(id)?.is_some())
     }
 
+    /// Sets `key` in auth table `table`.
+    pub fn auth_put(&self, table: AuthTable, key: &[u8], value: &[u8]) -> Result<()> {
+        self.txn.open_table(table.definition())?.insert(key, value)?;
+        Ok(())
+    }
+
+    /// Removes `key` from auth table `table`; returns whether it existed.
+    pub fn auth_delete(&self, table: AuthTable, key: &[u8]) -> Result<bool> {
+        Ok(self.txn.open_table(table.definition())?.remove(key)?.is_some())
+    }
+
     /// Inserts (or replaces) one entry of the `key` table.
     pub fn key_put(&self, rev_key: &[u8], value: &[u8]) -> Result<()> {
         self.txn.open_table(KEY)?.insert(rev_key, value)?;
@@ -325,6 +342,9 @@ pub trait ReadTables: sealed::Sealed {
     ) -> Result<()>;
     /// Number of entries in the `key` table.
     fn key_count(&self) -> Result<u64>;
+    /// Every entry of auth table `table`, in key order (none if the file
+    /// predates the auth tables).
+    fn auth_list(&self, table: AuthTable) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
 }
 
 macro_rules! impl_read_tables {
@@ -387,6 +407,19 @@ macro_rules! impl_read_tables {
             }
             fn key_count(&self) -> Result<u64> {
                 Ok(self.txn.open_table(KEY)?.len()?)
+            }
+            fn auth_list(&self, table: AuthTable) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+                let t = match self.txn.open_table(table.definition()) {
+                    Ok(t) => t,
+                    Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                    Err(e) => return Err(e.into()),
+                };
+                let mut out = Vec::new();
+                for e in t.iter()? {
+                    let (k, v) = e?;
+                    out.push((k.value().to_vec(), v.value().to_vec()));
+                }
+                Ok(out)
             }
         }
     };

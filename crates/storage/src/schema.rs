@@ -7,6 +7,13 @@
 //! | `meta`    | UTF-8 name                  | bytes; layout per name, see the `META_*` consts |
 //! | `members` | member id (`u64`)           | opaque bytes owned by the server             |
 //! | `lease`   | lease id (`i64`)            | opaque bytes owned by the server             |
+//! | `auth`    | etcd's key name (bytes)     | `authEnabled`: 1 byte; `authRevision`: u64 BE |
+//! | `authUsers` | user name (bytes)         | prost-encoded `authpb.User` (bcrypt hash)    |
+//! | `authRoles` | role name (bytes)         | prost-encoded `authpb.Role`                  |
+//!
+//! The three auth tables carry etcd's bucket names and encodings, so a later
+//! conversion to etcd's file format copies them unchanged. Files written before
+//! they existed simply lack them: reads treat a missing auth table as empty.
 //!
 //! ## Revision keys (`key` table)
 //!
@@ -31,8 +38,41 @@ pub const MEMBERS: TableDefinition<'static, u64, &'static [u8]> = TableDefinitio
 /// Leases: lease id -> server-defined encoding.
 pub const LEASE: TableDefinition<'static, i64, &'static [u8]> = TableDefinition::new("lease");
 
+/// etcd's `auth` bucket: the enabled flag and the auth revision.
+pub const AUTH: TableDefinition<'static, &'static [u8], &'static [u8]> =
+    TableDefinition::new("auth");
+/// etcd's `authUsers` bucket: user name -> `authpb.User`.
+pub const AUTH_USERS: TableDefinition<'static, &'static [u8], &'static [u8]> =
+    TableDefinition::new("authUsers");
+/// etcd's `authRoles` bucket: role name -> `authpb.Role`.
+pub const AUTH_ROLES: TableDefinition<'static, &'static [u8], &'static [u8]> =
+    TableDefinition::new("authRoles");
+
 /// Name of each table, for error messages and copies.
-pub const TABLE_NAMES: [&str; 4] = ["key", "meta", "members", "lease"];
+pub const TABLE_NAMES: [&str; 7] =
+    ["key", "meta", "members", "lease", "auth", "authUsers", "authRoles"];
+
+/// One of the three auth tables (etcd's auth buckets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthTable {
+    /// `auth`: `authEnabled` and `authRevision`.
+    Meta,
+    /// `authUsers`.
+    Users,
+    /// `authRoles`.
+    Roles,
+}
+
+impl AuthTable {
+    /// The redb table behind it.
+    pub fn definition(self) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
+        match self {
+            AuthTable::Meta => AUTH,
+            AuthTable::Users => AUTH_USERS,
+            AuthTable::Roles => AUTH_ROLES,
+        }
+    }
+}
 
 /// meta: schema version of the file, `u64` big-endian. Written once at creation.
 pub const META_SCHEMA_VERSION: &str = "schema_version";

@@ -24,9 +24,6 @@ const IGNORED_VALUE_FLAGS: &[&str] = &[
     "grpc-keepalive-interval",
     "grpc-keepalive-timeout",
     "max-concurrent-streams",
-    "auth-token",
-    "bcrypt-cost",
-    "auth-token-ttl",
     "cors",
     "host-whitelist",
     "discovery",
@@ -92,6 +89,16 @@ pub struct Flags {
     /// Initial cluster state ('new' or 'existing').
     #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", default_value = "new")]
     pub initial_cluster_state: String,
+    /// Specify auth token type and options: 'simple' (tokens this server
+    /// issues and every member accepts); JWT tokens are not supported yet.
+    #[arg(long, env = "ETCD_AUTH_TOKEN", default_value = "simple")]
+    pub auth_token: String,
+    /// Specify bcrypt algorithm cost factor for auth password hashing.
+    #[arg(long, env = "ETCD_BCRYPT_COST", default_value_t = etcd_auth::DEFAULT_BCRYPT_COST)]
+    pub bcrypt_cost: u32,
+    /// The lifetime in seconds of the auth token.
+    #[arg(long, env = "ETCD_AUTH_TOKEN_TTL", default_value_t = 300)]
+    pub auth_token_ttl: u64,
     /// Number of committed transactions to trigger a snapshot to disk.
     #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 10_000)]
     pub snapshot_count: u64,
@@ -421,6 +428,28 @@ impl Flags {
                  experimental-enable-lease-checkpoint-persist"
             );
         }
+        match self.auth_token.split(',').next().unwrap_or_default() {
+            "simple" => tracing::warn!("simple token is not cryptographically signed"),
+            "jwt" => {
+                return Err("--auth-token jwt is not supported by this server yet; use \
+                            --auth-token simple (the default)"
+                    .to_string())
+            }
+            other => {
+                return Err(format!(
+                    "failed to create token provider: unknown token type {other:?} in \
+                     --auth-token (use 'simple')"
+                ))
+            }
+        }
+        let bcrypt_cost = etcd_auth::valid_bcrypt_cost(self.bcrypt_cost).unwrap_or_else(|| {
+            tracing::warn!(
+                given_cost = self.bcrypt_cost,
+                default_cost = etcd_auth::DEFAULT_BCRYPT_COST,
+                "use default bcrypt cost instead of the invalid given cost"
+            );
+            etcd_auth::DEFAULT_BCRYPT_COST
+        });
         let quota = if self.quota_backend_bytes == 0 {
             2 * 1024 * 1024 * 1024
         } else {
@@ -445,6 +474,8 @@ impl Flags {
             join: None,
             watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
             peer_client_tls: None,
+            bcrypt_cost,
+            auth_token_ttl: Duration::from_secs(self.auth_token_ttl),
             lease_checkpoint: ServerConfig::lease_checkpointing(
                 self.experimental_enable_lease_checkpoint,
                 self.experimental_enable_lease_checkpoint_persist,

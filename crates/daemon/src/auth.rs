@@ -1,0 +1,211 @@
+//! Auth on a member: the credentials of incoming requests, password hashing
+//! and checking (off the async threads: bcrypt takes tens of milliseconds),
+//! and `Authenticate`, which checks the password here and then proposes the
+//! token through Raft so every member learns it.
+
+use std::sync::RwLock;
+
+use base64::Engine;
+use etcd_auth::{Access, AuthError, AuthInfo, AuthStore, SimpleTokens, SIMPLE_TOKEN_PREFIX_LEN};
+use etcd_proto::etcdrs::{InternalAuthenticateRequest, InternalRaftRequest};
+use etcd_proto::etcdserverpb::{RangeRequest, RangeResponse};
+use etcd_server::auth::AuthReply;
+use etcd_server::{Applied, Response, ServerError};
+use rand::Rng;
+
+use crate::clock::monotonic_ms;
+use crate::server::EtcdServer;
+
+/// The letters of a simple token's prefix (etcd's alphabet).
+const TOKEN_LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+
+fn auth_error(err: AuthError) -> ServerError {
+    ServerError::Auth(err)
+}
+
+impl EtcdServer {
+    /// The auth store, shared with the applier (which alone changes it).
+    pub fn auth(&self) -> &RwLock<AuthStore> {
+        &self.auth
+    }
+
+    /// Whether auth is enabled now.
+    pub fn auth_enabled(&self) -> bool {
+        self.auth.read().expect("auth lock").is_enabled()
+    }
+
+    /// The credentials of a request that carried `token` (gRPC metadata
+    /// `token` or `authorization`). Without a token, or while auth is off,
+    /// the request has none ([`AuthInfo::default`]); the permission checks
+    /// then refuse it (`user name is empty`) if auth is on.
+    pub async fn credentials(&self, token: Option<&str>) -> Result<AuthInfo, ServerError> {
+        let Some(token) = token else {
+            return Ok(AuthInfo::default());
+        };
+        if !self.auth_enabled() {
+            return Ok(AuthInfo::default());
+        }
+        // A simple token exists on this member once the entry that issued it
+        // is applied here; a member that lags waits for it (as etcd does, up
+        // to the request timeout).
+        if let Some(index) = SimpleTokens::index_of(token) {
+            let mut applied = self.shared.applied_index.subscribe();
+            let waited =
+                tokio::time::timeout(self.cfg.request_timeout(), applied.wait_for(|a| *a >= index))
+                    .await;
+            if !matches!(waited, Ok(Ok(_))) {
+                return Err(auth_error(AuthError::InvalidAuthToken));
+            }
+        }
+        let store = self.auth.read().expect("auth lock");
+        match store.auth_info_from_token(token, monotonic_ms()) {
+            Ok(Some(info)) => Ok(info),
+            Ok(None) => Ok(AuthInfo::default()),
+            Err(err) => Err(auth_error(err)),
+        }
+    }
+
+    /// May `info` read `[key, range_end)` (`range_end` empty: the key)?
+    pub fn check_read(
+        &self,
+        info: &AuthInfo,
+        key: &[u8],
+        range_end: &[u8],
+    ) -> Result<(), ServerError> {
+        let store = self.auth.read().expect("auth lock");
+        store.check(info, key, range_end, Access::Read).map_err(auth_error)
+    }
+
+    /// Is root (by role) the user of `info`, or auth off?
+    pub fn check_admin(&self, info: &AuthInfo) -> Result<(), ServerError> {
+        self.auth.read().expect("auth lock").check_admin(info).map_err(auth_error)
+    }
+
+    /// etcd's `doSerialize` ending: a read whose credentials were checked at
+    /// one auth revision and that was answered after the store moved on fails
+    /// (the client re-authenticates and retries), so it cannot return what a
+    /// permission revoked meanwhile no longer allows.
+    pub fn check_still_current(&self, info: &AuthInfo) -> Result<(), ServerError> {
+        let current = self.auth.read().expect("auth lock").revision();
+        if info.revision != 0 && info.revision != current {
+            return Err(auth_error(AuthError::OldRevision));
+        }
+        Ok(())
+    }
+
+    /// A Range for the client that sent `token`, as etcd serves it: the
+    /// barrier (unless serializable), the permission check, the read.
+    pub async fn range_as(
+        &self,
+        request: &RangeRequest,
+        token: Option<&str>,
+    ) -> Result<RangeResponse, ServerError> {
+        if !request.serializable {
+            self.read_barrier().await?;
+        }
+        let info = self.credentials(token).await?;
+        self.check_read(&info, &request.key, &request.range_end)?;
+        let response = self.read_range(request)?;
+        self.check_still_current(&info)?;
+        Ok(response)
+    }
+
+    /// The credentials the member itself acts with (revoking expired
+    /// leases): root at the current auth revision.
+    pub fn root_credentials(&self) -> AuthInfo {
+        let revision = self.auth.read().expect("auth lock").revision();
+        AuthInfo { username: etcd_auth::ROOT_USER.to_string(), revision }
+    }
+
+    /// etcd's `checkLeaseTimeToLive`: listing a lease's keys needs read
+    /// permission on each of them (`None`: auth is off, nothing to re-check).
+    /// Returns the auth revision checked at.
+    pub async fn check_lease_keys_readable(
+        &self,
+        id: i64,
+        token: Option<&str>,
+    ) -> Result<Option<u64>, ServerError> {
+        if !self.auth_enabled() {
+            return Ok(None);
+        }
+        let info = self.credentials(token).await?;
+        if info.revision == 0 {
+            return Err(auth_error(AuthError::UserEmpty));
+        }
+        let keys = self.lessor.lock().expect("lessor lock").keys(id);
+        for key in keys {
+            self.check_read(&info, &key, &[])?;
+        }
+        Ok(Some(info.revision))
+    }
+
+    /// Proposes `request` on behalf of `info`: the applier checks its
+    /// permissions with these credentials at the auth revision they name.
+    pub async fn propose_as(
+        &self,
+        mut request: InternalRaftRequest,
+        info: &AuthInfo,
+    ) -> Result<Applied, ServerError> {
+        let header = request.header.get_or_insert_with(Default::default);
+        header.username = info.username.clone();
+        header.auth_revision = info.revision;
+        self.propose(request).await
+    }
+
+    /// The base64 of the bcrypt hash of `password` at `--bcrypt-cost`: what
+    /// `UserAdd` and `UserChangePassword` send through Raft instead of it.
+    pub async fn hash_password(&self, password: String) -> Result<String, ServerError> {
+        let cost = self.cfg.bcrypt_cost;
+        let hash = tokio::task::spawn_blocking(move || etcd_auth::hash_password(&password, cost))
+            .await
+            .map_err(|_| ServerError::Stopped)?;
+        Ok(base64::engine::general_purpose::STANDARD.encode(hash))
+    }
+
+    /// `Authenticate`: after a read barrier (so the password is checked
+    /// against every committed change), checks the password here, then
+    /// proposes the token; if the auth store changed meanwhile, checks again
+    /// (etcd's loop), so a token never outlives a password change it raced.
+    pub async fn authenticate(&self, name: &str, password: &str) -> Result<String, ServerError> {
+        self.read_barrier().await?;
+        loop {
+            let (hash, checked) =
+                self.auth.read().expect("auth lock").password_hash(name).map_err(auth_error)?;
+            let given = password.to_string();
+            let matches =
+                tokio::task::spawn_blocking(move || etcd_auth::check_password(&hash, &given))
+                    .await
+                    .map_err(|_| ServerError::Stopped)?;
+            if !matches {
+                tracing::info!(user = name, "invalid password");
+                return Err(auth_error(AuthError::AuthFailed));
+            }
+            let prefix: String = {
+                let mut rng = rand::thread_rng();
+                (0..SIMPLE_TOKEN_PREFIX_LEN)
+                    .map(|_| TOKEN_LETTERS[rng.gen_range(0..TOKEN_LETTERS.len())] as char)
+                    .collect()
+            };
+            let request = InternalRaftRequest {
+                authenticate: Some(InternalAuthenticateRequest {
+                    name: name.to_string(),
+                    password: String::new(),
+                    simple_token: prefix,
+                }),
+                ..Default::default()
+            };
+            let applied = self.propose(request).await?;
+            let token = match applied.result? {
+                Response::Auth(AuthReply::Authenticate(response)) => response.token,
+                other => {
+                    tracing::error!(?other, "applied result does not match its request");
+                    return Err(ServerError::NotCapable);
+                }
+            };
+            if checked == self.auth.read().expect("auth lock").revision() {
+                return Ok(token);
+            }
+            tracing::info!(user = name, "revision when password checked became stale; retrying");
+        }
+    }
+}
