@@ -11,11 +11,17 @@ use serde_json::Value;
 
 /// POSTs `body` to `path`; returns the HTTP status and the JSON body.
 fn post(endpoint: &str, path: &str, body: &str) -> (u16, Value) {
-    let out = Command::new("curl")
-        .args(["-s", "-X", "POST", "-d", body, "-w", "\n%{http_code}"])
-        .arg(format!("http://{endpoint}{path}"))
-        .output()
-        .expect("curl");
+    post_with(endpoint, None, path, body)
+}
+
+/// POSTs `body` to `path`, with `token` in the `Authorization` header if given.
+fn post_with(endpoint: &str, token: Option<&str>, path: &str, body: &str) -> (u16, Value) {
+    let mut curl = Command::new("curl");
+    curl.args(["-s", "-X", "POST", "-d", body, "-w", "\n%{http_code}"]);
+    if let Some(token) = token {
+        curl.args(["-H", &format!("Authorization: {token}")]);
+    }
+    let out = curl.arg(format!("http://{endpoint}{path}")).output().expect("curl");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (json, code) = text.rsplit_once('\n').expect("curl printed the status");
     let value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{path}: {e}: {json}"));
@@ -193,20 +199,6 @@ fn json_gateway_serves_cluster_and_maintenance_and_refuses_bad_json() {
     assert!(error["error"].as_str().is_some_and(|e| !e.is_empty()));
 }
 
-/// POSTs `body` to `path` with `token` in the `Authorization` header.
-fn post_as(endpoint: &str, token: &str, path: &str, body: &str) -> (u16, Value) {
-    let out = Command::new("curl")
-        .args(["-s", "-X", "POST", "-H", &format!("Authorization: {token}"), "-d", body])
-        .args(["-w", "\n%{http_code}"])
-        .arg(format!("http://{endpoint}{path}"))
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (json, code) = text.rsplit_once('\n').expect("curl printed the status");
-    let value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{path}: {e}: {json}"));
-    (code.parse().expect("a status code"), value)
-}
-
 /// Sets up auth through `/v3/auth/*`, then uses a token from
 /// `/v3/auth/authenticate` in the `Authorization` header. Tokens differ per
 /// server, so each answer's token is checked for presence and dropped.
@@ -256,7 +248,7 @@ fn auth_sequence(endpoint: &str) -> Vec<(u16, Value)> {
         ("/v3/auth/user/delete", r#"{"name":"root"}"#.to_string()),
     ];
     for (path, body) in &as_root {
-        out.push(post_as(endpoint, &root, path, body));
+        out.push(post_with(endpoint, Some(&root), path, body));
     }
     let as_alice = [
         ("/v3/kv/range", format!(r#"{{"key":"{}"}}"#, b64("foo"))),
@@ -264,15 +256,15 @@ fn auth_sequence(endpoint: &str) -> Vec<(u16, Value)> {
         ("/v3/auth/user/list", "{}".to_string()),
     ];
     for (path, body) in &as_alice {
-        out.push(post_as(endpoint, &alice, path, body));
+        out.push(post_with(endpoint, Some(&alice), path, body));
     }
-    out.push(post_as(
+    out.push(post_with(
         endpoint,
-        "not-a-token",
+        Some("not-a-token"),
         "/v3/kv/range",
         &format!(r#"{{"key":"{}"}}"#, b64("foo")),
     ));
-    out.push(post_as(endpoint, &root, "/v3/auth/disable", "{}"));
+    out.push(post_with(endpoint, Some(&root), "/v3/auth/disable", "{}"));
     out.push(post(endpoint, "/v3/kv/range", &format!(r#"{{"key":"{}"}}"#, b64("foo"))));
     out.into_iter().map(|(code, value)| (code, normalise(value))).collect()
 }
