@@ -1,8 +1,13 @@
 //! The apply loop: committed entries in, MVCC changes out, on its own thread. It
 //! merges queued batches into one backend transaction, then publishes the applied
-//! index (releasing linearizable reads) and wakes the proposers' waiters. Every
-//! `snapshot_count` entries it makes the backend durable and asks the raft loop to
-//! record a snapshot, which lets the WAL drop what the backend now holds.
+//! index (releasing linearizable reads) and wakes the proposers' waiters.
+//!
+//! Commits are not fsynced one by one: the WAL already holds every committed
+//! entry. The backend is made durable at least every `--backend-batch-interval`
+//! (100 ms) or `--backend-batch-limit` entries, as etcd commits its bbolt batch,
+//! so a restart after `kill -9` re-applies at most that much of the WAL before it
+//! serves. Every `snapshot_count` entries it also asks the raft loop to record a
+//! snapshot, which lets the WAL drop what the backend now holds.
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
@@ -30,6 +35,9 @@ pub(crate) struct ApplyLoop {
     pub member_events: mpsc::Sender<MemberEvent>,
     pub snapshot_count: u64,
     pub snapshot_index: u64,
+    /// Index and time of the last durable backend commit.
+    pub durable_index: u64,
+    pub durable_at: std::time::Instant,
     pub cfg: crate::config::ServerConfig,
 }
 
@@ -87,7 +95,10 @@ impl ApplyLoop {
     /// Applies entries; false once the raft loop is gone.
     fn apply(&mut self, entries: &[etcd_raftnode::Entry]) -> bool {
         let last_index = entries.last().map_or(0, |e| e.index);
-        let durable = last_index.saturating_sub(self.snapshot_index) >= self.snapshot_count;
+        let snapshot_due = last_index.saturating_sub(self.snapshot_index) >= self.snapshot_count;
+        let durable = snapshot_due
+            || last_index.saturating_sub(self.durable_index) >= self.cfg.backend_batch_limit
+            || self.durable_at.elapsed() >= self.cfg.backend_batch_interval;
         let leading = self.shared.leader_id.load(Ordering::Relaxed) == self.member_id;
         if !leading {
             // Deadlines are the leader's alone: a deposed leader's lessor stops
@@ -126,6 +137,10 @@ impl ApplyLoop {
             self.shared.wake(applied);
         }
         if durable && outcome.applied_index > 0 {
+            self.durable_index = outcome.applied_index;
+            self.durable_at = std::time::Instant::now();
+        }
+        if snapshot_due && outcome.applied_index > 0 {
             self.snapshot_index = outcome.applied_index;
             let input =
                 RaftInput::Snapshot { index: outcome.applied_index, term: outcome.applied_term };

@@ -31,6 +31,12 @@ pub struct ServerConfig {
     pub initial_advertise_peer_urls: Vec<String>,
     /// `--snapshot-count`: applied entries between snapshots.
     pub snapshot_count: u64,
+    /// `--backend-batch-interval`: the longest time between durable (fsynced)
+    /// backend commits.
+    pub backend_batch_interval: Duration,
+    /// `--backend-batch-limit`: the most applied entries between durable
+    /// backend commits.
+    pub backend_batch_limit: u64,
     /// `--experimental-snapshot-catchup-entries`: entries kept behind a snapshot for
     /// slow followers before they need a whole snapshot.
     pub snapshot_catchup_entries: u64,
@@ -79,6 +85,8 @@ impl ServerConfig {
             advertise_client_urls: vec!["http://localhost:2379".to_string()],
             initial_advertise_peer_urls: vec![peer],
             snapshot_count: 10_000,
+            backend_batch_interval: Duration::from_millis(100),
+            backend_batch_limit: 10_000,
             snapshot_catchup_entries: 5000,
             auto_compaction: None,
             quota_backend_bytes: 2 * 1024 * 1024 * 1024,

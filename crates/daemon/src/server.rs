@@ -146,6 +146,8 @@ impl EtcdServer {
             member_events: member_events_tx,
             snapshot_count: cfg.snapshot_count.max(1),
             snapshot_index: opened.snapshot_index,
+            durable_index: *shared.applied_index.borrow(),
+            durable_at: std::time::Instant::now(),
             cfg: cfg.clone(),
         };
         let spawn_error =

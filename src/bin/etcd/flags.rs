@@ -18,8 +18,6 @@ const IGNORED_VALUE_FLAGS: &[&str] = &[
     "max-snapshots",
     "max-wals",
     "metrics",
-    "backend-batch-interval",
-    "backend-batch-limit",
     "grpc-keepalive-min-time",
     "grpc-keepalive-interval",
     "grpc-keepalive-timeout",
@@ -109,6 +107,14 @@ pub struct Flags {
     /// compaction (periodic: a duration like 1h or 30m, or hours; revision: a count).
     #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
     pub auto_compaction_retention: String,
+    /// BackendBatchInterval is the maximum time before commit the backend transaction
+    /// (a Go duration; empty or 0: 100ms).
+    #[arg(long, env = "ETCD_BACKEND_BATCH_INTERVAL", default_value = "")]
+    pub backend_batch_interval: String,
+    /// BackendBatchLimit is the maximum operations before commit the backend
+    /// transaction (0: 10000).
+    #[arg(long, env = "ETCD_BACKEND_BATCH_LIMIT", default_value_t = 0)]
+    pub backend_batch_limit: u64,
     /// Number of entries for a slow follower to catch up after compacting the raft log.
     #[arg(long, env = "ETCD_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES", default_value_t = 5000)]
     pub experimental_snapshot_catchup_entries: u64,
@@ -450,6 +456,16 @@ impl Flags {
             );
             etcd_auth::DEFAULT_BCRYPT_COST
         });
+        let backend_batch_interval = match self.backend_batch_interval.as_str() {
+            "" => Duration::ZERO,
+            text => parse_go_duration(text)
+                .map_err(|e| format!("invalid --backend-batch-interval: {e}"))?,
+        };
+        let backend_batch_interval = if backend_batch_interval.is_zero() {
+            Duration::from_millis(100)
+        } else {
+            backend_batch_interval
+        };
         let quota = if self.quota_backend_bytes == 0 {
             2 * 1024 * 1024 * 1024
         } else {
@@ -465,6 +481,12 @@ impl Flags {
             initial_advertise_peer_urls: peer_urls,
             snapshot_count: self.snapshot_count,
             snapshot_catchup_entries: self.experimental_snapshot_catchup_entries,
+            backend_batch_interval,
+            backend_batch_limit: if self.backend_batch_limit == 0 {
+                10_000
+            } else {
+                self.backend_batch_limit
+            },
             auto_compaction: self.auto_compaction()?,
             quota_backend_bytes: quota,
             max_request_bytes: self.max_request_bytes,
@@ -555,6 +577,25 @@ mod tests {
         .expect("ok");
         assert_eq!(out, args(&["etcd", "--name", "a"]));
         assert_eq!(ignored, args(&["logger", "enable-v2", "log-outputs"]));
+    }
+
+    #[test]
+    fn backend_batch_flags_bound_the_durable_commits() {
+        let config = |argv: &[&str]| {
+            Flags::try_parse_from(argv.iter().copied()).expect("parse").server_config()
+        };
+        let defaults = config(&["etcd"]).expect("config");
+        assert_eq!(defaults.backend_batch_interval, Duration::from_millis(100));
+        assert_eq!(defaults.backend_batch_limit, 10_000);
+        let zero = config(&["etcd", "--backend-batch-interval=0", "--backend-batch-limit=0"])
+            .expect("config");
+        assert_eq!(zero.backend_batch_interval, Duration::from_millis(100));
+        assert_eq!(zero.backend_batch_limit, 10_000);
+        let set = config(&["etcd", "--backend-batch-interval=5ms", "--backend-batch-limit=50"])
+            .expect("config");
+        assert_eq!(set.backend_batch_interval, Duration::from_millis(5));
+        assert_eq!(set.backend_batch_limit, 50);
+        assert!(config(&["etcd", "--backend-batch-interval=5"]).is_err());
     }
 
     #[test]
