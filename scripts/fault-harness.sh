@@ -14,6 +14,7 @@
 # Needs root (members run under their own uids so iptables can cut one off), iptables,
 # Go and Debian's golang-etcd-server-dev (clientv3, built offline in GOPATH mode).
 # Runs land in target/fault-harness/<time>/ (printed); not part of .ci/run.
+# FH_OURS_BIN=path measures that binary instead of building this tree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -59,7 +60,10 @@ if [ "${1:-}" = --reanalyze ]; then exec "$OUT/fault-harness" --reanalyze "${@:2
 if [ "${1:-}" = --summarize ]; then
   exec "$OUT/fault-harness" --summarize "${@:2}"
 fi
-if [[ " ${args[*]} " != *" --server=etcd "* ]]; then
+# FH_OURS_BIN: a server binary built earlier (measure a fixed build while the tree
+# changes); otherwise this tree's release build.
+OURS_BIN=${FH_OURS_BIN:-$REPO/target/release/etcd}
+if [ -z "${FH_OURS_BIN:-}" ] && [[ " ${args[*]} " != *" --server=etcd "* ]]; then
   cargo build --release --bin etcd
 fi
-"$OUT/fault-harness" --chain="$CHAIN" --ours-bin="$REPO/target/release/etcd" "${args[@]}"
+"$OUT/fault-harness" --chain="$CHAIN" --ours-bin="$OURS_BIN" "${args[@]}"

@@ -250,3 +250,144 @@ async fn a_revoked_permission_stops_the_next_write_on_every_member() {
     }
     assert!(revisions.windows(2).all(|w| w[0] == w[1]), "{revisions:?}");
 }
+
+/// What alice's lock and election calls answer with auth on: inside her
+/// prefix they act as her and succeed, outside it they are denied.
+async fn recipes_as_alice(endpoint: &str) -> Vec<String> {
+    let endpoints = vec![endpoint.to_string()];
+    set_up(&mut connect(&endpoints, None).await).await;
+    let mut alice = connect(&endpoints, Some(("alice", "alicepw"))).await;
+    let lease = alice.lease_grant(30, None).await.unwrap().id();
+    let mut outcomes = Vec::new();
+    let mut note = |what: &str, result: Result<(), etcd_client::Error>| {
+        outcomes.push(format!("{what}: {}", result.map_or_else(message, |()| "ok".to_string())));
+    };
+    let lock = etcd_client::LockOptions::new().with_lease(lease);
+    match alice.lock("a/lock", Some(lock.clone())).await {
+        Ok(locked) => {
+            let key = locked.key().to_vec();
+            note("lock a/lock", Ok(()));
+            note("unlock", alice.unlock(key).await.map(drop));
+        }
+        Err(err) => note("lock a/lock", Err(err)),
+    }
+    note("lock b/lock", alice.lock("b/lock", Some(lock)).await.map(drop));
+    note("campaign a/el", alice.campaign("a/el", "me", lease).await.map(drop));
+    let leader = alice.leader("a/el").await;
+    let value = leader.as_ref().ok().and_then(|l| l.kv()).map(|kv| kv.value().to_vec());
+    note("leader a/el", leader.map(drop));
+    assert_eq!(value.as_deref(), Some(&b"me"[..]), "alice leads a/el");
+    note("campaign b/el", alice.campaign("b/el", "me", lease).await.map(drop));
+    note("leader b/el", alice.leader("b/el").await.map(drop));
+    outcomes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_and_election_act_as_their_caller_as_in_real_etcd() {
+    assert!(real_etcd().is_some(), "real etcd is required: apt-get install -y etcd-server");
+    let ours = Server::start();
+    let oracle = Server::start_with(Flavor::RealEtcd, &[]);
+    let got = recipes_as_alice(&ours.endpoint()).await;
+    let want = recipes_as_alice(&oracle.endpoint()).await;
+    eprintln!("{got:#?}");
+    assert_eq!(got, want, "differs from real etcd");
+    assert_eq!(got[0], "lock a/lock: ok", "the lock inside alice's prefix is hers");
+}
+
+/// `--auth-token` for JWT with the RSA test key (crates/auth/testdata).
+fn jwt_flag(private: bool, ttl: &str) -> String {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/crates/auth/testdata");
+    let private = if private { format!(",priv-key={dir}/rsa.key") } else { String::new() };
+    format!("--auth-token=jwt,pub-key={dir}/rsa.crt{private},sign-method=RS256,ttl={ttl}")
+}
+
+#[test]
+fn etcdctl_auth_transcript_with_jwt_matches_real_etcd() {
+    assert!(real_etcd().is_some(), "real etcd is required: apt-get install -y etcd-server");
+    let flag = jwt_flag(true, "10m");
+    let ours = Server::start_with(Flavor::Ours, &[&flag]);
+    let oracle = Server::start_with(Flavor::RealEtcd, &[&flag]);
+    let got = transcript(&ours.endpoint());
+    let want = transcript(&oracle.endpoint());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g, w, "differs from real etcd");
+    }
+    assert_eq!(got.len(), want.len());
+}
+
+/// `Authenticate` through etcd's generated client: the token or the error.
+async fn authenticate(endpoint: &str, name: &str, password: &str) -> Result<String, String> {
+    use etcd_proto::etcdserverpb::auth_client::AuthClient;
+    use etcd_proto::etcdserverpb::AuthenticateRequest;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let login = AuthenticateRequest { name: name.into(), password: password.into() };
+    match AuthClient::new(channel).authenticate(login).await {
+        Ok(response) => Ok(response.into_inner().token),
+        Err(status) => Err(format!("{:?}: {}", status.code(), status.message())),
+    }
+}
+
+/// A Range with `token`: Ok, or the status.
+async fn get_with_token(endpoint: &str, token: &str) -> Result<(), String> {
+    use etcd_proto::etcdserverpb::kv_client::KvClient;
+    use etcd_proto::etcdserverpb::RangeRequest;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut request =
+        tonic::Request::new(RangeRequest { key: b"a/1".to_vec(), ..Default::default() });
+    request.metadata_mut().insert("token", token.parse().unwrap());
+    match KvClient::new(channel).range(request).await {
+        Ok(_) => Ok(()),
+        Err(status) => Err(format!("{:?}: {}", status.code(), status.message())),
+    }
+}
+
+/// What JWT tokens answer on one server: a good one, one signed with another
+/// key, one whose auth revision is old, one expired, and a verify-only
+/// member's `Authenticate`.
+async fn jwt_outcomes(flavor: Flavor) -> Vec<String> {
+    let flag = jwt_flag(true, "2s");
+    let server = Server::start_with(flavor, &[&flag]);
+    let endpoint = server.endpoint();
+    set_up(&mut connect(std::slice::from_ref(&endpoint), None).await).await;
+    let token = authenticate(&endpoint, "alice", "alicepw").await.expect("alice logs in");
+    let mut outcomes = vec![format!("good: {:?}", get_with_token(&endpoint, &token).await)];
+    // The same claims signed with another key.
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/crates/auth/testdata");
+    let other = std::fs::read(format!("{dir}/other.key")).unwrap();
+    let forger = etcd_auth::JwtTokens::new("RS256", Some(&other), None, 60).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let forged = forger.assign("root", 100, now.as_secs()).unwrap();
+    outcomes.push(format!("forged: {:?}", get_with_token(&endpoint, &forged).await));
+    // Any auth change makes the token's revision old.
+    let mut root = connect(std::slice::from_ref(&endpoint), Some(("root", "rootpw"))).await;
+    root.role_add("other").await.unwrap();
+    outcomes.push(format!("old revision: {:?}", get_with_token(&endpoint, &token).await));
+    let fresh = authenticate(&endpoint, "alice", "alicepw").await.expect("alice logs in");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    outcomes.push(format!("expired: {:?}", get_with_token(&endpoint, &fresh).await));
+    drop(server);
+    // A member with only the public key verifies but does not issue.
+    let verify_only = Server::start_with(flavor, &[&jwt_flag(false, "2s")]);
+    let endpoint = verify_only.endpoint();
+    set_up(&mut connect(std::slice::from_ref(&endpoint), None).await).await;
+    outcomes.push(format!("verify-only: {:?}", authenticate(&endpoint, "alice", "alicepw").await));
+    outcomes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_tokens_are_refused_as_real_etcd_refuses_them() {
+    assert!(real_etcd().is_some(), "real etcd is required: apt-get install -y etcd-server");
+    let got = jwt_outcomes(Flavor::Ours).await;
+    let want = jwt_outcomes(Flavor::RealEtcd).await;
+    eprintln!("{got:#?}");
+    assert_eq!(got, want, "differs from real etcd");
+    assert_eq!(got[0], "good: Ok(())");
+}

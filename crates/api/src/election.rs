@@ -46,19 +46,19 @@ fn prefix_of(name: &[u8]) -> Vec<u8> {
 
 /// etcd's Election service over one member.
 pub struct ElectionService {
-    recipes: Arc<Recipes>,
+    recipes: Recipes,
 }
 
 impl ElectionService {
     /// Serves Election requests with `server`.
     pub fn new(server: Arc<EtcdServer>) -> ElectionService {
-        ElectionService { recipes: Arc::new(Recipes::new(server)) }
+        ElectionService { recipes: Recipes::new(server) }
     }
 
     /// A transaction on the leader key that applies only while `leader` still
     /// owns it (its create revision is unchanged).
     async fn while_leader(
-        &self,
+        recipes: &Recipes,
         leader: &LeaderKey,
         then: Op,
     ) -> Result<(bool, Option<ResponseHeader>), Status> {
@@ -73,20 +73,20 @@ impl ElectionService {
             success: vec![RequestOp { request: Some(then) }],
             failure: vec![],
         };
-        let response = self.recipes.txn(txn).await?;
+        let response = recipes.txn(txn).await?;
         Ok((response.succeeded, response.header))
     }
 
     /// Puts `value` on the leader key, attached to `lease`, while `leader`
     /// still owns it.
     async fn proclaim_as(
-        &self,
+        recipes: &Recipes,
         leader: &LeaderKey,
         lease: i64,
         value: Vec<u8>,
     ) -> Result<Option<ResponseHeader>, Status> {
         let put = PutRequest { key: leader.key.clone(), value, lease, ..Default::default() };
-        match self.while_leader(leader, Op::RequestPut(put)).await? {
+        match Self::while_leader(recipes, leader, Op::RequestPut(put)).await? {
             (true, header) => Ok(header),
             (false, _) => Err(not_leader()),
         }
@@ -96,7 +96,7 @@ impl ElectionService {
 /// Follows the election `prefix`: sends the leader, every change of its value,
 /// and the next leader once it is gone, until the client leaves.
 async fn observe(
-    recipes: Arc<Recipes>,
+    recipes: Recipes,
     prefix: Vec<u8>,
     tx: mpsc::Sender<Result<LeaderResponse, Status>>,
 ) {
@@ -159,9 +159,10 @@ impl Election for ElectionService {
         &self,
         request: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
+        let recipes = self.recipes.for_caller(&request);
         let CampaignRequest { name, lease, value } = request.into_inner();
-        let claim = self.recipes.claim(&name, lease, value.clone()).await?;
-        let release = self.recipes.release_on_drop(claim.key.clone());
+        let claim = recipes.claim(&name, lease, value.clone()).await?;
+        let release = recipes.release_on_drop(claim.key.clone());
         let leader = LeaderKey {
             name: name.clone(),
             key: claim.key.clone(),
@@ -169,17 +170,17 @@ impl Election for ElectionService {
             lease: claim.lease,
         };
         if claim.existing_value.as_ref().is_some_and(|v| *v != value) {
-            if let Err(status) = self.proclaim_as(&leader, claim.lease, value).await {
+            if let Err(status) = Self::proclaim_as(&recipes, &leader, claim.lease, value).await {
                 // etcd resigns (deletes the key if it is still this
                 // candidate's) and answers the proclamation's error.
                 release.keep();
                 let delete = DeleteRangeRequest { key: leader.key.clone(), ..Default::default() };
-                let _ = self.while_leader(&leader, Op::RequestDeleteRange(delete)).await;
+                let _ = Self::while_leader(&recipes, &leader, Op::RequestDeleteRange(delete)).await;
                 return Err(status);
             }
         }
         if !claim.first {
-            self.recipes.wait_deletes(&prefix_of(&name), claim.revision).await?;
+            recipes.wait_deletes(&prefix_of(&name), claim.revision).await?;
         }
         release.keep();
         // etcd answers the header of the txn that queued the candidate, also
@@ -191,12 +192,13 @@ impl Election for ElectionService {
         &self,
         request: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
+        let recipes = self.recipes.for_caller(&request);
         let ProclaimRequest { leader, value } = request.into_inner();
         let leader = leader.ok_or_else(missing_leader)?;
         // etcd resumes the election in a session on the given lease, granting
         // a fresh 60 s one when it is 0, and puts the value with that lease.
-        let lease = self.recipes.session_lease(leader.lease).await?;
-        let header = self.proclaim_as(&leader, lease, value).await?;
+        let lease = recipes.session_lease(leader.lease).await?;
+        let header = Self::proclaim_as(&recipes, &leader, lease, value).await?;
         Ok(Response::new(ProclaimResponse { header }))
     }
 
@@ -204,8 +206,9 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
+        let recipes = self.recipes.for_caller(&request);
         let prefix = prefix_of(&request.into_inner().name);
-        match self.recipes.first_under(&prefix).await? {
+        match recipes.first_under(&prefix).await? {
             (Some(kv), header) => Ok(Response::new(LeaderResponse { header, kv: Some(kv) })),
             (None, _) => Err(Status::unknown("election: no leader")),
         }
@@ -215,9 +218,10 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<BoxStream<LeaderResponse>>, Status> {
+        let recipes = self.recipes.for_caller(&request);
         let prefix = prefix_of(&request.into_inner().name);
         let (tx, rx) = mpsc::channel(OBSERVE_QUEUE_MAX);
-        tokio::spawn(observe(self.recipes.clone(), prefix, tx));
+        tokio::spawn(observe(recipes, prefix, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -225,14 +229,16 @@ impl Election for ElectionService {
         &self,
         request: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
+        let recipes = self.recipes.for_caller(&request);
         let leader = request.into_inner().leader.ok_or_else(missing_leader)?;
         // The session etcd opens for this grants a lease when given 0, even
         // though resigning never uses it.
-        self.recipes.session_lease(leader.lease).await?;
+        recipes.session_lease(leader.lease).await?;
         // Resigning when no longer leader is not an error: the delete is
         // skipped and the header answered.
         let delete = DeleteRangeRequest { key: leader.key.clone(), ..Default::default() };
-        let (_, header) = self.while_leader(&leader, Op::RequestDeleteRange(delete)).await?;
+        let (_, header) =
+            Self::while_leader(&recipes, &leader, Op::RequestDeleteRange(delete)).await?;
         Ok(Response::new(ResignResponse { header }))
     }
 }

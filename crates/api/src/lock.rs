@@ -28,20 +28,21 @@ impl LockService {
 #[tonic::async_trait]
 impl Lock for LockService {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        let recipes = self.recipes.for_caller(&request);
         let LockRequest { name, lease } = request.into_inner();
-        let claim = self.recipes.claim(&name, lease, Vec::new()).await?;
-        let release = self.recipes.release_on_drop(claim.key.clone());
+        let claim = recipes.claim(&name, lease, Vec::new()).await?;
+        let release = recipes.release_on_drop(claim.key.clone());
         if claim.first {
             release.keep();
             return Ok(Response::new(LockResponse { header: claim.header, key: claim.key }));
         }
         let mut prefix = name;
         prefix.push(b'/');
-        self.recipes.wait_deletes(&prefix, claim.revision).await?;
+        recipes.wait_deletes(&prefix, claim.revision).await?;
         // As etcd 3.5 (3.4 skipped this): the owner key must still exist once
         // the wait is over; it is gone when the lease ended meanwhile.
         let own = RangeRequest { key: claim.key.clone(), ..Default::default() };
-        let now = self.recipes.range(own).await?;
+        let now = recipes.range(own).await?;
         release.keep();
         if now.kvs.is_empty() {
             return Err(Status::unknown("mutex: session is expired"));
@@ -53,8 +54,9 @@ impl Lock for LockService {
         &self,
         request: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
+        let recipes = self.recipes.for_caller(&request);
         let delete = DeleteRangeRequest { key: request.into_inner().key, ..Default::default() };
-        let response = self.recipes.delete(delete).await?;
+        let response = recipes.delete(delete).await?;
         Ok(Response::new(UnlockResponse { header: response.header }))
     }
 }

@@ -23,6 +23,7 @@ use etcd_proto::etcdserverpb::{
     RangeResponse, RequestOp, ResponseHeader, TxnRequest, TxnResponse,
 };
 use etcd_proto::mvccpb::KeyValue;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::{Request, Status};
 
 use crate::kv::KvService;
@@ -60,20 +61,37 @@ pub(crate) struct Claim {
     pub header: Option<ResponseHeader>,
 }
 
-/// The KV and Lease services the recipes run on.
+/// The KV and Lease services the recipes run on, and the caller they act for.
+#[derive(Clone)]
 pub(crate) struct Recipes {
     pub server: Arc<EtcdServer>,
-    kv: KvService,
-    lease: LeaseService,
+    services: Arc<(KvService, LeaseService)>,
+    /// The auth token of the Lock or Election call being served: every
+    /// request a recipe makes carries it, so a recipe may do exactly what its
+    /// caller may (etcd's recipes run on a client that forwards the caller's
+    /// token).
+    token: Option<MetadataValue<Ascii>>,
 }
 
 impl Recipes {
     pub fn new(server: Arc<EtcdServer>) -> Recipes {
-        Recipes {
-            kv: KvService::new(server.clone()),
-            lease: LeaseService::new(server.clone()),
-            server,
+        let services = (KvService::new(server.clone()), LeaseService::new(server.clone()));
+        Recipes { services: Arc::new(services), server, token: None }
+    }
+
+    /// These recipes acting as the caller of `request`.
+    pub fn for_caller<T>(&self, request: &Request<T>) -> Recipes {
+        let token = crate::auth::token(request.metadata()).and_then(|t| t.parse().ok());
+        Recipes { token, ..self.clone() }
+    }
+
+    /// `message` as a request from the caller.
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        if let Some(token) = &self.token {
+            request.metadata_mut().insert("token", token.clone());
         }
+        request
     }
 
     /// `lease`, or a fresh session lease when it is 0 (etcd's
@@ -84,22 +102,22 @@ impl Recipes {
             return Ok(lease);
         }
         let grant = LeaseGrantRequest { ttl: SESSION_TTL, id: 0 };
-        Ok(self.lease.lease_grant(Request::new(grant)).await.map_err(relayed)?.into_inner().id)
+        Ok(self.services.1.lease_grant(self.request(grant)).await.map_err(relayed)?.into_inner().id)
     }
 
     /// A Txn as the recipes' client sees it.
     pub async fn txn(&self, txn: TxnRequest) -> Result<TxnResponse, Status> {
-        Ok(self.kv.txn(Request::new(txn)).await.map_err(relayed)?.into_inner())
+        Ok(self.services.0.txn(self.request(txn)).await.map_err(relayed)?.into_inner())
     }
 
     /// A Range as the recipes' client sees it.
     pub async fn range(&self, range: RangeRequest) -> Result<RangeResponse, Status> {
-        Ok(self.kv.range(Request::new(range)).await.map_err(relayed)?.into_inner())
+        Ok(self.services.0.range(self.request(range)).await.map_err(relayed)?.into_inner())
     }
 
     /// A DeleteRange as the recipes' client sees it.
     pub async fn delete(&self, delete: DeleteRangeRequest) -> Result<DeleteRangeResponse, Status> {
-        Ok(self.kv.delete_range(Request::new(delete)).await.map_err(relayed)?.into_inner())
+        Ok(self.services.0.delete_range(self.request(delete)).await.map_err(relayed)?.into_inner())
     }
 
     /// The first-created live key under `prefix`, if any, and the read's header.
@@ -207,30 +225,30 @@ impl Recipes {
     /// Deletes `key` unless [`Release::keep`] is called first (a wait the client
     /// abandoned must not leave its key in line, as etcd's recipes ensure).
     pub fn release_on_drop(&self, key: Vec<u8>) -> Release {
-        Release { kv: Some(KvService::new(self.server.clone())), key }
+        Release { recipes: Some(self.clone()), key }
     }
 }
 
 /// See [`Recipes::release_on_drop`].
 pub(crate) struct Release {
-    kv: Option<KvService>,
+    recipes: Option<Recipes>,
     key: Vec<u8>,
 }
 
 impl Release {
     /// The wait succeeded: the key stays.
     pub fn keep(mut self) {
-        self.kv = None;
+        self.recipes = None;
     }
 }
 
 impl Drop for Release {
     fn drop(&mut self) {
-        if let Some(kv) = self.kv.take() {
+        if let Some(recipes) = self.recipes.take() {
             let key = std::mem::take(&mut self.key);
             tokio::spawn(async move {
                 let delete = DeleteRangeRequest { key, ..Default::default() };
-                let _ = kv.delete_range(Request::new(delete)).await;
+                let _ = recipes.delete(delete).await;
             });
         }
     }

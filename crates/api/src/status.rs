@@ -36,7 +36,9 @@ fn auth_status(err: &AuthError) -> Status {
         AuthError::OldRevision => (Code::InvalidArgument, "revision of auth store is old"),
         // Not in etcd's gRPC error table: its server answers Unknown with the
         // auth store's own text.
-        AuthError::NoPasswordUser => return Status::new(Code::Unknown, err.to_string()),
+        AuthError::NoPasswordUser | AuthError::VerifyOnly => {
+            return Status::new(Code::Unknown, err.to_string())
+        }
     };
     Status::new(code, format!("etcdserver: {text}"))
 }

@@ -30,6 +30,7 @@
 //! permissions are sorted by key.
 #![warn(missing_docs)]
 
+mod jwt;
 mod password;
 mod perms;
 mod store;
@@ -38,6 +39,7 @@ mod token;
 #[cfg(test)]
 mod tests;
 
+pub use jwt::{JwtError, JwtTokens, DEFAULT_JWT_TTL_S};
 pub use password::{check_password, hash_password, valid_bcrypt_cost, DEFAULT_BCRYPT_COST};
 pub use perms::{is_valid_permission_range, Access, RangePerms};
 pub use store::{AuthStore, Outcome};
@@ -104,6 +106,9 @@ pub enum AuthError {
     /// `RoleRevokePermission` of a permission the role does not have.
     #[error("auth: permission is not granted to the role")]
     PermissionNotGranted,
+    /// `Authenticate` on a member that holds only the JWT public key.
+    #[error("auth: token signing attempted with verify-only key")]
+    VerifyOnly,
     /// `Authenticate` while auth is disabled.
     #[error("auth: authentication is not enabled")]
     AuthNotEnabled,

@@ -19,6 +19,11 @@ use crate::server::EtcdServer;
 /// The letters of a simple token's prefix (etcd's alphabet).
 const TOKEN_LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
 
+/// Seconds since the Unix epoch: JWT expiry is wall-clock time.
+fn unix_now_s() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 fn auth_error(err: AuthError) -> ServerError {
     ServerError::Auth(err)
 }
@@ -44,6 +49,11 @@ impl EtcdServer {
         };
         if !self.auth_enabled() {
             return Ok(AuthInfo::default());
+        }
+        if let Some(jwt) = &self.cfg.jwt {
+            // Stateless: the token names the user and the auth revision it
+            // was issued at; the checks refuse it once the store moved on.
+            return jwt.info(token, unix_now_s()).ok_or(auth_error(AuthError::InvalidAuthToken));
         }
         // A simple token exists on this member once the entry that issued it
         // is applied here; a member that lags waits for it (as etcd does, up
@@ -179,6 +189,17 @@ impl EtcdServer {
             if !matches {
                 tracing::info!(user = name, "invalid password");
                 return Err(auth_error(AuthError::AuthFailed));
+            }
+            if let Some(jwt) = &self.cfg.jwt {
+                // A JWT needs no shared state: this member signs it for the
+                // auth revision the password was checked at.
+                return jwt.assign(name, checked, unix_now_s()).map_err(|err| match err {
+                    etcd_auth::JwtError::VerifyOnly => auth_error(AuthError::VerifyOnly),
+                    other => {
+                        tracing::error!(error = %other, "failed to sign a JWT token");
+                        auth_error(AuthError::InvalidAuthToken)
+                    }
+                });
             }
             let prefix: String = {
                 let mut rng = rand::thread_rng();

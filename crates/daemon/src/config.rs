@@ -64,6 +64,8 @@ pub struct ServerConfig {
     pub lease_checkpoint: Option<etcd_lease::Checkpointing>,
     /// `--bcrypt-cost` (already checked: out-of-range costs became the default).
     pub bcrypt_cost: u32,
+    /// `--auth-token jwt,...`: the JWT key and method (none: simple tokens).
+    pub jwt: Option<std::sync::Arc<etcd_auth::JwtTokens>>,
     /// `--auth-token-ttl`: how long a simple token lives after its last use.
     pub auth_token_ttl: Duration,
 }
@@ -99,6 +101,7 @@ impl ServerConfig {
             peer_client_tls: None,
             lease_checkpoint: None,
             bcrypt_cost: etcd_auth::DEFAULT_BCRYPT_COST,
+            jwt: None,
             auth_token_ttl: Duration::from_secs(300),
         }
     }

@@ -6,6 +6,7 @@
 //! and tuning knobs) and refused when ignoring them would be unsafe (TLS).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -255,6 +256,66 @@ pub fn normalise(args: Vec<String>) -> Result<(Vec<String>, Vec<String>), String
 }
 
 /// Parses Go's duration syntax (`1h30m`, `10s`, `250ms`, `1.5s`), as etcd's flags use.
+/// `--auth-token`: `simple`, or `jwt,pub-key=FILE,priv-key=FILE,sign-method=M,ttl=D`
+/// as etcd splits it (comma-separated `key=value` options after the type; a
+/// malformed or repeated option is refused). `None`: simple tokens.
+fn auth_token_provider(spec: &str) -> Result<Option<Arc<etcd_auth::JwtTokens>>, String> {
+    const INVALID: &str = "auth: invalid auth options";
+    let mut parts = spec.split(',');
+    let kind = parts.next().unwrap_or_default();
+    let mut options = std::collections::HashMap::new();
+    for option in parts {
+        let Some((key, value)) = option.split_once('=').filter(|(_, v)| !v.contains('=')) else {
+            return Err(format!("{INVALID} (option {option:?} is not key=value)"));
+        };
+        if options.insert(key, value).is_some() {
+            return Err(format!("{INVALID} (option {key:?} given twice)"));
+        }
+    }
+    match kind {
+        "simple" => {
+            tracing::warn!("simple token is not cryptographically signed");
+            Ok(None)
+        }
+        "jwt" => {
+            let unknown: Vec<&&str> = options
+                .keys()
+                .filter(|k| !["sign-method", "pub-key", "priv-key", "ttl"].contains(*k))
+                .collect();
+            if !unknown.is_empty() {
+                tracing::warn!(keys = ?unknown, "unknown JWT options");
+            }
+            let ttl = match options.get("ttl").copied().unwrap_or_default() {
+                "" => Duration::from_secs(etcd_auth::DEFAULT_JWT_TTL_S),
+                text => parse_go_duration(text).map_err(|e| format!("{INVALID} ({e})"))?,
+            };
+            let read = |option: &str| -> Result<Option<Vec<u8>>, String> {
+                match options.get(option).copied().unwrap_or_default() {
+                    "" => Ok(None),
+                    file => std::fs::read(file)
+                        .map(Some)
+                        .map_err(|e| format!("{INVALID} (cannot read {option} {file:?}: {e})")),
+                }
+            };
+            let (private, public) = (read("priv-key")?, read("pub-key")?);
+            let method = options.get("sign-method").copied().unwrap_or_default();
+            // Go's duration is truncated to whole seconds in the token's `exp`.
+            let tokens = etcd_auth::JwtTokens::new(
+                method,
+                private.as_deref(),
+                public.as_deref(),
+                ttl.as_secs().max(1),
+            )
+            .map_err(|e| e.to_string())?;
+            if tokens.verify_only() {
+                tracing::warn!("JWT: only a public key given; this member verifies tokens but cannot issue them");
+            }
+            Ok(Some(Arc::new(tokens)))
+        }
+        other => Err(format!("{INVALID} (unknown token type {other:?}; use simple or jwt)")),
+    }
+}
+
 pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
     let bad = || format!("invalid duration {text:?}: write it like 10s, 500ms or 1m30s");
     if text == "0" {
@@ -434,20 +495,8 @@ impl Flags {
                  experimental-enable-lease-checkpoint-persist"
             );
         }
-        match self.auth_token.split(',').next().unwrap_or_default() {
-            "simple" => tracing::warn!("simple token is not cryptographically signed"),
-            "jwt" => {
-                return Err("--auth-token jwt is not supported by this server yet; use \
-                            --auth-token simple (the default)"
-                    .to_string())
-            }
-            other => {
-                return Err(format!(
-                    "failed to create token provider: unknown token type {other:?} in \
-                     --auth-token (use 'simple')"
-                ))
-            }
-        }
+        let jwt = auth_token_provider(&self.auth_token)
+            .map_err(|e| format!("failed to create token provider: {e}"))?;
         let bcrypt_cost = etcd_auth::valid_bcrypt_cost(self.bcrypt_cost).unwrap_or_else(|| {
             tracing::warn!(
                 given_cost = self.bcrypt_cost,
@@ -497,6 +546,7 @@ impl Flags {
             watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
             peer_client_tls: None,
             bcrypt_cost,
+            jwt,
             auth_token_ttl: Duration::from_secs(self.auth_token_ttl),
             lease_checkpoint: ServerConfig::lease_checkpointing(
                 self.experimental_enable_lease_checkpoint,
