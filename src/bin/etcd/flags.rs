@@ -649,6 +649,23 @@ mod tests {
     }
 
     #[test]
+    fn auth_token_options_are_split_as_etcd_splits_them() {
+        assert!(auth_token_provider("simple").expect("simple").is_none());
+        let invalid = |spec: &str| auth_token_provider(spec).expect_err(spec);
+        assert!(invalid("simple,ttl").contains("auth: invalid auth options"));
+        assert!(invalid("jwt,sign-method=HS256,sign-method=HS256").contains("given twice"));
+        assert!(invalid("jwt,priv-key=a=b").contains("auth: invalid auth options"));
+        assert!(invalid("nop").contains("unknown token type"));
+        assert_eq!(invalid("jwt,sign-method=XX1"), "auth: invalid auth signature method");
+        assert_eq!(invalid("jwt,sign-method=RS256"), "auth: missing key data");
+        assert!(invalid("jwt,sign-method=RS256,priv-key=/nonexistent").contains("cannot read"));
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/crates/auth/testdata");
+        let spec = format!("jwt,pub-key={dir}/p256.pub,sign-method=ES256,ttl=1m");
+        let tokens = auth_token_provider(&spec).expect("verify-only").expect("jwt");
+        assert!(tokens.verify_only());
+    }
+
+    #[test]
     fn go_durations_parse() {
         assert_eq!(parse_go_duration("10m"), Ok(Duration::from_secs(600)));
         assert_eq!(parse_go_duration("1m30s"), Ok(Duration::from_secs(90)));
