@@ -391,3 +391,38 @@ async fn jwt_tokens_are_refused_as_real_etcd_refuses_them() {
     assert_eq!(got, want, "differs from real etcd");
     assert_eq!(got[0], "good: Ok(())");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_state_survives_snapshot_save_and_restore() {
+    let original = Server::start();
+    let endpoint = vec![original.endpoint()];
+    set_up(&mut connect(&endpoint, None).await).await;
+    let mut alice = connect(&endpoint, Some(("alice", "alicepw"))).await;
+    alice.put("a/1", "v", None).await.unwrap();
+    let temp = tempfile::tempdir().expect("tempdir");
+    let backup = temp.path().join("backup.db").display().to_string();
+    let saved = etcdctl(&endpoint[0], &["--user=root:rootpw", "snapshot", "save", &backup], None);
+    assert!(saved.status.success(), "{}", String::from_utf8_lossy(&saved.stderr));
+    drop(original);
+
+    let target = tempfile::tempdir().expect("tempdir");
+    let mut restored = Server::new(Flavor::Ours, "restored", target, &[]);
+    let restore = std::process::Command::new(env!("CARGO_BIN_EXE_etcdutl"))
+        .args(["snapshot", "restore", &backup])
+        .arg(format!("--data-dir={}", restored.data_dir.display()))
+        .output()
+        .expect("run etcdutl");
+    assert!(restore.status.success(), "{}", String::from_utf8_lossy(&restore.stderr));
+    restored.restart();
+    let endpoint = vec![restored.endpoint()];
+    let mut alice = connect(&endpoint, Some(("alice", "alicepw"))).await;
+    assert_eq!(alice.get("a/1", None).await.unwrap().kvs()[0].value(), b"v");
+    let denied = alice.put("b", "v", None).await.expect_err("outside alice's range");
+    assert_eq!(message(denied), "etcdserver: permission denied");
+    let mut anonymous = connect(&endpoint, None).await;
+    let empty = anonymous.get("a/1", None).await.expect_err("no credentials");
+    assert_eq!(message(empty), "etcdserver: user name is empty");
+    let mut root = connect(&endpoint, Some(("root", "rootpw"))).await;
+    assert_eq!(root.user_list().await.unwrap().users(), ["alice", "root"]);
+    assert!(auth_status(&endpoint[0]).await.0, "auth stays enabled");
+}
