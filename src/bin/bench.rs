@@ -39,6 +39,10 @@ struct Cli {
     /// Total number of concurrent clients.
     #[arg(long, global = true, default_value_t = 1)]
     clients: usize,
+    /// Provide username[:password]: authenticate once and send every request
+    /// with the token (the servers' auth must be enabled).
+    #[arg(long, global = true)]
+    user: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -118,6 +122,36 @@ async fn connect(cli: &Cli) -> Result<Vec<Channel>, String> {
         clients.push(channel);
     }
     Ok(clients)
+}
+
+/// The token of `--user name:password`, from `Authenticate` on `channel`.
+async fn login(
+    user: &str,
+    channel: Channel,
+) -> Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>, String> {
+    use etcd_proto::etcdserverpb::auth_client::AuthClient;
+    use etcd_proto::etcdserverpb::AuthenticateRequest;
+    let (name, password) = user.split_once(':').unwrap_or((user, ""));
+    let login = AuthenticateRequest { name: name.to_string(), password: password.to_string() };
+    let token = AuthClient::new(channel)
+        .authenticate(login)
+        .await
+        .map_err(|e| format!("cannot authenticate as {name}: {} (check --user)", e.message()))?
+        .into_inner()
+        .token;
+    token.parse().map_err(|_| format!("the server sent a token that is not ASCII: {token:?}"))
+}
+
+/// `message` as a request carrying the `--user` token, if any.
+fn with_token<T>(
+    message: T,
+    token: &Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(token) = token {
+        request.metadata_mut().insert("token", token.clone());
+    }
+    request
 }
 
 /// Builds the request for the `n`th operation.
@@ -243,6 +277,10 @@ async fn run(cli: Cli) -> Result<(), String> {
     };
     let needs_lease = matches!(cli.command, Command::LeaseKeepalive { .. });
     let connections = connect(&cli).await?;
+    let token = match &cli.user {
+        Some(user) => Some(login(user, connections[0].clone()).await?),
+        None => None,
+    };
     let next = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -274,7 +312,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         } else {
             0
         };
-        let (next, done, make) = (next.clone(), done.clone(), make.clone());
+        let (next, done, make, token) = (next.clone(), done.clone(), make.clone(), token.clone());
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0u64;
@@ -285,8 +323,8 @@ async fn run(cli: Cli) -> Result<(), String> {
                 }
                 let begin = Instant::now();
                 let ok = match make(n) {
-                    Op::Put(r) => client.put(r).await.is_ok(),
-                    Op::Range(r) => client.range(r).await.is_ok(),
+                    Op::Put(r) => client.put(with_token(r, &token)).await.is_ok(),
+                    Op::Range(r) => client.range(with_token(r, &token)).await.is_ok(),
                     Op::KeepAlive => keep_alive_once(&mut leases, lease).await,
                 };
                 if ok {
