@@ -15,8 +15,9 @@ use rcgen::{
 };
 
 /// A CA, a member certificate for 127.0.0.1 and a client certificate, as PEM
-/// files in `dir`: (ca, server cert, server key, client cert, client key).
-fn certificates(dir: &Path) -> [PathBuf; 5] {
+/// files in `dir`: (ca, server cert, server key, client cert, client key, and a
+/// second client's cert and key, CN `alice`).
+fn certificates(dir: &Path) -> [PathBuf; 7] {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.distinguished_name.push(DnType::CommonName, "etcd-rs test CA");
@@ -38,12 +39,15 @@ fn certificates(dir: &Path) -> [PathBuf; 5] {
         vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
     );
     let (client_cert, client_key) = leaf("root", vec![ExtendedKeyUsagePurpose::ClientAuth]);
+    let (alice_cert, alice_key) = leaf("alice", vec![ExtendedKeyUsagePurpose::ClientAuth]);
     let files = [
         ("ca.pem", ca.pem()),
         ("server.pem", server_cert),
         ("server-key.pem", server_key),
         ("client.pem", client_cert),
         ("client-key.pem", client_key),
+        ("alice.pem", alice_cert),
+        ("alice-key.pem", alice_key),
     ];
     files.map(|(name, pem)| {
         let path = dir.join(name);
@@ -66,8 +70,12 @@ fn etcdctl_tls(endpoint: &str, tls_args: &[String], args: &[&str]) -> std::proce
 
 /// A server whose client URL is https:// with `extra` TLS flags.
 fn tls_server(extra: &[String]) -> Server {
+    tls_server_of(Flavor::Ours, extra)
+}
+
+fn tls_server_of(flavor: Flavor, extra: &[String]) -> Server {
     let temp = tempfile::tempdir().expect("tempdir");
-    let mut server = Server::new(Flavor::Ours, "node1", temp, &[]);
+    let mut server = Server::new(flavor, "node1", temp, &[]);
     let url = format!("https://127.0.0.1:{}", server.client_port);
     server.extra_args =
         vec![format!("--listen-client-urls={url}"), format!("--advertise-client-urls={url}")];
@@ -79,7 +87,7 @@ fn tls_server(extra: &[String]) -> Server {
 #[test]
 fn https_client_urls_serve_tls_and_client_cert_auth_requires_a_certificate() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let [ca, cert, key, client_cert, client_key] = certificates(dir.path());
+    let [ca, cert, key, client_cert, client_key, _, _] = certificates(dir.path());
     let flag = |name: &str, path: &PathBuf| format!("--{name}={}", path.display());
 
     // Server TLS only.
@@ -140,7 +148,7 @@ fn tls_flags_are_checked_before_serving() {
 #[test]
 fn members_replicate_over_mutually_authenticated_peer_tls() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let [ca, cert, key, _, _] = certificates(dir.path());
+    let [ca, cert, key, ..] = certificates(dir.path());
     let flag = |name: &str, path: &PathBuf| format!("--{name}={}", path.display());
     let mut members: Vec<Server> = (0..3)
         .map(|i| {
@@ -177,4 +185,72 @@ fn members_replicate_over_mutually_authenticated_peer_tls() {
         );
         assert_eq!(got, "1\n", "{} reads the write linearizably", member.name);
     }
+}
+
+/// With `--client-cert-auth` and auth enabled, a client without a token is
+/// the user its certificate names (CN); a token, when given, wins.
+fn common_name_transcript(flavor: Flavor, files: &[PathBuf; 7]) -> Vec<String> {
+    let [ca, cert, key, root_cert, root_key, alice_cert, alice_key] = files;
+    let flag = |name: &str, path: &PathBuf| format!("--{name}={}", path.display());
+    let server = tls_server_of(
+        flavor,
+        &[
+            flag("cert-file", cert),
+            flag("key-file", key),
+            flag("trusted-ca-file", ca),
+            "--client-cert-auth".to_string(),
+        ],
+    );
+    let ep = server.endpoint();
+    let root = vec![flag("cacert", ca), flag("cert", root_cert), flag("key", root_key)];
+    let alice = vec![flag("cacert", ca), flag("cert", alice_cert), flag("key", alice_key)];
+    let steps: Vec<(&Vec<String>, Vec<&str>)> = vec![
+        (&root, vec!["user", "add", "root:rootpw"]),
+        (&root, vec!["user", "grant-role", "root", "root"]),
+        (&root, vec!["user", "add", "alice:alicepw"]),
+        (&root, vec!["role", "add", "app"]),
+        (&root, vec!["role", "grant-permission", "app", "readwrite", "a/", "--prefix"]),
+        (&root, vec!["user", "grant-role", "alice", "app"]),
+        (&root, vec!["auth", "enable"]),
+        (&alice, vec!["put", "a/1", "v"]),
+        (&alice, vec!["get", "a/1"]),
+        (&alice, vec!["put", "b", "v"]),
+        (&alice, vec!["user", "list"]),
+        (&root, vec!["user", "list"]),
+        (&alice, vec!["--user=root:rootpw", "put", "b", "v"]),
+        (&root, vec!["--user=alice:alicepw", "put", "b", "v"]),
+        (&root, vec!["auth", "disable"]),
+    ];
+    steps
+        .into_iter()
+        .map(|(tls, args)| {
+            let out = etcdctl_tls(&ep, tls, &args);
+            let stderr: String = String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .filter(|line| !line.starts_with("{\"level\""))
+                .collect();
+            format!(
+                "{} {}: {}{}",
+                if std::ptr::eq(tls, &alice) { "alice-cert" } else { "root-cert" },
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout),
+                stderr
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_client_certificate_names_the_user_as_in_real_etcd() {
+    assert!(common::real_etcd().is_some(), "real etcd is required: apt-get install etcd-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = certificates(dir.path());
+    let got = common_name_transcript(Flavor::Ours, &files);
+    let want = common_name_transcript(Flavor::RealEtcd, &files);
+    eprintln!("{got:#?}");
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g, w, "differs from real etcd");
+    }
+    assert_eq!(got.len(), want.len());
+    assert!(got[7].contains("OK"), "alice's certificate lets her write a/: {}", got[7]);
 }

@@ -6,13 +6,14 @@
 use std::sync::Arc;
 
 use etcd_auth::AuthInfo;
-use etcd_daemon::EtcdServer;
+use etcd_daemon::{Caller, EtcdServer};
 use etcd_proto::etcdrs::InternalRaftRequest;
 use etcd_proto::etcdserverpb::auth_server::Auth;
 use etcd_proto::etcdserverpb::*;
 use etcd_server::auth::AuthReply;
 use etcd_server::{Applied, Response, ServerError};
 use tonic::metadata::MetadataMap;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Request, Status};
 
 use crate::status::to_status;
@@ -26,12 +27,36 @@ pub(crate) fn token(metadata: &MetadataMap) -> Option<&str> {
     TOKEN_KEYS.iter().find_map(|key| metadata.get(*key)).and_then(|v| v.to_str().ok())
 }
 
+/// Who sent `request`: its token, and the CN of its verified client
+/// certificate. Requests the server makes for a caller (the Lock and Election
+/// recipes) carry the caller as an extension. The JSON gateway's requests
+/// carry no certificate, so a gateway client is never its CN (as in etcd).
+pub(crate) fn caller<T>(request: &Request<T>) -> Caller {
+    if let Some(caller) = request.extensions().get::<Caller>() {
+        return caller.clone();
+    }
+    let common_name = request
+        .extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(|info| info.peer_certs())
+        .and_then(|certs| common_name(certs.first()?.as_ref()));
+    Caller { token: token(request.metadata()).map(str::to_string), common_name }
+}
+
+/// The subject CN of a DER certificate.
+fn common_name(der: &[u8]) -> Option<String> {
+    use x509_parser::prelude::FromDer;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?.to_string();
+    Some(cn)
+}
+
 /// The credentials of `request` (none while auth is disabled).
 pub(crate) async fn credentials<T>(
     server: &EtcdServer,
     request: &Request<T>,
 ) -> Result<AuthInfo, Status> {
-    server.credentials(token(request.metadata())).await.map_err(|e| to_status(&e))
+    server.credentials(&caller(request)).await.map_err(|e| to_status(&e))
 }
 
 /// etcd's `IsAdminPermitted` for the maintenance and membership calls only

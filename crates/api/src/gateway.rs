@@ -100,6 +100,11 @@ pub(crate) fn decode<Req: DeserializeOwned + Default>(body: &[u8]) -> Result<Req
 
 /// The token of a gateway call: grpc-gateway passes the `Authorization`
 /// header on as the `authorization` metadata etcd reads tokens from.
+/// A gateway client is its token only: etcd never takes a CN for it.
+fn caller_of(headers: &HeaderMap) -> etcd_daemon::Caller {
+    etcd_daemon::Caller { token: authorization(headers), common_name: None }
+}
+
 fn authorization(headers: &HeaderMap) -> Option<String> {
     headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
@@ -212,7 +217,7 @@ fn inbound<Req: DeserializeOwned>(
 async fn watch(State(g): Shared, headers: HeaderMap, body: Bytes) -> Response {
     match inbound::<WatchRequest>(&g, "/etcdserverpb.Watch/Watch", &body) {
         Ok(requests) => {
-            let rx = crate::watch::open(g.server.clone(), authorization(&headers), requests);
+            let rx = crate::watch::open(g.server.clone(), caller_of(&headers), requests);
             stream_response(ReceiverStream::new(rx).map(Ok::<_, Status>))
         }
         Err(status) => error_response(&status),

@@ -13,7 +13,7 @@ use etcd_proto::etcdserverpb::{
 use etcd_server::{Applied, Response, ServerError};
 use tonic::{Request, Status};
 
-use crate::auth::{credentials, token};
+use crate::auth::{caller, credentials};
 use crate::status::to_status;
 use crate::validate;
 
@@ -72,14 +72,13 @@ impl Kv for KvService {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<tonic::Response<RangeResponse>, Status> {
-        let token = token(request.metadata()).map(str::to_string);
+        let caller = caller(&request);
         let request = request.into_inner();
         if !request.serializable {
             self.server.check_not_learner().map_err(|e| to_status(&e))?;
         }
         validate::check_range(&request).map_err(|e| to_status(&e))?;
-        let response =
-            self.server.range_as(&request, token.as_deref()).await.map_err(|e| to_status(&e))?;
+        let response = self.server.range_as(&request, &caller).await.map_err(|e| to_status(&e))?;
         Ok(tonic::Response::new(response))
     }
 

@@ -94,11 +94,11 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        let token = crate::auth::token(request.metadata()).map(str::to_string);
+        let caller = crate::auth::caller(&request);
         let request = request.into_inner();
         let checked = if request.keys {
             self.server
-                .check_lease_keys_readable(request.id, token.as_deref())
+                .check_lease_keys_readable(request.id, &caller)
                 .await
                 .map_err(|e| to_status(&e))?
         } else {

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use etcd_daemon::watch_hub::KeyRange;
+use etcd_daemon::Caller;
 use etcd_daemon::EtcdServer;
 use etcd_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use etcd_proto::etcdserverpb::kv_server::Kv;
@@ -71,18 +72,19 @@ pub(crate) struct Recipes {
     /// caller may (etcd's recipes run on a client that forwards the caller's
     /// token).
     token: Option<MetadataValue<Ascii>>,
+    caller: Option<Caller>,
 }
 
 impl Recipes {
     pub fn new(server: Arc<EtcdServer>) -> Recipes {
         let services = (KvService::new(server.clone()), LeaseService::new(server.clone()));
-        Recipes { services: Arc::new(services), server, token: None }
+        Recipes { services: Arc::new(services), server, token: None, caller: None }
     }
 
     /// These recipes acting as the caller of `request`.
     pub fn for_caller<T>(&self, request: &Request<T>) -> Recipes {
         let token = crate::auth::token(request.metadata()).and_then(|t| t.parse().ok());
-        Recipes { token, ..self.clone() }
+        Recipes { token, caller: Some(crate::auth::caller(request)), ..self.clone() }
     }
 
     /// `message` as a request from the caller.
@@ -90,6 +92,9 @@ impl Recipes {
         let mut request = Request::new(message);
         if let Some(token) = &self.token {
             request.metadata_mut().insert("token", token.clone());
+        }
+        if let Some(caller) = &self.caller {
+            request.extensions_mut().insert(caller.clone());
         }
         request
     }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use etcd_daemon::watch_hub::{Interest, KeyRange, WatchHub, WatchReadError};
-use etcd_daemon::EtcdServer;
+use etcd_daemon::{Caller, EtcdServer};
 use etcd_proto::etcdserverpb::watch_create_request::FilterType;
 use etcd_proto::etcdserverpb::watch_request::RequestUnion;
 use etcd_proto::etcdserverpb::watch_server::Watch;
@@ -55,8 +55,8 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<BoxStream<WatchResponse>>, Status> {
-        let token = crate::auth::token(request.metadata()).map(str::to_string);
-        let rx = open(self.server.clone(), token, request.into_inner());
+        let caller = crate::auth::caller(&request);
+        let rx = open(self.server.clone(), caller, request.into_inner());
         Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
     }
 }
@@ -65,13 +65,13 @@ impl Watch for WatchService {
 /// come out of the returned channel. Shared by the gRPC and JSON gateway routes.
 pub(crate) fn open(
     server: Arc<EtcdServer>,
-    token: Option<String>,
+    caller: Caller,
     inbound: impl Stream<Item = Result<WatchRequest, Status>> + Unpin + Send + 'static,
 ) -> mpsc::Receiver<WatchResponse> {
     let (tx, rx) = mpsc::channel(STREAM_QUEUE_MAX);
     let stream = WatchStream {
         server,
-        token,
+        caller,
         tx,
         watchers: BTreeMap::new(),
         next_id: 0,
@@ -86,8 +86,8 @@ pub(crate) fn open(
 /// The server side of one Watch stream.
 struct WatchStream {
     server: Arc<EtcdServer>,
-    /// The token the stream was opened with: every create is checked with it.
-    token: Option<String>,
+    /// Who opened the stream: every create is checked with these credentials.
+    caller: Caller,
     tx: mpsc::Sender<WatchResponse>,
     watchers: BTreeMap<i64, WatcherHandle>,
     next_id: i64,
@@ -195,7 +195,7 @@ impl WatchStream {
     /// it in `cancel_reason`.
     async fn permitted(&self, create: &WatchCreateRequest) -> Result<(), String> {
         let range_end: &[u8] = if create.range_end == [0] { &[] } else { &create.range_end };
-        let checked = match self.server.credentials(self.token.as_deref()).await {
+        let checked = match self.server.credentials(&self.caller).await {
             Ok(info) => self.server.check_read(&info, &create.key, range_end),
             Err(err) => Err(err),
         };

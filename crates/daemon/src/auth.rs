@@ -24,6 +24,17 @@ fn unix_now_s() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// Who sent a request: its auth token, and the common name of its verified
+/// client certificate (with `--client-cert-auth`). As in etcd, a token wins;
+/// without one the certificate's CN is the user.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Caller {
+    /// gRPC metadata `token` (or `authorization`).
+    pub token: Option<String>,
+    /// The CN of the client certificate the TLS handshake verified.
+    pub common_name: Option<String>,
+}
+
 fn auth_error(err: AuthError) -> ServerError {
     ServerError::Auth(err)
 }
@@ -39,17 +50,24 @@ impl EtcdServer {
         self.auth.read().expect("auth lock").is_enabled()
     }
 
-    /// The credentials of a request that carried `token` (gRPC metadata
-    /// `token` or `authorization`). Without a token, or while auth is off,
-    /// the request has none ([`AuthInfo::default`]); the permission checks
+    /// The credentials of a request from `caller`. Without a token or a
+    /// certificate, or while auth is off, the request has none ([`AuthInfo::default`]); the permission checks
     /// then refuse it (`user name is empty`) if auth is on.
-    pub async fn credentials(&self, token: Option<&str>) -> Result<AuthInfo, ServerError> {
-        let Some(token) = token else {
-            return Ok(AuthInfo::default());
-        };
+    pub async fn credentials(&self, caller: &Caller) -> Result<AuthInfo, ServerError> {
         if !self.auth_enabled() {
             return Ok(AuthInfo::default());
         }
+        let Some(token) = caller.token.as_deref() else {
+            // etcd's AuthInfoFromTLS: the certificate's CN at the current
+            // auth revision (the user need not exist until it is checked).
+            return Ok(match &caller.common_name {
+                Some(name) => AuthInfo {
+                    username: name.clone(),
+                    revision: self.auth.read().expect("auth lock").revision(),
+                },
+                None => AuthInfo::default(),
+            });
+        };
         if let Some(jwt) = &self.cfg.jwt {
             // Stateless: the token names the user and the auth revision it
             // was issued at; the checks refuse it once the store moved on.
@@ -108,12 +126,12 @@ impl EtcdServer {
     pub async fn range_as(
         &self,
         request: &RangeRequest,
-        token: Option<&str>,
+        caller: &Caller,
     ) -> Result<RangeResponse, ServerError> {
         if !request.serializable {
             self.read_barrier().await?;
         }
-        let info = self.credentials(token).await?;
+        let info = self.credentials(caller).await?;
         self.check_read(&info, &request.key, &request.range_end)?;
         let response = self.read_range(request)?;
         self.check_still_current(&info)?;
@@ -133,12 +151,12 @@ impl EtcdServer {
     pub async fn check_lease_keys_readable(
         &self,
         id: i64,
-        token: Option<&str>,
+        caller: &Caller,
     ) -> Result<Option<u64>, ServerError> {
         if !self.auth_enabled() {
             return Ok(None);
         }
-        let info = self.credentials(token).await?;
+        let info = self.credentials(caller).await?;
         if info.revision == 0 {
             return Err(auth_error(AuthError::UserEmpty));
         }

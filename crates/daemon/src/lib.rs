@@ -28,6 +28,7 @@ mod server;
 mod shared;
 mod snapshot;
 
+pub use auth::Caller;
 pub use bootstrap::StartError;
 pub use compactor::AutoCompaction;
 pub use config::{ClusterState, ServerConfig};
