@@ -426,3 +426,53 @@ async fn auth_state_survives_snapshot_save_and_restore() {
     assert_eq!(root.user_list().await.unwrap().users(), ["alice", "root"]);
     assert!(auth_status(&endpoint[0]).await.0, "auth stays enabled");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_and_lease_checks_hold_on_a_follower() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader(Duration::from_secs(10)).expect("a leader");
+    let endpoints: Vec<String> = cluster.members.iter().map(Server::endpoint).collect();
+    let follower = vec![endpoints[(leader + 1) % 3].clone()];
+    set_up(&mut connect(&endpoints[leader..=leader], None).await).await;
+    let mut alice = connect(&follower, Some(("alice", "alicepw"))).await;
+    let mut root = connect(&endpoints[leader..=leader], Some(("root", "rootpw"))).await;
+
+    // A watch outside alice's range is cancelled with etcd's reason.
+    let mut denied_events = alice.watch("b", None).await.unwrap();
+    let mut cancel_reason = None;
+    while let Some(response) = denied_events.message().await.unwrap() {
+        if response.canceled() {
+            cancel_reason = Some(response.cancel_reason().to_string());
+            break;
+        }
+    }
+    // etcd puts the gRPC error's Go text in the reason.
+    let reason = "rpc error: code = PermissionDenied desc = etcdserver: permission denied";
+    assert_eq!(cancel_reason.as_deref(), Some(reason));
+    // One inside it delivers.
+    let prefix = etcd_client::WatchOptions::new().with_prefix();
+    let mut events = alice.watch("a/", Some(prefix)).await.unwrap();
+    root.put("a/w", "v", None).await.unwrap();
+    let delivered = loop {
+        let response = events.message().await.unwrap().expect("stream open");
+        if let Some(event) = response.events().first() {
+            break event.kv().expect("kv").key().to_vec();
+        }
+    };
+    assert_eq!(delivered, b"a/w");
+
+    // LeaseTimeToLive with keys needs read on every attached key.
+    let lease = root.lease_grant(60, None).await.unwrap().id();
+    let attach = etcd_client::PutOptions::new().with_lease(lease);
+    root.put("a/l", "v", Some(attach.clone())).await.unwrap();
+    let keys = etcd_client::LeaseTimeToLiveOptions::new().with_keys();
+    let ttl = alice.lease_time_to_live(lease, Some(keys.clone())).await.unwrap();
+    assert_eq!(ttl.keys(), [b"a/l".to_vec()]);
+    root.put("b/l", "v", Some(attach)).await.unwrap();
+    let err = alice.lease_time_to_live(lease, Some(keys)).await.expect_err("b/l is not hers");
+    assert_eq!(message(err), "etcdserver: permission denied");
+    // Revoking a lease needs write on its keys.
+    let err = alice.lease_revoke(lease).await.expect_err("b/l is not hers");
+    assert_eq!(message(err), "etcdserver: permission denied");
+    root.lease_revoke(lease).await.unwrap();
+}
