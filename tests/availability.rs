@@ -153,7 +153,20 @@ async fn a_client_of_every_member_keeps_completing_operations_while_one_is_cut_o
     assert!(succeeded > refused, "{succeeded} ok, {refused} refused");
     tokio::task::block_in_place(|| cluster.heal());
     let last = last_written.expect("some put succeeded");
-    let got = client.get("counter", None).await.expect("get after healing");
+    // The healed member answers "no leader" until the leader's next heartbeat
+    // reaches it; a client retries that on another endpoint, and so do we.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let got = loop {
+        match client.get("counter", None).await {
+            Ok(got) => break got,
+            Err(etcd_client::Error::GRpcStatus(s))
+                if s.code() == tonic::Code::Unavailable && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("get after healing: {e:?}"),
+        }
+    };
     let value = String::from_utf8_lossy(got.kvs()[0].value()).parse::<u64>().expect("number");
     assert!(value >= last, "an acknowledged put was lost: {value} < {last}");
 }
