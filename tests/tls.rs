@@ -254,3 +254,86 @@ fn a_client_certificate_names_the_user_as_in_real_etcd() {
     assert_eq!(got.len(), want.len());
     assert!(got[7].contains("OK"), "alice's certificate lets her write a/: {}", got[7]);
 }
+
+/// `size` members of `flavor` with https:// client and peer URLs and
+/// `--auto-tls --peer-auto-tls`: they make their own certificates under the
+/// data dir's `fixtures/`, replicate over TLS without verifying each other,
+/// and keep their certificates across a restart.
+fn auto_tls_cluster_replicates(flavor: Flavor, size: usize) {
+    let mut members: Vec<Server> = (0..size)
+        .map(|i| {
+            let temp = tempfile::tempdir().expect("tempdir");
+            let mut member = Server::new(flavor, &format!("m{i}"), temp, &[]);
+            let client = format!("https://127.0.0.1:{}", member.client_port);
+            let peer = format!("https://127.0.0.1:{}", member.peer_port);
+            member.extra_args = vec![
+                format!("--listen-client-urls={client}"),
+                format!("--advertise-client-urls={client}"),
+                format!("--listen-peer-urls={peer}"),
+                format!("--initial-advertise-peer-urls={peer}"),
+                "--auto-tls".to_string(),
+                "--peer-auto-tls".to_string(),
+            ];
+            member
+        })
+        .collect();
+    let initial: Vec<String> =
+        members.iter().map(|m| format!("{}=https://127.0.0.1:{}", m.name, m.peer_port)).collect();
+    for member in &mut members {
+        member.initial_cluster = Some(initial.join(","));
+        member.spawn();
+    }
+    for member in &mut members {
+        member.wait_ready();
+    }
+    // etcdctl's flags for a server whose certificate nobody signed, as etcd's e2e suite uses.
+    let insecure = ["--insecure-transport=false".to_string(), "--insecure-skip-tls-verify".into()];
+    let put = etcdctl_tls(&members[0].endpoint(), &insecure, &["put", "over-auto-tls", "1"]);
+    assert!(put.status.success(), "{flavor:?}: {}", String::from_utf8_lossy(&put.stderr));
+    for member in &members {
+        let get = etcdctl_tls(
+            &member.endpoint(),
+            &insecure,
+            &["get", "over-auto-tls", "--print-value-only"],
+        );
+        assert_eq!(String::from_utf8_lossy(&get.stdout), "1\n", "{flavor:?} {}", member.name);
+    }
+    // A client that verifies the server's certificate refuses the self-signed one.
+    let verifying = etcdctl_tls(&members[0].endpoint(), &[], &["get", "over-auto-tls"]);
+    assert!(!verifying.status.success(), "{flavor:?}: a verifying client accepted auto-TLS");
+    let fixtures = |m: &Server, side: &str| m.data_dir.join("fixtures").join(side);
+    for member in &members {
+        for side in ["client", "peer"] {
+            for file in ["cert.pem", "key.pem"] {
+                let path = fixtures(member, side).join(file);
+                assert!(path.is_file(), "{flavor:?}: {} has no {}", member.name, path.display());
+            }
+        }
+    }
+    let last = members.last_mut().expect("a member");
+    let cert = std::fs::read(fixtures(last, "peer").join("cert.pem")).expect("cert");
+    last.kill9();
+    last.restart();
+    assert_eq!(
+        std::fs::read(fixtures(last, "peer").join("cert.pem")).expect("cert"),
+        cert,
+        "{flavor:?}: a restarted member made a new certificate"
+    );
+    let put = etcdctl_tls(&last.endpoint(), &insecure, &["put", "after-restart", "2"]);
+    assert!(put.status.success(), "{flavor:?}: {}", String::from_utf8_lossy(&put.stderr));
+}
+
+#[test]
+fn auto_tls_members_replicate_and_keep_their_certificates() {
+    auto_tls_cluster_replicates(Flavor::Ours, 1);
+    auto_tls_cluster_replicates(Flavor::Ours, 3);
+}
+
+#[test]
+fn auto_tls_test_holds_for_real_etcd() {
+    if common::real_etcd().is_none() {
+        eprintln!("real etcd is not installed; skipping the oracle run");
+        return;
+    }
+    auto_tls_cluster_replicates(Flavor::RealEtcd, 3);
+}

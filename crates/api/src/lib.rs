@@ -17,7 +17,6 @@ pub mod maintenance;
 mod probes;
 mod recipes;
 pub mod status;
-pub mod tls;
 pub mod validate;
 pub mod watch;
 
@@ -47,7 +46,7 @@ const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 pub async fn serve(
     server: Arc<EtcdServer>,
     listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<etcd_tls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let max_message_bytes = server.config().max_request_bytes + GRPC_OVERHEAD_BYTES;
@@ -78,7 +77,9 @@ pub async fn serve(
     let builder = tonic::transport::Server::builder().accept_http1(true).add_routes(routes);
     match tls {
         Some(acceptor) => {
-            builder.serve_with_incoming_shutdown(tls::incoming(listener, acceptor), shutdown).await
+            builder
+                .serve_with_incoming_shutdown(etcd_tls::incoming(listener, acceptor), shutdown)
+                .await
         }
         None => {
             // Responses are small and a client waits on each: no Nagle delay

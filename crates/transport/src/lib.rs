@@ -11,6 +11,7 @@
 //! channel, dropping (never blocking) when a peer is slow or gone, because Raft
 //! retransmits.
 
+mod dial;
 mod receiver;
 mod sender;
 mod snapshot;
@@ -22,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
+pub use dial::ClientTlsConfig;
 use etcd_proto::etcdrs::raft_transport_client::RaftTransportClient;
 use etcd_proto::etcdrs::raft_transport_server::RaftTransportServer;
 use etcd_proto::etcdrs::{Member, MembersRequest};
@@ -30,7 +32,6 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt as _;
-pub use tonic::transport::ClientTlsConfig;
 
 pub use receiver::PeerService;
 pub use sender::QUEUE_CAPACITY_MESSAGES;
@@ -223,16 +224,12 @@ impl PeerTransport {
                 return Ok(channel.clone());
             }
         }
+        if urls.is_empty() {
+            return Err(format!("{id:x} has no peer URLs"));
+        }
         let tls = self.inner.shared.client_tls();
-        let endpoints = urls
-            .iter()
-            .map(|url| sender::endpoint(url, tls.as_ref()).map(sender::tune))
-            .collect::<Result<Vec<_>, String>>()?;
-        let channel = match endpoints.as_slice() {
-            [] => return Err(format!("{id:x} has no peer URLs")),
-            [one] => one.connect_lazy(),
-            _ => tonic::transport::Channel::balance_list(endpoints.into_iter()),
-        };
+        let connector = dial::Connector::new(&urls, tls.as_ref(), sender::CONNECT_TIMEOUT)?;
+        let channel = sender::tune(connector.endpoint()?).connect_with_connector_lazy(connector);
         channels.insert(id, (urls, channel.clone()));
         Ok(channel)
     }
@@ -340,7 +337,7 @@ pub async fn serve(
     listener: TcpListener,
     transport: PeerTransport,
     extra: tonic::service::Routes,
-    tls: Option<tonic::transport::ServerTlsConfig>,
+    tls: Option<etcd_tls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (stop_tx, stop) = watch::channel(false);
@@ -351,23 +348,28 @@ pub async fn serve(
         shutdown.await;
         let _ = stop_tx.send(true);
     };
-    let incoming = TcpListenerStream::new(listener).map(|accepted| {
-        accepted.inspect(|stream| {
-            // Raft heartbeats are small and latency-sensitive.
-            let _ = stream.set_nodelay(true);
-        })
-    });
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls)?;
-    }
-    builder
+    let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(SERVER_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(SERVER_KEEPALIVE_TIMEOUT))
         .add_routes(extra)
-        .add_service(service)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
+        .add_service(service);
+    match tls {
+        // etcd_tls::incoming sets TCP_NODELAY too.
+        Some(acceptor) => {
+            router
+                .serve_with_incoming_shutdown(etcd_tls::incoming(listener, acceptor), shutdown)
+                .await
+        }
+        None => {
+            let incoming = TcpListenerStream::new(listener).map(|accepted| {
+                accepted.inspect(|stream| {
+                    // Raft heartbeats are small and latency-sensitive.
+                    let _ = stream.set_nodelay(true);
+                })
+            });
+            router.serve_with_incoming_shutdown(incoming, shutdown).await
+        }
+    }
 }
 
 /// Asks the members at `peer_urls`, in turn, for the cluster ID and membership
@@ -384,11 +386,14 @@ pub async fn fetch_members(
     let mut first_answer = None;
     for url in peer_urls {
         let attempt = async {
-            let endpoint = sender::endpoint(url, tls)?
-                .connect_timeout(Duration::from_secs(2))
-                .timeout(Duration::from_secs(5));
-            let mut client =
-                RaftTransportClient::new(endpoint.connect().await.map_err(|e| e.to_string())?);
+            let connector =
+                dial::Connector::new(std::slice::from_ref(url), tls, Duration::from_secs(2))?;
+            let endpoint = connector.endpoint()?.timeout(Duration::from_secs(5));
+            let channel = endpoint
+                .connect_with_connector(connector)
+                .await
+                .map_err(|e| sender::error_chain(&e))?;
+            let mut client = RaftTransportClient::new(channel);
             let response =
                 client.members(MembersRequest {}).await.map_err(|e| e.message().to_string())?;
             let response = response.into_inner();

@@ -14,7 +14,9 @@ use raft::eraftpb::Message;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::dial::{ClientTlsConfig, Connector};
 
 use crate::wire::message_to_wire;
 use crate::{Shared, MAX_MESSAGE_SIZE_BYTES};
@@ -35,7 +37,7 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_millis(100);
 /// A stream that stayed up at least this long resets the backoff when it ends.
 const STABLE_STREAM: Duration = Duration::from_secs(1);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -262,23 +264,6 @@ async fn run(shared: Arc<Shared>, queue: Arc<PeerQueue>) {
     }
 }
 
-/// The endpoint for a peer URL: `https://` ones go through `tls` (the peer
-/// TLS flags), which they cannot do without.
-pub(crate) fn endpoint(url: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, String> {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|e| format!("invalid peer URL {url}: {e}"))?;
-    if !url.starts_with("https://") {
-        return Ok(endpoint);
-    }
-    let tls = tls.ok_or_else(|| {
-        format!(
-            "peer URL {url} is https:// but no peer TLS is configured: give --peer-trusted-ca-file, \
-             --peer-cert-file and --peer-key-file"
-        )
-    })?;
-    endpoint.tls_config(tls.clone()).map_err(|e| format!("TLS for peer URL {url}: {e}"))
-}
-
 /// The connection settings of every peer channel: short connect timeout, no
 /// Nagle delay, HTTP/2 keep-alives that notice a dead peer within seconds.
 pub(crate) fn tune(endpoint: Endpoint) -> Endpoint {
@@ -297,14 +282,16 @@ pub(crate) async fn connect(
 ) -> Result<(Channel, String), String> {
     let mut last_error = String::from("peer has no URLs");
     for url in urls {
-        let endpoint = match endpoint(url, tls) {
-            Ok(endpoint) => endpoint,
+        let dialed = Connector::new(std::slice::from_ref(url), tls, CONNECT_TIMEOUT)
+            .and_then(|connector| Ok((connector.endpoint()?, connector)));
+        let (endpoint, connector) = match dialed {
+            Ok(dialed) => dialed,
             Err(e) => {
                 last_error = e;
                 continue;
             }
         };
-        match tune(endpoint).connect().await {
+        match tune(endpoint).connect_with_connector(connector).await {
             Ok(channel) => return Ok((channel, url.clone())),
             Err(e) => last_error = format!("connect to {url}: {}", error_chain(&e)),
         }
@@ -395,7 +382,7 @@ fn describe_end(
 }
 
 /// Formats an error with its sources (tonic's transport errors hide the cause).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

@@ -5,7 +5,7 @@
 //! server does not act on yet are accepted with a warning when harmless (logging
 //! and tuning knobs) and refused when ignoring them would be unsafe (TLS).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,8 +50,7 @@ const IGNORED_BOOL_FLAGS: &[&str] = &[
 
 /// etcd flags whose absence of support must stop the server (ignoring them would
 /// silently weaken security).
-const REFUSED_FLAGS: &[&str] =
-    &["auto-tls", "client-crl-file", "peer-auto-tls", "peer-crl-file", "force-new-cluster"];
+const REFUSED_FLAGS: &[&str] = &["client-crl-file", "peer-crl-file", "force-new-cluster"];
 
 /// A distributed, reliable key-value store (etcd v3 API). A flag given twice
 /// takes its last value, as with Go's flag package.
@@ -164,6 +163,16 @@ pub struct Flags {
         action = clap::ArgAction::Set
     )]
     pub client_cert_auth: bool,
+    /// Client TLS using generated certificates.
+    #[arg(
+        long,
+        env = "ETCD_AUTO_TLS",
+        default_value_t = false,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub auto_tls: bool,
     /// Path to the peer server TLS cert file.
     #[arg(long, env = "ETCD_PEER_CERT_FILE")]
     pub peer_cert_file: Option<PathBuf>,
@@ -183,6 +192,16 @@ pub struct Flags {
         action = clap::ArgAction::Set
     )]
     pub peer_client_cert_auth: bool,
+    /// Peer TLS using generated certificates.
+    #[arg(
+        long,
+        env = "ETCD_PEER_AUTO_TLS",
+        default_value_t = false,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub peer_auto_tls: bool,
     /// Enable leader to send regular checkpoints to other members to prevent
     /// reset of remaining TTL on leader change.
     #[arg(
@@ -234,9 +253,8 @@ pub fn normalise(args: Vec<String>) -> Result<(Vec<String>, Vec<String>), String
         };
         if REFUSED_FLAGS.contains(&name.as_str()) {
             return Err(format!(
-                "--{name} is not supported by this server yet (peer TLS, auto TLS, CRLs and \
-                 forced reconfiguration are not implemented); remove the flag or run real etcd \
-                 for this member"
+                "--{name} is not supported by this server yet (CRLs and forced reconfiguration \
+                 are not implemented); remove the flag or run real etcd for this member"
             ));
         }
         if IGNORED_VALUE_FLAGS.contains(&name.as_str()) {
@@ -367,28 +385,60 @@ pub fn parse_initial_cluster(spec: &str) -> Result<Vec<(String, Vec<String>)>, S
 
 type TlsPaths<'a> = (&'a Option<PathBuf>, &'a Option<PathBuf>, &'a Option<PathBuf>);
 
-/// One side's TLS files (client or peer, by `prefix`), checked for completeness.
-fn tls_files(
+/// One side's TLS (client or peer, by `prefix`), checked for completeness:
+/// the files, or with `auto` (`--auto-tls`, `--peer-auto-tls`) and no files a
+/// self-signed certificate for `hosts` kept in `fixtures`, as etcd makes it.
+fn tls_settings(
     prefix: &'static str,
     (cert, key, ca): TlsPaths<'_>,
     client_cert_auth: bool,
-) -> Result<Option<etcd_api::tls::TlsFiles>, String> {
-    match (cert, key) {
-        (Some(cert_file), Some(key_file)) => Ok(Some(etcd_api::tls::TlsFiles {
-            cert_file: cert_file.clone(),
-            key_file: key_file.clone(),
-            trusted_ca_file: ca.clone(),
-            client_cert_auth,
-            flag_prefix: prefix,
-        })),
-        (None, None) if client_cert_auth => Err(format!(
+    auto: Option<(&Path, &[String])>,
+) -> Result<Option<etcd_tls::TlsSettings>, String> {
+    match (cert, key, auto) {
+        (Some(cert_file), Some(key_file), auto) => {
+            if auto.is_some() {
+                let side = if prefix.is_empty() { "client" } else { "peer" };
+                tracing::warn!("ignoring {side} auto TLS since certs given");
+            }
+            Ok(Some(etcd_tls::TlsSettings {
+                cert_file: cert_file.clone(),
+                key_file: key_file.clone(),
+                trusted_ca_file: ca.clone(),
+                client_cert_auth,
+                self_signed: false,
+                flag_prefix: prefix,
+            }))
+        }
+        (None, None, Some((fixtures, hosts))) => {
+            // etcd replaces the whole TLS setup with the self-signed one, so a
+            // CA or certificate authentication given beside it has no effect.
+            if client_cert_auth || ca.is_some() {
+                tracing::warn!(
+                    "--{prefix}client-cert-auth and --{prefix}trusted-ca-file have no effect with \
+                     --{prefix}auto-tls (as with etcd): give --{prefix}cert-file and \
+                     --{prefix}key-file to authenticate the other side"
+                );
+            }
+            etcd_tls::TlsSettings::self_signed(fixtures, hosts, prefix).map(Some)
+        }
+        (None, None, None) if client_cert_auth => Err(format!(
             "--{prefix}client-cert-auth needs TLS: give --{prefix}cert-file and --{prefix}key-file too"
         )),
-        (None, None) => Ok(None),
+        (None, None, None) => Ok(None),
         _ => Err(format!(
             "--{prefix}cert-file and --{prefix}key-file go together: give both or neither"
         )),
     }
+}
+
+/// The `host:port`s of URLs, what an auto-TLS certificate is made for.
+fn url_hosts(urls: &[String]) -> Vec<String> {
+    urls.iter()
+        .map(|url| {
+            let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+            rest.split('/').next().unwrap_or(rest).to_string()
+        })
+        .collect()
 }
 
 impl Flags {
@@ -429,20 +479,28 @@ impl Flags {
     }
 
     /// The client TLS files, when `--cert-file` and `--key-file` are both given.
-    pub fn client_tls(&self) -> Result<Option<etcd_api::tls::TlsFiles>, String> {
-        tls_files(
+    /// (Auto-TLS certificates are kept under `data_dir`'s `fixtures/client`.)
+    pub fn client_tls(&self, data_dir: &Path) -> Result<Option<etcd_tls::TlsSettings>, String> {
+        let hosts = url_hosts(&self.listen_client_urls());
+        let fixtures = data_dir.join("fixtures").join("client");
+        tls_settings(
             "",
             (&self.cert_file, &self.key_file, &self.trusted_ca_file),
             self.client_cert_auth,
+            self.auto_tls.then_some((fixtures.as_path(), hosts.as_slice())),
         )
     }
 
     /// The peer TLS files, when `--peer-cert-file` and `--peer-key-file` are given.
-    pub fn peer_tls(&self) -> Result<Option<etcd_api::tls::TlsFiles>, String> {
-        tls_files(
+    /// (Auto-TLS certificates are kept under `data_dir`'s `fixtures/peer`.)
+    pub fn peer_tls(&self, data_dir: &Path) -> Result<Option<etcd_tls::TlsSettings>, String> {
+        let hosts = url_hosts(&self.listen_peer_urls());
+        let fixtures = data_dir.join("fixtures").join("peer");
+        tls_settings(
             "peer-",
             (&self.peer_cert_file, &self.peer_key_file, &self.peer_trusted_ca_file),
             self.peer_client_cert_auth,
+            self.peer_auto_tls.then_some((fixtures.as_path(), hosts.as_slice())),
         )
     }
 
@@ -583,11 +641,14 @@ mod tests {
         .expect("parses");
         assert_eq!(flags.name, "b");
         assert!(flags.client_cert_auth);
-        assert!(flags.client_tls().expect("complete").is_some());
+        assert!(flags.client_tls(Path::new("unused")).expect("complete").is_some());
         let off = Flags::try_parse_from(["etcd", "--client-cert-auth=false"]).expect("parses");
         assert!(!off.client_cert_auth);
         let alone = Flags::try_parse_from(["etcd", "--client-cert-auth"]).expect("parses");
-        assert!(alone.client_tls().is_err(), "client cert auth without TLS is refused");
+        assert!(
+            alone.client_tls(Path::new("unused")).is_err(),
+            "client cert auth without TLS is refused"
+        );
     }
 
     #[test]
@@ -677,7 +738,8 @@ mod tests {
 
     #[test]
     fn unsupported_tls_flags_are_refused() {
-        assert!(normalise(args(&["etcd", "--peer-auto-tls"])).is_err());
+        assert!(normalise(args(&["etcd", "--peer-crl-file", "x"])).is_err());
+        assert!(normalise(args(&["etcd", "--peer-auto-tls"])).is_ok());
         assert!(normalise(args(&["etcd", "--cert-file", "x"])).is_ok());
     }
 

@@ -135,9 +135,10 @@ async fn fetch_join_info(cfg: &mut ServerConfig) -> Result<(), String> {
 /// The client port's TLS configuration, if any listen URL is `https://`.
 fn client_tls(
     flags: &Flags,
+    cfg: &ServerConfig,
     listeners: &[(TcpListener, bool)],
-) -> Result<Option<tokio_rustls::TlsAcceptor>, String> {
-    let files = flags.client_tls()?;
+) -> Result<Option<etcd_tls::TlsAcceptor>, String> {
+    let files = flags.client_tls(&cfg.data_dir)?;
     if !listeners.iter().any(|(_, tls)| *tls) {
         if files.is_some() {
             tracing::warn!(
@@ -147,9 +148,10 @@ fn client_tls(
         return Ok(None);
     }
     let files = files.ok_or_else(|| {
-        "an https:// --listen-client-urls needs --cert-file and --key-file".to_string()
+        "an https:// --listen-client-urls needs --cert-file and --key-file, or --auto-tls"
+            .to_string()
     })?;
-    files.acceptor().map(Some)
+    files.acceptor(etcd_tls::CLIENT_PORT_ALPN).map(Some)
 }
 
 /// Peer TLS from the `--peer-*` flags: the server side for `https://` peer
@@ -159,8 +161,8 @@ fn peer_tls(
     flags: &Flags,
     cfg: &mut ServerConfig,
     listeners: &[(TcpListener, bool)],
-) -> Result<Option<tonic::transport::ServerTlsConfig>, String> {
-    let files = flags.peer_tls()?;
+) -> Result<Option<etcd_tls::TlsAcceptor>, String> {
+    let files = flags.peer_tls(&cfg.data_dir)?;
     let https_listener = listeners.iter().any(|(_, tls)| *tls);
     let https_peer = cfg
         .initial_cluster
@@ -171,14 +173,14 @@ fn peer_tls(
     let Some(files) = files else {
         if https_listener || https_peer {
             return Err("https:// peer URLs need --peer-cert-file, --peer-key-file and \
-                        --peer-trusted-ca-file"
+                        --peer-trusted-ca-file, or --peer-auto-tls"
                 .to_string());
         }
         return Ok(None);
     };
     cfg.peer_client_tls = Some(files.client_config()?);
     if https_listener {
-        files.server_config().map(Some)
+        files.acceptor(etcd_tls::PEER_PORT_ALPN).map(Some)
     } else {
         Ok(None)
     }
@@ -190,7 +192,7 @@ async fn run(flags: Flags) -> Result<(), String> {
     let listeners = bind_all(&flags.listen_client_urls(), "client").await?;
     let peer_listeners = bind_all(&flags.listen_peer_urls(), "peer").await?;
     let metrics_listeners = bind_all(&flags.listen_metrics_urls(), "metrics").await?;
-    let tls = client_tls(&flags, &listeners)?;
+    let tls = client_tls(&flags, &cfg, &listeners)?;
     if metrics_listeners.iter().any(|(_, tls)| *tls) {
         return Err("https:// metrics URLs are not supported yet: use http:// for \
                     --listen-metrics-urls"

@@ -1,0 +1,93 @@
+use super::*;
+
+use rustls::pki_types::ServerName;
+
+fn hosts() -> Vec<String> {
+    vec!["127.0.0.1:2380".to_string(), "localhost:2380".to_string()]
+}
+
+/// Runs a handshake between `server` and `client` over an in-memory pipe;
+/// the negotiated ALPN protocol, or the client's error.
+async fn handshake(
+    server: rustls::ServerConfig,
+    client: Arc<rustls::ClientConfig>,
+) -> Result<Option<Vec<u8>>, String> {
+    let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+    let acceptor = TlsAcceptor::from(Arc::new(server));
+    let served = tokio::spawn(async move { acceptor.accept(server_io).await.map(|_| ()) });
+    let name = ServerName::try_from("127.0.0.1").expect("name");
+    let connected = TlsConnector::from(client).connect(name, client_io).await;
+    let _ = served.await;
+    connected
+        .map(|tls| tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec))
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn a_self_signed_pair_is_made_once_and_reused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fixtures = dir.path().join("fixtures/peer");
+    let first = TlsSettings::self_signed(&fixtures, &hosts(), "peer-").expect("made");
+    let cert = std::fs::read(&first.cert_file).expect("cert");
+    let again = TlsSettings::self_signed(&fixtures, &hosts(), "peer-").expect("reused");
+    assert_eq!(std::fs::read(&again.cert_file).expect("cert"), cert, "a restart keeps the pair");
+    assert!(again.self_signed);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&first.key_file).expect("key").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the private key is readable by the owner only");
+    }
+}
+
+#[tokio::test]
+async fn auto_tls_members_talk_without_verifying_each_other() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = TlsSettings::self_signed(&dir.path().join("a"), &hosts(), "peer-").expect("a");
+    let b = TlsSettings::self_signed(&dir.path().join("b"), &hosts(), "peer-").expect("b");
+    let alpn = handshake(
+        b.server_config(PEER_PORT_ALPN).expect("server"),
+        a.client_config().expect("client"),
+    )
+    .await
+    .expect("auto-TLS handshake");
+    assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+}
+
+#[tokio::test]
+async fn a_verifying_member_refuses_a_self_signed_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let auto = TlsSettings::self_signed(&dir.path().join("a"), &hosts(), "peer-").expect("a");
+    // Trusting some other certificate as the CA: the self-signed one is not
+    // signed by it.
+    let other = TlsSettings::self_signed(&dir.path().join("b"), &hosts(), "peer-").expect("b");
+    let verifying = TlsSettings {
+        trusted_ca_file: Some(other.cert_file.clone()),
+        self_signed: false,
+        ..other.clone()
+    };
+    let refused = handshake(
+        auto.server_config(PEER_PORT_ALPN).expect("server"),
+        verifying.client_config().expect("client"),
+    )
+    .await;
+    assert!(refused.is_err(), "{refused:?}");
+}
+
+#[test]
+fn errors_name_the_flag_and_the_file() {
+    let settings = TlsSettings {
+        cert_file: "/nonexistent/cert.pem".into(),
+        key_file: "/nonexistent/key.pem".into(),
+        flag_prefix: "peer-",
+        ..TlsSettings::default()
+    };
+    let err = settings.server_config(PEER_PORT_ALPN).expect_err("missing file");
+    assert!(err.starts_with("cannot read --peer-cert-file /nonexistent/cert.pem"), "{err}");
+    let no_ca = TlsSettings { client_cert_auth: true, ..settings };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let auto = TlsSettings::self_signed(dir.path(), &hosts(), "").expect("auto");
+    let no_ca = TlsSettings { cert_file: auto.cert_file, key_file: auto.key_file, ..no_ca };
+    let err = no_ca.server_config(CLIENT_PORT_ALPN).expect_err("no CA");
+    assert!(err.contains("--peer-client-cert-auth needs --peer-trusted-ca-file"), "{err}");
+}
