@@ -337,3 +337,166 @@ fn auto_tls_test_holds_for_real_etcd() {
     }
     auto_tls_cluster_replicates(Flavor::RealEtcd, 3);
 }
+
+/// A CA, a server certificate, a client certificate (CN `root`) and a second
+/// one (CN `revoked`) that the CA's CRL revokes: (ca, server cert, server key,
+/// good cert, good key, revoked cert, revoked key, crl).
+fn certificates_with_crl(dir: &Path) -> [PathBuf; 8] {
+    use rcgen::{
+        CertificateRevocationListParams, KeyIdMethod, KeyUsagePurpose, RevocationReason,
+        RevokedCertParams, SerialNumber,
+    };
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca_params.distinguished_name.push(DnType::CommonName, "etcd-rs CRL test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key"))
+        .expect("CA certificate");
+    let leaf = |name: &str, serial: u64, purposes: Vec<ExtendedKeyUsagePurpose>| {
+        let mut params =
+            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+                .expect("params");
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = purposes;
+        params.serial_number = Some(SerialNumber::from(serial));
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &ca).expect("signed");
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = leaf(
+        "server",
+        0x1001,
+        vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+    );
+    let (good_cert, good_key) = leaf("root", 0x1002, vec![ExtendedKeyUsagePurpose::ClientAuth]);
+    let (revoked_cert, revoked_key) =
+        leaf("revoked", 0x0bad_c0de, vec![ExtendedKeyUsagePurpose::ClientAuth]);
+    let crl = CertificateRevocationListParams {
+        this_update: rcgen::date_time_ymd(2024, 1, 1),
+        next_update: rcgen::date_time_ymd(2099, 1, 1),
+        crl_number: SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: vec![RevokedCertParams {
+            serial_number: SerialNumber::from(0x0bad_c0deu64),
+            revocation_time: rcgen::date_time_ymd(2024, 1, 1),
+            reason_code: Some(RevocationReason::KeyCompromise),
+            invalidity_date: None,
+        }],
+        key_identifier_method: KeyIdMethod::Sha256,
+    }
+    .signed_by(&ca)
+    .expect("CRL");
+    let files = [
+        ("ca.pem", ca.pem()),
+        ("server.pem", server_cert),
+        ("server-key.pem", server_key),
+        ("good.pem", good_cert),
+        ("good-key.pem", good_key),
+        ("revoked.pem", revoked_cert),
+        ("revoked-key.pem", revoked_key),
+        ("revoke.crl", crl.pem().expect("CRL PEM")),
+    ];
+    files.map(|(name, pem)| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).expect("write PEM");
+        path
+    })
+}
+
+/// `--client-crl-file`: a client whose certificate the CRL lists is refused,
+/// one whose certificate it does not list is served; the same with real etcd.
+fn revoked_client_is_refused(flavor: Flavor) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let [ca, cert, key, good, good_key, revoked, revoked_key, crl] =
+        certificates_with_crl(dir.path());
+    let flag = |name: &str, path: &PathBuf| format!("--{name}={}", path.display());
+    let server = tls_server_of(
+        flavor,
+        &[
+            flag("cert-file", &cert),
+            flag("key-file", &key),
+            flag("trusted-ca-file", &ca),
+            "--client-cert-auth".to_string(),
+            flag("client-crl-file", &crl),
+        ],
+    );
+    let good = [flag("cacert", &ca), flag("cert", &good), flag("key", &good_key)];
+    let put = etcdctl_tls(&server.endpoint(), &good, &["put", "k", "v"]);
+    assert!(put.status.success(), "{flavor:?}: {}", String::from_utf8_lossy(&put.stderr));
+    let revoked = [flag("cacert", &ca), flag("cert", &revoked), flag("key", &revoked_key)];
+    let refused = etcdctl_tls(&server.endpoint(), &revoked, &["put", "k", "v2"]);
+    assert!(!refused.status.success(), "{flavor:?}: a revoked certificate was served");
+    let get = etcdctl_tls(&server.endpoint(), &good, &["get", "k", "--print-value-only"]);
+    assert_eq!(String::from_utf8_lossy(&get.stdout), "v\n", "{flavor:?}: the refused put landed");
+}
+
+#[test]
+fn a_revoked_client_certificate_is_refused() {
+    revoked_client_is_refused(Flavor::Ours);
+    if common::real_etcd().is_some() {
+        revoked_client_is_refused(Flavor::RealEtcd);
+    }
+}
+
+/// `--cipher-suites` restricts TLS 1.2: a client offering only another suite
+/// fails the handshake, one offering a listed suite connects (curl with
+/// OpenSSL's names); the same with real etcd.
+fn cipher_suites_restrict_tls12(flavor: Flavor) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let [ca, cert, key, ..] = certificates(dir.path());
+    let flag = |name: &str, path: &PathBuf| format!("--{name}={}", path.display());
+    // rcgen's default keys are ECDSA P-256, so the ECDSA suites apply.
+    let server = tls_server_of(
+        flavor,
+        &[
+            flag("cert-file", &cert),
+            flag("key-file", &key),
+            "--cipher-suites=TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256".to_string(),
+        ],
+    );
+    let curl = |cipher: &str| {
+        Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--tls-max", "1.2", "--ciphers"])
+            .arg(cipher)
+            .arg("--cacert")
+            .arg(&ca)
+            .arg(format!("https://{}/health", server.endpoint()))
+            .output()
+            .expect("curl")
+    };
+    let listed = curl("ECDHE-ECDSA-AES128-GCM-SHA256");
+    assert_eq!(String::from_utf8_lossy(&listed.stdout), "200", "{flavor:?}: listed suite");
+    let other = curl("ECDHE-ECDSA-AES256-GCM-SHA384");
+    assert!(!other.status.success(), "{flavor:?}: a suite not listed was negotiated");
+    assert_eq!(String::from_utf8_lossy(&other.stdout), "000", "{flavor:?}: no HTTP answer");
+}
+
+#[test]
+fn cipher_suites_refuse_clients_offering_none_of_them() {
+    cipher_suites_restrict_tls12(Flavor::Ours);
+    if common::real_etcd().is_some() {
+        cipher_suites_restrict_tls12(Flavor::RealEtcd);
+    }
+}
+
+#[test]
+fn an_unknown_cipher_suite_stops_the_member_before_it_writes_anything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let [_, cert, key, ..] = certificates(dir.path());
+    let data_dir = dir.path().join("data");
+    let out = Command::new(env!("CARGO_BIN_EXE_etcd"))
+        .arg(format!("--data-dir={}", data_dir.display()))
+        .arg(format!("--cert-file={}", cert.display()))
+        .arg(format!("--key-file={}", key.display()))
+        .args(["--cipher-suites=TLS_BOGUS", "--listen-client-urls=https://127.0.0.1:0"])
+        .args([
+            "--advertise-client-urls=https://127.0.0.1:2379",
+            "--listen-peer-urls=http://127.0.0.1:0",
+        ])
+        .output()
+        .expect("etcd");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unexpected TLS cipher suite \"TLS_BOGUS\""), "{stderr}");
+    assert!(!data_dir.exists(), "the data dir was written: {stderr}");
+}

@@ -26,6 +26,7 @@ use etcd_proto::v3electionpb::LeaderRequest;
 use etcd_proto::v3lockpb::lock_server::Lock;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Status};
@@ -41,6 +42,11 @@ use crate::maintenance::MaintenanceService;
 /// The services the gateway calls, as the gRPC routes do.
 pub(crate) struct Gateway {
     server: Arc<EtcdServer>,
+    /// One permit per call in flight, unary or streaming, for its whole life:
+    /// etcd's gateway carries every call as a stream of one gRPC connection to
+    /// its own server, so `--max-concurrent-streams` bounds them together and
+    /// a call past the limit waits for one to end (etcd's e2e suite checks it).
+    streams: Arc<Semaphore>,
     kv: KvService,
     auth: AuthService,
     lease: LeaseService,
@@ -51,6 +57,21 @@ pub(crate) struct Gateway {
 }
 
 type Shared = State<Arc<Gateway>>;
+
+impl Gateway {
+    /// Waits for a stream of the gateway's connection (see `streams`).
+    async fn stream(&self) -> OwnedSemaphorePermit {
+        Arc::clone(&self.streams).acquire_owned().await.expect("the semaphore is never closed")
+    }
+}
+
+/// `responses`, holding `permit` until the stream ends or is dropped.
+fn holding<S: Stream>(permit: OwnedSemaphorePermit, responses: S) -> impl Stream<Item = S::Item> {
+    responses.map(move |item| {
+        let _held = &permit;
+        item
+    })
+}
 
 /// grpc-gateway's HTTP status for a gRPC code.
 fn http_status(code: Code) -> StatusCode {
@@ -140,6 +161,7 @@ where
         Ok(request) => request,
         Err(status) => return error_response(&status),
     };
+    let _stream = gateway.stream().await;
     match call(grpc_request(request, authorization(headers).as_deref())).await {
         Ok(response) => match serde_json::to_string(response.get_ref()) {
             Ok(json) => json_response(StatusCode::OK, json),
@@ -217,8 +239,9 @@ fn inbound<Req: DeserializeOwned>(
 async fn watch(State(g): Shared, headers: HeaderMap, body: Bytes) -> Response {
     match inbound::<WatchRequest>(&g, "/etcdserverpb.Watch/Watch", &body) {
         Ok(requests) => {
+            let permit = g.stream().await;
             let rx = crate::watch::open(g.server.clone(), caller_of(&headers), requests);
-            stream_response(ReceiverStream::new(rx).map(Ok::<_, Status>))
+            stream_response(holding(permit, ReceiverStream::new(rx).map(Ok::<_, Status>)))
         }
         Err(status) => error_response(&status),
     }
@@ -227,10 +250,12 @@ async fn watch(State(g): Shared, headers: HeaderMap, body: Bytes) -> Response {
 /// `/v3/lease/keepalive`: one answer per request in the body, then the end.
 async fn keep_alive(State(g): Shared, body: Bytes) -> Response {
     match inbound::<LeaseKeepAliveRequest>(&g, "/etcdserverpb.Lease/LeaseKeepAlive", &body) {
-        Ok(requests) => stream_response(ReceiverStream::new(crate::lease::keep_alive(
-            g.server.clone(),
-            requests,
-        ))),
+        Ok(requests) => {
+            let permit = g.stream().await;
+            let responses =
+                ReceiverStream::new(crate::lease::keep_alive(g.server.clone(), requests));
+            stream_response(holding(permit, responses))
+        }
         Err(status) => error_response(&status),
     }
 }
@@ -245,8 +270,9 @@ async fn observe(State(g): Shared, body: Bytes) -> Response {
         Ok(request) => request,
         Err(status) => return error_response(&status),
     };
+    let permit = g.stream().await;
     match g.election.observe(tonic::Request::new(request)).await {
-        Ok(stream) => stream_response(stream.into_inner()),
+        Ok(stream) => stream_response(holding(permit, stream.into_inner())),
         Err(status) => error_response(&status),
     }
 }
@@ -263,9 +289,13 @@ macro_rules! routes {
     };
 }
 
-/// The `/v3/...` routes.
+/// The `/v3/...` routes, also under `/v3beta/` (etcd 3.4's clients and
+/// scripts use it; etcd serves both).
 pub(crate) fn router(server: Arc<EtcdServer>) -> Router {
+    // tokio's semaphore holds at most MAX_PERMITS; beyond that the limit is moot.
+    let streams = (server.config().max_concurrent_streams as usize).min(Semaphore::MAX_PERMITS);
     let gateway = Arc::new(Gateway {
+        streams: Arc::new(Semaphore::new(streams)),
         kv: KvService::new(server.clone()),
         auth: AuthService::new(server.clone()),
         lease: LeaseService::new(server.clone()),
@@ -277,55 +307,56 @@ pub(crate) fn router(server: Arc<EtcdServer>) -> Router {
     });
     let router = Router::new();
     let router = routes!(router,
-        "/v3/kv/range" => "/etcdserverpb.KV/Range", kv.range;
-        "/v3/kv/put" => "/etcdserverpb.KV/Put", kv.put;
-        "/v3/kv/deleterange" => "/etcdserverpb.KV/DeleteRange", kv.delete_range;
-        "/v3/kv/txn" => "/etcdserverpb.KV/Txn", kv.txn;
-        "/v3/kv/compaction" => "/etcdserverpb.KV/Compact", kv.compact;
-        "/v3/auth/enable" => "/etcdserverpb.Auth/AuthEnable", auth.auth_enable;
-        "/v3/auth/disable" => "/etcdserverpb.Auth/AuthDisable", auth.auth_disable;
-        "/v3/auth/status" => "/etcdserverpb.Auth/AuthStatus", auth.auth_status;
-        "/v3/auth/authenticate" => "/etcdserverpb.Auth/Authenticate", auth.authenticate;
-        "/v3/auth/user/add" => "/etcdserverpb.Auth/UserAdd", auth.user_add;
-        "/v3/auth/user/get" => "/etcdserverpb.Auth/UserGet", auth.user_get;
-        "/v3/auth/user/list" => "/etcdserverpb.Auth/UserList", auth.user_list;
-        "/v3/auth/user/delete" => "/etcdserverpb.Auth/UserDelete", auth.user_delete;
-        "/v3/auth/user/changepw" => "/etcdserverpb.Auth/UserChangePassword", auth.user_change_password;
-        "/v3/auth/user/grant" => "/etcdserverpb.Auth/UserGrantRole", auth.user_grant_role;
-        "/v3/auth/user/revoke" => "/etcdserverpb.Auth/UserRevokeRole", auth.user_revoke_role;
-        "/v3/auth/role/add" => "/etcdserverpb.Auth/RoleAdd", auth.role_add;
-        "/v3/auth/role/get" => "/etcdserverpb.Auth/RoleGet", auth.role_get;
-        "/v3/auth/role/list" => "/etcdserverpb.Auth/RoleList", auth.role_list;
-        "/v3/auth/role/delete" => "/etcdserverpb.Auth/RoleDelete", auth.role_delete;
-        "/v3/auth/role/grant" => "/etcdserverpb.Auth/RoleGrantPermission", auth.role_grant_permission;
-        "/v3/auth/role/revoke" => "/etcdserverpb.Auth/RoleRevokePermission", auth.role_revoke_permission;
-        "/v3/lease/grant" => "/etcdserverpb.Lease/LeaseGrant", lease.lease_grant;
-        "/v3/lease/revoke" => "/etcdserverpb.Lease/LeaseRevoke", lease.lease_revoke;
-        "/v3/kv/lease/revoke" => "/etcdserverpb.Lease/LeaseRevoke", lease.lease_revoke;
-        "/v3/lease/timetolive" => "/etcdserverpb.Lease/LeaseTimeToLive", lease.lease_time_to_live;
-        "/v3/kv/lease/timetolive" => "/etcdserverpb.Lease/LeaseTimeToLive", lease.lease_time_to_live;
-        "/v3/lease/leases" => "/etcdserverpb.Lease/LeaseLeases", lease.lease_leases;
-        "/v3/kv/lease/leases" => "/etcdserverpb.Lease/LeaseLeases", lease.lease_leases;
-        "/v3/cluster/member/add" => "/etcdserverpb.Cluster/MemberAdd", cluster.member_add;
-        "/v3/cluster/member/remove" => "/etcdserverpb.Cluster/MemberRemove", cluster.member_remove;
-        "/v3/cluster/member/update" => "/etcdserverpb.Cluster/MemberUpdate", cluster.member_update;
-        "/v3/cluster/member/list" => "/etcdserverpb.Cluster/MemberList", cluster.member_list;
-        "/v3/cluster/member/promote" => "/etcdserverpb.Cluster/MemberPromote", cluster.member_promote;
-        "/v3/maintenance/alarm" => "/etcdserverpb.Maintenance/Alarm", maintenance.alarm;
-        "/v3/maintenance/status" => "/etcdserverpb.Maintenance/Status", maintenance.status;
-        "/v3/maintenance/hashkv" => "/etcdserverpb.Maintenance/HashKV", maintenance.hash_kv;
-        "/v3/maintenance/defragment" => "/etcdserverpb.Maintenance/Defragment", maintenance.defragment;
-        "/v3/maintenance/transfer-leadership" => "/etcdserverpb.Maintenance/MoveLeader", maintenance.move_leader;
-        "/v3/lock/lock" => "/v3lockpb.Lock/Lock", lock.lock;
-        "/v3/lock/unlock" => "/v3lockpb.Lock/Unlock", lock.unlock;
-        "/v3/election/campaign" => "/v3electionpb.Election/Campaign", election.campaign;
-        "/v3/election/proclaim" => "/v3electionpb.Election/Proclaim", election.proclaim;
-        "/v3/election/leader" => "/v3electionpb.Election/Leader", election.leader;
-        "/v3/election/resign" => "/v3electionpb.Election/Resign", election.resign;
+        "/kv/range" => "/etcdserverpb.KV/Range", kv.range;
+        "/kv/put" => "/etcdserverpb.KV/Put", kv.put;
+        "/kv/deleterange" => "/etcdserverpb.KV/DeleteRange", kv.delete_range;
+        "/kv/txn" => "/etcdserverpb.KV/Txn", kv.txn;
+        "/kv/compaction" => "/etcdserverpb.KV/Compact", kv.compact;
+        "/auth/enable" => "/etcdserverpb.Auth/AuthEnable", auth.auth_enable;
+        "/auth/disable" => "/etcdserverpb.Auth/AuthDisable", auth.auth_disable;
+        "/auth/status" => "/etcdserverpb.Auth/AuthStatus", auth.auth_status;
+        "/auth/authenticate" => "/etcdserverpb.Auth/Authenticate", auth.authenticate;
+        "/auth/user/add" => "/etcdserverpb.Auth/UserAdd", auth.user_add;
+        "/auth/user/get" => "/etcdserverpb.Auth/UserGet", auth.user_get;
+        "/auth/user/list" => "/etcdserverpb.Auth/UserList", auth.user_list;
+        "/auth/user/delete" => "/etcdserverpb.Auth/UserDelete", auth.user_delete;
+        "/auth/user/changepw" => "/etcdserverpb.Auth/UserChangePassword", auth.user_change_password;
+        "/auth/user/grant" => "/etcdserverpb.Auth/UserGrantRole", auth.user_grant_role;
+        "/auth/user/revoke" => "/etcdserverpb.Auth/UserRevokeRole", auth.user_revoke_role;
+        "/auth/role/add" => "/etcdserverpb.Auth/RoleAdd", auth.role_add;
+        "/auth/role/get" => "/etcdserverpb.Auth/RoleGet", auth.role_get;
+        "/auth/role/list" => "/etcdserverpb.Auth/RoleList", auth.role_list;
+        "/auth/role/delete" => "/etcdserverpb.Auth/RoleDelete", auth.role_delete;
+        "/auth/role/grant" => "/etcdserverpb.Auth/RoleGrantPermission", auth.role_grant_permission;
+        "/auth/role/revoke" => "/etcdserverpb.Auth/RoleRevokePermission", auth.role_revoke_permission;
+        "/lease/grant" => "/etcdserverpb.Lease/LeaseGrant", lease.lease_grant;
+        "/lease/revoke" => "/etcdserverpb.Lease/LeaseRevoke", lease.lease_revoke;
+        "/kv/lease/revoke" => "/etcdserverpb.Lease/LeaseRevoke", lease.lease_revoke;
+        "/lease/timetolive" => "/etcdserverpb.Lease/LeaseTimeToLive", lease.lease_time_to_live;
+        "/kv/lease/timetolive" => "/etcdserverpb.Lease/LeaseTimeToLive", lease.lease_time_to_live;
+        "/lease/leases" => "/etcdserverpb.Lease/LeaseLeases", lease.lease_leases;
+        "/kv/lease/leases" => "/etcdserverpb.Lease/LeaseLeases", lease.lease_leases;
+        "/cluster/member/add" => "/etcdserverpb.Cluster/MemberAdd", cluster.member_add;
+        "/cluster/member/remove" => "/etcdserverpb.Cluster/MemberRemove", cluster.member_remove;
+        "/cluster/member/update" => "/etcdserverpb.Cluster/MemberUpdate", cluster.member_update;
+        "/cluster/member/list" => "/etcdserverpb.Cluster/MemberList", cluster.member_list;
+        "/cluster/member/promote" => "/etcdserverpb.Cluster/MemberPromote", cluster.member_promote;
+        "/maintenance/alarm" => "/etcdserverpb.Maintenance/Alarm", maintenance.alarm;
+        "/maintenance/status" => "/etcdserverpb.Maintenance/Status", maintenance.status;
+        "/maintenance/hashkv" => "/etcdserverpb.Maintenance/HashKV", maintenance.hash_kv;
+        "/maintenance/defragment" => "/etcdserverpb.Maintenance/Defragment", maintenance.defragment;
+        "/maintenance/transfer-leadership" => "/etcdserverpb.Maintenance/MoveLeader", maintenance.move_leader;
+        "/lock/lock" => "/v3lockpb.Lock/Lock", lock.lock;
+        "/lock/unlock" => "/v3lockpb.Lock/Unlock", lock.unlock;
+        "/election/campaign" => "/v3electionpb.Election/Campaign", election.campaign;
+        "/election/proclaim" => "/v3electionpb.Election/Proclaim", election.proclaim;
+        "/election/leader" => "/v3electionpb.Election/Leader", election.leader;
+        "/election/resign" => "/v3electionpb.Election/Resign", election.resign;
     );
-    router
-        .route("/v3/watch", post(watch))
-        .route("/v3/lease/keepalive", post(keep_alive))
-        .route("/v3/election/observe", post(observe))
-        .with_state(gateway)
+    let routes = router
+        .route("/watch", post(watch))
+        .route("/lease/keepalive", post(keep_alive))
+        .route("/election/observe", post(observe))
+        .with_state(gateway);
+    Router::new().nest("/v3", routes.clone()).nest("/v3beta", routes)
 }

@@ -50,6 +50,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let max_message_bytes = server.config().max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let max_streams = server.config().max_concurrent_streams;
     let kv = KvServer::new(kv::KvService::new(server.clone()))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(usize::MAX);
@@ -74,7 +75,10 @@ pub async fn serve(
         .add_service(lock)
         .add_service(election);
     let routes = tonic::service::Routes::from(routes.into_axum_router().layer(gate));
-    let builder = tonic::transport::Server::builder().accept_http1(true).add_routes(routes);
+    let builder = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .max_concurrent_streams(Some(max_streams))
+        .add_routes(routes);
     match tls {
         Some(acceptor) => {
             builder

@@ -48,6 +48,10 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// `--max-txn-ops`.
     pub max_txn_ops: usize,
+    /// `--max-concurrent-streams`: the HTTP/2 streams a client connection may
+    /// have open at once (and the gateway's calls in flight, as etcd's
+    /// gateway multiplexes them on one connection to its gRPC server).
+    pub max_concurrent_streams: u32,
     /// `--heartbeat-interval`.
     pub heartbeat_interval: Duration,
     /// `--election-timeout`.
@@ -94,6 +98,7 @@ impl ServerConfig {
             quota_backend_bytes: 2 * 1024 * 1024 * 1024,
             max_request_bytes: 1536 * 1024,
             max_txn_ops: 128,
+            max_concurrent_streams: u32::MAX,
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),
             join: None,

@@ -11,8 +11,10 @@
 //! cipher suites, allowed CNs) need the full configuration.
 
 mod accept;
+mod ciphers;
 mod selfcert;
 mod verify;
+mod x509;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,12 +43,18 @@ pub struct TlsSettings {
     /// An auto-TLS certificate: as etcd, a member dialing with it does not
     /// verify the other side's certificate (nobody signed it).
     pub self_signed: bool,
+    /// `--client-crl-file` / `--peer-crl-file`: certificates (of the other
+    /// side's chain) whose serial it lists are refused at the handshake.
+    pub crl_file: Option<PathBuf>,
+    /// `--peer-cert-allowed-cn`: the other side's certificate must have this CN.
+    pub allowed_cn: Option<String>,
+    /// `--client-cert-allowed-hostname` / `--peer-cert-allowed-hostname`: the
+    /// other side's certificate must name this host.
+    pub allowed_hostname: Option<String>,
+    /// `--cipher-suites`, Go's names (empty: rustls' defaults).
+    pub cipher_suites: Vec<String>,
     /// `""` for the client flags, `"peer-"` for the peer ones (error messages).
     pub flag_prefix: &'static str,
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 impl TlsSettings {
@@ -62,6 +70,35 @@ impl TlsSettings {
         let (cert_file, key_file) =
             selfcert::ensure(dir, hosts).map_err(|e| format!("--{flag_prefix}auto-tls: {e}"))?;
         Ok(TlsSettings { cert_file, key_file, self_signed: true, flag_prefix, ..Self::default() })
+    }
+
+    fn extra(&self) -> verify::Extra {
+        verify::Extra {
+            crl_file: self.crl_file.clone(),
+            allowed_cn: self.allowed_cn.clone(),
+            allowed_hostname: self.allowed_hostname.clone(),
+        }
+    }
+
+    /// Checks what can be checked before serving: the rules' consistency, the
+    /// cipher-suite names and the CRL file (the certificate files are read
+    /// when the configurations are made).
+    pub fn validate(&self) -> Result<(), String> {
+        let p = self.flag_prefix;
+        if self.allowed_cn.is_some() && self.allowed_hostname.is_some() {
+            return Err(format!(
+                "--{p}cert-allowed-cn and --{p}cert-allowed-hostname are mutually exclusive: \
+                 give one"
+            ));
+        }
+        if let Some(crl) = &self.crl_file {
+            x509::check_crl_file(crl).map_err(|e| format!("--{p}crl-file: {e}"))?;
+        }
+        ciphers::provider(&self.cipher_suites).map(|_| ())
+    }
+
+    fn provider(&self) -> Result<Arc<rustls::crypto::CryptoProvider>, String> {
+        ciphers::provider(&self.cipher_suites).map(Arc::new)
     }
 
     fn identity(&self) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
@@ -80,24 +117,28 @@ impl TlsSettings {
         Ok((certs, key))
     }
 
-    fn trusted_roots(&self, ca: &Path) -> Result<rustls::RootCertStore, String> {
+    /// The trusted CA file: as rustls' root store, and the certificates.
+    fn trusted_roots(&self, ca: &Path) -> Result<(rustls::RootCertStore, verify::Anchors), String> {
         let p = self.flag_prefix;
         let mut roots = rustls::RootCertStore::empty();
+        let mut anchors = Vec::new();
         for cert in CertificateDer::pem_file_iter(ca)
             .map_err(|e| format!("cannot read --{p}trusted-ca-file {}: {e}", ca.display()))?
         {
             let cert = cert.map_err(|e| format!("--{p}trusted-ca-file {}: {e}", ca.display()))?;
+            anchors.push(cert.clone());
             roots.add(cert).map_err(|e| format!("--{p}trusted-ca-file {}: {e}", ca.display()))?;
         }
-        Ok(roots)
+        Ok((roots, verify::Anchors(anchors)))
     }
 
     /// The server side, offering `alpn`. With `--client-cert-auth` the other
     /// side must present a certificate signed by `--trusted-ca-file`.
     pub fn server_config(&self, alpn: &[&[u8]]) -> Result<rustls::ServerConfig, String> {
         let p = self.flag_prefix;
+        self.validate()?;
         let (certs, key) = self.identity()?;
-        let provider = provider();
+        let provider = self.provider()?;
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS setup: {e}"))?;
@@ -108,13 +149,18 @@ impl TlsSettings {
                      clients' certificates"
                 ));
             };
+            let (roots, anchors) = self.trusted_roots(ca)?;
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(self.trusted_roots(ca)?),
+                Arc::new(roots),
                 provider,
             )
             .build()
             .map_err(|e| format!("--{p}trusted-ca-file {}: {e}", ca.display()))?;
-            builder.with_client_cert_verifier(verifier)
+            builder.with_client_cert_verifier(Arc::new(verify::CheckedClientCert {
+                inner: verifier,
+                extra: self.extra(),
+                anchors,
+            }))
         } else {
             builder.with_no_client_auth()
         };
@@ -136,15 +182,15 @@ impl TlsSettings {
     /// authenticated).
     pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, String> {
         let p = self.flag_prefix;
+        self.validate()?;
         let (certs, key) = self.identity()?;
-        let provider = provider();
+        let provider = self.provider()?;
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS setup: {e}"))?;
-        let builder = if self.self_signed {
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(verify::AnyServerCert(provider)))
+        let mut anchors = verify::Anchors::default();
+        let inner: Arc<dyn rustls::client::danger::ServerCertVerifier> = if self.self_signed {
+            Arc::new(verify::AnyServerCert(provider))
         } else {
             let Some(ca) = &self.trusted_ca_file else {
                 return Err(format!(
@@ -152,8 +198,15 @@ impl TlsSettings {
                      certificates"
                 ));
             };
-            builder.with_root_certificates(self.trusted_roots(ca)?)
+            let (roots, trusted) = self.trusted_roots(ca)?;
+            anchors = trusted;
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| format!("--{p}trusted-ca-file {}: {e}", ca.display()))?
         };
+        let builder = builder.dangerous().with_custom_certificate_verifier(Arc::new(
+            verify::CheckedServerCert { inner, extra: self.extra(), anchors },
+        ));
         let mut config = builder.with_client_auth_cert(certs, key).map_err(|e| {
             format!("--{p}cert-file and --{p}key-file do not make a usable identity: {e}")
         })?;

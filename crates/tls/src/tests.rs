@@ -91,3 +91,33 @@ fn errors_name_the_flag_and_the_file() {
     let err = no_ca.server_config(CLIENT_PORT_ALPN).expect_err("no CA");
     assert!(err.contains("--peer-client-cert-auth needs --peer-trusted-ca-file"), "{err}");
 }
+
+/// etcd's fixture `CommonName-root.crt`: one self-signed CA certificate is
+/// the CA, the server's certificate and the client's. Go accepts it (a
+/// certificate in the pool is trusted as a chain of one); so must we.
+#[tokio::test]
+async fn a_ca_certificate_trusted_as_itself_is_accepted_on_both_sides() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, "root");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = params.self_signed(&key).expect("cert");
+    let (cert_file, key_file) = (dir.path().join("root.crt"), dir.path().join("root.key"));
+    std::fs::write(&cert_file, cert.pem()).expect("write");
+    std::fs::write(&key_file, key.serialize_pem()).expect("write");
+    let settings = TlsSettings {
+        cert_file: cert_file.clone(),
+        key_file,
+        trusted_ca_file: Some(cert_file),
+        client_cert_auth: true,
+        ..TlsSettings::default()
+    };
+    let alpn = handshake(
+        settings.server_config(PEER_PORT_ALPN).expect("server"),
+        settings.client_config().expect("client"),
+    )
+    .await
+    .expect("handshake with the CA certificate as leaf");
+    assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+}

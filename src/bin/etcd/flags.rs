@@ -22,7 +22,6 @@ const IGNORED_VALUE_FLAGS: &[&str] = &[
     "grpc-keepalive-min-time",
     "grpc-keepalive-interval",
     "grpc-keepalive-timeout",
-    "max-concurrent-streams",
     "cors",
     "host-whitelist",
     "discovery",
@@ -50,7 +49,7 @@ const IGNORED_BOOL_FLAGS: &[&str] = &[
 
 /// etcd flags whose absence of support must stop the server (ignoring them would
 /// silently weaken security).
-const REFUSED_FLAGS: &[&str] = &["client-crl-file", "peer-crl-file", "force-new-cluster"];
+const REFUSED_FLAGS: &[&str] = &["force-new-cluster"];
 
 /// A distributed, reliable key-value store (etcd v3 API). A flag given twice
 /// takes its last value, as with Go's flag package.
@@ -130,6 +129,9 @@ pub struct Flags {
     /// Maximum client request size in bytes the server will accept.
     #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
     pub max_request_bytes: usize,
+    /// Maximum concurrent streams that each client can open at a time.
+    #[arg(long, env = "ETCD_MAX_CONCURRENT_STREAMS", default_value_t = u32::MAX)]
+    pub max_concurrent_streams: u32,
     /// Maximum number of operations permitted in a transaction.
     #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: usize,
@@ -173,6 +175,12 @@ pub struct Flags {
         action = clap::ArgAction::Set
     )]
     pub auto_tls: bool,
+    /// Path to the client certificate revocation list file.
+    #[arg(long, env = "ETCD_CLIENT_CRL_FILE")]
+    pub client_crl_file: Option<PathBuf>,
+    /// Allowed TLS hostname for client cert authentication.
+    #[arg(long, env = "ETCD_CLIENT_CERT_ALLOWED_HOSTNAME")]
+    pub client_cert_allowed_hostname: Option<String>,
     /// Path to the peer server TLS cert file.
     #[arg(long, env = "ETCD_PEER_CERT_FILE")]
     pub peer_cert_file: Option<PathBuf>,
@@ -202,6 +210,19 @@ pub struct Flags {
         action = clap::ArgAction::Set
     )]
     pub peer_auto_tls: bool,
+    /// Path to the peer certificate revocation list file.
+    #[arg(long, env = "ETCD_PEER_CRL_FILE")]
+    pub peer_crl_file: Option<PathBuf>,
+    /// Allowed CN for inter peer authentication.
+    #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_CN")]
+    pub peer_cert_allowed_cn: Option<String>,
+    /// Allowed TLS hostname for inter peer authentication.
+    #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_HOSTNAME")]
+    pub peer_cert_allowed_hostname: Option<String>,
+    /// Comma-separated list of supported TLS cipher suites between client/server
+    /// and peers (Go's names; empty: the TLS library's defaults).
+    #[arg(long, env = "ETCD_CIPHER_SUITES", default_value = "")]
+    pub cipher_suites: String,
     /// Enable leader to send regular checkpoints to other members to prevent
     /// reset of remaining TTL on leader change.
     #[arg(
@@ -253,8 +274,8 @@ pub fn normalise(args: Vec<String>) -> Result<(Vec<String>, Vec<String>), String
         };
         if REFUSED_FLAGS.contains(&name.as_str()) {
             return Err(format!(
-                "--{name} is not supported by this server yet (CRLs and forced reconfiguration \
-                 are not implemented); remove the flag or run real etcd for this member"
+                "--{name} is not supported by this server yet (forced reconfiguration is not \
+                 implemented); remove the flag or run real etcd for this member"
             ));
         }
         if IGNORED_VALUE_FLAGS.contains(&name.as_str()) {
@@ -405,8 +426,8 @@ fn tls_settings(
                 key_file: key_file.clone(),
                 trusted_ca_file: ca.clone(),
                 client_cert_auth,
-                self_signed: false,
                 flag_prefix: prefix,
+                ..etcd_tls::TlsSettings::default()
             }))
         }
         (None, None, Some((fixtures, hosts))) => {
@@ -483,12 +504,70 @@ impl Flags {
     pub fn client_tls(&self, data_dir: &Path) -> Result<Option<etcd_tls::TlsSettings>, String> {
         let hosts = url_hosts(&self.listen_client_urls());
         let fixtures = data_dir.join("fixtures").join("client");
-        tls_settings(
+        let checks =
+            self.checks("", &self.client_crl_file, None, &self.client_cert_allowed_hostname)?;
+        let settings = tls_settings(
             "",
             (&self.cert_file, &self.key_file, &self.trusted_ca_file),
             self.client_cert_auth,
             self.auto_tls.then_some((fixtures.as_path(), hosts.as_slice())),
-        )
+        )?;
+        Ok(Self::with_checks(settings, checks))
+    }
+
+    /// `--cipher-suites` (on every TLS port, as etcd) and one side's
+    /// certificate checks, validated before any certificate is made.
+    fn checks(
+        &self,
+        prefix: &'static str,
+        crl_file: &Option<PathBuf>,
+        allowed_cn: Option<&String>,
+        allowed_hostname: &Option<String>,
+    ) -> Result<etcd_tls::TlsSettings, String> {
+        let checks = etcd_tls::TlsSettings {
+            cipher_suites: self
+                .cipher_suites
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+            crl_file: crl_file.clone(),
+            allowed_cn: allowed_cn.cloned(),
+            allowed_hostname: allowed_hostname.clone(),
+            flag_prefix: prefix,
+            ..etcd_tls::TlsSettings::default()
+        };
+        checks.validate()?;
+        Ok(checks)
+    }
+
+    /// `settings` with `checks` applied; an auto-TLS setup keeps only the
+    /// cipher suites (etcd replaces the rest of its TLS settings).
+    fn with_checks(
+        settings: Option<etcd_tls::TlsSettings>,
+        checks: etcd_tls::TlsSettings,
+    ) -> Option<etcd_tls::TlsSettings> {
+        let Some(mut settings) = settings else {
+            if checks.crl_file.is_some()
+                || checks.allowed_cn.is_some()
+                || checks.allowed_hostname.is_some()
+            {
+                let p = checks.flag_prefix;
+                tracing::warn!(
+                    "--{p}crl-file and --{p}cert-allowed-* have no effect without TLS on this \
+                     side: give --{p}cert-file and --{p}key-file"
+                );
+            }
+            return None;
+        };
+        settings.cipher_suites = checks.cipher_suites;
+        if !settings.self_signed {
+            settings.crl_file = checks.crl_file;
+            settings.allowed_cn = checks.allowed_cn;
+            settings.allowed_hostname = checks.allowed_hostname;
+        }
+        Some(settings)
     }
 
     /// The peer TLS files, when `--peer-cert-file` and `--peer-key-file` are given.
@@ -496,12 +575,19 @@ impl Flags {
     pub fn peer_tls(&self, data_dir: &Path) -> Result<Option<etcd_tls::TlsSettings>, String> {
         let hosts = url_hosts(&self.listen_peer_urls());
         let fixtures = data_dir.join("fixtures").join("peer");
-        tls_settings(
+        let checks = self.checks(
+            "peer-",
+            &self.peer_crl_file,
+            self.peer_cert_allowed_cn.as_ref(),
+            &self.peer_cert_allowed_hostname,
+        )?;
+        let settings = tls_settings(
             "peer-",
             (&self.peer_cert_file, &self.peer_key_file, &self.peer_trusted_ca_file),
             self.peer_client_cert_auth,
             self.peer_auto_tls.then_some((fixtures.as_path(), hosts.as_slice())),
-        )
+        )?;
+        Ok(Self::with_checks(settings, checks))
     }
 
     /// The URLs serving only `/metrics` and `/health`.
@@ -597,6 +683,7 @@ impl Flags {
             auto_compaction: self.auto_compaction()?,
             quota_backend_bytes: quota,
             max_request_bytes: self.max_request_bytes,
+            max_concurrent_streams: self.max_concurrent_streams,
             max_txn_ops: self.max_txn_ops,
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
             election_timeout: Duration::from_millis(self.election_timeout),
@@ -738,7 +825,8 @@ mod tests {
 
     #[test]
     fn unsupported_tls_flags_are_refused() {
-        assert!(normalise(args(&["etcd", "--peer-crl-file", "x"])).is_err());
+        assert!(normalise(args(&["etcd", "--force-new-cluster"])).is_err());
+        assert!(normalise(args(&["etcd", "--peer-crl-file", "x"])).is_ok());
         assert!(normalise(args(&["etcd", "--peer-auto-tls"])).is_ok());
         assert!(normalise(args(&["etcd", "--cert-file", "x"])).is_ok());
     }
