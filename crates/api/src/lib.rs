@@ -5,6 +5,7 @@
 //! Nothing here writes to storage: writes go through Raft.
 
 pub mod auth;
+mod authority;
 pub mod cluster;
 pub mod election;
 mod gateway;
@@ -81,17 +82,19 @@ pub async fn serve(
         .add_routes(routes);
     match tls {
         Some(acceptor) => {
-            builder
-                .serve_with_incoming_shutdown(etcd_tls::incoming(listener, acceptor), shutdown)
-                .await
+            let incoming = etcd_tls::incoming(listener, acceptor)
+                .map(|accepted| accepted.map(authority::DropInvalidAuthority::new));
+            builder.serve_with_incoming_shutdown(incoming, shutdown).await
         }
         None => {
             // Responses are small and a client waits on each: no Nagle delay
             // (Go's listeners, and so etcd's, set this by default).
             let incoming = TcpListenerStream::new(listener).map(|accepted| {
-                accepted.inspect(|stream| {
-                    let _ = stream.set_nodelay(true);
-                })
+                accepted
+                    .inspect(|stream| {
+                        let _ = stream.set_nodelay(true);
+                    })
+                    .map(authority::DropInvalidAuthority::new)
             });
             builder.serve_with_incoming_shutdown(incoming, shutdown).await
         }
