@@ -215,5 +215,31 @@ impl TlsSettings {
     }
 }
 
+/// A failed handshake in Go's words when the other side refused it with an
+/// alert (`remote error: tls: bad certificate`), as etcd logs it and as
+/// operators (and etcd's e2e suite) look for it; otherwise the error itself.
+pub fn describe_handshake_error(error: &std::io::Error) -> String {
+    use rustls::AlertDescription as A;
+    let alert = error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()).and_then(
+        |e| match e {
+            rustls::Error::AlertReceived(alert) => Some(*alert),
+            _ => None,
+        },
+    );
+    let go = match alert {
+        Some(A::BadCertificate) => "bad certificate",
+        Some(A::UnknownCA) => "unknown certificate authority",
+        Some(A::CertificateExpired) => "expired certificate",
+        Some(A::CertificateRevoked) => "revoked certificate",
+        Some(A::UnsupportedCertificate) => "unsupported certificate",
+        Some(A::HandshakeFailure) => "handshake failure",
+        Some(A::AccessDenied) => "access denied",
+        Some(A::ProtocolVersion) => "protocol version not supported",
+        Some(A::CertificateRequired) => "certificate required",
+        _ => return error.to_string(),
+    };
+    format!("remote error: tls: {go}")
+}
+
 #[cfg(test)]
 mod tests;

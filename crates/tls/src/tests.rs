@@ -121,3 +121,59 @@ async fn a_ca_certificate_trusted_as_itself_is_accepted_on_both_sides() {
     .expect("handshake with the CA certificate as leaf");
     assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
 }
+
+/// `--peer-cert-allowed-cn`: a member whose certificate has another CN is
+/// refused with a bad_certificate alert, which the dialing member reports in
+/// Go's words (etcd's e2e suite waits for exactly that line).
+#[tokio::test]
+async fn a_certificate_with_another_cn_is_refused_with_bad_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca =
+        rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().expect("key"))
+            .expect("CA");
+    let write = |name: &str, pem: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, pem).expect("write");
+        path
+    };
+    let ca_file = write("ca.pem", ca.pem());
+    let member = |cn: &str| {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &ca).expect("signed");
+        TlsSettings {
+            cert_file: write(&format!("{cn}.pem"), cert.pem()),
+            key_file: write(&format!("{cn}-key.pem"), key.serialize_pem()),
+            trusted_ca_file: Some(ca_file.clone()),
+            client_cert_auth: true,
+            allowed_cn: Some("example.com".to_string()),
+            flag_prefix: "peer-",
+            ..TlsSettings::default()
+        }
+    };
+    let (good, other) = (member("example.com"), member("example2.com"));
+    let server = good.server_config(PEER_PORT_ALPN).expect("server");
+    assert!(handshake(server.clone(), good.client_config().expect("client")).await.is_ok());
+
+    let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+    let acceptor = TlsAcceptor::from(Arc::new(server));
+    let served = tokio::spawn(async move { acceptor.accept(server_io).await.map(|_| ()) });
+    let name = ServerName::try_from("127.0.0.1").expect("name");
+    let connector = TlsConnector::from(other.client_config().expect("client"));
+    let mut stream =
+        connector.connect(name, client_io).await.expect("TLS 1.3: the client finishes first");
+    // In TLS 1.3 the server's verdict on the client's certificate arrives after
+    // the client's handshake completes: on the first read.
+    let mut byte = [0u8; 1];
+    let refused = tokio::io::AsyncReadExt::read(&mut stream, &mut byte).await.expect_err("refused");
+    assert!(served.await.expect("task").is_err(), "the server accepted CN example2.com");
+    assert_eq!(describe_handshake_error(&refused), "remote error: tls: bad certificate");
+}

@@ -92,8 +92,16 @@ impl Extra {
                 (None, None) => true,
             };
             if !allowed {
-                return Err(rustls::Error::General(
-                    "client certificate authentication failed".to_string(),
+                tracing::warn!(
+                    common_name = ?names.common_name,
+                    allowed_cn = ?self.allowed_cn,
+                    allowed_hostname = ?self.allowed_hostname,
+                    "client certificate authentication failed"
+                );
+                // NotValidForName is rustls' bad_certificate alert, the one Go
+                // sends when VerifyPeerCertificate refuses.
+                return Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::NotValidForName,
                 ));
             }
         }

@@ -151,7 +151,10 @@ impl Connector {
         let tls = tls.ok_or_else(|| std::io::Error::other("no peer TLS configured"))?;
         let name = ServerName::try_from(target.host.clone())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        Ok(PeerIo(Box::new(tls.connect(name, stream).await?)))
+        match tls.connect(name, stream).await {
+            Ok(stream) => Ok(PeerIo(Box::new(stream))),
+            Err(e) => Err(std::io::Error::new(e.kind(), etcd_tls::describe_handshake_error(&e))),
+        }
     }
 }
 
