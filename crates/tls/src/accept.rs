@@ -37,7 +37,7 @@ pub fn incoming(
                         let _ = ready.send(Ok(tls)).await;
                     }
                     Ok(Err(err)) => {
-                        tracing::warn!(%peer, error = %err, "rejected a client's TLS handshake")
+                        tracing::warn!(%peer, error = %crate::describe_handshake_error(&err), "rejected a client's TLS handshake")
                     }
                     Err(_) => tracing::warn!(%peer, "a client's TLS handshake timed out"),
                 }
