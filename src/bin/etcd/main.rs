@@ -1,6 +1,7 @@
 //! The `etcd` server binary: etcd's flags in, one member serving etcd's v3 gRPC API.
 
 mod flags;
+mod tls_flags;
 
 use std::process::ExitCode;
 use std::sync::Arc;
