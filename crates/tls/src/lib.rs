@@ -24,7 +24,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 pub use accept::incoming;
 pub use tokio_rustls::server::TlsStream;
-pub use tokio_rustls::{TlsAcceptor, TlsConnector};
+pub use tokio_rustls::TlsAcceptor;
 
 /// ALPN of the client port: gRPC needs h2, the JSON gateway's HTTP/1.1
 /// clients (curl `--http1.1`, Python `requests`) need http/1.1; Go's servers

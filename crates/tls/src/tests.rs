@@ -1,6 +1,7 @@
 use super::*;
 
 use rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
 
 fn hosts() -> Vec<String> {
     vec!["127.0.0.1:2380".to_string(), "localhost:2380".to_string()]
