@@ -96,18 +96,16 @@ impl Lease for LeaseService {
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let caller = crate::auth::caller(&request);
         let request = request.into_inner();
-        let checked = if request.keys {
-            self.server
-                .check_lease_keys_readable(request.id, &caller)
-                .await
-                .map_err(|e| to_status(&e))?
+        let reader = if request.keys {
+            self.server.lease_keys_reader(&caller).await.map_err(|e| to_status(&e))?
         } else {
             None
         };
         let answer = self.server.lease_time_to_live(request.id, request.keys).await;
-        if let Some(revision) = checked {
-            let now = etcd_auth::AuthInfo { username: String::new(), revision };
-            self.server.check_still_current(&now).map_err(|e| to_status(&e))?;
+        if let (Some(info), Ok(Some(response))) = (&reader, &answer) {
+            self.server
+                .check_lease_keys_readable(info, &response.keys)
+                .map_err(|e| to_status(&e))?;
         }
         let header = Some(self.current_header());
         let response = match answer.map_err(|e| to_status(&e))? {

@@ -145,14 +145,12 @@ impl EtcdServer {
         AuthInfo { username: etcd_auth::ROOT_USER.to_string(), revision }
     }
 
-    /// etcd's `checkLeaseTimeToLive`: listing a lease's keys needs read
-    /// permission on each of them (`None`: auth is off, nothing to re-check).
-    /// Returns the auth revision checked at.
-    pub async fn check_lease_keys_readable(
+    /// etcd's `checkLeaseTimeToLive`, first half: the caller's credentials
+    /// for listing a lease's keys (`None`: auth is off, nothing to check).
+    pub async fn lease_keys_reader(
         &self,
-        id: i64,
         caller: &Caller,
-    ) -> Result<Option<u64>, ServerError> {
+    ) -> Result<Option<AuthInfo>, ServerError> {
         if !self.auth_enabled() {
             return Ok(None);
         }
@@ -160,11 +158,21 @@ impl EtcdServer {
         if info.revision == 0 {
             return Err(auth_error(AuthError::UserEmpty));
         }
-        let keys = self.lessor.lock().expect("lessor lock").keys(id);
+        Ok(Some(info))
+    }
+
+    /// etcd's `checkLeaseTimeToLive`, second half: read permission on every
+    /// key the answer lists. The keys checked are the ones returned (by the
+    /// leader's lessor), not this member's view, which may lag behind it.
+    pub fn check_lease_keys_readable(
+        &self,
+        info: &AuthInfo,
+        keys: &[Vec<u8>],
+    ) -> Result<(), ServerError> {
         for key in keys {
-            self.check_read(&info, &key, &[])?;
+            self.check_read(info, key, &[])?;
         }
-        Ok(Some(info.revision))
+        self.check_still_current(info)
     }
 
     /// Proposes `request` on behalf of `info`: the applier checks its
