@@ -387,12 +387,23 @@ async fn a_member_that_fell_behind_the_log_catches_up_by_snapshot() {
             .await
             .expect("count");
         assert_eq!(count.count(), 299, "{} holds every key", member.name);
+        // HashKV covers the key space; Hash the whole backend as etcd lays it
+        // out (members, leases, auth, compaction marks), which the snapshot
+        // carried as well. Nothing writes meanwhile, so both are stable.
+        let whole = client.maintenance_client().hash().await.expect("hash");
+        assert_eq!(whole.header().expect("header").revision(), revision);
         hashes.push((
             revision,
-            client.maintenance_client().hash_kv(revision).await.expect("hash").hash(),
+            client.maintenance_client().hash_kv(revision).await.expect("hashkv").hash(),
+            whole.hash(),
         ));
     }
     assert!(hashes.windows(2).all(|w| w[0] == w[1]), "members differ: {hashes:?}");
+    let before = hashes[0].2;
+    let mut client = cluster.members[leader].client().await;
+    client.put("k000", "again", None).await.expect("put");
+    let after = client.maintenance_client().hash().await.expect("hash").hash();
+    assert_ne!(before, after, "a write changes the backend's hash");
     let log = cluster.members[lagging].full_log().join("\n");
     assert!(log.contains("installed a snapshot from the leader"), "caught up without a snapshot");
     // The installed state survives a crash of the member that received it.
@@ -406,7 +417,7 @@ async fn a_member_that_fell_behind_the_log_catches_up_by_snapshot() {
         .get("k", Some(GetOptions::new().with_prefix().with_count_only()))
         .await
         .expect("count");
-    assert_eq!(count.count(), 299);
+    assert_eq!(count.count(), 300);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/mvccpb/kv.proto",
         "proto/authpb/auth.proto",
+        "proto/leasepb/lease.proto",
         "proto/etcdserverpb/rpc.proto",
         "proto/v3lockpb/v3lock.proto",
         "proto/v3electionpb/v3election.proto",

@@ -343,6 +343,7 @@ pub(crate) fn router(server: Arc<EtcdServer>) -> Router {
         "/cluster/member/promote" => "/etcdserverpb.Cluster/MemberPromote", cluster.member_promote;
         "/maintenance/alarm" => "/etcdserverpb.Maintenance/Alarm", maintenance.alarm;
         "/maintenance/status" => "/etcdserverpb.Maintenance/Status", maintenance.status;
+        "/maintenance/hash" => "/etcdserverpb.Maintenance/Hash", maintenance.hash;
         "/maintenance/hashkv" => "/etcdserverpb.Maintenance/HashKV", maintenance.hash_kv;
         "/maintenance/defragment" => "/etcdserverpb.Maintenance/Defragment", maintenance.defragment;
         "/maintenance/transfer-leadership" => "/etcdserverpb.Maintenance/MoveLeader", maintenance.move_leader;

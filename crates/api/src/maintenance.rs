@@ -6,8 +6,8 @@ use etcd_daemon::EtcdServer;
 use etcd_proto::etcdserverpb::maintenance_server::Maintenance;
 use etcd_proto::etcdserverpb::{
     AlarmMember, AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, HashKvRequest,
-    HashKvResponse, MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse,
-    StatusRequest, StatusResponse,
+    HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse,
+    SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
 };
 use etcd_server::ServerError;
 use sha2::{Digest, Sha256};
@@ -116,6 +116,13 @@ impl Maintenance for MaintenanceService {
             db_size_quota: status.quota_backend_bytes,
             downgrade_info: None,
         }))
+    }
+
+    /// etcd's hash of the whole backend (every bucket but the consistent index).
+    async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        crate::auth::require_admin(&self.server, &request).await?;
+        let (hash, revision) = self.server.backend_hash().await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(HashResponse { header: Some(self.server.header(revision)), hash }))
     }
 
     async fn hash_kv(

@@ -15,6 +15,7 @@ pub mod watch_hub;
 mod alarms;
 mod apply_loop;
 mod auth;
+mod client_snapshot;
 mod clock;
 mod compactor;
 mod defrag;

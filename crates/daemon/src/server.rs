@@ -222,30 +222,6 @@ impl EtcdServer {
         }
     }
 
-    /// Copies the backend, as of its last commit, into a new file next to it (for
-    /// a client's `snapshot save`); the caller removes the file.
-    pub async fn backend_snapshot(&self) -> Result<std::path::PathBuf, ServerError> {
-        static TAKEN: AtomicU64 = AtomicU64::new(0);
-        let backend = self.backend.clone();
-        let n = TAKEN.fetch_add(1, Ordering::Relaxed);
-        let dir = backend.path().parent().map(Path::to_path_buf).unwrap_or_default();
-        let path = dir.join(format!("client-snapshot-{n}.db"));
-        let target = path.clone();
-        let copied = tokio::task::spawn_blocking(move || {
-            let _ = std::fs::remove_file(&target);
-            backend.copy_to(&target)
-        })
-        .await;
-        match copied {
-            Ok(Ok(())) => Ok(path),
-            Ok(Err(err)) => {
-                tracing::error!(error = %err, "copying the backend for a snapshot failed");
-                Err(ServerError::Stopped)
-            }
-            Err(_) => Err(ServerError::Stopped),
-        }
-    }
-
     /// The peer transport, to serve on the peer listener.
     pub fn transport(&self) -> &PeerTransport {
         &self.transport

@@ -12,6 +12,10 @@ pub mod authpb {
     tonic::include_proto!("authpb");
     include!(concat!(env!("OUT_DIR"), "/authpb.serde.rs"));
 }
+/// The `lease` bucket's values in etcd's backend file.
+pub mod leasepb {
+    tonic::include_proto!("leasepb");
+}
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));
