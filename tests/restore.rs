@@ -27,6 +27,9 @@ fn a_saved_snapshot_restores_into_a_new_member_with_the_same_keys_and_revisions(
     let restore = Command::new(env!("CARGO_BIN_EXE_etcdutl"))
         .args(["snapshot", "restore", &backup.display().to_string()])
         .arg(format!("--data-dir={}", restored.data_dir.display()))
+        .arg("--name=restored")
+        .arg(format!("--initial-cluster=restored={}", restored.peer_url()))
+        .arg(format!("--initial-advertise-peer-urls={}", restored.peer_url()))
         .output()
         .expect("run etcdutl");
     assert!(restore.status.success(), "{}", String::from_utf8_lossy(&restore.stderr));

@@ -132,3 +132,24 @@ impl ServerConfig {
         (ticks as usize).max(3)
     }
 }
+
+/// A comma-separated URL list (etcd's flags), blanks dropped.
+pub fn split_urls(list: &str) -> Vec<String> {
+    list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+}
+
+/// Parses `--initial-cluster` (`name=url,name=url2,other=url3`) into members
+/// with their peer URLs, in the order first named.
+pub fn parse_initial_cluster(spec: &str) -> Result<Vec<(String, Vec<String>)>, String> {
+    let mut members: Vec<(String, Vec<String>)> = Vec::new();
+    for part in split_urls(spec) {
+        let (name, url) = part.split_once('=').ok_or_else(|| {
+            format!("--initial-cluster entry {part:?} is not name=peerURL (e.g. infra0=http://10.0.0.1:2380)")
+        })?;
+        match members.iter_mut().find(|(n, _)| n == name) {
+            Some((_, urls)) => urls.push(url.to_string()),
+            None => members.push((name.to_string(), vec![url.to_string()])),
+        }
+    }
+    Ok(members)
+}

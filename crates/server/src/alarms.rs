@@ -42,6 +42,13 @@ impl Alarms {
         Alarms::load(&txn)
     }
 
+    /// Replaces the stored alarms with `members` (a snapshot from another
+    /// server being imported).
+    pub fn store(txn: &WriteTxn, members: &[AlarmMember]) -> Result<(), String> {
+        let alarms = Alarms { active: members.iter().map(|a| (a.member_id, a.alarm)).collect() };
+        alarms.save(txn)
+    }
+
     fn save(&self, txn: &WriteTxn) -> Result<(), String> {
         let stored = AlarmResponse { header: None, alarms: self.list(AlarmType::None as i32) };
         etcd_storage::meta_put(txn, META_ALARMS, &stored.encode_to_vec()).map_err(|e| e.to_string())

@@ -4,14 +4,20 @@
 //! leaves or enters the cluster — `Maintenance.Snapshot`, `etcdutl snapshot
 //! restore`, `Maintenance.Hash` — it is etcd's: the buckets, keys and values
 //! etcd's bbolt file holds ([`layout`]). [`export`] walks one consistent read of
-//! our backend as those buckets; [`hash`] computes etcd's hashes over them.
+//! our backend as those buckets; [`hash`] computes etcd's hashes over them;
+//! [`import`] writes them into our backend; [`file`] reads and writes etcd's
+//! snapshot files (bbolt, see `etcd-bbolt`, and the SHA-256 trailer).
 
 pub mod export;
+pub mod file;
 pub mod hash;
+pub mod import;
 pub mod layout;
 
 pub use export::{export, BucketSink, ExportSummary};
+pub use file::{open_snapshot, Format, SnapshotFile, Status};
 pub use hash::{BackendHash, StatusHash};
+pub use import::{ImportSummary, Importer};
 
 /// Why an export or import failed.
 #[derive(Debug, thiserror::Error)]
@@ -26,3 +32,15 @@ pub enum SnapshotError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
+
+impl From<etcd_bbolt::Error> for SnapshotError {
+    fn from(err: etcd_bbolt::Error) -> Self {
+        match err {
+            etcd_bbolt::Error::Io(e) => SnapshotError::Io(e),
+            other => SnapshotError::Backend(format!("etcd backend file: {other}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use etcd_daemon::config::{parse_initial_cluster, split_urls};
 use etcd_daemon::{AutoCompaction, ClusterState, ServerConfig};
 
 /// etcd flags that take a value and are accepted but not acted on yet.
@@ -383,25 +384,6 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
         return Err(bad());
     }
     Ok(Duration::from_secs_f64(total))
-}
-
-fn split_urls(list: &str) -> Vec<String> {
-    list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
-}
-
-/// Parses `name=url,name=url2,other=url3` into members with their peer URLs.
-pub fn parse_initial_cluster(spec: &str) -> Result<Vec<(String, Vec<String>)>, String> {
-    let mut members: Vec<(String, Vec<String>)> = Vec::new();
-    for part in split_urls(spec) {
-        let (name, url) = part.split_once('=').ok_or_else(|| {
-            format!("--initial-cluster entry {part:?} is not name=peerURL (e.g. infra0=http://10.0.0.1:2380)")
-        })?;
-        match members.iter_mut().find(|(n, _)| n == name) {
-            Some((_, urls)) => urls.push(url.to_string()),
-            None => members.push((name.to_string(), vec![url.to_string()])),
-        }
-    }
-    Ok(members)
 }
 
 impl Flags {
