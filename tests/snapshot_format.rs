@@ -382,3 +382,81 @@ fn bump_revision_and_mark_compacted_move_the_revision_on() {
     let value = must_etcdctl(&server.endpoint(), &["get", "b/1", "--print-value-only"], None);
     assert_eq!(value, "v\n");
 }
+
+/// The drop-in path: a real etcd member is stopped and this server is started
+/// on the same data dir with the same flags. It keeps the member's ID, every
+/// key with its revisions, HashKV, leases and auth, and keeps etcd's files
+/// untouched in `member.etcd/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_server_takes_over_a_real_etcd_data_dir() {
+    if real_etcd().is_none() {
+        panic!("real etcd is missing: sudo apt-get install etcd-server");
+    }
+    let mut server = Server::start_with(Flavor::RealEtcd, &[]);
+    let mut client = server.client().await;
+    let lease = load(&mut client, 2_000).await;
+    drop(client);
+    tokio::task::block_in_place(|| {
+        enable_auth(&server.endpoint());
+        let expected = observe(&server.endpoint(), lease);
+        let id_before = must_etcdctl(&server.endpoint(), &[ROOT, "member", "list"], None);
+        // SIGTERM: etcd stops cleanly (it reports the signal as its exit status).
+        server.terminate();
+        server.flavor = Flavor::Ours;
+        server.restart();
+        let seen = observe(&server.endpoint(), lease);
+        assert_same(&seen, &expected);
+        let id_after = must_etcdctl(&server.endpoint(), &[ROOT, "member", "list"], None);
+        let id = |list: &str| list.split(',').next().unwrap_or("").to_string();
+        assert_eq!(id(&id_after), id(&id_before), "the member keeps its ID");
+        assert!(server.data_dir.join("member.etcd").join("snap").join("db").exists());
+        must_etcdctl(&server.endpoint(), &[ROOT, "put", "after", "takeover"], None);
+        // And it restarts as itself.
+        server.kill9();
+        server.restart();
+        let after =
+            must_etcdctl(&server.endpoint(), &[ROOT, "get", "after", "--print-value-only"], None);
+        assert_eq!(after, "takeover\n");
+    });
+}
+
+/// A whole real 3-member cluster is stopped and every member restarted as
+/// ours on its data dir: same members, same data, and it takes writes.
+#[test]
+fn our_server_takes_over_a_real_three_member_cluster() {
+    let mut cluster = Cluster::start_flavor(Flavor::RealEtcd, 3, &[]);
+    let ep = cluster.members[0].endpoint();
+    for i in 0..100 {
+        must_etcdctl(&ep, &["put", &format!("t/{i}"), &i.to_string()], None);
+    }
+    let expected = must_etcdctl(&ep, &["get", "t/", "--prefix", "-w", "json"], None);
+    let expected: serde_json::Value = serde_json::from_str(&expected).expect("json");
+    let members_before = must_etcdctl(&ep, &["member", "list"], None);
+    for m in &mut cluster.members {
+        m.terminate();
+    }
+    for m in &mut cluster.members {
+        m.flavor = Flavor::Ours;
+        m.spawn();
+    }
+    for m in &mut cluster.members {
+        m.wait_ready();
+    }
+    for m in &cluster.members {
+        let got = must_etcdctl(&m.endpoint(), &["get", "t/", "--prefix", "-w", "json"], None);
+        let got: serde_json::Value = serde_json::from_str(&got).expect("json");
+        assert_eq!(got["kvs"], expected["kvs"], "member {} serves etcd's keys", m.name);
+    }
+    let ids = |list: &str| {
+        let mut ids: Vec<String> =
+            list.lines().map(|l| l.split(',').next().unwrap_or("").to_string()).collect();
+        ids.sort();
+        ids
+    };
+    let members_after = must_etcdctl(&ep, &["member", "list"], None);
+    assert_eq!(ids(&members_after), ids(&members_before), "same member IDs");
+    must_etcdctl(&cluster.members[2].endpoint(), &["put", "t/new", "1"], None);
+    let got =
+        must_etcdctl(&cluster.members[1].endpoint(), &["get", "t/new", "--print-value-only"], None);
+    assert_eq!(got, "1\n");
+}

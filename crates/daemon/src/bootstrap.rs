@@ -85,11 +85,11 @@ pub fn wal_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("member").join("wal")
 }
 
-fn backend_path(data_dir: &Path) -> PathBuf {
+pub(crate) fn backend_path(data_dir: &Path) -> PathBuf {
     data_dir.join("member").join("snap").join("db")
 }
 
-fn wal_metadata(member_id: u64, cluster_id: u64) -> Vec<u8> {
+pub(crate) fn wal_metadata(member_id: u64, cluster_id: u64) -> Vec<u8> {
     let mut metadata = WAL_MAGIC.to_vec();
     metadata.extend_from_slice(&member_id.to_le_bytes());
     metadata.extend_from_slice(&cluster_id.to_le_bytes());
@@ -119,6 +119,8 @@ fn open_backend(cfg: &ServerConfig) -> Result<(Arc<Backend>, Arc<KvStore>), Star
 
 /// Opens (recovering) or creates (bootstrapping) the member's data directory.
 pub fn open(cfg: &ServerConfig) -> Result<Opened, StartError> {
+    // A real etcd member's data dir becomes ours in place (its files are kept).
+    crate::adopt::adopt_if_etcd(&cfg.data_dir)?;
     let wal_path = wal_dir(&cfg.data_dir);
     if Wal::exists(&wal_path) {
         recover(cfg, &wal_path)

@@ -8,6 +8,7 @@
 //! per Ready, shared by every proposal in it) -> committed -> the apply loop applies
 //! it in one backend transaction with the consistent index -> the waiter wakes.
 
+pub mod adopt;
 pub mod bootstrap;
 pub mod config;
 pub mod watch_hub;

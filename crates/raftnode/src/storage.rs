@@ -3,7 +3,8 @@
 //! lagging follower is sent. The snapshot's data (the backend) is attached by the
 //! caller when the message leaves: any backend at or past the snapshot index will
 //! do, because the receiver's applier skips entries at or below the backend's own
-//! consistent index.
+//! consistent index. For the same reason the configuration sent with it is the
+//! current one.
 
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -63,6 +64,14 @@ impl Storage for RaftStorage {
         if metadata.index == 0 || metadata.index < request_index {
             return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
         }
+        let mut metadata = metadata;
+        // The data sent with it is a copy of the backend taken when the message
+        // leaves, past every membership change applied so far: so the
+        // configuration that goes with it is today's, not the one recorded at
+        // `metadata.index`. (With the recorded one, a member added after the
+        // last recorded snapshot would be sent a configuration without itself,
+        // which raft refuses, and never catch up until the next snapshot.)
+        metadata.set_conf_state(self.mem.initial_state()?.conf_state);
         let mut snapshot = Snapshot::default();
         snapshot.set_metadata(metadata);
         Ok(snapshot)

@@ -109,9 +109,9 @@ fn sha256_prefix(
     Ok(hash.finalize().into())
 }
 
-/// bbolt's meta page holds its magic right after the 16-byte page header;
-/// redb's file starts with its own.
-fn detect_format(file: &File, len: u64) -> Result<Format, SnapshotError> {
+/// Which backend `file` (of `len` bytes) holds: bbolt's meta page has its magic
+/// right after the 16-byte page header; redb's file starts with its own.
+pub fn detect_format(file: &File, len: u64) -> Result<Format, SnapshotError> {
     const BBOLT_MAGIC: u32 = 0xED0C_DAED;
     const REDB_MAGIC: &[u8] = b"redb";
     let mut head = [0u8; 20];
