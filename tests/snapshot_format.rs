@@ -460,3 +460,28 @@ fn our_server_takes_over_a_real_three_member_cluster() {
         must_etcdctl(&cluster.members[1].endpoint(), &["get", "t/new", "--print-value-only"], None);
     assert_eq!(got, "1\n");
 }
+
+/// The same takeover offline, with `etcdutl migrate-from-etcd`; a second run
+/// finds nothing to migrate and changes nothing.
+#[test]
+fn etcdutl_migrates_a_stopped_real_etcd_member() {
+    let mut server = Server::start_with(Flavor::RealEtcd, &[]);
+    for i in 0..20 {
+        must_etcdctl(&server.endpoint(), &["put", &format!("m/{i}"), &i.to_string()], None);
+    }
+    let expected = must_etcdctl(&server.endpoint(), &["get", "m/", "--prefix", "-w", "json"], None);
+    let expected: serde_json::Value = serde_json::from_str(&expected).expect("json");
+    server.terminate();
+    let dir = server.data_dir.display().to_string();
+    let out = must_etcdutl(&["migrate-from-etcd", &format!("--data-dir={dir}")]);
+    assert!(out.contains("member.etcd"), "{out}");
+    let again = etcdutl(&["migrate-from-etcd", &format!("--data-dir={dir}")]);
+    assert!(!again.status.success());
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("does not hold a real etcd member's data"), "{err}");
+    server.flavor = Flavor::Ours;
+    server.restart();
+    let got = must_etcdctl(&server.endpoint(), &["get", "m/", "--prefix", "-w", "json"], None);
+    let got: serde_json::Value = serde_json::from_str(&got).expect("json");
+    assert_eq!(got["kvs"], expected["kvs"]);
+}

@@ -148,9 +148,8 @@ fn convert(db: &Path, wal_dir: &Path, out: &Path) -> Result<(), StartError> {
         .map_err(|source| StartError::DataDir { path: snap_dir.clone(), source })?;
     let new_db = snap_dir.join("db");
     let backend = Arc::new(Backend::open(&new_db).map_err(|e| backend_err(e.to_string()))?);
-    let txn = backend.begin_write().map_err(|e| backend_err(e.to_string()))?;
-    let summary =
-        etcd_snapshot::file::import_etcd(&reader, &txn).map_err(|e| backend_err(e.to_string()))?;
+    let summary = etcd_snapshot::file::import_etcd(&reader, &backend)
+        .map_err(|e| backend_err(e.to_string()))?;
     let (index, term) =
         start_position(&wal, summary.consistent_index, summary.term).map_err(wal_err)?;
     if !summary.members.iter().any(|m| m.id == wal.member_id) {
@@ -160,6 +159,7 @@ fn convert(db: &Path, wal_dir: &Path, out: &Path) -> Result<(), StartError> {
             wal.member_id
         )));
     }
+    let txn = backend.begin_write().map_err(|e| backend_err(e.to_string()))?;
     etcd_storage::set_consistent_index(&txn, index, term)
         .map_err(|e| backend_err(e.to_string()))?;
     txn.commit(true).map_err(|e| backend_err(e.to_string()))?;

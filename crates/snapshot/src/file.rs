@@ -9,7 +9,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use etcd_bbolt::{Reader, Writer};
-use etcd_storage::{ReadTables, WriteTxn};
+use etcd_storage::{Backend, ReadTables};
 use sha2::{Digest, Sha256};
 
 use crate::export::{export, BucketSink, ExportSummary};
@@ -149,9 +149,9 @@ pub fn walk(reader: &Reader, sink: &mut dyn BucketSink) -> Result<(), SnapshotEr
     )
 }
 
-/// Imports an etcd file into `txn` (a fresh backend's).
-pub fn import_etcd(reader: &Reader, txn: &WriteTxn) -> Result<ImportSummary, SnapshotError> {
-    let mut importer = Importer::new(txn);
+/// Imports an etcd file into `backend` (a fresh one), committing as it goes.
+pub fn import_etcd(reader: &Reader, backend: &Backend) -> Result<ImportSummary, SnapshotError> {
+    let mut importer = Importer::new(backend)?;
     walk(reader, &mut importer)?;
     importer.finish()
 }

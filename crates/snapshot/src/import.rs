@@ -1,15 +1,17 @@
 //! etcd's buckets into our backend: the inverse of [`crate::export`]. An
-//! [`Importer`] is a [`BucketSink`] over one write transaction, fed from an
-//! etcd file (`etcdutl snapshot restore`, a migration) bucket by bucket; it
-//! checks every row as it goes, so a damaged file fails the import before the
-//! transaction commits and nothing is left behind.
+//! [`Importer`] is a [`BucketSink`] over a fresh backend, fed from an etcd file
+//! (`etcdutl snapshot restore`, a takeover) bucket by bucket. It checks every
+//! row as it goes and commits every [`BATCH_BYTES`] of rows, so memory stays
+//! bounded whatever the file's size; the consistent index is written last, with
+//! the final commit, and callers remove the backend of a failed import (until
+//! then it is a partial copy with consistent index 0, never served).
 
 use etcd_proto::etcdrs::Member;
 use etcd_proto::etcdserverpb::AlarmMember;
 use etcd_proto::mvccpb::KeyValue;
 use etcd_server::alarms::Alarms;
 use etcd_storage::schema::{self, AuthTable};
-use etcd_storage::WriteTxn;
+use etcd_storage::{Backend, WriteTxn};
 use prost::Message;
 
 use crate::export::BucketSink;
@@ -62,9 +64,14 @@ enum Bucket {
     Skipped,
 }
 
-/// Writes etcd's buckets into `txn`; call [`Importer::finish`] before committing.
-pub struct Importer<'t> {
-    txn: &'t WriteTxn,
+/// Bytes of rows written between commits.
+pub const BATCH_BYTES: usize = 64 << 20;
+
+/// Writes etcd's buckets into a fresh backend; [`Importer::finish`] commits the rest.
+pub struct Importer<'b> {
+    backend: &'b Backend,
+    txn: WriteTxn,
+    pending_bytes: usize,
     bucket: Option<Bucket>,
     last_bucket: Option<String>,
     alarms: Vec<AlarmMember>,
@@ -74,11 +81,13 @@ pub struct Importer<'t> {
     summary: ImportSummary,
 }
 
-impl<'t> Importer<'t> {
-    /// An importer into `txn`, which should be a fresh backend's.
-    pub fn new(txn: &'t WriteTxn) -> Importer<'t> {
-        Importer {
-            txn,
+impl<'b> Importer<'b> {
+    /// An importer into `backend`, which should be fresh.
+    pub fn new(backend: &'b Backend) -> Result<Importer<'b>, SnapshotError> {
+        Ok(Importer {
+            backend,
+            txn: backend.begin_write()?,
+            pending_bytes: 0,
             bucket: None,
             last_bucket: None,
             alarms: Vec::new(),
@@ -86,7 +95,20 @@ impl<'t> Importer<'t> {
             saw_key_bucket: false,
             saw_meta_bucket: false,
             summary: ImportSummary::default(),
+        })
+    }
+
+    /// Commits what was written once a batch is full (not durably: only the
+    /// final commit must be, and a crash before it leaves a backend callers
+    /// discard).
+    fn written(&mut self, bytes: usize) -> Result<(), SnapshotError> {
+        self.pending_bytes += bytes;
+        if self.pending_bytes >= BATCH_BYTES {
+            let full = std::mem::replace(&mut self.txn, self.backend.begin_write()?);
+            full.commit(false)?;
+            self.pending_bytes = 0;
         }
+        Ok(())
     }
 
     /// Writes what is known only at the end (alarms, the consistent index) and
@@ -98,14 +120,15 @@ impl<'t> Importer<'t> {
                 "the file has no `key` or no `meta` bucket: it is not an etcd backend".into(),
             ));
         }
-        Alarms::store(self.txn, &self.alarms).map_err(SnapshotError::Backend)?;
+        Alarms::store(&self.txn, &self.alarms).map_err(SnapshotError::Backend)?;
         etcd_storage::set_consistent_index(
-            self.txn,
+            &self.txn,
             self.summary.consistent_index,
             self.summary.term,
         )?;
         let finished = self.summary.compact_revision.unwrap_or(0);
         self.summary.unfinished_compaction = self.scheduled_compaction.filter(|&s| s > finished);
+        self.txn.commit(true)?;
         Ok(self.summary)
     }
 
@@ -240,7 +263,7 @@ impl BucketSink for Importer<'_> {
                         self.corrupt(format!("member {:x} is stored under another ID", member.id))
                     );
                 }
-                etcd_server::membership::save(self.txn, std::slice::from_ref(&member))
+                etcd_server::membership::save(&self.txn, std::slice::from_ref(&member))
                     .map_err(SnapshotError::Backend)?;
                 self.summary.members.push(member);
             }
@@ -254,6 +277,6 @@ impl BucketSink for Importer<'_> {
             Bucket::Meta => self.put_meta(key, value)?,
             Bucket::Skipped => {}
         }
-        Ok(())
+        self.written(key.len() + value.len())
     }
 }

@@ -118,9 +118,7 @@ fn an_etcd_file_round_trips_every_bucket() {
     );
 
     let copy = Backend::open(&dir.path().join("b.db")).unwrap();
-    let txn = copy.begin_write().unwrap();
-    let imported = file::import_etcd(&reader, &txn).unwrap();
-    txn.commit(true).unwrap();
+    let imported = file::import_etcd(&reader, &copy).unwrap();
     assert_eq!(imported.revision, 501);
     assert_eq!((imported.consistent_index, imported.term), (777, 3));
     assert_eq!(imported.compact_revision, Some(100));
@@ -130,34 +128,31 @@ fn an_etcd_file_round_trips_every_bucket() {
     assert_eq!(listing(&copy), expected, "the import restores every bucket");
 }
 
-#[test]
-fn damaged_rows_and_foreign_files_are_refused() {
+/// The error an import into a fresh backend gives for one row of `bucket`
+/// (one importer at a time: each holds the backend's write transaction).
+fn refused(bucket: &str, key: &[u8], value: &[u8]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let backend = Backend::open(&dir.path().join("c.db")).unwrap();
-    let txn = backend.begin_write().unwrap();
+    let mut importer = Importer::new(&backend).unwrap();
+    importer.bucket(bucket).unwrap();
+    importer.put(key, value).unwrap_err().to_string()
+}
 
-    let mut importer = Importer::new(&txn);
-    importer.bucket("key").unwrap();
-    let err = importer.put(b"not a revision", b"").unwrap_err();
-    assert!(err.to_string().contains("is not a revision key"), "{err}");
-
-    let mut importer = Importer::new(&txn);
-    importer.bucket("key").unwrap();
+#[test]
+fn damaged_rows_and_foreign_files_are_refused() {
+    let err = refused("key", b"not a revision", b"");
+    assert!(err.contains("is not a revision key"), "{err}");
     let wrong = kv("k", 2, 3, 1, 0);
-    let err = importer.put(&schema::encode_rev_key(2, 0, false), &wrong).unwrap_err();
-    assert!(err.to_string().contains("says it was modified at 3"), "{err}");
+    let err = refused("key", &schema::encode_rev_key(2, 0, false), &wrong);
+    assert!(err.contains("says it was modified at 3"), "{err}");
+    let err = refused("lease", &7u64.to_be_bytes(), b"\xff\xff");
+    assert!(err.contains("lease does not decode"), "{err}");
+    let err = refused("meta", b"consistent_index", b"short");
+    assert!(err.contains("consistent_index is not 8 bytes"), "{err}");
 
-    let mut importer = Importer::new(&txn);
-    importer.bucket("lease").unwrap();
-    let err = importer.put(&7u64.to_be_bytes(), b"\xff\xff").unwrap_err();
-    assert!(err.to_string().contains("lease does not decode"), "{err}");
-
-    let mut importer = Importer::new(&txn);
-    importer.bucket("meta").unwrap();
-    let err = importer.put(b"consistent_index", b"short").unwrap_err();
-    assert!(err.to_string().contains("consistent_index is not 8 bytes"), "{err}");
-
-    let mut importer = Importer::new(&txn);
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Backend::open(&dir.path().join("c.db")).unwrap();
+    let mut importer = Importer::new(&backend).unwrap();
     importer.bucket("users").unwrap();
     importer.put(b"a", b"b").unwrap();
     let err = importer.finish().unwrap_err();
@@ -168,8 +163,7 @@ fn damaged_rows_and_foreign_files_are_refused() {
 fn a_scheduled_compaction_is_reported_unfinished() {
     let dir = tempfile::tempdir().unwrap();
     let backend = Backend::open(&dir.path().join("d.db")).unwrap();
-    let txn = backend.begin_write().unwrap();
-    let mut importer = Importer::new(&txn);
+    let mut importer = Importer::new(&backend).unwrap();
     importer.bucket("key").unwrap();
     importer.put(&schema::encode_rev_key(2, 0, false), &kv("k", 2, 2, 1, 0)).unwrap();
     importer.bucket("meta").unwrap();

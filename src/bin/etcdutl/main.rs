@@ -2,7 +2,8 @@
 //! `snapshot restore` makes a member's data directory from a snapshot (etcd's
 //! format or ours), `snapshot status` reports a snapshot as etcd does,
 //! `hashkv` hashes a backend's history, `defrag` compacts a stopped member's
-//! backend file, `version` prints the versions.
+//! backend file, `migrate-from-etcd` takes a stopped real etcd member's data dir
+//! over in place, `version` prints the versions.
 
 mod progress;
 mod restore;
@@ -46,6 +47,14 @@ enum Command {
     },
     /// Defragments the backend of a stopped member.
     Defrag {
+        /// The member's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Converts a stopped real etcd member's data dir into this server's, in place
+    /// (what the server itself does when started on it): same member and cluster
+    /// IDs, members, keys, leases and auth; etcd's files are kept in member.etcd/.
+    MigrateFromEtcd {
         /// The member's data directory.
         #[arg(long)]
         data_dir: PathBuf,
@@ -107,6 +116,7 @@ fn main() -> ExitCode {
             print!("{}", status::print_hashkv(hash, hash_rev, compact_rev, cli.write_out))
         }),
         Command::Defrag { data_dir } => defrag(&data_dir),
+        Command::MigrateFromEtcd { data_dir } => migrate_from_etcd(&data_dir),
         Command::Version => {
             println!("etcdutl version: {}", etcd_daemon::SERVER_VERSION);
             println!("API version: 3.5");
@@ -202,9 +212,7 @@ fn open_as_backend(path: &Path) -> Result<(Arc<Backend>, Option<tempfile::TempDi
             let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
             let backend = Backend::open(&dir.path().join("db")).map_err(|e| e.to_string())?;
             let reader = file::bbolt_reader(&snapshot).map_err(|e| e.to_string())?;
-            let txn = backend.begin_write().map_err(|e| e.to_string())?;
-            file::import_etcd(&reader, &txn).map_err(|e| e.to_string())?;
-            txn.commit(false).map_err(|e| e.to_string())?;
+            file::import_etcd(&reader, &backend).map_err(|e| e.to_string())?;
             Ok((Arc::new(backend), Some(dir)))
         }
     }
@@ -246,6 +254,30 @@ fn hashkv(path: &Path, rev: i64) -> Result<(u32, i64, i64), String> {
     let kv = etcd_mvcc::KvStore::open(backend).map_err(|e| e.to_string())?;
     let hash = kv.hash_kv(rev).map_err(|e| e.to_string())?;
     Ok((hash.hash, hash.hash_revision, hash.compact_revision))
+}
+
+fn migrate_from_etcd(data_dir: &Path) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    eprintln!("migrating {} (etcd's data dir) ...", data_dir.display());
+    match etcd_daemon::adopt::adopt_if_etcd(data_dir) {
+        Ok(true) => {
+            println!(
+                "migrated {} in {:.1}s; etcd's files are kept in {}; start this server with \
+                 --data-dir={} and the member's usual flags",
+                data_dir.display(),
+                started.elapsed().as_secs_f64(),
+                etcd_daemon::adopt::etcd_backup_dir(data_dir).display(),
+                data_dir.display()
+            );
+            Ok(())
+        }
+        Ok(false) => Err(format!(
+            "{} does not hold a real etcd member's data (no bbolt backend at member/snap/db); \
+             nothing was changed",
+            data_dir.display()
+        )),
+        Err(err) => Err(format!("{err}; nothing was changed")),
+    }
 }
 
 /// Rewrites `member/snap/db` compactly: a copy next to it, renamed over it.

@@ -186,8 +186,7 @@ impl BucketSink for Counting<'_, '_> {
 fn import_etcd(snapshot: &file::SnapshotFile, db: &Path) -> Result<Option<i64>, String> {
     let reader = file::bbolt_reader(snapshot).map_err(|e| e.to_string())?;
     let backend = Backend::open(db).map_err(|e| e.to_string())?;
-    let txn = backend.begin_write().map_err(|e| e.to_string())?;
-    let mut importer = Importer::new(&txn);
+    let mut importer = Importer::new(&backend).map_err(|e| e.to_string())?;
     let mut counting = Counting {
         inner: &mut importer,
         progress: Progress::new("restoring", Unit::Entries),
@@ -196,6 +195,7 @@ fn import_etcd(snapshot: &file::SnapshotFile, db: &Path) -> Result<Option<i64>, 
     file::walk(&reader, &mut counting).map_err(|e| format!("the snapshot is unreadable: {e}"))?;
     let Counting { progress, entries, .. } = counting;
     let summary = importer.finish().map_err(|e| e.to_string())?;
+    let txn = backend.begin_write().map_err(|e| e.to_string())?;
     forget_cluster(&txn)?;
     txn.commit(true).map_err(|e| e.to_string())?;
     progress.finish(entries);
