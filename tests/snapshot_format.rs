@@ -485,3 +485,86 @@ fn etcdutl_migrates_a_stopped_real_etcd_member() {
     let got: serde_json::Value = serde_json::from_str(&got).expect("json");
     assert_eq!(got["kvs"], expected["kvs"]);
 }
+
+/// The way back: a stopped member of ours handed to real etcd in place with
+/// `etcdutl migrate-to-etcd` serves the same keys, revisions, HashKV, leases
+/// and auth as the same member, keeps its ID, takes writes, and can be taken
+/// over by this server again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_of_ours_is_handed_back_to_real_etcd_in_place() {
+    if real_etcd().is_none() {
+        panic!("real etcd is missing: sudo apt-get install etcd-server");
+    }
+    let mut server = Server::start_with(Flavor::Ours, &[]);
+    let mut client = server.client().await;
+    let lease = load(&mut client, 2_000).await;
+    drop(client);
+    tokio::task::block_in_place(|| {
+        enable_auth(&server.endpoint());
+        let expected = observe(&server.endpoint(), lease);
+        let id = |list: &str| list.split(',').next().unwrap_or("").to_string();
+        let id_before = id(&must_etcdctl(&server.endpoint(), &[ROOT, "member", "list"], None));
+        server.terminate();
+        let dir = format!("--data-dir={}", server.data_dir.display());
+        let out = must_etcdutl(&["migrate-to-etcd", &dir]);
+        assert!(out.contains("member.etcdrs"), "{out}");
+        let again = etcdutl(&["migrate-to-etcd", &dir]);
+        assert!(!again.status.success(), "a second run finds etcd's files and changes nothing");
+        assert!(String::from_utf8_lossy(&again.stderr).contains("already holds etcd's WAL"));
+
+        server.flavor = Flavor::RealEtcd;
+        server.restart();
+        assert_same(&observe(&server.endpoint(), lease), &expected);
+        let id_after = id(&must_etcdctl(&server.endpoint(), &[ROOT, "member", "list"], None));
+        assert_eq!(id_after, id_before, "the member keeps its ID");
+        must_etcdctl(&server.endpoint(), &[ROOT, "put", "after", "handback"], None);
+        server.terminate();
+
+        server.flavor = Flavor::Ours;
+        server.restart();
+        let after =
+            must_etcdctl(&server.endpoint(), &[ROOT, "get", "after", "--print-value-only"], None);
+        assert_eq!(after, "handback\n", "and back again: this server takes etcd's files over");
+    });
+}
+
+/// A whole 3-member cluster of ours stopped, every member handed back: real
+/// etcd runs it with the same members and data, and it takes writes.
+#[test]
+fn a_three_member_cluster_of_ours_is_handed_back_to_real_etcd() {
+    let mut cluster = Cluster::start_flavor(Flavor::Ours, 3, &[]);
+    let ep = cluster.members[0].endpoint();
+    for i in 0..100 {
+        must_etcdctl(&ep, &["put", &format!("t/{i}"), &i.to_string()], None);
+    }
+    let expected = must_etcdctl(&ep, &["get", "t/", "--prefix", "-w", "json"], None);
+    let expected: serde_json::Value = serde_json::from_str(&expected).expect("json");
+    let ids = |list: &str| {
+        let mut ids: Vec<String> =
+            list.lines().map(|l| l.split(',').next().unwrap_or("").to_string()).collect();
+        ids.sort();
+        ids
+    };
+    let members_before = ids(&must_etcdctl(&ep, &["member", "list"], None));
+    for m in &mut cluster.members {
+        m.terminate();
+    }
+    for m in &mut cluster.members {
+        must_etcdutl(&["migrate-to-etcd", &format!("--data-dir={}", m.data_dir.display())]);
+        m.flavor = Flavor::RealEtcd;
+        m.spawn();
+    }
+    for m in &mut cluster.members {
+        m.wait_ready();
+    }
+    for m in &cluster.members {
+        let got = must_etcdctl(&m.endpoint(), &["get", "t/", "--prefix", "-w", "json"], None);
+        let got: serde_json::Value = serde_json::from_str(&got).expect("json");
+        assert_eq!(got["kvs"], expected["kvs"], "member {} serves the keys", m.name);
+    }
+    assert_eq!(ids(&must_etcdctl(&ep, &["member", "list"], None)), members_before);
+    must_etcdctl(&cluster.members[2].endpoint(), &["put", "t/new", "1"], None);
+    let got =
+        must_etcdctl(&cluster.members[1].endpoint(), &["get", "t/new", "--print-value-only"], None);
+    assert_eq!(got, "1\n");
+}

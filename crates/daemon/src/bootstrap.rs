@@ -96,7 +96,7 @@ pub(crate) fn wal_metadata(member_id: u64, cluster_id: u64) -> Vec<u8> {
     metadata
 }
 
-fn parse_wal_metadata(metadata: &[u8]) -> Option<(u64, u64)> {
+pub(crate) fn parse_wal_metadata(metadata: &[u8]) -> Option<(u64, u64)> {
     let rest = metadata.strip_prefix(WAL_MAGIC)?;
     if rest.len() != 16 {
         return None;

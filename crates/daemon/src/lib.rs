@@ -11,6 +11,7 @@
 pub mod adopt;
 pub mod bootstrap;
 pub mod config;
+pub mod handback;
 pub mod watch_hub;
 
 mod alarms;

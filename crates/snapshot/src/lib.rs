@@ -8,6 +8,7 @@
 //! [`import`] writes them into our backend; [`file`] reads and writes etcd's
 //! snapshot files (bbolt, see `etcd-bbolt`, and the SHA-256 trailer).
 
+pub mod etcd_snap;
 pub mod etcd_wal;
 pub mod export;
 pub mod file;

@@ -3,7 +3,8 @@
 //! format or ours), `snapshot status` reports a snapshot as etcd does,
 //! `hashkv` hashes a backend's history, `defrag` compacts a stopped member's
 //! backend file, `migrate-from-etcd` takes a stopped real etcd member's data dir
-//! over in place, `version` prints the versions.
+//! over in place and `migrate-to-etcd` hands one of ours back to etcd,
+//! `version` prints the versions.
 
 mod progress;
 mod restore;
@@ -55,6 +56,15 @@ enum Command {
     /// (what the server itself does when started on it): same member and cluster
     /// IDs, members, keys, leases and auth; etcd's files are kept in member.etcd/.
     MigrateFromEtcd {
+        /// The member's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Converts a stopped member of this server into a real etcd member's data
+    /// dir, in place (the way back): same member and cluster IDs, members, Raft
+    /// term and vote, keys, leases and auth; start etcd 3.4 or 3.5 on it with
+    /// the member's usual flags. This server's files are kept in member.etcdrs/.
+    MigrateToEtcd {
         /// The member's data directory.
         #[arg(long)]
         data_dir: PathBuf,
@@ -117,6 +127,7 @@ fn main() -> ExitCode {
         }),
         Command::Defrag { data_dir } => defrag(&data_dir),
         Command::MigrateFromEtcd { data_dir } => migrate_from_etcd(&data_dir),
+        Command::MigrateToEtcd { data_dir } => migrate_to_etcd(&data_dir),
         Command::Version => {
             println!("etcdutl version: {}", etcd_daemon::SERVER_VERSION);
             println!("API version: 3.5");
@@ -278,6 +289,32 @@ fn migrate_from_etcd(data_dir: &Path) -> Result<(), String> {
         )),
         Err(err) => Err(format!("{err}; nothing was changed")),
     }
+}
+
+fn migrate_to_etcd(data_dir: &Path) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    eprintln!("migrating {} (this server's data dir) to etcd's format ...", data_dir.display());
+    let mut writing = progress::Progress::new("writing", progress::Unit::Entries);
+    let handed =
+        etcd_daemon::handback::hand_back_to_etcd(data_dir, &mut |n| writing.update(n, None))
+            .map_err(|err| format!("{err}; nothing was changed"))?;
+    writing.finish(handed.entries);
+    println!(
+        "migrated {} in {:.1}s: member {:x} of cluster {:x}, {} members, revision {}, Raft \
+         index {} (term {}); this server's files are kept in {}; start etcd with \
+         --data-dir={} and the member's usual flags",
+        data_dir.display(),
+        started.elapsed().as_secs_f64(),
+        handed.member_id,
+        handed.cluster_id,
+        handed.members,
+        handed.revision,
+        handed.index,
+        handed.term,
+        etcd_daemon::handback::kept_dir(data_dir).display(),
+        data_dir.display()
+    );
+    Ok(())
 }
 
 /// Rewrites `member/snap/db` compactly: a copy next to it, renamed over it.
