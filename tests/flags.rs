@@ -148,3 +148,29 @@ fn listen_metrics_urls_serve_metrics_and_health_only() {
     assert!(get("/readyz/no_such_check").ends_with("404"));
     drop(server);
 }
+
+/// `--discovery` and `ETCD_DISCOVERY` are refused alike before anything is
+/// written (starting without the cluster they name would bootstrap a wrong
+/// one-member cluster); an unknown `ETCD_*` variable is only warned about.
+#[test]
+fn discovery_is_refused_as_a_flag_and_as_a_variable() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let data_dir = temp.path().join("d");
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_etcd"));
+        cmd.arg(format!("--data-dir={}", data_dir.display())).args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run etcd")
+    };
+    let by_flag = run(&["--discovery=https://discovery.etcd.io/abc"], &[]);
+    let by_env = run(&[], &[("ETCD_DISCOVERY", "https://discovery.etcd.io/abc")]);
+    for out in [&by_flag, &by_env] {
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("list the members in --initial-cluster instead"), "{stderr}");
+    }
+    assert!(String::from_utf8_lossy(&by_env.stderr).contains("ETCD_DISCOVERY="));
+    assert!(!data_dir.exists(), "nothing written");
+}

@@ -25,11 +25,7 @@ const IGNORED_VALUE_FLAGS: &[&str] = &[
     "grpc-keepalive-timeout",
     "cors",
     "host-whitelist",
-    "discovery",
     "discovery-fallback",
-    "discovery-proxy",
-    "discovery-srv",
-    "proxy",
     "experimental-compaction-batch-limit",
     "experimental-warning-apply-duration",
     "experimental-corrupt-check-time",
@@ -48,9 +44,74 @@ const IGNORED_BOOL_FLAGS: &[&str] = &[
     "unsafe-no-fsync",
 ];
 
-/// etcd flags whose absence of support must stop the server (ignoring them would
-/// silently weaken security).
-const REFUSED_FLAGS: &[&str] = &["force-new-cluster"];
+/// etcd flags whose absence of support must stop the server when they ask for
+/// something (ignoring them would start a different member than the operator
+/// asked for), with why and what to do instead.
+const REFUSED_FLAGS: &[(&str, &str)] = &[
+    (
+        "force-new-cluster",
+        "forced reconfiguration is not implemented yet; remove the flag or run real etcd for \
+         this member",
+    ),
+    ("discovery", DISCOVERY_REFUSED),
+    ("discovery-srv", DISCOVERY_REFUSED),
+    ("discovery-srv-name", DISCOVERY_REFUSED),
+    ("discovery-proxy", DISCOVERY_REFUSED),
+    (
+        "proxy",
+        "the v2 proxy mode is not supported (etcd 3.4's --proxy=on|readonly); run `etcd \
+         grpc-proxy` of real etcd, or remove the flag (--proxy=off is accepted)",
+    ),
+];
+
+const DISCOVERY_REFUSED: &str = "bootstrapping through a discovery service is not supported: \
+     starting without the cluster it names would bootstrap a wrong one-member cluster; list the \
+     members in --initial-cluster instead";
+
+/// Whether `value` of refused flag `name` asks for the unsupported thing (an
+/// empty discovery URL, `--proxy=off` and `--force-new-cluster=false` do not).
+fn asks_for(name: &str, value: Option<&str>) -> bool {
+    match (name, value) {
+        ("force-new-cluster", None) => true,
+        ("force-new-cluster", Some(v)) => !matches!(v, "false" | "0" | "f" | "F" | "FALSE"),
+        ("proxy", v) => v.is_some_and(|v| v != "off"),
+        (_, v) => v.is_some_and(|v| !v.is_empty()),
+    }
+}
+
+/// The `ETCD_*` variables clap does not read (etcd flags we do not declare):
+/// each goes through the same refusals and warnings as its flag. Returns the
+/// ignored flags and the variables that name no etcd flag (etcd warns about
+/// those too). Variables of flags given on the command line are shadowed.
+pub fn check_env(
+    vars: impl Iterator<Item = (String, String)>,
+    declared: &[String],
+    command_line: &[String],
+) -> Result<(Vec<String>, Vec<String>), String> {
+    let mut ignored = Vec::new();
+    let mut unrecognized = Vec::new();
+    for (key, value) in vars {
+        let Some(rest) = key.strip_prefix("ETCD_") else { continue };
+        let name = rest.to_ascii_lowercase().replace('_', "-");
+        if declared.contains(&name) || command_line.contains(&name) {
+            continue;
+        }
+        if let Some((_, why)) = REFUSED_FLAGS.iter().find(|(n, _)| *n == name) {
+            if asks_for(&name, Some(&value)) {
+                return Err(format!("{key}={value} (--{name}): {why}"));
+            }
+            continue;
+        }
+        if IGNORED_VALUE_FLAGS.contains(&name.as_str())
+            || IGNORED_BOOL_FLAGS.contains(&name.as_str())
+        {
+            ignored.push(name);
+            continue;
+        }
+        unrecognized.push(key);
+    }
+    Ok((ignored, unrecognized))
+}
 
 /// A distributed, reliable key-value store (etcd v3 API). A flag given twice
 /// takes its last value, as with Go's flag package.
@@ -273,11 +334,17 @@ pub fn normalise(args: Vec<String>) -> Result<(Vec<String>, Vec<String>), String
             Some((name, value)) => (name.to_string(), Some(value.to_string())),
             None => (body.to_string(), None),
         };
-        if REFUSED_FLAGS.contains(&name.as_str()) {
-            return Err(format!(
-                "--{name} is not supported by this server yet (forced reconfiguration is not \
-                 implemented); remove the flag or run real etcd for this member"
-            ));
+        if let Some((_, why)) = REFUSED_FLAGS.iter().find(|(n, _)| *n == name) {
+            let is_bool = name == "force-new-cluster";
+            let value = match (&inline_value, is_bool) {
+                (Some(v), _) => Some(v.clone()),
+                (None, true) => None,
+                (None, false) => iter.next(),
+            };
+            if asks_for(&name, value.as_deref()) {
+                return Err(format!("--{name}: {why}"));
+            }
+            continue;
         }
         if IGNORED_VALUE_FLAGS.contains(&name.as_str()) {
             if inline_value.is_none() {
@@ -537,6 +604,38 @@ impl Flags {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn etcd_variables_are_refused_and_warned_like_their_flags() {
+        let vars = |list: &[(&str, &str)]| {
+            list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>().into_iter()
+        };
+        let declared = vec!["name".to_string()];
+        let err = check_env(vars(&[("ETCD_DISCOVERY", "https://d/x")]), &declared, &[]);
+        assert!(err.unwrap_err().starts_with("ETCD_DISCOVERY=https://d/x (--discovery): "));
+        assert!(check_env(vars(&[("ETCD_FORCE_NEW_CLUSTER", "true")]), &declared, &[]).is_err());
+        let (ignored, unknown) = check_env(
+            vars(&[
+                ("ETCD_NAME", "a"),
+                ("ETCD_ENABLE_PPROF", "true"),
+                ("ETCD_NO_SUCH_FLAG", "1"),
+                ("ETCDCTL_API", "3"),
+                ("ETCD_PROXY", "off"),
+            ]),
+            &declared,
+            &[],
+        )
+        .expect("nothing refused");
+        assert_eq!(ignored, ["enable-pprof"]);
+        assert_eq!(unknown, ["ETCD_NO_SUCH_FLAG"]);
+        let shadowed = check_env(
+            vars(&[("ETCD_DISCOVERY", "https://d/x")]),
+            &declared,
+            &["discovery".to_string()],
+        );
+        assert!(shadowed.is_ok(), "the command line wins, as in etcd");
+    }
+
     use std::path::Path;
 
     fn args(list: &[&str]) -> Vec<String> {
@@ -660,6 +759,13 @@ mod tests {
     #[test]
     fn unsupported_tls_flags_are_refused() {
         assert!(normalise(args(&["etcd", "--force-new-cluster"])).is_err());
+        assert!(normalise(args(&["etcd", "--force-new-cluster=false"])).is_ok());
+        let err = normalise(args(&["etcd", "--discovery", "https://discovery.etcd.io/x"]));
+        assert!(err.unwrap_err().contains("--initial-cluster instead"));
+        assert!(normalise(args(&["etcd", "--discovery-srv=example.com"])).is_err());
+        assert!(normalise(args(&["etcd", "--discovery="])).is_ok(), "empty: not asked for");
+        assert!(normalise(args(&["etcd", "--proxy", "off"])).is_ok());
+        assert!(normalise(args(&["etcd", "--proxy=readonly"])).is_err());
         assert!(normalise(args(&["etcd", "--peer-crl-file", "x"])).is_ok());
         assert!(normalise(args(&["etcd", "--peer-auto-tls"])).is_ok());
         assert!(normalise(args(&["etcd", "--cert-file", "x"])).is_ok());

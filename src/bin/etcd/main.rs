@@ -293,6 +293,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let declared: Vec<String> = <Flags as clap::CommandFactory>::command()
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_string))
+        .collect();
+    let on_command_line: Vec<String> = args
+        .iter()
+        .filter_map(|a| a.strip_prefix("--"))
+        .map(|a| a.split('=').next().unwrap_or(a).to_string())
+        .collect();
+    let (env_ignored, env_unrecognized) =
+        match flags::check_env(std::env::vars(), &declared, &on_command_line) {
+            Ok(checked) => checked,
+            Err(message) => {
+                eprintln!("etcd: {message}");
+                return ExitCode::from(2);
+            }
+        };
     let flags = match Flags::try_parse_from(args) {
         Ok(flags) => flags,
         Err(err) => {
@@ -310,8 +327,11 @@ fn main() -> ExitCode {
         eprintln!("etcd: {message}");
         return ExitCode::from(2);
     }
-    for flag in ignored {
+    for flag in ignored.into_iter().chain(env_ignored) {
         tracing::warn!(flag = %flag, "--{flag} is accepted for compatibility but has no effect yet");
+    }
+    for var in env_unrecognized {
+        tracing::warn!(variable = %var, "unrecognized environment variable {var}: no etcd flag has this name");
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
