@@ -174,3 +174,19 @@ fn discovery_is_refused_as_a_flag_and_as_a_variable() {
     assert!(String::from_utf8_lossy(&by_env.stderr).contains("ETCD_DISCOVERY="));
     assert!(!data_dir.exists(), "nothing written");
 }
+
+/// `--unsafe-no-fsync` acts (the WAL is written, not fsynced): a member killed
+/// with -9 still restarts with every acknowledged write, since only a machine
+/// crash loses what the page cache held.
+#[test]
+fn unsafe_no_fsync_runs_and_a_killed_member_keeps_its_writes() {
+    let mut server = common::Server::start_with(common::Flavor::Ours, &["--unsafe-no-fsync"]);
+    for i in 0..50 {
+        common::must_etcdctl(&server.endpoint(), &["put", &format!("n/{i}"), "v"], None);
+    }
+    server.kill9();
+    server.restart();
+    let keys =
+        common::must_etcdctl(&server.endpoint(), &["get", "n/", "--prefix", "--keys-only"], None);
+    assert_eq!(keys.lines().filter(|l| !l.is_empty()).count(), 50);
+}

@@ -122,7 +122,7 @@ pub fn open(cfg: &ServerConfig) -> Result<Opened, StartError> {
     // A real etcd member's data dir becomes ours in place (its files are kept).
     crate::adopt::adopt_if_etcd(&cfg.data_dir)?;
     let wal_path = wal_dir(&cfg.data_dir);
-    if Wal::exists(&wal_path) {
+    let mut opened = if Wal::exists(&wal_path) {
         recover(cfg, &wal_path)
     } else {
         match (&cfg.initial_cluster_state, &cfg.join) {
@@ -136,7 +136,15 @@ pub fn open(cfg: &ServerConfig) -> Result<Opened, StartError> {
             )),
             (ClusterState::New, _) => bootstrap(cfg, &wal_path),
         }
+    }?;
+    if cfg.unsafe_no_fsync {
+        tracing::warn!(
+            "--unsafe-no-fsync: the WAL is not fsynced; a machine crash or power loss can lose \
+             acknowledged writes (for tests and throwaway clusters only)"
+        );
     }
+    opened.wal.set_unsafe_no_fsync(cfg.unsafe_no_fsync);
+    Ok(opened)
 }
 
 fn initial_members(cfg: &ServerConfig) -> Result<Vec<Member>, StartError> {

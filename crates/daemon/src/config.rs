@@ -72,6 +72,8 @@ pub struct ServerConfig {
     pub jwt: Option<std::sync::Arc<etcd_auth::JwtTokens>>,
     /// `--auth-token-ttl`: how long a simple token lives after its last use.
     pub auth_token_ttl: Duration,
+    /// `--unsafe-no-fsync`: the WAL is written but never fsynced.
+    pub unsafe_no_fsync: bool,
 }
 
 /// Test-only: the lease checkpoint interval in milliseconds (production never
@@ -108,6 +110,7 @@ impl ServerConfig {
             bcrypt_cost: etcd_auth::DEFAULT_BCRYPT_COST,
             jwt: None,
             auth_token_ttl: Duration::from_secs(300),
+            unsafe_no_fsync: false,
         }
     }
 

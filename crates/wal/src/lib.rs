@@ -297,6 +297,8 @@ pub struct Wal {
     buf: Vec<u8>,
     /// Bytes were written to `file` since the last fsync.
     unsynced: bool,
+    /// `--unsafe-no-fsync`: [`Wal::sync`] writes but does not fsync.
+    no_fsync: bool,
     last_index: u64,
     snapshot: Option<SnapshotMarker>,
     hard_state: Option<HardState>,
@@ -340,6 +342,7 @@ impl Wal {
             file_len: header.len() as u64,
             buf: Vec::new(),
             unsynced: false,
+            no_fsync: false,
             last_index: 0,
             snapshot: None,
             hard_state: None,
@@ -449,6 +452,7 @@ impl Wal {
             segments,
             buf: Vec::new(),
             unsynced: false,
+            no_fsync: false,
             last_index,
             snapshot: replay.snapshot.clone(),
             hard_state: replay.hard_state,
@@ -497,10 +501,20 @@ impl Wal {
         self.after_write()
     }
 
+    /// Turns fsync off (`--unsafe-no-fsync`, etcd's flag for tests and
+    /// throwaway clusters): [`Wal::sync`] still writes to the file, so a
+    /// killed process loses nothing, but a crash of the machine can.
+    pub fn set_unsafe_no_fsync(&mut self, on: bool) {
+        self.no_fsync = on;
+    }
+
     /// Writes everything buffered and fsyncs (fdatasync) the current segment.
     pub fn sync(&mut self) -> Result<()> {
         self.check_ok()?;
         self.flush()?;
+        if self.unsynced && self.no_fsync {
+            self.unsynced = false;
+        }
         if self.unsynced {
             let path = &self.segments.last().expect("current segment").path;
             if let Err(e) = self.file.sync_data() {

@@ -41,7 +41,6 @@ const IGNORED_BOOL_FLAGS: &[&str] = &[
     "initial-election-tick-advance",
     "debug",
     "experimental-initial-corrupt-check",
-    "unsafe-no-fsync",
 ];
 
 /// etcd flags whose absence of support must stop the server when they ask for
@@ -307,6 +306,16 @@ pub struct Flags {
         action = clap::ArgAction::Set
     )]
     pub experimental_enable_lease_checkpoint_persist: bool,
+    /// Disables fsync of the WAL, unsafe, will cause data loss on a machine crash.
+    #[arg(
+        long,
+        env = "ETCD_UNSAFE_NO_FSYNC",
+        default_value_t = false,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub unsafe_no_fsync: bool,
     /// Print the version and exit.
     #[arg(long)]
     pub version: bool,
@@ -593,6 +602,7 @@ impl Flags {
             bcrypt_cost,
             jwt,
             auth_token_ttl: Duration::from_secs(self.auth_token_ttl),
+            unsafe_no_fsync: self.unsafe_no_fsync,
             lease_checkpoint: ServerConfig::lease_checkpointing(
                 self.experimental_enable_lease_checkpoint,
                 self.experimental_enable_lease_checkpoint_persist,
