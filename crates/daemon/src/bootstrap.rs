@@ -121,7 +121,7 @@ fn open_backend(cfg: &ServerConfig) -> Result<(Arc<Backend>, Arc<KvStore>), Star
 pub fn open(cfg: &ServerConfig) -> Result<Opened, StartError> {
     // A real etcd member's data dir becomes ours in place (its files are kept).
     crate::adopt::adopt_if_etcd(&cfg.data_dir)?;
-    let wal_path = wal_dir(&cfg.data_dir);
+    let wal_path = cfg.wal_path();
     let mut opened = if Wal::exists(&wal_path) {
         recover(cfg, &wal_path)
     } else {

@@ -74,6 +74,8 @@ pub struct ServerConfig {
     pub auth_token_ttl: Duration,
     /// `--unsafe-no-fsync`: the WAL is written but never fsynced.
     pub unsafe_no_fsync: bool,
+    /// `--wal-dir`: the WAL's directory when not `<data-dir>/member/wal`.
+    pub wal_dir: Option<PathBuf>,
 }
 
 /// Test-only: the lease checkpoint interval in milliseconds (production never
@@ -111,7 +113,13 @@ impl ServerConfig {
             jwt: None,
             auth_token_ttl: Duration::from_secs(300),
             unsafe_no_fsync: false,
+            wal_dir: None,
         }
+    }
+
+    /// Where this member's WAL lives: `--wal-dir`, or `<data-dir>/member/wal`.
+    pub fn wal_path(&self) -> PathBuf {
+        self.wal_dir.clone().unwrap_or_else(|| crate::bootstrap::wal_dir(&self.data_dir))
     }
 
     /// Lease checkpointing as the flags ask: etcd's 5-minute interval, which

@@ -123,6 +123,9 @@ pub struct Flags {
     /// Path to the data directory (default: ${name}.etcd).
     #[arg(long, env = "ETCD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Path to the dedicated wal directory (default: ${data-dir}/member/wal).
+    #[arg(long, env = "ETCD_WAL_DIR", default_value = "")]
+    pub wal_dir: String,
     /// List of URLs to listen on for client traffic.
     #[arg(long, env = "ETCD_LISTEN_CLIENT_URLS", default_value = "http://localhost:2379")]
     pub listen_client_urls: String,
@@ -603,6 +606,7 @@ impl Flags {
             jwt,
             auth_token_ttl: Duration::from_secs(self.auth_token_ttl),
             unsafe_no_fsync: self.unsafe_no_fsync,
+            wal_dir: (!self.wal_dir.is_empty()).then(|| PathBuf::from(&self.wal_dir)),
             lease_checkpoint: ServerConfig::lease_checkpointing(
                 self.experimental_enable_lease_checkpoint,
                 self.experimental_enable_lease_checkpoint_persist,

@@ -109,7 +109,7 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
 /// A member joining an existing cluster on an empty data dir learns the cluster ID
 /// and membership from the running members it was given in --initial-cluster.
 async fn fetch_join_info(cfg: &mut ServerConfig) -> Result<(), String> {
-    let wal = etcd_daemon::bootstrap::wal_dir(&cfg.data_dir);
+    let wal = cfg.wal_path();
     if cfg.initial_cluster_state != ClusterState::Existing || etcd_wal::Wal::exists(&wal) {
         return Ok(());
     }

@@ -82,7 +82,8 @@ enum SnapshotCommand {
         /// Path to the output data directory (default: ${name}.etcd).
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Path to the WAL directory (not supported: this server keeps the WAL in the data dir).
+        /// Path to the WAL directory (default: ${data-dir}/member/wal); the member then
+        /// starts with the same --wal-dir.
         #[arg(long)]
         wal_dir: Option<PathBuf>,
         /// Human-readable name for this member.
@@ -159,17 +160,13 @@ fn snapshot_restore(command: SnapshotCommand) -> Result<(), String> {
     else {
         unreachable!("called for restore only")
     };
-    if wal_dir.is_some() {
-        return Err("--wal-dir is not supported: this server keeps its WAL in \
-                    <data-dir>/member/wal; restore without it"
-            .into());
-    }
     let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(format!("{name}.etcd")));
     let initial_cluster =
         initial_cluster.unwrap_or_else(|| format!("{name}=http://localhost:2380"));
     let opts = restore::RestoreOptions {
         file,
         data_dir,
+        wal_dir,
         name,
         initial_cluster,
         initial_cluster_token,

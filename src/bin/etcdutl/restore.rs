@@ -25,6 +25,8 @@ pub struct RestoreOptions {
     pub file: PathBuf,
     /// The data directory to create.
     pub data_dir: PathBuf,
+    /// `--wal-dir`: the WAL's directory to create, when not in the data dir.
+    pub wal_dir: Option<PathBuf>,
     /// This member's name.
     pub name: String,
     /// `--initial-cluster`.
@@ -92,6 +94,7 @@ fn cluster_config(opts: &RestoreOptions) -> Result<ServerConfig, String> {
     cfg.initial_advertise_peer_urls = advertised;
     // The member publishes its client URLs itself when it starts.
     cfg.advertise_client_urls = Vec::new();
+    cfg.wal_dir = opts.wal_dir.clone();
     Ok(cfg)
 }
 
@@ -108,6 +111,12 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, String> {
             opts.data_dir.display().to_string()
         ));
     }
+    if let Some(wal_dir) = opts.wal_dir.as_ref().filter(|d| d.exists()) {
+        return Err(format!(
+            "wal-dir {:?} exists: restore into a new directory (nothing was changed)",
+            wal_dir.display().to_string()
+        ));
+    }
     let mut verifying = Progress::new("verifying", Unit::Bytes);
     let snapshot = file::open_snapshot(&opts.file, opts.skip_hash_check, &mut |done, total| {
         verifying.update(done, Some(total))
@@ -119,6 +128,9 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored, String> {
     let result = restore_into(opts, &cfg, &snapshot);
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&opts.data_dir);
+        if let Some(wal_dir) = &opts.wal_dir {
+            let _ = std::fs::remove_dir_all(wal_dir);
+        }
     }
     result
 }
