@@ -11,58 +11,53 @@ use etcd_proto::etcdserverpb::{
 };
 use etcd_server::ServerError;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt;
+use std::io::Read;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::status::to_status;
 
-/// Bytes per snapshot message (etcd's send buffer).
-const SNAPSHOT_CHUNK_BYTES: usize = 32 * 1024;
+/// Bytes per snapshot message. etcd sends 32 KiB; larger messages cut the
+/// per-message cost (the stream ran at half etcd's speed with 32 KiB) and stay
+/// far below the 4 MiB every gRPC client accepts by default.
+const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 
 type BoxStream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
 
 /// Streams the backend copy at `path`, zero-padded to a multiple of 512 bytes,
 /// then its SHA-256 as the last message (the layout etcdctl expects), and
-/// removes the file.
-async fn stream_snapshot(
-    path: std::path::PathBuf,
-    tx: mpsc::Sender<Result<SnapshotResponse, Status>>,
-) {
-    let result = async {
-        let mut file = tokio::fs::File::open(&path).await?;
-        let size = file.metadata().await?.len();
+/// removes the file. Runs on a blocking thread: plain reads of a local file,
+/// sent as the client takes them (the channel bounds what is buffered).
+fn stream_snapshot(path: std::path::PathBuf, tx: mpsc::Sender<Result<SnapshotResponse, Status>>) {
+    let result = (|| {
+        let mut file = std::fs::File::open(&path)?;
+        let size = file.metadata()?.len();
         let total = size.div_ceil(512) * 512;
         let mut hash = Sha256::new();
         let mut sent = 0u64;
         while sent < total {
             let mut blob = vec![0u8; SNAPSHOT_CHUNK_BYTES.min((total - sent) as usize)];
-            let mut filled = 0;
-            while filled < blob.len() && sent + (filled as u64) < size {
-                let n = file.read(&mut blob[filled..]).await?;
-                if n == 0 {
-                    break;
-                }
-                filled += n;
-            }
+            let real = blob.len().min(size.saturating_sub(sent) as usize);
+            file.read_exact(&mut blob[..real])?;
             sent += blob.len() as u64;
             hash.update(&blob);
             let message =
                 SnapshotResponse { remaining_bytes: total - sent, blob, ..Default::default() };
-            if tx.send(Ok(message)).await.is_err() {
-                return Ok(());
+            if tx.blocking_send(Ok(message)).is_err() {
+                return Ok(()); // the client went away
             }
         }
+        debug_assert_eq!(sent, total, "the stream sends exactly the padded file");
         let digest = SnapshotResponse { blob: hash.finalize().to_vec(), ..Default::default() };
-        let _ = tx.send(Ok(digest)).await;
+        let _ = tx.blocking_send(Ok(digest));
         Ok::<(), std::io::Error>(())
-    }
-    .await;
+    })();
     if let Err(err) = result {
-        let _ = tx.send(Err(Status::internal(format!("reading the snapshot failed: {err}")))).await;
+        let _ =
+            tx.blocking_send(Err(Status::internal(format!("reading the snapshot failed: {err}"))));
     }
-    let _ = tokio::fs::remove_file(&path).await;
+    let _ = std::fs::remove_file(&path);
 }
 
 pub use etcd_daemon::{CLUSTER_VERSION, SERVER_VERSION};
@@ -181,7 +176,7 @@ impl Maintenance for MaintenanceService {
         crate::auth::require_admin(&self.server, &request).await?;
         let path = self.server.backend_snapshot().await.map_err(|e| to_status(&e))?;
         let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(stream_snapshot(path, tx));
+        tokio::task::spawn_blocking(move || stream_snapshot(path, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

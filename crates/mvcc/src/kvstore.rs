@@ -33,6 +33,7 @@ use etcd_storage::{schema, Backend, ReadTables};
 use crate::error::MvccError;
 use crate::index::Index;
 use crate::key_index::KeyIndex;
+use crate::kv_view::KvView;
 use crate::range;
 use crate::revision::Revision;
 
@@ -110,22 +111,23 @@ fn load(backend: &Backend) -> Result<Shared, MvccError> {
                 bad = Some(MvccError::Corrupt(format!("bad revision key {k:?}")));
                 return false;
             };
-            let kv = match range::decode_kv(v) {
+            let kv = match KvView::parse(v) {
                 Ok(kv) => kv,
                 Err(e) => {
                     bad = Some(e);
                     return false;
                 }
             };
+            assert!(rev.main >= current_rev, "the key table is not in revision order");
             current_rev = rev.main;
-            match index.key_index_mut(&kv.key) {
+            match index.key_index_mut(kv.key) {
                 Some(ki) if tombstone => {
                     ki.tombstone(rev);
                 }
                 Some(ki) => ki.put(rev),
                 None if tombstone => {}
                 None => index.insert(
-                    kv.key,
+                    kv.key.to_vec(),
                     KeyIndex::restore(Revision::new(kv.create_revision, 0), rev, kv.version),
                 ),
             }
@@ -283,17 +285,35 @@ impl KvStore {
     }
 
     /// Every key live at the current revision that carries a lease, with its
-    /// lease id, in key order (to re-attach keys to leases after a restart).
+    /// lease id, in key order (to re-attach keys to leases after a restart or
+    /// a snapshot). Streams the key table in revision order, keeping only
+    /// leased keys: memory follows the leased keys, not the database.
     pub fn leased_keys(&self) -> Result<Vec<(Vec<u8>, i64)>, MvccError> {
-        let req = RangeRequest { key: Vec::new(), range_end: vec![0], ..Default::default() };
-        let out = self
-            .range(&req)?
-            .kvs
-            .into_iter()
-            .filter(|kv| kv.lease != 0)
-            .map(|kv| (kv.key, kv.lease))
-            .collect();
-        Ok(out)
+        let rtx = self.backend.begin_read()?;
+        let mut leased: std::collections::BTreeMap<Vec<u8>, i64> = Default::default();
+        let mut bad: Option<MvccError> = None;
+        rtx.key_scan(&[], None, &mut |k, v| {
+            let parsed = Revision::from_key(k)
+                .ok_or_else(|| MvccError::Corrupt(format!("bad revision key {k:?}")))
+                .and_then(|(_, tombstone)| Ok((tombstone, KvView::parse(v)?)));
+            match parsed {
+                Ok((tombstone, kv)) if tombstone || kv.lease == 0 => {
+                    leased.remove(kv.key);
+                }
+                Ok((_, kv)) => {
+                    leased.insert(kv.key.to_vec(), kv.lease);
+                }
+                Err(e) => {
+                    bad = Some(e);
+                    return false;
+                }
+            }
+            true
+        })?;
+        match bad {
+            Some(e) => Err(e),
+            None => Ok(leased.into_iter().collect()),
+        }
     }
 
     /// Number of keys with history in the index (live or awaiting compaction).

@@ -18,6 +18,7 @@ mod batch;
 mod error;
 pub mod index;
 pub mod key_index;
+mod kv_view;
 mod kvstore;
 mod range;
 pub mod revision;
