@@ -491,3 +491,76 @@ fn a_member_added_after_a_restart_catches_up_through_a_snapshot() {
         .expect("the new member catches up with the restarted leader");
     assert_eq!(value, "v\n");
 }
+
+/// The `members_removed` entries of an etcd snapshot file.
+fn removed_in_snapshot(path: &std::path::Path) -> Vec<(String, String)> {
+    use etcd_snapshot::export::BucketSink;
+    struct Removed(bool, Vec<(String, String)>);
+    impl BucketSink for Removed {
+        fn bucket(&mut self, name: &str) -> Result<(), etcd_snapshot::SnapshotError> {
+            self.0 = name == "members_removed";
+            Ok(())
+        }
+        fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), etcd_snapshot::SnapshotError> {
+            if self.0 {
+                let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                self.1.push((text(key), text(value)));
+            }
+            Ok(())
+        }
+    }
+    let file = etcd_snapshot::file::open_snapshot(path, false, &mut |_, _| {}).expect("snapshot");
+    let reader = etcd_snapshot::file::bbolt_reader(&file).expect("bbolt");
+    let mut removed = Removed(false, Vec::new());
+    etcd_snapshot::file::walk(&reader, &mut removed).expect("walk");
+    removed.1
+}
+
+/// A member removed while it was down stops when it comes back (its peers
+/// refuse it as removed), its ID is refused by later membership changes, and
+/// snapshots carry it in `members_removed`: on ours as on real etcd.
+#[test]
+fn a_member_removed_while_down_stops_when_it_comes_back() {
+    for flavor in [common::Flavor::Ours, common::Flavor::RealEtcd] {
+        if flavor == common::Flavor::RealEtcd && common::real_etcd().is_none() {
+            eprintln!("real etcd is not installed: checking ours only");
+            continue;
+        }
+        let mut cluster = Cluster::start_flavor(flavor, 3, &[]);
+        let ids = cluster.member_ids();
+        // A follower, so that no election runs while it is removed.
+        let leader = cluster.leader(ELECTION_WAIT).expect("a leader");
+        let victim = (leader + 1) % 3;
+        cluster.members[victim].kill9();
+        let via = cluster.members[leader].endpoint();
+        let victim_id = format!("{:x}", ids[victim]);
+        let removed = must_etcdctl(&via, &["member", "remove", &victim_id], None);
+        assert!(removed.contains("removed from cluster"), "{flavor:?}: {removed}");
+        must_etcdctl(&via, &["put", "after-remove", "1"], None);
+        let again = etcdctl(&via, &["member", "remove", &victim_id], None);
+        assert!(
+            String::from_utf8_lossy(&again.stderr).contains("etcdserver: member not found"),
+            "{flavor:?}: {again:?}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let snapshot = dir.path().join("s.db");
+        must_etcdctl(&via, &["snapshot", "save", snapshot.to_str().unwrap()], None);
+        assert_eq!(
+            removed_in_snapshot(&snapshot),
+            vec![(victim_id.clone(), "removed".to_owned())],
+            "{flavor:?}"
+        );
+
+        cluster.members[victim].spawn();
+        let exited = cluster.members[victim].wait_exit(Duration::from_secs(30));
+        let log = cluster.members[victim].full_log().join("\n");
+        assert!(exited, "{flavor:?}: the removed member kept running:\n{log}");
+        assert!(
+            log.contains("the member has been permanently removed from the cluster"),
+            "{flavor:?}: {log}"
+        );
+        let members = must_etcdctl(&via, &["member", "list"], None);
+        assert_eq!(members.lines().count(), 2, "{flavor:?}: {members}");
+    }
+}

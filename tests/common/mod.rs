@@ -209,6 +209,23 @@ impl Server {
         child.wait().map(|s| s.success()).unwrap_or(false)
     }
 
+    /// Waits up to `limit` for the process to exit on its own; returns whether
+    /// it did (the process is reaped).
+    #[allow(dead_code)]
+    pub fn wait_exit(&mut self, limit: Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            let Some(child) = self.child.as_mut() else { return true };
+            if let Ok(Some(_)) = child.try_wait() {
+                self.full_log();
+                self.child = None;
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
     /// What the server logged so far (up to readiness).
     pub fn log(&self) -> &[String] {
         &self.stderr_log

@@ -156,6 +156,8 @@ fn build(
     }
     let tail = unapplied_tail(&replay.entries, index).map_err(wal_err)?;
     let members = membership::load(&txn).map_err(backend_err)?;
+    let removed = etcd_storage::ReadTables::members_removed_list(&txn)
+        .map_err(|e| backend_err(e.to_string()))?;
     if !members.iter().any(|m| m.id == member_id) {
         return Err(backend_err(format!(
             "the membership does not include this member ({member_id:x}); it was removed from \
@@ -186,7 +188,7 @@ fn build(
 
     let conf = membership::conf_state(&members);
     let conf = SnapConfState { voters: conf.voters.clone(), learners: conf.learners.clone() };
-    let store = etcd_snap::v2_store_json(&members, HANDBACK_CLUSTER_VERSION);
+    let store = etcd_snap::v2_store_json(&members, &removed, HANDBACK_CLUSTER_VERSION);
     etcd_snap::write_snap_file(&snap_dir, index, term, &conf, &store)
         .map_err(|e| io_err(&snap_dir, e.to_string()))?;
 

@@ -144,6 +144,7 @@ impl EtcdServer {
                     self.notify_removed();
                 } else {
                     self.transport().remove_peer(*id);
+                    self.transport().mark_removed(*id);
                 }
                 Some(RaftInput::ApplyMembershipChange {
                     kind: MembershipChange::Remove,
@@ -168,6 +169,7 @@ impl EtcdServer {
                 for member in members.iter().filter(|m| m.id != self.member_id()) {
                     transport.set_peer(member.id, member.peer_urls.clone());
                 }
+                crate::server::mark_removed_members(transport, &self.backend);
                 None
             }
         }

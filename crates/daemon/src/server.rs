@@ -111,6 +111,7 @@ impl EtcdServer {
         for member in opened.members.iter().filter(|m| m.id != opened.member_id) {
             transport.set_peer(member.id, member.peer_urls.clone());
         }
+        mark_removed_members(&transport, &opened.backend);
         let (apply_tx, apply_rx) = std::sync::mpsc::sync_channel(APPLY_TASKS_MAX);
         let raft_loop = RaftLoop {
             node: opened.node,
@@ -191,6 +192,12 @@ impl EtcdServer {
             threads: Mutex::new(vec![raft_thread, apply_thread]),
             cfg,
         });
+        let weak = Arc::downgrade(&server);
+        server.transport.set_removed_hook(Arc::new(move || {
+            if let Some(server) = weak.upgrade() {
+                server.notify_removed();
+            }
+        }));
         let weak = Arc::downgrade(&server);
         server.transport.set_members_source(Arc::new(move || {
             weak.upgrade().map(|server| server.members()).unwrap_or_default()
@@ -488,5 +495,20 @@ impl EtcdServer {
             }
         })
         .await;
+    }
+}
+
+/// Tells the transport which members were removed (their streams are refused),
+/// as the backend records them.
+pub(crate) fn mark_removed_members(transport: &PeerTransport, backend: &etcd_storage::Backend) {
+    let removed =
+        backend.begin_read().and_then(|txn| etcd_storage::ReadTables::members_removed_list(&txn));
+    match removed {
+        Ok(ids) => {
+            for id in ids.into_iter().filter(|&id| id != transport.local_id()) {
+                transport.mark_removed(id);
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "reading the removed members failed"),
     }
 }

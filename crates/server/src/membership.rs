@@ -91,6 +91,12 @@ pub(crate) fn apply_change(
     let Some(target) = change.member.clone() else {
         return Ok(Err(ServerError::MemberNotFound));
     };
+    // A removed ID never comes back (etcd: "membership: ID removed", which
+    // clients see as "member not found"), whatever the change.
+    let removed = txn.members_removed_list().map_err(|e| storage(e.to_string()))?;
+    if removed.binary_search(&target.id).is_ok() {
+        return Ok(Err(ServerError::MemberNotFound));
+    }
     let existing = members.iter().position(|m| m.id == target.id);
     let kind = Kind::try_from(change.kind).unwrap_or(Kind::Update);
     let (member, event) = match kind {
@@ -110,6 +116,7 @@ pub(crate) fn apply_change(
             let Some(i) = existing else { return Ok(Err(ServerError::MemberNotFound)) };
             let member = members.remove(i);
             txn.members_delete(member.id).map_err(|e| storage(e.to_string()))?;
+            txn.members_removed_put(member.id).map_err(|e| storage(e.to_string()))?;
             (member.clone(), MemberEvent::Removed(member.id))
         }
         Kind::Promote => {
@@ -153,5 +160,32 @@ mod tests {
         let cs = conf_state(&members);
         assert_eq!(cs.voters, vec![1, 3]);
         assert_eq!(cs.learners, vec![2]);
+    }
+
+    #[test]
+    fn a_removed_id_never_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = etcd_storage::Backend::open(&dir.path().join("db")).unwrap();
+        let change = |kind: Kind, id: u64, url: &str| MemberChange {
+            header: None,
+            kind: kind as i32,
+            member: Some(Member { id, peer_urls: vec![url.to_owned()], ..Default::default() }),
+        };
+        let txn = backend.begin_write().unwrap();
+        apply_change(&txn, &change(Kind::Add, 7, "http://a:2380")).unwrap().unwrap();
+        let (members, _, event) =
+            apply_change(&txn, &change(Kind::Remove, 7, "")).unwrap().unwrap();
+        assert!(members.is_empty());
+        assert_eq!(event, MemberEvent::Removed(7));
+        txn.commit(true).unwrap();
+
+        let txn = backend.begin_write().unwrap();
+        assert_eq!(txn.members_removed_list().unwrap(), vec![7]);
+        for kind in [Kind::Add, Kind::AddLearner, Kind::Remove, Kind::Update, Kind::Promote] {
+            let refused = apply_change(&txn, &change(kind, 7, "http://b:2380")).unwrap();
+            assert!(matches!(refused, Err(ServerError::MemberNotFound)), "{kind:?}: {refused:?}");
+        }
+        // Another ID at the same URL is welcome.
+        apply_change(&txn, &change(Kind::Add, 8, "http://a:2380")).unwrap().unwrap();
     }
 }

@@ -29,7 +29,7 @@ pub const HANDBACK_CLUSTER_VERSION: &str = "3.4.0";
 /// The v2 store etcd keeps, holding `members` and the cluster version, as the
 /// JSON etcd's `store.Save` writes (Go's field names; a directory has
 /// `Children`, a leaf has `null` there).
-pub fn v2_store_json(members: &[Member], cluster_version: &str) -> Vec<u8> {
+pub fn v2_store_json(members: &[Member], removed: &[u64], cluster_version: &str) -> Vec<u8> {
     let mut index = 0u64;
     let mut next = || {
         index += 1;
@@ -67,12 +67,28 @@ pub fn v2_store_json(members: &[Member], cluster_version: &str) -> Vec<u8> {
         }
         member_dirs.insert(format!("{:x}", m.id), directory(&dir, raft_index, children));
     }
+    // etcd 3.4 refuses a removed ID by what `/0/removed_members` holds (an
+    // empty node per ID).
+    let mut removed_nodes = Map::new();
+    let mut removed_first = None;
+    let mut removed: Vec<u64> = removed.to_vec();
+    removed.sort_unstable();
+    for id in removed {
+        let at = next();
+        removed_first.get_or_insert(at);
+        removed_nodes
+            .insert(format!("{id:x}"), leaf(&format!("/0/removed_members/{id:x}"), at, ""));
+    }
     let version_index = next();
     let mut cluster = Map::new();
     cluster.insert(
         "members".into(),
         directory("/0/members", first_index.unwrap_or(version_index), member_dirs),
     );
+    if let Some(at) = removed_first {
+        cluster
+            .insert("removed_members".into(), directory("/0/removed_members", at, removed_nodes));
+    }
     cluster.insert("version".into(), leaf("/0/version", version_index, cluster_version));
     let mut root = Map::new();
     root.insert("0".into(), directory("/0", 0, cluster));
@@ -208,7 +224,7 @@ mod tests {
             client_urls: vec!["http://127.0.0.1:2379".into()],
             is_learner: true,
         }];
-        let store: Value = serde_json::from_slice(&v2_store_json(&members, "3.4.0")).unwrap();
+        let store: Value = serde_json::from_slice(&v2_store_json(&members, &[], "3.4.0")).unwrap();
         let m = &store["Root"]["Children"]["0"]["Children"]["members"]["Children"]
             ["b71f75320dc06a6c"]["Children"];
         assert_eq!(
@@ -222,6 +238,18 @@ mod tests {
         assert_eq!(m["raftAttributes"]["Children"], Value::Null, "a leaf");
         assert_eq!(store["Root"]["Children"]["0"]["Children"]["version"]["Value"], "3.4.0");
         assert_eq!(store["Root"]["Children"]["1"]["Children"], json!({}), "an empty directory");
+        assert_eq!(store["CurrentIndex"], 3);
+    }
+
+    #[test]
+    fn removed_members_land_where_etcd_reads_them() {
+        let store: Value =
+            serde_json::from_slice(&v2_store_json(&[], &[0x1f, 0xa], "3.4.0")).unwrap();
+        let removed = &store["Root"]["Children"]["0"]["Children"]["removed_members"];
+        assert_eq!(removed["Path"], "/0/removed_members");
+        assert_eq!(removed["Children"]["a"]["Path"], "/0/removed_members/a");
+        assert_eq!(removed["Children"]["1f"]["Value"], "");
+        assert_eq!(removed["Children"]["1f"]["Children"], Value::Null, "a leaf");
         assert_eq!(store["CurrentIndex"], 3);
     }
 }

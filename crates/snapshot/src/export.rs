@@ -110,9 +110,13 @@ pub fn export(
         sink.put(k.as_bytes(), v.as_bytes())?;
     }
 
-    // Removed member IDs are not kept by this server (a removed member's ID
-    // cannot come back: IDs derive from peer URLs and a fresh time).
     sink.bucket(layout::MEMBERS_REMOVED)?;
+    let mut removed: Vec<String> =
+        txn.members_removed_list()?.into_iter().map(layout::member_key).collect();
+    removed.sort(); // bbolt's order is the hex text's, not the IDs'
+    for k in &removed {
+        sink.put(k.as_bytes(), layout::REMOVED.as_bytes())?;
+    }
 
     sink.bucket(layout::META)?;
     let (index, term) = etcd_storage::consistent_index(txn)?;

@@ -39,7 +39,7 @@ pub struct ImportSummary {
     pub unfinished_compaction: Option<i64>,
     /// Members of the `members` bucket.
     pub members: Vec<Member>,
-    /// IDs in `members_removed` (this server does not keep them).
+    /// IDs in `members_removed`.
     pub removed_members: Vec<u64>,
     /// Leases.
     pub leases: u64,
@@ -70,8 +70,10 @@ pub const BATCH_BYTES: usize = 64 << 20;
 /// Writes etcd's buckets into a fresh backend; [`Importer::finish`] commits the rest.
 pub struct Importer<'b> {
     backend: &'b Backend,
-    txn: WriteTxn,
+    /// Always `Some` between calls (taken only to commit a full batch).
+    txn: Option<WriteTxn>,
     pending_bytes: usize,
+    batch_bytes: usize,
     bucket: Option<Bucket>,
     last_bucket: Option<String>,
     alarms: Vec<AlarmMember>,
@@ -86,8 +88,9 @@ impl<'b> Importer<'b> {
     pub fn new(backend: &'b Backend) -> Result<Importer<'b>, SnapshotError> {
         Ok(Importer {
             backend,
-            txn: backend.begin_write()?,
+            txn: Some(backend.begin_write()?),
             pending_bytes: 0,
+            batch_bytes: BATCH_BYTES,
             bucket: None,
             last_bucket: None,
             alarms: Vec::new(),
@@ -98,14 +101,27 @@ impl<'b> Importer<'b> {
         })
     }
 
+    /// Commits every `bytes` of rows instead of every [`BATCH_BYTES`].
+    pub fn with_batch_bytes(mut self, bytes: usize) -> Self {
+        self.batch_bytes = bytes.max(1);
+        self
+    }
+
+    fn txn(&self) -> &WriteTxn {
+        self.txn.as_ref().expect("a write transaction is open")
+    }
+
     /// Commits what was written once a batch is full (not durably: only the
     /// final commit must be, and a crash before it leaves a backend callers
     /// discard).
     fn written(&mut self, bytes: usize) -> Result<(), SnapshotError> {
         self.pending_bytes += bytes;
-        if self.pending_bytes >= BATCH_BYTES {
-            let full = std::mem::replace(&mut self.txn, self.backend.begin_write()?);
+        if self.pending_bytes >= self.batch_bytes {
+            // redb runs one write transaction at a time: the next one can
+            // begin only once this one has committed.
+            let full = self.txn.take().expect("a write transaction is open");
             full.commit(false)?;
+            self.txn = Some(self.backend.begin_write()?);
             self.pending_bytes = 0;
         }
         Ok(())
@@ -120,15 +136,15 @@ impl<'b> Importer<'b> {
                 "the file has no `key` or no `meta` bucket: it is not an etcd backend".into(),
             ));
         }
-        Alarms::store(&self.txn, &self.alarms).map_err(SnapshotError::Backend)?;
+        Alarms::store(self.txn(), &self.alarms).map_err(SnapshotError::Backend)?;
         etcd_storage::set_consistent_index(
-            &self.txn,
+            self.txn(),
             self.summary.consistent_index,
             self.summary.term,
         )?;
         let finished = self.summary.compact_revision.unwrap_or(0);
         self.summary.unfinished_compaction = self.scheduled_compaction.filter(|&s| s > finished);
-        self.txn.commit(true)?;
+        self.txn.take().expect("a write transaction is open").commit(true)?;
         Ok(self.summary)
     }
 
@@ -153,7 +169,7 @@ impl<'b> Importer<'b> {
         assert!(main >= self.summary.revision, "bbolt walks keys in byte order");
         self.summary.revision = main;
         self.summary.revisions += 1;
-        self.txn.key_put(key, value)?;
+        self.txn().key_put(key, value)?;
         Ok(())
     }
 
@@ -173,7 +189,7 @@ impl<'b> Importer<'b> {
                 let main = rev(value)
                     .ok_or_else(|| self.corrupt("finishedCompactRev is not a revision".into()))?;
                 self.summary.compact_revision = Some(main);
-                self.txn.meta_put(schema::META_FINISHED_COMPACT_REV, value)?;
+                self.txn().meta_put(schema::META_FINISHED_COMPACT_REV, value)?;
             }
             k if k == layout::META_SCHEDULED_COMPACT_REV.as_bytes() => {
                 let main = rev(value)
@@ -226,7 +242,7 @@ impl BucketSink for Importer<'_> {
             }
             Bucket::Auth(table) => {
                 self.summary.users += u64::from(table == AuthTable::Users);
-                self.txn.auth_put(table, key, value)?;
+                self.txn().auth_put(table, key, value)?;
             }
             Bucket::Cluster => {
                 if key == layout::CLUSTER_VERSION_KEY.as_bytes() {
@@ -252,7 +268,7 @@ impl BucketSink for Importer<'_> {
                 } else {
                     etcd_lease::encode_lease(lease.id, lease.ttl).to_vec()
                 };
-                self.txn.lease_put(lease.id, &row)?;
+                self.txn().lease_put(lease.id, &row)?;
                 self.summary.leases += 1;
             }
             Bucket::Members => {
@@ -263,7 +279,7 @@ impl BucketSink for Importer<'_> {
                         self.corrupt(format!("member {:x} is stored under another ID", member.id))
                     );
                 }
-                etcd_server::membership::save(&self.txn, std::slice::from_ref(&member))
+                etcd_server::membership::save(self.txn(), std::slice::from_ref(&member))
                     .map_err(SnapshotError::Backend)?;
                 self.summary.members.push(member);
             }
@@ -272,6 +288,14 @@ impl BucketSink for Importer<'_> {
                     .ok()
                     .and_then(|k| u64::from_str_radix(k, 16).ok())
                     .ok_or_else(|| self.corrupt(format!("{key:02x?} is not a member ID")))?;
+                if value != layout::REMOVED.as_bytes() {
+                    return Err(self.corrupt(format!(
+                        "removed member {id:x} is marked {:?}, not {:?}",
+                        String::from_utf8_lossy(value),
+                        layout::REMOVED
+                    )));
+                }
+                self.txn().members_removed_put(id)?;
                 self.summary.removed_members.push(id);
             }
             Bucket::Meta => self.put_meta(key, value)?,

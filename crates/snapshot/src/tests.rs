@@ -69,6 +69,8 @@ fn populated(dir: &std::path::Path) -> Backend {
         is_learner: false,
     };
     etcd_server::membership::save(&txn, &[member]).unwrap();
+    txn.members_removed_put(0xabcdef).unwrap();
+    txn.members_removed_put(0x99).unwrap();
     etcd_server::alarms::Alarms::store(
         &txn,
         &[AlarmMember { member_id: 0x1234, alarm: AlarmType::Nospace as i32 }],
@@ -125,7 +127,28 @@ fn an_etcd_file_round_trips_every_bucket() {
     assert_eq!(imported.unfinished_compaction, None);
     assert_eq!(imported.leases, 2);
     assert_eq!(imported.members.len(), 1);
+    assert_eq!(imported.removed_members, vec![0x99, 0xabcdef]);
     assert_eq!(listing(&copy), expected, "the import restores every bucket");
+}
+
+#[test]
+fn an_import_larger_than_a_batch_commits_batch_by_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = populated(dir.path());
+    let path = dir.path().join("etcd.db");
+    file::write_etcd(
+        &original.begin_read().unwrap(),
+        "3.5.0",
+        std::fs::File::create(&path).unwrap(),
+    )
+    .unwrap();
+    let reader = etcd_bbolt::Reader::open(&path).unwrap();
+    let copy = Backend::open(&dir.path().join("b.db")).unwrap();
+    // About 500 rows of ~60 bytes: a commit every few rows.
+    let mut importer = Importer::new(&copy).unwrap().with_batch_bytes(300);
+    file::walk(&reader, &mut importer).unwrap();
+    importer.finish().unwrap();
+    assert_eq!(listing(&copy), listing(&original));
 }
 
 /// The error an import into a fresh backend gives for one row of `bucket`

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use crate::error::{Result, StorageError, VersionFound};
-use crate::schema::{self, AuthTable, KEY, LEASE, MEMBERS, META};
+use crate::schema::{self, AuthTable, KEY, LEASE, MEMBERS, MEMBERS_REMOVED, META};
 
 /// The backend file: one redb database holding every table of [`crate::schema`].
 ///
@@ -192,6 +192,10 @@ impl Backend {
             copy_table(&src, &w, META)?;
             copy_table(&src, &w, MEMBERS)?;
             copy_table(&src, &w, LEASE)?;
+            match copy_table(&src, &w, MEMBERS_REMOVED) {
+                Err(StorageError::Redb(redb::Error::TableDoesNotExist(_))) => {}
+                other => other?,
+            }
             for table in [AuthTable::Meta, AuthTable::Users, AuthTable::Roles] {
                 match copy_table(&src, &w, table.definition()) {
                     Err(StorageError::Redb(redb::Error::TableDoesNotExist(_))) => {}
@@ -257,6 +261,21 @@ impl WriteTxn {
     /// Removes member `id`; returns whether it existed.
     pub fn members_delete(&self, id: u64) -> Result<bool> {
         Ok(self.txn.open_table(MEMBERS)?.remove(id)?.is_some())
+    }
+
+    /// Records that member `id` was removed (for good).
+    pub fn members_removed_put(&self, id: u64) -> Result<()> {
+        self.txn.open_table(MEMBERS_REMOVED)?.insert(id, ())?;
+        Ok(())
+    }
+
+    /// Forgets that member `id` was removed (a restore starts a new cluster).
+    pub fn members_removed_delete(&self, id: u64) -> Result<bool> {
+        match self.txn.open_table(MEMBERS_REMOVED) {
+            Ok(mut t) => Ok(t.remove(id)?.is_some()),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Stores lease `id`.
@@ -326,6 +345,8 @@ pub trait ReadTables: sealed::Sealed {
     fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>>;
     /// Every member, ordered by id.
     fn members_list(&self) -> Result<Vec<(u64, Vec<u8>)>>;
+    /// IDs of removed members, ascending.
+    fn members_removed_list(&self) -> Result<Vec<u64>>;
     /// Every lease, ordered by id.
     fn leases_list(&self) -> Result<Vec<(i64, Vec<u8>)>>;
     /// One entry of the `key` table.
@@ -361,6 +382,18 @@ macro_rules! impl_read_tables {
                 for e in t.iter()? {
                     let (k, v) = e?;
                     out.push((k.value(), v.value().to_vec()));
+                }
+                Ok(out)
+            }
+            fn members_removed_list(&self) -> Result<Vec<u64>> {
+                let t = match self.txn.open_table(MEMBERS_REMOVED) {
+                    Ok(t) => t,
+                    Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                    Err(e) => return Err(e.into()),
+                };
+                let mut out = Vec::new();
+                for e in t.iter()? {
+                    out.push(e?.0.value());
                 }
                 Ok(out)
             }

@@ -7,6 +7,7 @@
 //! | `meta`    | UTF-8 name                  | bytes; layout per name, see the `META_*` consts |
 //! | `members` | member id (`u64`)           | opaque bytes owned by the server             |
 //! | `lease`   | lease id (`i64`)            | opaque bytes owned by the server             |
+//! | `members_removed` | member id (`u64`)   | `()`: the ID was removed and never comes back |
 //! | `auth`    | etcd's key name (bytes)     | `authEnabled`: 1 byte; `authRevision`: u64 BE |
 //! | `authUsers` | user name (bytes)         | prost-encoded `authpb.User` (bcrypt hash)    |
 //! | `authRoles` | role name (bytes)         | prost-encoded `authpb.Role`                  |
@@ -35,6 +36,11 @@ pub const META: TableDefinition<'static, &'static str, &'static [u8]> =
     TableDefinition::new("meta");
 /// Cluster members: member id -> server-defined encoding.
 pub const MEMBERS: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("members");
+/// IDs of removed members (etcd's `members_removed` bucket): a removed ID is
+/// refused by every later membership change and its Raft messages are
+/// rejected. Files written before it existed lack it: reads treat it as empty.
+pub const MEMBERS_REMOVED: TableDefinition<'static, u64, ()> =
+    TableDefinition::new("members_removed");
 /// Leases: lease id -> server-defined encoding.
 pub const LEASE: TableDefinition<'static, i64, &'static [u8]> = TableDefinition::new("lease");
 
@@ -49,8 +55,8 @@ pub const AUTH_ROLES: TableDefinition<'static, &'static [u8], &'static [u8]> =
     TableDefinition::new("authRoles");
 
 /// Name of each table, for error messages and copies.
-pub const TABLE_NAMES: [&str; 7] =
-    ["key", "meta", "members", "lease", "auth", "authUsers", "authRoles"];
+pub const TABLE_NAMES: [&str; 8] =
+    ["key", "meta", "members", "members_removed", "lease", "auth", "authUsers", "authRoles"];
 
 /// One of the three auth tables (etcd's auth buckets).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -50,6 +50,13 @@ const SERVER_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Where the peer service reads the membership it tells joining members.
 pub type MembersSource = Arc<dyn Fn() -> Vec<Member> + Send + Sync>;
 
+/// What runs when a peer says this member was removed.
+pub type RemovedHook = Arc<dyn Fn() + Send + Sync>;
+
+/// The refusal a removed member's stream gets (etcd's words), with
+/// `PermissionDenied`; the sender that sees it knows its member was removed.
+pub const REMOVED_MEMBER: &str = "the member has been permanently removed from the cluster";
+
 pub(crate) struct Shared {
     pub(crate) local_id: u64,
     pub(crate) cluster_id: u64,
@@ -57,6 +64,11 @@ pub(crate) struct Shared {
     /// Where received snapshots are written (none: snapshots are refused).
     pub(crate) snapshot_dir: RwLock<Option<std::path::PathBuf>>,
     blocked: RwLock<BTreeSet<u64>>,
+    /// Members removed from the cluster: their streams are refused with
+    /// [`REMOVED_MEMBER`] (etcd answers 410 Gone), which stops them.
+    removed: RwLock<BTreeSet<u64>>,
+    /// Called when a peer says this member was removed.
+    on_removed: RwLock<Option<RemovedHook>>,
     unreachable: Mutex<BTreeSet<u64>>,
     dropped_messages: AtomicU64,
     /// How to reach `https://` peers (none: only `http://` peers are reachable).
@@ -73,6 +85,22 @@ impl Shared {
     pub(crate) fn is_blocked(&self, id: u64) -> bool {
         let blocked = self.blocked.read().unwrap_or_else(PoisonError::into_inner);
         !blocked.is_empty() && blocked.contains(&id)
+    }
+
+    pub(crate) fn is_removed(&self, id: u64) -> bool {
+        self.removed.read().unwrap_or_else(PoisonError::into_inner).contains(&id)
+    }
+
+    /// A peer refused this member's stream because it was removed.
+    pub(crate) fn removed_by_peer(&self, peer: u64) {
+        tracing::warn!(
+            peer = %format_args!("{peer:x}"),
+            "{REMOVED_MEMBER}: the peer refuses this member's messages"
+        );
+        let hook = self.on_removed.read().unwrap_or_else(PoisonError::into_inner).clone();
+        if let Some(hook) = hook {
+            hook();
+        }
     }
 
     pub(crate) fn mark_unreachable(&self, id: u64) {
@@ -127,6 +155,8 @@ impl PeerTransport {
                     members: RwLock::new(None),
                     snapshot_dir: RwLock::new(None),
                     blocked: RwLock::new(BTreeSet::new()),
+                    removed: RwLock::new(BTreeSet::new()),
+                    on_removed: RwLock::new(None),
                     unreachable: Mutex::new(BTreeSet::new()),
                     dropped_messages: AtomicU64::new(0),
                     client_tls: RwLock::new(None),
@@ -137,6 +167,19 @@ impl PeerTransport {
                 stop: watch::Sender::new(false),
             }),
         }
+    }
+
+    /// Refuses the streams of member `id` from now on: it was removed from
+    /// the cluster (its ID never comes back).
+    pub fn mark_removed(&self, id: u64) {
+        assert_ne!(id, self.local_id(), "a member does not refuse itself");
+        self.inner.shared.removed.write().unwrap_or_else(PoisonError::into_inner).insert(id);
+    }
+
+    /// Sets what runs when a peer refuses this member as removed (the member
+    /// stops, as etcd's does on a 410 from a peer).
+    pub fn set_removed_hook(&self, hook: RemovedHook) {
+        *self.inner.shared.on_removed.write().unwrap_or_else(PoisonError::into_inner) = Some(hook);
     }
 
     /// Sets how to reach `https://` peers: the CA that signs their certificates

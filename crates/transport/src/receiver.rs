@@ -52,6 +52,13 @@ impl PeerService {
                 shared.local_id, shared.cluster_id, batch.from, batch.cluster_id
             )));
         }
+        if shared.is_removed(batch.from) {
+            tracing::warn!(
+                removed_member = %format_args!("{:x}", batch.from),
+                "rejected Raft messages from a removed member"
+            );
+            return Err(Status::permission_denied(crate::REMOVED_MEMBER));
+        }
         let total = batch.messages.len() as u64;
         if batch.to != shared.local_id || shared.is_blocked(batch.from) {
             return Ok(total);

@@ -327,7 +327,7 @@ async fn pump(shared: &Shared, queue: &PeerQueue, channel: Channel) -> StreamEnd
         let messages = queue.pop_batch();
         if messages.is_empty() {
             tokio::select! {
-                result = &mut call.0 => return StreamEnd::Failed(describe_end(result)),
+                result = &mut call.0 => return StreamEnd::Failed(describe_end(shared, queue.id, result)),
                 () = queue.wake.notified() => continue,
             }
         }
@@ -335,7 +335,7 @@ async fn pump(shared: &Shared, queue: &PeerQueue, channel: Channel) -> StreamEnd
             continue;
         };
         tokio::select! {
-            result = &mut call.0 => return StreamEnd::Failed(describe_end(result)),
+            result = &mut call.0 => return StreamEnd::Failed(describe_end(shared, queue.id, result)),
             permit = tx.reserve() => match permit {
                 Ok(permit) => permit.send(batch),
                 Err(_) => return StreamEnd::Failed("stream closed".to_owned()),
@@ -369,6 +369,8 @@ fn build_batch(shared: &Shared, to: u64, messages: Vec<Message>) -> Option<RaftB
 }
 
 fn describe_end(
+    shared: &Shared,
+    peer: u64,
     result: Result<
         Result<tonic::Response<etcd_proto::etcdrs::StreamAck>, tonic::Status>,
         tokio::task::JoinError,
@@ -376,7 +378,14 @@ fn describe_end(
 ) -> String {
     match result {
         Ok(Ok(_)) => "peer closed the stream".to_owned(),
-        Ok(Err(status)) => format!("stream failed: {:?}: {}", status.code(), status.message()),
+        Ok(Err(status)) => {
+            if status.code() == tonic::Code::PermissionDenied
+                && status.message() == crate::REMOVED_MEMBER
+            {
+                shared.removed_by_peer(peer);
+            }
+            format!("stream failed: {:?}: {}", status.code(), status.message())
+        }
         Err(e) => format!("stream task failed: {e}"),
     }
 }

@@ -91,6 +91,9 @@ pub fn check_env(
     let mut unrecognized = Vec::new();
     for (key, value) in vars {
         let Some(rest) = key.strip_prefix("ETCD_") else { continue };
+        if key.starts_with("ETCD_RS_TEST_") {
+            continue; // this server's test switches (daemon::faults, daemon::config)
+        }
         let name = rest.to_ascii_lowercase().replace('_', "-");
         if declared.contains(&name) || command_line.contains(&name) {
             continue;

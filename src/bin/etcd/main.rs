@@ -239,38 +239,47 @@ async fn run(flags: Flags) -> Result<(), String> {
                 .map_err(|e| e.to_string())
         }));
     }
-    publish(&server, election_timeout).await;
-    tracing::info!(
-        cluster_version = etcd_api::CLUSTER_VERSION,
-        "enabled capabilities for version 3.5"
-    );
-    tracing::info!(
-        local_member_id = %format!("{:x}", server.member_id()),
-        local_member_attributes = %format!("{{Name:{name} ClientURLs:[{}]}}", client_urls.join(" ")),
-        cluster_id = %format!("{:x}", server.cluster_id()),
-        "published local member to cluster through raft"
-    );
-    for (listener, is_tls) in listeners {
-        let address = listener.local_addr().map_err(|e| e.to_string())?;
-        let mut stop = stop_tx.subscribe();
-        let server = Arc::clone(&server);
-        let tls = if is_tls { tls.clone() } else { None };
-        serving.push(tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stop.recv().await;
-            };
-            etcd_api::serve(server, listener, tls, shutdown).await.map_err(|e| e.to_string())
-        }));
-        if is_tls {
-            tracing::info!(address = %address, "serving client traffic securely on {address}");
-        } else {
-            tracing::warn!(address = %address, "serving insecure client requests on {address}, this is strongly discouraged!");
+    // A member removed while it was down learns it from its peers before it
+    // can publish; a signal may come at any time.
+    let mut signalled = std::pin::pin!(signalled);
+    let published = tokio::select! {
+        () = publish(&server, election_timeout) => true,
+        () = &mut signalled => false,
+        () = server.removed() => false,
+    };
+    if published {
+        tracing::info!(
+            cluster_version = etcd_api::CLUSTER_VERSION,
+            "enabled capabilities for version 3.5"
+        );
+        tracing::info!(
+            local_member_id = %format!("{:x}", server.member_id()),
+            local_member_attributes = %format!("{{Name:{name} ClientURLs:[{}]}}", client_urls.join(" ")),
+            cluster_id = %format!("{:x}", server.cluster_id()),
+            "published local member to cluster through raft"
+        );
+        for (listener, is_tls) in listeners {
+            let address = listener.local_addr().map_err(|e| e.to_string())?;
+            let mut stop = stop_tx.subscribe();
+            let server = Arc::clone(&server);
+            let tls = if is_tls { tls.clone() } else { None };
+            serving.push(tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = stop.recv().await;
+                };
+                etcd_api::serve(server, listener, tls, shutdown).await.map_err(|e| e.to_string())
+            }));
+            if is_tls {
+                tracing::info!(address = %address, "serving client traffic securely on {address}");
+            } else {
+                tracing::warn!(address = %address, "serving insecure client requests on {address}, this is strongly discouraged!");
+            }
         }
-    }
-    tracing::info!("ready to serve client requests");
-    tokio::select! {
-        () = signalled => {},
-        _ = server.removed() => {},
+        tracing::info!("ready to serve client requests");
+        tokio::select! {
+            () = &mut signalled => {},
+            () = server.removed() => {},
+        }
     }
     let _ = stop_tx.send(());
     for task in serving {

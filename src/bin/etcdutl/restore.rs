@@ -163,11 +163,15 @@ fn restore_into(
     Ok(Restored { format: snapshot.format, revision, compact_revision, member_id })
 }
 
-/// The old cluster's members and Raft position do not carry over: the new
-/// cluster has its own members and applies its log from index 1.
+/// The old cluster's members (removed ones too) and Raft position do not
+/// carry over: the new cluster has its own members and applies its log from
+/// index 1 (etcd trims both member buckets alike).
 fn forget_cluster(txn: &etcd_storage::WriteTxn) -> Result<(), String> {
     for (id, _) in etcd_storage::members_list(txn).map_err(|e| e.to_string())? {
         etcd_storage::members_delete(txn, id).map_err(|e| e.to_string())?;
+    }
+    for id in etcd_storage::ReadTables::members_removed_list(txn).map_err(|e| e.to_string())? {
+        txn.members_removed_delete(id).map_err(|e| e.to_string())?;
     }
     etcd_storage::set_consistent_index(txn, 0, 0).map_err(|e| e.to_string())
 }
