@@ -190,3 +190,135 @@ fn unsafe_no_fsync_runs_and_a_killed_member_keeps_its_writes() {
         common::must_etcdctl(&server.endpoint(), &["get", "n/", "--prefix", "--keys-only"], None);
     assert_eq!(keys.lines().filter(|l| !l.is_empty()).count(), 50);
 }
+
+/// etcd's sample configuration file with this machine's ports and a temporary
+/// data dir: every key of `etcd.conf.yml.sample` (3.4), TLS blocks included.
+fn sample_config(name: &str, data_dir: &std::path::Path, client: u16, peer: u16) -> String {
+    format!(
+        "# etcd.conf.yml.sample, with local ports
+name: '{name}'
+data-dir: {data}
+wal-dir:
+snapshot-count: 10000
+heartbeat-interval: 100
+election-timeout: 1000
+quota-backend-bytes: 0
+listen-peer-urls: http://127.0.0.1:{peer}
+listen-client-urls: http://127.0.0.1:{client}
+max-snapshots: 5
+max-wals: 5
+cors:
+initial-advertise-peer-urls: http://127.0.0.1:{peer}
+advertise-client-urls: http://127.0.0.1:{client}
+discovery:
+discovery-fallback: 'proxy'
+discovery-proxy:
+discovery-srv:
+initial-cluster: {name}=http://127.0.0.1:{peer}
+initial-cluster-token: 'etcd-cluster'
+initial-cluster-state: 'new'
+strict-reconfig-check: false
+enable-v2: true
+enable-pprof: true
+proxy: 'off'
+proxy-failure-wait: 5000
+proxy-refresh-interval: 30000
+proxy-dial-timeout: 1000
+proxy-write-timeout: 5000
+proxy-read-timeout: 0
+client-transport-security:
+  cert-file:
+  key-file:
+  client-cert-auth: false
+  trusted-ca-file:
+  auto-tls: false
+peer-transport-security:
+  cert-file:
+  key-file:
+  client-cert-auth: false
+  trusted-ca-file:
+  auto-tls: false
+debug: false
+logger: zap
+log-outputs: [stderr]
+force-new-cluster: false
+auto-compaction-mode: periodic
+auto-compaction-retention: \"1\"
+",
+        data = data_dir.display()
+    )
+}
+
+/// A configuration file configures the member and replaces the command line
+/// and the ETCD_* variables, on ours as on real etcd; a bad value in it is
+/// refused by both before anything is written.
+#[test]
+fn a_config_file_replaces_the_command_line_and_variables() {
+    for flavor in [common::Flavor::Ours, common::Flavor::RealEtcd] {
+        let binary = match flavor {
+            common::Flavor::Ours => std::path::PathBuf::from(env!("CARGO_BIN_EXE_etcd")),
+            common::Flavor::RealEtcd => match common::real_etcd() {
+                Some(path) => path,
+                None => continue,
+            },
+        };
+        let temp = tempfile::tempdir().expect("tempdir");
+        let (client, peer) = (common::free_port(), common::free_port());
+        let file = temp.path().join("etcd.conf.yml");
+        std::fs::write(&file, sample_config("cfgnode", &temp.path().join("d"), client, peer))
+            .unwrap();
+        let ignored_port = common::free_port();
+        let mut child = Command::new(&binary)
+            .arg("--config-file")
+            .arg(&file)
+            .arg("--name=from-the-command-line")
+            .arg(format!("--listen-client-urls=http://127.0.0.1:{ignored_port}"))
+            .env("ETCD_NAME", "from-a-variable")
+            .env("ETCD_SNAPSHOT_COUNT", "not a number")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let endpoint = format!("127.0.0.1:{client}");
+        let mut members = String::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if child.try_wait().expect("try_wait").is_some() {
+                break; // it exited: the log says why
+            }
+            let out = common::etcdctl(&endpoint, &["member", "list", "--dial-timeout=1s"], None);
+            if out.status.success() {
+                members = String::from_utf8_lossy(&out.stdout).into_owned();
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let output = child.wait_with_output().expect("wait");
+        let log = String::from_utf8_lossy(&output.stderr);
+        assert!(members.contains("cfgnode"), "{flavor:?}: {members:?}\n{log}");
+        assert!(temp.path().join("d").join("member").exists(), "{flavor:?}");
+        assert!(
+            log.to_lowercase().contains(
+                "other configuration command line flags and environment variables will be ignored"
+            ),
+            "{flavor:?}: {log}"
+        );
+
+        std::fs::write(
+            &file,
+            format!(
+                "initial-cluster-state: bogus\ndata-dir: {}\n",
+                temp.path().join("o").display()
+            ),
+        )
+        .unwrap();
+        let out = Command::new(&binary)
+            .arg(format!("--config-file={}", file.display()))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flavor:?}: {stderr}");
+        assert!(stderr.contains("bogus"), "{flavor:?}: {stderr}");
+        assert!(!temp.path().join("o").join("member").exists(), "{flavor:?}");
+    }
+}

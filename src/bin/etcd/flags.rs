@@ -322,6 +322,10 @@ pub struct Flags {
         action = clap::ArgAction::Set
     )]
     pub unsafe_no_fsync: bool,
+    /// Path to the server configuration file (etcd's YAML); when given, the other
+    /// flags and the ETCD_* variables are ignored (read in `config_file`).
+    #[arg(long, env = "ETCD_CONFIG_FILE")]
+    pub config_file: Option<String>,
     /// Print the version and exit.
     #[arg(long)]
     pub version: bool,

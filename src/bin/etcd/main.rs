@@ -1,5 +1,6 @@
 //! The `etcd` server binary: etcd's flags in, one member serving etcd's v3 gRPC API.
 
+mod config_file;
 mod flags;
 mod tls_flags;
 
@@ -7,7 +8,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use etcd_daemon::{ClusterState, EtcdServer, ServerConfig};
 use tokio::net::TcpListener;
 
@@ -295,33 +295,59 @@ async fn run(flags: Flags) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let (args, ignored) = match flags::normalise(std::env::args().collect()) {
+    let mut argv: Vec<String> = std::env::args().collect();
+    // A configuration file replaces the command line and the ETCD_* variables.
+    let config_file = config_file::requested(&argv, std::env::var("ETCD_CONFIG_FILE").ok());
+    let mut file_unknown = Vec::new();
+    if let Some(path) = &config_file {
+        let program = argv.first().cloned().unwrap_or_else(|| "etcd".into());
+        match config_file::load(&program, std::path::Path::new(path)) {
+            Ok(loaded) => {
+                argv = loaded.args;
+                file_unknown = loaded.unknown;
+            }
+            Err(message) => {
+                eprintln!("etcd: {message}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let (args, ignored) = match flags::normalise(argv) {
         Ok(parsed) => parsed,
         Err(message) => {
             eprintln!("etcd: {message}");
             return ExitCode::from(2);
         }
     };
-    let declared: Vec<String> = <Flags as clap::CommandFactory>::command()
-        .get_arguments()
-        .filter_map(|a| a.get_long().map(str::to_string))
-        .collect();
+    let mut command = <Flags as clap::CommandFactory>::command();
+    let declared: Vec<String> =
+        command.get_arguments().filter_map(|a| a.get_long().map(str::to_string)).collect();
     let on_command_line: Vec<String> = args
         .iter()
         .filter_map(|a| a.strip_prefix("--"))
         .map(|a| a.split('=').next().unwrap_or(a).to_string())
         .collect();
-    let (env_ignored, env_unrecognized) =
+    let (env_ignored, env_unrecognized) = if config_file.is_some() {
+        command = command.mut_args(|arg| arg.env(None::<&str>));
+        (Vec::new(), Vec::new())
+    } else {
         match flags::check_env(std::env::vars(), &declared, &on_command_line) {
             Ok(checked) => checked,
             Err(message) => {
                 eprintln!("etcd: {message}");
                 return ExitCode::from(2);
             }
-        };
-    let flags = match Flags::try_parse_from(args) {
+        }
+    };
+    let parsed = command
+        .try_get_matches_from(args)
+        .and_then(|matches| <Flags as clap::FromArgMatches>::from_arg_matches(&matches));
+    let flags = match parsed {
         Ok(flags) => flags,
         Err(err) => {
+            if let Some(path) = &config_file {
+                eprintln!("etcd: in the configuration file {path}:");
+            }
             let _ = err.print();
             return ExitCode::from(2);
         }
@@ -338,6 +364,15 @@ fn main() -> ExitCode {
     }
     for flag in ignored.into_iter().chain(env_ignored) {
         tracing::warn!(flag = %flag, "--{flag} is accepted for compatibility but has no effect yet");
+    }
+    if let Some(path) = &config_file {
+        tracing::info!(
+            path = %path,
+            "loaded server configuration, other configuration command line flags and environment variables will be ignored if provided"
+        );
+    }
+    for key in file_unknown {
+        tracing::warn!(key = %key, "the configuration file sets {key}, which etcd 3.4 does not know; it has no effect");
     }
     for var in env_unrecognized {
         tracing::warn!(variable = %var, "unrecognized environment variable {var}: no etcd flag has this name");
