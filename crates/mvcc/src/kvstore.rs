@@ -105,20 +105,11 @@ fn load(backend: &Backend) -> Result<Shared, MvccError> {
         };
         let mut index = Index::new();
         let mut current_rev = 1i64;
-        let mut bad: Option<MvccError> = None;
-        rtx.key_scan(&[], None, &mut |k, v| {
-            let Some((rev, tombstone)) = Revision::from_key(k) else {
-                bad = Some(MvccError::Corrupt(format!("bad revision key {k:?}")));
-                return false;
-            };
-            let kv = match KvView::parse(v) {
-                Ok(kv) => kv,
-                Err(e) => {
-                    bad = Some(e);
-                    return false;
-                }
-            };
-            assert!(rev.main >= current_rev, "the key table is not in revision order");
+        let mut last_main = i64::MIN;
+        scan_revisions(&rtx, &[], None, &mut |rev, tombstone, v| {
+            let kv = KvView::parse(v)?;
+            assert!(rev.main >= last_main, "the key table is not in revision order");
+            last_main = rev.main;
             current_rev = rev.main;
             match index.key_index_mut(kv.key) {
                 Some(ki) if tombstone => {
@@ -131,15 +122,39 @@ fn load(backend: &Backend) -> Result<Shared, MvccError> {
                     KeyIndex::restore(Revision::new(kv.create_revision, 0), rev, kv.version),
                 ),
             }
-            true
+            Ok(true)
         })?;
-        if let Some(e) = bad {
-            return Err(e);
-        }
         drop(rtx);
         let current_rev = current_rev.max(compact_rev);
         Ok(Shared { index, current_rev, compact_rev })
     }
+}
+
+/// Called with a row's revision, tombstone flag and encoded `KeyValue`;
+/// returns whether to go on.
+type RowVisitor<'a> = dyn FnMut(Revision, bool, &[u8]) -> Result<bool, MvccError> + 'a;
+
+/// Visits the key table's rows in `[start, end)` (no upper bound: `None`) in
+/// revision order, with each row's revision and tombstone flag; `f` says
+/// whether to go on. A bad revision key, or an error from `f`, ends the scan
+/// with that error.
+fn scan_revisions(
+    rtx: &impl ReadTables,
+    start: &[u8],
+    end: Option<&[u8]>,
+    f: &mut RowVisitor<'_>,
+) -> Result<(), MvccError> {
+    let mut failed = None;
+    rtx.key_scan(start, end, &mut |k, v| {
+        let step = Revision::from_key(k)
+            .ok_or_else(|| MvccError::Corrupt(format!("bad revision key {k:?}")))
+            .and_then(|(rev, tombstone)| f(rev, tombstone, v));
+        step.unwrap_or_else(|e| {
+            failed = Some(e);
+            false
+        })
+    })?;
+    failed.map_or(Ok(()), Err)
 }
 
 impl KvStore {
@@ -257,31 +272,20 @@ impl KvStore {
         }
         let start = Revision::new(from.max(0), 0).to_key(false);
         let end = Revision::new(to + 1, 0).to_key(false);
-        let mut bad: Option<MvccError> = None;
-        rtx.key_scan(&start, Some(&end), &mut |k, v| {
-            let parsed = Revision::from_key(k)
-                .ok_or_else(|| MvccError::Corrupt(format!("bad revision key {k:?}")))
-                .and_then(|(r, t)| range::decode_kv(v).map(|kv| (r, t, kv)));
-            match parsed {
-                Ok((r, true, kv)) => out.push(Event {
+        scan_revisions(&rtx, &start, Some(&end), &mut |r, tombstone, v| {
+            let kv = range::decode_kv(v)?;
+            out.push(if tombstone {
+                Event {
                     r#type: EventType::Delete as i32,
                     kv: Some(KeyValue { mod_revision: r.main, ..kv }),
                     prev_kv: None,
-                }),
-                Ok((_, false, kv)) => {
-                    out.push(Event { r#type: EventType::Put as i32, kv: Some(kv), prev_kv: None })
                 }
-                Err(e) => {
-                    bad = Some(e);
-                    return false;
-                }
-            }
-            true
+            } else {
+                Event { r#type: EventType::Put as i32, kv: Some(kv), prev_kv: None }
+            });
+            Ok(true)
         })?;
-        match bad {
-            Some(e) => Err(e),
-            None => Ok(out),
-        }
+        Ok(out)
     }
 
     /// Every key live at the current revision that carries a lease, with its
@@ -291,29 +295,16 @@ impl KvStore {
     pub fn leased_keys(&self) -> Result<Vec<(Vec<u8>, i64)>, MvccError> {
         let rtx = self.backend.begin_read()?;
         let mut leased: std::collections::BTreeMap<Vec<u8>, i64> = Default::default();
-        let mut bad: Option<MvccError> = None;
-        rtx.key_scan(&[], None, &mut |k, v| {
-            let parsed = Revision::from_key(k)
-                .ok_or_else(|| MvccError::Corrupt(format!("bad revision key {k:?}")))
-                .and_then(|(_, tombstone)| Ok((tombstone, KvView::parse(v)?)));
-            match parsed {
-                Ok((tombstone, kv)) if tombstone || kv.lease == 0 => {
-                    leased.remove(kv.key);
-                }
-                Ok((_, kv)) => {
-                    leased.insert(kv.key.to_vec(), kv.lease);
-                }
-                Err(e) => {
-                    bad = Some(e);
-                    return false;
-                }
+        scan_revisions(&rtx, &[], None, &mut |_, tombstone, v| {
+            let kv = KvView::parse(v)?;
+            if tombstone || kv.lease == 0 {
+                leased.remove(kv.key);
+            } else {
+                leased.insert(kv.key.to_vec(), kv.lease);
             }
-            true
+            Ok(true)
         })?;
-        match bad {
-            Some(e) => Err(e),
-            None => Ok(leased.into_iter().collect()),
-        }
+        Ok(leased.into_iter().collect())
     }
 
     /// Number of keys with history in the index (live or awaiting compaction).
