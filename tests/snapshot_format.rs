@@ -627,3 +627,31 @@ fn restore_and_the_member_take_a_separate_wal_dir() {
         assert_eq!(got, "1\n", "{flavor:?} restarts on its --wal-dir");
     }
 }
+
+/// A real etcd member run with `--wal-dir` is not taken over yet: our server
+/// refuses it with what to do, and leaves etcd's files as they were.
+#[test]
+fn a_real_etcd_member_with_a_separate_wal_dir_is_refused_untouched() {
+    if real_etcd().is_none() {
+        panic!("real etcd is missing: sudo apt-get install etcd-server");
+    }
+    let wal_home = tempfile::tempdir().unwrap();
+    let wal_dir = wal_home.path().join("wal");
+    let wal_flag = format!("--wal-dir={}", wal_dir.display());
+    let mut server = Server::start_with(Flavor::RealEtcd, &[wal_flag.as_str()]);
+    must_etcdctl(&server.endpoint(), &["put", "k", "v"], None);
+    server.terminate();
+    let files_before = common::sorted_files(&server.data_dir);
+    let wal_before = common::sorted_files(&wal_dir);
+    server.flavor = Flavor::Ours;
+    server.spawn();
+    assert!(server.wait_exit(std::time::Duration::from_secs(20)), "our server kept running");
+    let log = server.full_log().join("\n");
+    assert!(log.contains("taking over a member run with --wal-dir is not supported yet"), "{log}");
+    assert_eq!(common::sorted_files(&server.data_dir), files_before, "the data dir changed");
+    assert_eq!(common::sorted_files(&wal_dir), wal_before, "the WAL dir changed");
+    server.flavor = Flavor::RealEtcd;
+    server.restart();
+    let value = must_etcdctl(&server.endpoint(), &["get", "k", "--print-value-only"], None);
+    assert_eq!(value, "v\n", "real etcd still runs on its files");
+}
