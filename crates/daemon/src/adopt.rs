@@ -46,8 +46,20 @@ fn is_bbolt(path: &Path) -> bool {
 }
 
 /// Converts a real etcd member's data dir into ours if `data_dir` holds one;
-/// does nothing otherwise. Returns whether it converted.
-pub fn adopt_if_etcd(data_dir: &Path) -> Result<bool, StartError> {
+/// does nothing otherwise. Returns whether it converted. `wal_dir` is the
+/// member's `--wal-dir`, if any: a real etcd WAL there is refused (not taken
+/// over yet).
+pub fn adopt_if_etcd(data_dir: &Path, wal_dir: Option<&Path>) -> Result<bool, StartError> {
+    if let Some(wal_dir) = wal_dir.filter(|dir| etcd_log::is_etcd_wal(dir)) {
+        return Err(StartError::Config(format!(
+            "{} holds real etcd's WAL: taking over a member run with --wal-dir is not \
+             supported yet; stop it, move that WAL into {} and start this server once \
+             without --wal-dir (it takes the data dir over), or restore a snapshot with \
+             `etcdutl snapshot restore`",
+            wal_dir.display(),
+            data_dir.join("member").join("wal").display()
+        )));
+    }
     let member = data_dir.join("member");
     let adopting = adopting_dir(data_dir);
     let backup = etcd_backup_dir(data_dir);

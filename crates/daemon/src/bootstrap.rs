@@ -120,19 +120,7 @@ fn open_backend(cfg: &ServerConfig) -> Result<(Arc<Backend>, Arc<KvStore>), Star
 /// Opens (recovering) or creates (bootstrapping) the member's data directory.
 pub fn open(cfg: &ServerConfig) -> Result<Opened, StartError> {
     // A real etcd member's data dir becomes ours in place (its files are kept).
-    if let Some(wal_dir) = &cfg.wal_dir {
-        if etcd_snapshot::etcd_wal::is_etcd_wal(wal_dir) {
-            return Err(StartError::Config(format!(
-                "{} holds real etcd's WAL: taking over a member run with --wal-dir is not \
-                 supported yet; stop it, move that WAL into {} and start this server once \
-                 without --wal-dir (it takes the data dir over), or restore a snapshot with \
-                 `etcdutl snapshot restore`",
-                wal_dir.display(),
-                self::wal_dir(&cfg.data_dir).display()
-            )));
-        }
-    }
-    crate::adopt::adopt_if_etcd(&cfg.data_dir)?;
+    crate::adopt::adopt_if_etcd(&cfg.data_dir, cfg.wal_dir.as_deref())?;
     let wal_path = cfg.wal_path();
     let mut opened = if Wal::exists(&wal_path) {
         recover(cfg, &wal_path)

@@ -192,19 +192,25 @@ impl Backend {
             copy_table(&src, &w, META)?;
             copy_table(&src, &w, MEMBERS)?;
             copy_table(&src, &w, LEASE)?;
-            match copy_table(&src, &w, MEMBERS_REMOVED) {
-                Err(StorageError::Redb(redb::Error::TableDoesNotExist(_))) => {}
-                other => other?,
-            }
+            // Tables added after the first files were written may be missing.
+            copy_table_if_present(&src, &w, MEMBERS_REMOVED)?;
             for table in [AuthTable::Meta, AuthTable::Users, AuthTable::Roles] {
-                match copy_table(&src, &w, table.definition()) {
-                    Err(StorageError::Redb(redb::Error::TableDoesNotExist(_))) => {}
-                    other => other?,
-                }
+                copy_table_if_present(&src, &w, table.definition())?;
             }
         }
         w.commit()?;
         Ok(())
+    }
+}
+
+fn copy_table_if_present<K: redb::Key + 'static, V: redb::Value + 'static>(
+    src: &redb::ReadTransaction,
+    dst: &redb::WriteTransaction,
+    def: redb::TableDefinition<'static, K, V>,
+) -> Result<()> {
+    match copy_table(src, dst, def) {
+        Err(StorageError::Redb(redb::Error::TableDoesNotExist(_))) => Ok(()),
+        other => other,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `etcd` server binary: etcd's flags in, one member serving etcd's v3 gRPC API.
 
 mod config_file;
+mod flag_policy;
 mod flags;
 mod tls_flags;
 
@@ -312,7 +313,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    let (args, ignored) = match flags::normalise(argv) {
+    let (args, ignored) = match flag_policy::normalise(argv) {
         Ok(parsed) => parsed,
         Err(message) => {
             eprintln!("etcd: {message}");
@@ -331,7 +332,7 @@ fn main() -> ExitCode {
         command = command.mut_args(|arg| arg.env(None::<&str>));
         (Vec::new(), Vec::new())
     } else {
-        match flags::check_env(std::env::vars(), &declared, &on_command_line) {
+        match flag_policy::check_env(std::env::vars(), &declared, &on_command_line) {
             Ok(checked) => checked,
             Err(message) => {
                 eprintln!("etcd: {message}");

@@ -267,7 +267,7 @@ fn hashkv(path: &Path, rev: i64) -> Result<(u32, i64, i64), String> {
 fn migrate_from_etcd(data_dir: &Path) -> Result<(), String> {
     let started = std::time::Instant::now();
     eprintln!("migrating {} (etcd's data dir) ...", data_dir.display());
-    match etcd_daemon::adopt::adopt_if_etcd(data_dir) {
+    match etcd_daemon::adopt::adopt_if_etcd(data_dir, None) {
         Ok(true) => {
             println!(
                 "migrated {} in {:.1}s; etcd's files are kept in {}; start this server with \
