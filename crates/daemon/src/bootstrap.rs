@@ -270,7 +270,7 @@ pub fn to_wal_entry(entry: &Entry) -> etcd_wal::Entry {
 
 fn recover(cfg: &ServerConfig, wal_path: &Path) -> Result<Opened, StartError> {
     let wal_error = |reason: String| StartError::Wal { path: wal_path.to_path_buf(), reason };
-    let (wal, replay) = Wal::open(wal_path).map_err(|e| {
+    let (mut wal, replay) = Wal::open(wal_path).map_err(|e| {
         wal_error(format!(
             "{e}; if this data dir was written by another etcd version, start with an empty \
              --data-dir and restore a snapshot instead"
@@ -316,7 +316,20 @@ fn recover(cfg: &ServerConfig, wal_path: &Path) -> Result<Opened, StartError> {
     // The members table is as of the consistent index, like the rest of the
     // backend, so it (not the older snapshot marker) is the membership to restart with.
     let conf_state = membership::conf_state(&members);
-    let hs = replay.hard_state.unwrap_or_default();
+    let mut hs = replay.hard_state.unwrap_or_default();
+    let mut entries = replay.entries;
+    if cfg.force_new_cluster {
+        let forced = crate::force_new_cluster::force(
+            &mut wal,
+            member_id,
+            &members,
+            consistent_index,
+            entries,
+            hs,
+        )
+        .map_err(StartError::Config)?;
+        (entries, hs) = (forced.entries, forced.hard_state);
+    }
     let hard_state =
         HardState { term: hs.term, vote: hs.vote, commit: hs.commit, ..Default::default() };
     let state = RestoreState {
@@ -324,7 +337,7 @@ fn recover(cfg: &ServerConfig, wal_path: &Path) -> Result<Opened, StartError> {
         snapshot_term: marker.term,
         conf_state,
         hard_state,
-        entries: replay.entries.into_iter().map(to_raft_entry).collect(),
+        entries: entries.into_iter().map(to_raft_entry).collect(),
     };
     let node = RaftNode::restore(&node_config(cfg, member_id, consistent_index), state)
         .map_err(|e| StartError::Raft(e.to_string()))?;

@@ -76,6 +76,9 @@ pub struct ServerConfig {
     pub unsafe_no_fsync: bool,
     /// `--wal-dir`: the WAL's directory when not `<data-dir>/member/wal`.
     pub wal_dir: Option<PathBuf>,
+    /// `--force-new-cluster`: on restart, become the only member of the cluster,
+    /// keeping the data (see `force_new_cluster`); no effect on a new data dir.
+    pub force_new_cluster: bool,
 }
 
 /// Test-only: the lease checkpoint interval in milliseconds (production never
@@ -114,6 +117,7 @@ impl ServerConfig {
             auth_token_ttl: Duration::from_secs(300),
             unsafe_no_fsync: false,
             wal_dir: None,
+            force_new_cluster: false,
         }
     }
 

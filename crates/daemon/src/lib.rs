@@ -22,6 +22,7 @@ mod clock;
 mod compactor;
 mod defrag;
 mod faults;
+mod force_new_cluster;
 mod lease;
 mod lease_peer;
 mod membership;

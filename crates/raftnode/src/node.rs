@@ -108,6 +108,25 @@ fn conf_change(kind: MembershipChange, node_id: u64) -> ConfChange {
     cc
 }
 
+/// A committed conf-change entry written outside Raft, as Raft itself would encode
+/// it: `--force-new-cluster` appends such entries to the log before Raft starts.
+pub fn conf_change_entry(
+    index: u64,
+    term: u64,
+    kind: MembershipChange,
+    node_id: u64,
+    context: Vec<u8>,
+) -> Entry {
+    use protobuf::Message as _;
+    let data = conf_change(kind, node_id)
+        .write_to_bytes()
+        .expect("invariant: a conf change of two integers always encodes");
+    let mut entry =
+        Entry { index, term, data: data.into(), context: context.into(), ..Default::default() };
+    entry.set_entry_type(raft::eraftpb::EntryType::EntryConfChange);
+    entry
+}
+
 /// One Raft member: a raft-rs `RawNode` over an in-memory copy of the persisted log.
 pub struct RaftNode {
     raw: RawNode<RaftStorage>,

@@ -5,8 +5,6 @@
 
 /// etcd flags that take a value and are accepted but not acted on yet.
 const IGNORED_VALUE_FLAGS: &[&str] = &[
-    "logger",
-    "log-outputs",
     "max-snapshots",
     "max-wals",
     "metrics",
@@ -37,11 +35,6 @@ const IGNORED_BOOL_FLAGS: &[&str] = &[
 /// something (ignoring them would start a different member than the operator
 /// asked for), with why and what to do instead.
 const REFUSED_FLAGS: &[(&str, &str)] = &[
-    (
-        "force-new-cluster",
-        "forced reconfiguration is not implemented yet; remove the flag or run real etcd for \
-         this member",
-    ),
     ("discovery", DISCOVERY_REFUSED),
     ("discovery-srv", DISCOVERY_REFUSED),
     ("discovery-srv-name", DISCOVERY_REFUSED),
@@ -58,11 +51,9 @@ const DISCOVERY_REFUSED: &str = "bootstrapping through a discovery service is no
      members in --initial-cluster instead";
 
 /// Whether `value` of refused flag `name` asks for the unsupported thing (an
-/// empty discovery URL, `--proxy=off` and `--force-new-cluster=false` do not).
+/// empty discovery URL and `--proxy=off` do not).
 fn asks_for(name: &str, value: Option<&str>) -> bool {
     match (name, value) {
-        ("force-new-cluster", None) => true,
-        ("force-new-cluster", Some(v)) => !matches!(v, "false" | "0" | "f" | "F" | "FALSE"),
         ("proxy", v) => v.is_some_and(|v| v != "off"),
         (_, v) => v.is_some_and(|v| !v.is_empty()),
     }
@@ -128,11 +119,9 @@ pub fn normalise(args: Vec<String>) -> Result<(Vec<String>, Vec<String>), String
             None => (body.to_string(), None),
         };
         if let Some((_, why)) = REFUSED_FLAGS.iter().find(|(n, _)| *n == name) {
-            let is_bool = name == "force-new-cluster";
-            let value = match (&inline_value, is_bool) {
-                (Some(v), _) => Some(v.clone()),
-                (None, true) => None,
-                (None, false) => iter.next(),
+            let value = match &inline_value {
+                Some(v) => Some(v.clone()),
+                None => iter.next(),
             };
             if asks_for(&name, value.as_deref()) {
                 return Err(format!("--{name}: {why}"));

@@ -103,6 +103,16 @@ pub struct Flags {
     /// Configures log level. Only supports debug, info, warn, error, panic, or fatal.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Specify 'zap' for structured logging or 'capnslog' (logged as zap here).
+    #[arg(long, env = "ETCD_LOGGER", default_value = "zap")]
+    pub logger: String,
+    /// Specify 'stdout' or 'stderr' to skip journald logging even when running under
+    /// systemd, or list comma-separated output targets (files too).
+    #[arg(long, env = "ETCD_LOG_OUTPUTS", default_value = "default")]
+    pub log_outputs: String,
+    /// [DEPRECATED] Use --log-outputs.
+    #[arg(long, env = "ETCD_LOG_OUTPUT", default_value = "default")]
+    pub log_output: String,
     /// Duration of periodic watch progress notifications (Go duration, e.g. 10m, 500ms).
     #[arg(
         long,
@@ -220,6 +230,17 @@ pub struct Flags {
         action = clap::ArgAction::Set
     )]
     pub unsafe_no_fsync: bool,
+    /// Force to create a new one member cluster (disaster recovery: restart this
+    /// member as the only voter, keeping its data).
+    #[arg(
+        long,
+        env = "ETCD_FORCE_NEW_CLUSTER",
+        default_value_t = false,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub force_new_cluster: bool,
     /// Path to the server configuration file (etcd's YAML); when given, the other
     /// flags and the ETCD_* variables are ignored (read in `config_file`).
     #[arg(long, env = "ETCD_CONFIG_FILE")]
@@ -461,6 +482,7 @@ impl Flags {
             jwt,
             auth_token_ttl: Duration::from_secs(self.auth_token_ttl),
             unsafe_no_fsync: self.unsafe_no_fsync,
+            force_new_cluster: self.force_new_cluster,
             wal_dir: (!self.wal_dir.is_empty()).then(|| PathBuf::from(&self.wal_dir)),
             lease_checkpoint: ServerConfig::lease_checkpointing(
                 self.experimental_enable_lease_checkpoint,
@@ -483,7 +505,7 @@ mod tests {
         let declared = vec!["name".to_string()];
         let err = check_env(vars(&[("ETCD_DISCOVERY", "https://d/x")]), &declared, &[]);
         assert!(err.unwrap_err().starts_with("ETCD_DISCOVERY=https://d/x (--discovery): "));
-        assert!(check_env(vars(&[("ETCD_FORCE_NEW_CLUSTER", "true")]), &declared, &[]).is_err());
+        assert!(check_env(vars(&[("ETCD_PROXY", "on")]), &declared, &[]).is_err());
         let (ignored, unknown) = check_env(
             vars(&[
                 ("ETCD_NAME", "a"),
@@ -566,18 +588,11 @@ mod tests {
 
     #[test]
     fn ignored_flags_are_dropped_with_their_values() {
-        let (out, ignored) = normalise(args(&[
-            "etcd",
-            "--logger",
-            "zap",
-            "--enable-v2",
-            "--name",
-            "a",
-            "--log-outputs=stderr",
-        ]))
-        .expect("ok");
+        let (out, ignored) =
+            normalise(args(&["etcd", "--max-wals", "3", "--enable-v2", "--name", "a", "--cors=*"]))
+                .expect("ok");
         assert_eq!(out, args(&["etcd", "--name", "a"]));
-        assert_eq!(ignored, args(&["logger", "enable-v2", "log-outputs"]));
+        assert_eq!(ignored, args(&["max-wals", "enable-v2", "cors"]));
     }
 
     #[test]
@@ -628,8 +643,6 @@ mod tests {
 
     #[test]
     fn unsupported_tls_flags_are_refused() {
-        assert!(normalise(args(&["etcd", "--force-new-cluster"])).is_err());
-        assert!(normalise(args(&["etcd", "--force-new-cluster=false"])).is_ok());
         let err = normalise(args(&["etcd", "--discovery", "https://discovery.etcd.io/x"]));
         assert!(err.unwrap_err().contains("--initial-cluster instead"));
         assert!(normalise(args(&["etcd", "--discovery-srv=example.com"])).is_err());
