@@ -322,3 +322,34 @@ fn a_config_file_replaces_the_command_line_and_variables() {
         assert!(!temp.path().join("o").join("member").exists(), "{flavor:?}");
     }
 }
+
+#[test]
+fn log_outputs_write_to_stderr_and_a_file_and_bad_logging_flags_are_refused() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let file = temp.path().join("etcd.log");
+    let outputs = format!("--log-outputs=stderr,{}", file.display());
+    let mut server = Server::start_with(common::Flavor::Ours, &[&outputs]);
+    assert!(server.terminate());
+    let written = std::fs::read_to_string(&file).expect("the log file exists");
+    assert!(written.contains("ready to serve client requests"), "{written}");
+    assert!(written.lines().all(|l| l.starts_with('{')), "JSON lines: {written}");
+
+    // Refused as etcd refuses them, before anything is written to the data dir.
+    for (flags, says) in [
+        (&["--logger=logrus"][..], "unknown logger option"),
+        (&["--log-outputs=default,stdout"][..], "multi logoutput"),
+        (&["--logger=capnslog", "--log-outputs=stderr,stdout"][..], "only 1 value"),
+        (&["--log-level=loud"][..], "--log-level"),
+    ] {
+        let data_dir = temp.path().join("never.etcd");
+        let out = Command::new(env!("CARGO_BIN_EXE_etcd"))
+            .arg(format!("--data-dir={}", data_dir.display()))
+            .args(flags)
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flags:?} accepted");
+        assert!(stderr.contains(says), "{flags:?}: {stderr}");
+        assert!(!data_dir.exists(), "{flags:?} wrote the data dir");
+    }
+}

@@ -3,6 +3,7 @@
 mod config_file;
 mod flag_policy;
 mod flags;
+mod logging;
 mod tls_flags;
 
 use std::process::ExitCode;
@@ -10,63 +11,37 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_daemon::{ClusterState, EtcdServer, ServerConfig};
-use tokio::net::TcpListener;
+use etcd_tls::{ListenUrl, Listener};
 
 use flags::Flags;
 
-fn init_logging(level: &str) -> Result<(), String> {
-    let level = match level {
-        "debug" => tracing::Level::DEBUG,
-        "info" => tracing::Level::INFO,
-        "warn" => tracing::Level::WARN,
-        "error" | "panic" | "fatal" => tracing::Level::ERROR,
-        other => {
-            return Err(format!(
-                "invalid --log-level {other:?}: use debug, info, warn, error, panic or fatal"
-            ))
-        }
-    };
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .init();
-    Ok(())
-}
-
-/// `http://host:port` or `https://host:port` -> (`host:port`, is TLS).
-fn listen_address(url: &str) -> Result<(String, bool), String> {
-    let (rest, tls) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
-        (Some(rest), _) => (rest, false),
-        (_, Some(rest)) => (rest, true),
-        _ => {
-            return Err(format!(
-                "listen URL {url:?} is not supported: write it as http://host:port or https://host:port"
-            ))
-        }
-    };
-    let host_port = rest.trim_end_matches('/');
-    if !host_port.contains(':') {
-        return Err(format!("listen URL {url:?} has no port: write it as http://host:port"));
-    }
-    Ok((host_port.to_string(), tls))
-}
-
-/// Binds every URL; returns each listener with whether its URL is `https://`.
-async fn bind_all(urls: &[String], traffic: &str) -> Result<Vec<(TcpListener, bool)>, String> {
+/// Binds every URL; returns each listener with whether its URL is `https://` or
+/// `unixs://`.
+async fn bind_all(urls: &[String], traffic: &str) -> Result<Vec<(Listener, bool)>, String> {
     let mut listeners = Vec::new();
     for url in urls {
-        let (address, tls) = listen_address(url)?;
-        let listener = TcpListener::bind(&address).await.map_err(|e| {
+        let parsed = ListenUrl::parse(url).map_err(|e| format!("listen {e}"))?;
+        let listener = Listener::bind(&parsed).await.map_err(|e| {
             format!(
                 "cannot listen for {traffic} traffic on {url}: {e} (is another etcd running there?)"
             )
         })?;
-        listeners.push((listener, tls));
+        listeners.push((listener, parsed.tls));
     }
     Ok(listeners)
+}
+
+/// How a listener is named in the serving log lines.
+fn listening_on(listener: &Listener) -> String {
+    match listener {
+        Listener::Tcp(l) => l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        Listener::Unix(u) => u
+            .listener
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+            .unwrap_or_default(),
+    }
 }
 
 /// Publishes this member's attributes through Raft, retrying until a leader with a
@@ -138,7 +113,7 @@ async fn fetch_join_info(cfg: &mut ServerConfig) -> Result<(), String> {
 fn client_tls(
     flags: &Flags,
     cfg: &ServerConfig,
-    listeners: &[(TcpListener, bool)],
+    listeners: &[(Listener, bool)],
 ) -> Result<Option<etcd_tls::TlsAcceptor>, String> {
     let files = flags.client_tls(&cfg.data_dir)?;
     if !listeners.iter().any(|(_, tls)| *tls) {
@@ -162,7 +137,7 @@ fn client_tls(
 fn peer_tls(
     flags: &Flags,
     cfg: &mut ServerConfig,
-    listeners: &[(TcpListener, bool)],
+    listeners: &[(Listener, bool)],
 ) -> Result<Option<etcd_tls::TlsAcceptor>, String> {
     let files = flags.peer_tls(&cfg.data_dir)?;
     let https_listener = listeners.iter().any(|(_, tls)| *tls);
@@ -171,7 +146,7 @@ fn peer_tls(
         .iter()
         .flat_map(|(_, urls)| urls)
         .chain(&cfg.initial_advertise_peer_urls)
-        .any(|url| url.starts_with("https://"));
+        .any(|url| url.starts_with("https://") || url.starts_with("unixs://"));
     let Some(files) = files else {
         if https_listener || https_peer {
             return Err("https:// peer URLs need --peer-cert-file, --peer-key-file and \
@@ -229,6 +204,11 @@ async fn run(flags: Flags) -> Result<(), String> {
     }
     // Probes (e.g. kubeadm's liveness check) poll these before the member serves clients.
     for (listener, _) in metrics_listeners {
+        let Listener::Tcp(listener) = listener else {
+            return Err("unix:// metrics URLs are not supported: use http:// for \
+                        --listen-metrics-urls"
+                .to_string());
+        };
         let mut stop = stop_tx.subscribe();
         let server = Arc::clone(&server);
         serving.push(tokio::spawn(async move {
@@ -260,7 +240,7 @@ async fn run(flags: Flags) -> Result<(), String> {
             "published local member to cluster through raft"
         );
         for (listener, is_tls) in listeners {
-            let address = listener.local_addr().map_err(|e| e.to_string())?;
+            let address = listening_on(&listener);
             let mut stop = stop_tx.subscribe();
             let server = Arc::clone(&server);
             let tls = if is_tls { tls.clone() } else { None };
@@ -359,7 +339,13 @@ fn main() -> ExitCode {
         println!("API Version: 3.5");
         return ExitCode::SUCCESS;
     }
-    if let Err(message) = init_logging(&flags.log_level) {
+    let log_flags = logging::LogFlags {
+        level: &flags.log_level,
+        logger: &flags.logger,
+        outputs: &flags.log_outputs,
+        deprecated_output: &flags.log_output,
+    };
+    if let Err(message) = logging::plan(&log_flags).and_then(|plan| logging::init(&plan)) {
         eprintln!("etcd: {message}");
         return ExitCode::from(2);
     }
