@@ -62,6 +62,8 @@ pub struct Server {
     pub initial_cluster: Option<String>,
     pub extra_args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Client and peer URLs are `unix://` sockets in the temp dir, not ports.
+    pub unix: bool,
     child: Option<Child>,
     lines: Option<mpsc::Receiver<String>>,
     stderr_log: Vec<String>,
@@ -93,6 +95,7 @@ impl Server {
             initial_cluster: None,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             env: Vec::new(),
+            unix: false,
             child: None,
             lines: None,
             stderr_log: Vec::new(),
@@ -102,12 +105,18 @@ impl Server {
 
     /// This member's peer URL.
     pub fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        match self.unix {
+            true => format!("unix://{}.peer:{}", self.name, self.peer_port),
+            false => format!("http://127.0.0.1:{}", self.peer_port),
+        }
     }
 
-    /// The client endpoint, `127.0.0.1:port`.
+    /// The client endpoint, `127.0.0.1:port` (`unix://name.client:port` for sockets).
     pub fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.client_port)
+        match self.unix {
+            true => format!("unix://{}.client:{}", self.name, self.client_port),
+            false => format!("127.0.0.1:{}", self.client_port),
+        }
     }
 
     /// The command line of this server.
@@ -116,8 +125,11 @@ impl Server {
             Flavor::Ours => PathBuf::from(env!("CARGO_BIN_EXE_etcd")),
             Flavor::RealEtcd => real_etcd().expect("real etcd is installed"),
         };
-        let client = format!("http://127.0.0.1:{}", self.client_port);
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let client = match self.unix {
+            true => self.endpoint(),
+            false => format!("http://127.0.0.1:{}", self.client_port),
+        };
+        let peer = self.peer_url();
         let initial_cluster =
             self.initial_cluster.clone().unwrap_or_else(|| format!("{}={peer}", self.name));
         let mut cmd = Command::new(binary);
@@ -338,11 +350,30 @@ impl Cluster {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Cluster {
+        Cluster::start_members(flavor, size, extra, env, false)
+    }
+
+    /// Starts `size` members whose client and peer URLs are `unix://` sockets.
+    /// etcd takes such a URL's `host:port` as a socket file in the working
+    /// directory (it refuses other forms), so the servers and etcdctl share the
+    /// test process's working directory: a test using this sets it first.
+    pub fn start_unix(flavor: Flavor, size: usize) -> Cluster {
+        Cluster::start_members(flavor, size, &[], &[], true)
+    }
+
+    fn start_members(
+        flavor: Flavor,
+        size: usize,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        unix: bool,
+    ) -> Cluster {
         let mut members: Vec<Server> = (0..size)
             .map(|i| {
                 let temp = tempfile::tempdir().expect("tempdir");
                 let block_file = temp.path().join("blocked-peers");
                 let mut server = Server::new(flavor, &format!("m{i}"), temp, extra);
+                server.unix = unix;
                 server.env.push((
                     "ETCD_RS_TEST_BLOCK_PEERS_FILE".into(),
                     block_file.display().to_string(),

@@ -13,7 +13,7 @@ use etcd_proto::etcdserverpb::*;
 use etcd_server::auth::AuthReply;
 use etcd_server::{Applied, Response, ServerError};
 use tonic::metadata::MetadataMap;
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo, UdsConnectInfo};
 use tonic::{Request, Status};
 
 use crate::status::to_status;
@@ -35,11 +35,12 @@ pub(crate) fn caller<T>(request: &Request<T>) -> Caller {
     if let Some(caller) = request.extensions().get::<Caller>() {
         return caller.clone();
     }
-    let common_name = request
-        .extensions()
-        .get::<TlsConnectInfo<TcpConnectInfo>>()
-        .and_then(|info| info.peer_certs())
-        .and_then(|certs| common_name(certs.first()?.as_ref()));
+    let extensions = request.extensions();
+    let certs = match extensions.get::<TlsConnectInfo<TcpConnectInfo>>() {
+        Some(tcp) => tcp.peer_certs(),
+        None => extensions.get::<TlsConnectInfo<UdsConnectInfo>>().and_then(|u| u.peer_certs()),
+    };
+    let common_name = certs.and_then(|certs| common_name(certs.first()?.as_ref()));
     Caller { token: token(request.metadata()).map(str::to_string), common_name }
 }
 

@@ -24,6 +24,7 @@ pub mod watch;
 use std::future::Future;
 use std::sync::Arc;
 
+use authority::DropInvalidAuthority;
 use etcd_daemon::EtcdServer;
 use etcd_proto::etcdserverpb::auth_server::AuthServer;
 use etcd_proto::etcdserverpb::cluster_server::ClusterServer;
@@ -33,8 +34,7 @@ use etcd_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use etcd_proto::etcdserverpb::watch_server::WatchServer;
 use etcd_proto::v3electionpb::election_server::ElectionServer;
 use etcd_proto::v3lockpb::lock_server::LockServer;
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use etcd_tls::Listener;
 use tokio_stream::StreamExt;
 
 pub use maintenance::{CLUSTER_VERSION, SERVER_VERSION};
@@ -43,10 +43,10 @@ pub use maintenance::{CLUSTER_VERSION, SERVER_VERSION};
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 /// Serves the client API on `listener` until `shutdown` resolves, over TLS when
-/// `tls` is given (an `https://` listen URL).
+/// `tls` is given (an `https://` or `unixs://` listen URL).
 pub async fn serve(
     server: Arc<EtcdServer>,
-    listener: TcpListener,
+    listener: Listener,
     tls: Option<etcd_tls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
@@ -80,22 +80,24 @@ pub async fn serve(
         .accept_http1(true)
         .max_concurrent_streams(Some(max_streams))
         .add_routes(routes);
-    match tls {
-        Some(acceptor) => {
-            let incoming = etcd_tls::incoming(listener, acceptor)
-                .map(|accepted| accepted.map(authority::DropInvalidAuthority::new));
+    // One arm per socket kind and security: each yields its own stream type.
+    match (listener, tls) {
+        (Listener::Tcp(l), Some(acceptor)) => {
+            let incoming =
+                etcd_tls::incoming(l, acceptor).map(|a| a.map(DropInvalidAuthority::new));
             builder.serve_with_incoming_shutdown(incoming, shutdown).await
         }
-        None => {
-            // Responses are small and a client waits on each: no Nagle delay
-            // (Go's listeners, and so etcd's, set this by default).
-            let incoming = TcpListenerStream::new(listener).map(|accepted| {
-                accepted
-                    .inspect(|stream| {
-                        let _ = stream.set_nodelay(true);
-                    })
-                    .map(authority::DropInvalidAuthority::new)
-            });
+        (Listener::Tcp(l), None) => {
+            let incoming = etcd_tls::accepted(l).map(|a| a.map(DropInvalidAuthority::new));
+            builder.serve_with_incoming_shutdown(incoming, shutdown).await
+        }
+        (Listener::Unix(u), Some(acceptor)) => {
+            let incoming =
+                etcd_tls::incoming(u, acceptor).map(|a| a.map(DropInvalidAuthority::new));
+            builder.serve_with_incoming_shutdown(incoming, shutdown).await
+        }
+        (Listener::Unix(u), None) => {
+            let incoming = etcd_tls::accepted(u).map(|a| a.map(DropInvalidAuthority::new));
             builder.serve_with_incoming_shutdown(incoming, shutdown).await
         }
     }

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
+
+use crate::listen::Accept;
 use tokio_rustls::TlsAcceptor;
 
 /// How long a client may take to finish its TLS handshake.
@@ -12,16 +13,16 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshaken connections waiting for the server to take them.
 const ACCEPTED_QUEUE_MAX: usize = 64;
 
-/// Accepts connections on `listener` and completes their TLS handshakes
+/// Accepts connections on `listener`, completes their TLS handshakes and yields
 /// the connections ready to serve.
-pub fn incoming(
-    listener: TcpListener,
+pub fn incoming<L: Accept>(
+    listener: L,
     acceptor: TlsAcceptor,
-) -> impl tokio_stream::Stream<Item = std::io::Result<TlsStream<TcpStream>>> {
+) -> impl tokio_stream::Stream<Item = std::io::Result<TlsStream<L::Stream>>> {
     let (tx, rx) = tokio::sync::mpsc::channel(ACCEPTED_QUEUE_MAX);
     tokio::spawn(async move {
         loop {
-            let (stream, peer) = match listener.accept().await {
+            let (stream, peer) = match listener.accept_one().await {
                 Ok(accepted) => accepted,
                 Err(err) => {
                     tracing::warn!(error = %err, "accepting a client connection failed");
@@ -29,7 +30,6 @@ pub fn incoming(
                     continue;
                 }
             };
-            let _ = stream.set_nodelay(true);
             let (acceptor, ready) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -44,6 +44,34 @@ pub fn incoming(
             });
             if tx.is_closed() {
                 return;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Accepts plaintext connections on `listener` and yields them (the same stream
+/// shape as [`incoming`], for TCP and Unix sockets alike).
+pub fn accepted<L: Accept>(
+    listener: L,
+) -> impl tokio_stream::Stream<Item = std::io::Result<L::Stream>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(ACCEPTED_QUEUE_MAX);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept_one() => accepted,
+                () = tx.closed() => return,
+            };
+            match accepted {
+                Ok((stream, _)) => {
+                    if tx.send(Ok(stream)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
             }
         }
     });

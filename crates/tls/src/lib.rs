@@ -12,6 +12,7 @@
 
 mod accept;
 mod ciphers;
+mod listen;
 mod selfcert;
 mod verify;
 mod x509;
@@ -22,7 +23,8 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-pub use accept::incoming;
+pub use accept::{accepted, incoming};
+pub use listen::{Accept, ListenUrl, Listener, UnixSocket};
 pub use tokio_rustls::server::TlsStream;
 pub use tokio_rustls::TlsAcceptor;
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 use tonic::codegen::http::Uri;
 use tonic::transport::Endpoint;
 
@@ -27,20 +27,38 @@ pub type ClientTlsConfig = Arc<rustls::ClientConfig>;
 /// One peer URL, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Target {
-    /// `host:port`, what TCP connects to.
+    /// `host:port`, what TCP connects to; the socket's path for a Unix socket.
     address: String,
     /// The host, what a TLS server name is checked against.
     host: String,
     tls: bool,
+    /// `unix://` or `unixs://` (etcd's socket path: the URL's host and path).
+    unix: bool,
 }
 
 impl Target {
     pub(crate) fn parse(url: &str) -> Result<Self, String> {
+        let unix = url.strip_prefix("unix://").map(|p| (p, false));
+        if let Some((path, tls)) = unix.or_else(|| url.strip_prefix("unixs://").map(|p| (p, true)))
+        {
+            if path.is_empty() {
+                return Err(format!("invalid peer URL {url}: no socket path"));
+            }
+            // A certificate for a socket names its host part (`etcd.unix` of
+            // `etcd.unix:1`), or localhost for a plain path.
+            let host = path.split([':', '/']).next().filter(|h| !h.is_empty());
+            let host = host.unwrap_or("localhost").to_string();
+            return Ok(Target { address: path.to_string(), host, tls, unix: true });
+        }
         let uri: Uri = url.parse().map_err(|e| format!("invalid peer URL {url}: {e}"))?;
         let tls = match uri.scheme_str() {
             Some("http") => false,
             Some("https") => true,
-            _ => return Err(format!("invalid peer URL {url}: the scheme must be http or https")),
+            _ => {
+                return Err(format!(
+                    "invalid peer URL {url}: the scheme must be http, https, unix or unixs"
+                ))
+            }
         };
         let authority =
             uri.authority().ok_or_else(|| format!("invalid peer URL {url}: no host"))?;
@@ -48,7 +66,7 @@ impl Target {
         let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_string();
         let address =
             if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
-        Ok(Target { address, host, tls })
+        Ok(Target { address, host, tls, unix: false })
     }
 }
 
@@ -134,7 +152,9 @@ impl Connector {
     /// any, is ours) with the first URL's authority.
     pub(crate) fn endpoint(&self) -> Result<Endpoint, String> {
         let first = self.targets.first().ok_or("the peer has no URLs")?;
-        Endpoint::from_shared(format!("http://{}", first.address))
+        // A socket path is no authority; the connector ignores the URI anyway.
+        let authority = if first.unix { "localhost" } else { first.address.as_str() };
+        Endpoint::from_shared(format!("http://{authority}"))
             .map_err(|e| format!("invalid peer address {}: {e}", first.address))
     }
 
@@ -142,9 +162,22 @@ impl Connector {
         target: &Target,
         tls: Option<&tokio_rustls::TlsConnector>,
     ) -> std::io::Result<PeerIo> {
+        if target.unix {
+            let stream = UnixStream::connect(&target.address).await?;
+            return Self::secure(target, tls, stream).await;
+        }
         let stream = TcpStream::connect(&target.address).await?;
         // Raft heartbeats are small and latency-sensitive.
         stream.set_nodelay(true)?;
+        Self::secure(target, tls, stream).await
+    }
+
+    /// Runs the TLS handshake on `stream` for an `https://`/`unixs://` target.
+    async fn secure(
+        target: &Target,
+        tls: Option<&tokio_rustls::TlsConnector>,
+        stream: impl Io + 'static,
+    ) -> std::io::Result<PeerIo> {
         if !target.tls {
             return Ok(PeerIo(Box::new(stream)));
         }
@@ -193,6 +226,17 @@ mod tests {
 
     #[test]
     fn peer_urls_parse_as_etcd_writes_them() {
+        let u = Target::parse("unix://etcd.unix:1").expect("unix");
+        assert_eq!(
+            (u.address.as_str(), u.host.as_str(), u.tls, u.unix),
+            ("etcd.unix:1", "etcd.unix", false, true)
+        );
+        let u = Target::parse("unixs:///run/peer.sock").expect("unixs");
+        assert_eq!(
+            (u.address.as_str(), u.host.as_str(), u.tls, u.unix),
+            ("/run/peer.sock", "localhost", true, true)
+        );
+        assert!(Target::parse("unix://").is_err());
         let t = Target::parse("https://127.0.0.1:2380").expect("https");
         assert_eq!(
             (t.address.as_str(), t.host.as_str(), t.tls),

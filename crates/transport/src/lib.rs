@@ -27,11 +27,9 @@ pub use dial::ClientTlsConfig;
 use etcd_proto::etcdrs::raft_transport_client::RaftTransportClient;
 use etcd_proto::etcdrs::raft_transport_server::RaftTransportServer;
 use etcd_proto::etcdrs::{Member, MembersRequest};
+use etcd_tls::Listener;
 use raft::eraftpb::Message;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::StreamExt as _;
 
 pub use receiver::PeerService;
 pub use sender::QUEUE_CAPACITY_MESSAGES;
@@ -377,7 +375,7 @@ impl PeerTransport {
 /// (lease forwarding), on `listener` until `shutdown` completes. For a listener that also serves other services, mount
 /// [`PeerTransport::service`] yourself.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     transport: PeerTransport,
     extra: tonic::service::Routes,
     tls: Option<etcd_tls::TlsAcceptor>,
@@ -396,21 +394,20 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(SERVER_KEEPALIVE_TIMEOUT))
         .add_routes(extra)
         .add_service(service);
-    match tls {
-        // etcd_tls::incoming sets TCP_NODELAY too.
-        Some(acceptor) => {
-            router
-                .serve_with_incoming_shutdown(etcd_tls::incoming(listener, acceptor), shutdown)
-                .await
+    // TCP connections get TCP_NODELAY from the accept loop: Raft heartbeats are
+    // small and latency-sensitive.
+    match (listener, tls) {
+        (Listener::Tcp(l), Some(acceptor)) => {
+            router.serve_with_incoming_shutdown(etcd_tls::incoming(l, acceptor), shutdown).await
         }
-        None => {
-            let incoming = TcpListenerStream::new(listener).map(|accepted| {
-                accepted.inspect(|stream| {
-                    // Raft heartbeats are small and latency-sensitive.
-                    let _ = stream.set_nodelay(true);
-                })
-            });
-            router.serve_with_incoming_shutdown(incoming, shutdown).await
+        (Listener::Tcp(l), None) => {
+            router.serve_with_incoming_shutdown(etcd_tls::accepted(l), shutdown).await
+        }
+        (Listener::Unix(u), Some(acceptor)) => {
+            router.serve_with_incoming_shutdown(etcd_tls::incoming(u, acceptor), shutdown).await
+        }
+        (Listener::Unix(u), None) => {
+            router.serve_with_incoming_shutdown(etcd_tls::accepted(u), shutdown).await
         }
     }
 }

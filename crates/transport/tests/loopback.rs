@@ -39,9 +39,15 @@ impl Member {
         let (stop, stopped) = oneshot::channel::<()>();
         let served = transport.clone();
         let server = tokio::spawn(async move {
-            serve(listener, served, tonic::service::Routes::default(), None, async {
-                let _ = stopped.await;
-            })
+            serve(
+                etcd_tls::Listener::Tcp(listener),
+                served,
+                tonic::service::Routes::default(),
+                None,
+                async {
+                    let _ = stopped.await;
+                },
+            )
             .await
             .expect("peer server runs");
         });
