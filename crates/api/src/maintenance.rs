@@ -125,17 +125,9 @@ impl Maintenance for MaintenanceService {
         request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
         crate::auth::require_admin(&self.server, &request).await?;
-        let kv = self.server.kv();
-        let revision = kv.current_revision();
-        let hash = kv
-            .hash_kv(request.into_inner().revision)
-            .map_err(|e| to_status(&ServerError::from_mvcc(&e).unwrap_or(ServerError::Stopped)))?;
-        Ok(Response::new(HashKvResponse {
-            header: Some(self.server.header(revision)),
-            hash: hash.hash,
-            compact_revision: hash.compact_revision,
-            hash_revision: hash.hash_revision,
-        }))
+        let response =
+            self.server.hash_kv(request.into_inner().revision).map_err(|e| to_status(&e))?;
+        Ok(Response::new(response))
     }
 
     async fn alarm(

@@ -75,6 +75,7 @@ pub fn to_status(err: &ServerError) -> Status {
         | ServerError::Stopped
         | ServerError::NotCapable => Code::Unavailable,
         ServerError::Defragment(_) => Code::Unknown,
+        ServerError::Corrupt => Code::DataLoss,
     };
     Status::new(code, format!("etcdserver: {err}"))
 }
@@ -249,6 +250,7 @@ mod tests {
                 Code::ResourceExhausted,
                 "etcdserver: mvcc: database space exceeded",
             ),
+            (ServerError::Corrupt, Code::DataLoss, "etcdserver: corrupt cluster"),
         ];
         for (err, code, message) in cases {
             let status = to_status(&err);

@@ -79,6 +79,12 @@ pub struct ServerConfig {
     /// `--force-new-cluster`: on restart, become the only member of the cluster,
     /// keeping the data (see `force_new_cluster`); no effect on a new data dir.
     pub force_new_cluster: bool,
+    /// `--experimental-initial-corrupt-check`: compare HashKV with the peers
+    /// before serving clients (the binary runs the check).
+    pub initial_corrupt_check: bool,
+    /// `--experimental-corrupt-check-time`: how often the leader compares HashKV
+    /// with its followers (none: never).
+    pub corrupt_check_time: Option<Duration>,
 }
 
 /// Test-only: the lease checkpoint interval in milliseconds (production never
@@ -118,6 +124,8 @@ impl ServerConfig {
             unsafe_no_fsync: false,
             wal_dir: None,
             force_new_cluster: false,
+            initial_corrupt_check: false,
+            corrupt_check_time: None,
         }
     }
 

@@ -101,6 +101,7 @@ impl EtcdServer {
     /// The peer-listener routes this member serves besides Raft's.
     pub fn peer_routes(self: &Arc<Self>) -> tonic::service::Routes {
         tonic::service::Routes::new(LeasePeerServer::new(LeasePeerService { server: self.clone() }))
+            .add_service(self.peer_check_service())
     }
 }
 

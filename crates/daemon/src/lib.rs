@@ -20,6 +20,7 @@ mod auth;
 mod client_snapshot;
 mod clock;
 mod compactor;
+mod corrupt_check;
 mod defrag;
 mod faults;
 mod force_new_cluster;

@@ -212,6 +212,9 @@ impl EtcdServer {
         if let Some(mode) = self.cfg.auto_compaction {
             tokio::spawn(self.clone().run_auto_compaction(mode));
         }
+        if let Some(every) = self.cfg.corrupt_check_time {
+            tokio::spawn(self.clone().run_corrupt_checks(every));
+        }
         if let Some(mut events) = self.member_events.lock().expect("member events lock").take() {
             let server = self.clone();
             tokio::spawn(async move {

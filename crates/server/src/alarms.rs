@@ -63,6 +63,11 @@ impl Alarms {
             .collect()
     }
 
+    /// Whether every write is refused (members' data diverged).
+    pub fn corrupt(&self) -> bool {
+        self.active.iter().any(|(_, a)| *a == AlarmType::Corrupt as i32)
+    }
+
     /// Whether writes that grow the backend are refused.
     pub fn no_space(&self) -> bool {
         self.active.iter().any(|(_, a)| *a == AlarmType::Nospace as i32)

@@ -340,6 +340,18 @@ fn apply_request(
     request: InternalRaftRequest,
     now_ms: u64,
 ) -> Result<Result<Response, ServerError>, ApplyFailure> {
+    // etcd's order: the CORRUPT gate, the NOSPACE gate, the auth checks, the request.
+    if alarms.corrupt() {
+        let writes = request.put.is_some()
+            || request.delete_range.is_some()
+            || request.txn.is_some()
+            || request.compaction.is_some()
+            || request.lease_grant.is_some()
+            || request.lease_revoke.is_some();
+        if writes {
+            return Ok(Err(ServerError::Corrupt));
+        }
+    }
     if alarms.no_space() {
         let grows = request.put.is_some()
             || request.lease_grant.is_some()
@@ -348,7 +360,6 @@ fn apply_request(
             return Ok(Err(ServerError::NoSpace));
         }
     }
-    // etcd's order: the NOSPACE gate, then the auth checks, then the request.
     if let Err(err) = auth::check_request(auth_store, lessor, &request) {
         return Ok(Err(ServerError::Auth(err)));
     }

@@ -99,6 +99,9 @@ pub enum ServerError {
     /// The backend quota is exhausted.
     #[error("mvcc: database space exceeded")]
     NoSpace,
+    /// The CORRUPT alarm is active: members' data diverged, writes are refused.
+    #[error("corrupt cluster")]
+    Corrupt,
     /// Rewriting the backend failed; the member keeps the backend it had.
     #[error("defragment failed: {0}")]
     Defragment(String),

@@ -16,7 +16,6 @@ const IGNORED_VALUE_FLAGS: &[&str] = &[
     "discovery-fallback",
     "experimental-compaction-batch-limit",
     "experimental-warning-apply-duration",
-    "experimental-corrupt-check-time",
 ];
 
 /// Boolean etcd flags that are accepted but not acted on yet.
@@ -28,7 +27,6 @@ const IGNORED_BOOL_FLAGS: &[&str] = &[
     "enable-grpc-gateway",
     "initial-election-tick-advance",
     "debug",
-    "experimental-initial-corrupt-check",
 ];
 
 /// etcd flags whose absence of support must stop the server when they ask for

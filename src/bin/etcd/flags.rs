@@ -230,6 +230,24 @@ pub struct Flags {
         action = clap::ArgAction::Set
     )]
     pub unsafe_no_fsync: bool,
+    /// Enable to check data corruption before serving any client/peer traffic.
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK",
+        default_value_t = false,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub experimental_initial_corrupt_check: bool,
+    /// Duration of time between cluster corruption check passes (Go duration; 0s: off).
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME",
+        default_value = "0s",
+        value_parser = parse_go_duration
+    )]
+    pub experimental_corrupt_check_time: Duration,
     /// Force to create a new one member cluster (disaster recovery: restart this
     /// member as the only voter, keeping its data).
     #[arg(
@@ -483,6 +501,9 @@ impl Flags {
             auth_token_ttl: Duration::from_secs(self.auth_token_ttl),
             unsafe_no_fsync: self.unsafe_no_fsync,
             force_new_cluster: self.force_new_cluster,
+            initial_corrupt_check: self.experimental_initial_corrupt_check,
+            corrupt_check_time: (!self.experimental_corrupt_check_time.is_zero())
+                .then_some(self.experimental_corrupt_check_time),
             wal_dir: (!self.wal_dir.is_empty()).then(|| PathBuf::from(&self.wal_dir)),
             lease_checkpoint: ServerConfig::lease_checkpointing(
                 self.experimental_enable_lease_checkpoint,

@@ -220,6 +220,12 @@ async fn run(flags: Flags) -> Result<(), String> {
                 .map_err(|e| e.to_string())
         }));
     }
+    if server.config().initial_corrupt_check {
+        if let Err(message) = server.initial_corrupt_check().await {
+            server.shutdown().await;
+            return Err(message);
+        }
+    }
     // A member removed while it was down learns it from its peers before it
     // can publish; a signal may come at any time.
     let mut signalled = std::pin::pin!(signalled);
