@@ -52,6 +52,8 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let max_message_bytes = server.config().max_request_bytes + GRPC_OVERHEAD_BYTES;
     let max_streams = server.config().max_concurrent_streams;
+    let keepalive_interval = server.config().grpc_keepalive_interval;
+    let keepalive_timeout = server.config().grpc_keepalive_timeout;
     let kv = KvServer::new(kv::KvService::new(server.clone()))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(usize::MAX);
@@ -79,6 +81,8 @@ pub async fn serve(
     let builder = tonic::transport::Server::builder()
         .accept_http1(true)
         .max_concurrent_streams(Some(max_streams))
+        .http2_keepalive_interval(keepalive_interval)
+        .http2_keepalive_timeout(Some(keepalive_timeout))
         .add_routes(routes);
     // One arm per socket kind and security: each yields its own stream type.
     match (listener, tls) {

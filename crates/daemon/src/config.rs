@@ -85,6 +85,12 @@ pub struct ServerConfig {
     /// `--experimental-corrupt-check-time`: how often the leader compares HashKV
     /// with its followers (none: never).
     pub corrupt_check_time: Option<Duration>,
+    /// `--grpc-keepalive-interval`: how long a client connection may be idle
+    /// before the server pings it (none: never).
+    pub grpc_keepalive_interval: Option<Duration>,
+    /// `--grpc-keepalive-timeout`: how long the server waits for the ping's
+    /// answer before closing the connection.
+    pub grpc_keepalive_timeout: Duration,
 }
 
 /// Test-only: the lease checkpoint interval in milliseconds (production never
@@ -126,6 +132,8 @@ impl ServerConfig {
             force_new_cluster: false,
             initial_corrupt_check: false,
             corrupt_check_time: None,
+            grpc_keepalive_interval: Some(Duration::from_secs(2 * 60 * 60)),
+            grpc_keepalive_timeout: Duration::from_secs(20),
         }
     }
 

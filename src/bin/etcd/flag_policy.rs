@@ -9,8 +9,6 @@ const IGNORED_VALUE_FLAGS: &[&str] = &[
     "max-wals",
     "metrics",
     "grpc-keepalive-min-time",
-    "grpc-keepalive-interval",
-    "grpc-keepalive-timeout",
     "cors",
     "host-whitelist",
     "discovery-fallback",

@@ -248,6 +248,24 @@ pub struct Flags {
         value_parser = parse_go_duration
     )]
     pub experimental_corrupt_check_time: Duration,
+    /// Frequency duration of server-to-client ping to check if a connection is alive
+    /// (0 to disable).
+    #[arg(
+        long,
+        env = "ETCD_GRPC_KEEPALIVE_INTERVAL",
+        default_value = "2h",
+        value_parser = parse_go_duration
+    )]
+    pub grpc_keepalive_interval: Duration,
+    /// Additional duration of wait before closing a non-responsive connection (0 to
+    /// disable).
+    #[arg(
+        long,
+        env = "ETCD_GRPC_KEEPALIVE_TIMEOUT",
+        default_value = "20s",
+        value_parser = parse_go_duration
+    )]
+    pub grpc_keepalive_timeout: Duration,
     /// Force to create a new one member cluster (disaster recovery: restart this
     /// member as the only voter, keeping its data).
     #[arg(
@@ -353,9 +371,8 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
         total += number * seconds_per_unit;
         rest = &rest[unit_len..];
     }
-    if total <= 0.0 {
-        return Err(bad());
-    }
+    // Go's durations are never negative when written without a sign; zero is
+    // valid ("0s"): the flags that take one read it as "off" or "default".
     Ok(Duration::from_secs_f64(total))
 }
 
@@ -378,7 +395,7 @@ impl Flags {
             "periodic" => match retention.parse::<u64>() {
                 Ok(hours) => Ok(Some(AutoCompaction::Periodic(Duration::from_secs(hours * 3600)))),
                 Err(_) => parse_go_duration(retention)
-                    .map(|d| Some(AutoCompaction::Periodic(d)))
+                    .map(|d| (!d.is_zero()).then_some(AutoCompaction::Periodic(d)))
                     .map_err(|_| bad()),
             },
             "revision" => match retention.parse::<i64>() {
@@ -494,13 +511,20 @@ impl Flags {
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
             election_timeout: Duration::from_millis(self.election_timeout),
             join: None,
-            watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
+            // etcd keeps its 10-minute default for a zero interval.
+            watch_progress_notify_interval: match self.experimental_watch_progress_notify_interval {
+                zero if zero.is_zero() => Duration::from_secs(600),
+                interval => interval,
+            },
             peer_client_tls: None,
             bcrypt_cost,
             jwt,
             auth_token_ttl: Duration::from_secs(self.auth_token_ttl),
             unsafe_no_fsync: self.unsafe_no_fsync,
             force_new_cluster: self.force_new_cluster,
+            grpc_keepalive_interval: (!self.grpc_keepalive_interval.is_zero())
+                .then_some(self.grpc_keepalive_interval),
+            grpc_keepalive_timeout: self.grpc_keepalive_timeout,
             initial_corrupt_check: self.experimental_initial_corrupt_check,
             corrupt_check_time: (!self.experimental_corrupt_check_time.is_zero())
                 .then_some(self.experimental_corrupt_check_time),
@@ -659,6 +683,8 @@ mod tests {
         assert_eq!(parse_go_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_go_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert!(parse_go_duration("10").is_err());
+        assert_eq!(parse_go_duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_go_duration("0"), Ok(Duration::ZERO));
         assert!(parse_go_duration("ten seconds").is_err());
     }
 
