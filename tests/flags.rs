@@ -324,6 +324,74 @@ fn a_config_file_replaces_the_command_line_and_variables() {
 }
 
 #[test]
+fn a_misspelt_config_key_is_refused_naming_it_and_durations_are_nanoseconds() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let file = temp.path().join("etcd.conf.yml");
+    let data = temp.path().join("d");
+    // etcd 3.4 would skip the misspelt key and start without the setting.
+    std::fs::write(
+        &file,
+        format!(
+            "data-dir: {}
+snapshot-cout: 5
+",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_etcd"))
+        .arg(format!("--config-file={}", file.display()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("unknown key \"snapshot-cout\""), "{stderr}");
+    assert!(!data.exists(), "nothing is written");
+
+    // A duration as etcd's Go code reads it (nanoseconds), with real etcd too.
+    for flavor in [common::Flavor::Ours, common::Flavor::RealEtcd] {
+        let binary = match flavor {
+            common::Flavor::Ours => std::path::PathBuf::from(env!("CARGO_BIN_EXE_etcd")),
+            common::Flavor::RealEtcd => match common::real_etcd() {
+                Some(path) => path,
+                None => continue,
+            },
+        };
+        let (client, peer) = (common::free_port(), common::free_port());
+        let text = format!(
+            "data-dir: {}\nlisten-client-urls: http://127.0.0.1:{client}\n\
+             advertise-client-urls: http://127.0.0.1:{client}\n\
+             listen-peer-urls: http://127.0.0.1:{peer}\n\
+             initial-advertise-peer-urls: http://127.0.0.1:{peer}\n\
+             initial-cluster: default=http://127.0.0.1:{peer}\n\
+             grpc-keepalive-interval: 7200000000000\n",
+            temp.path().join(format!("{flavor:?}")).display()
+        );
+        std::fs::write(&file, text).unwrap();
+        let mut child = Command::new(&binary)
+            .arg(format!("--config-file={}", file.display()))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let endpoint = format!("127.0.0.1:{client}");
+        let mut healthy = false;
+        for _ in 0..200 {
+            if child.try_wait().expect("try_wait").is_some() {
+                break;
+            }
+            if common::etcdctl(&endpoint, &["endpoint", "health"], None).status.success() {
+                healthy = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(healthy, "{flavor:?} did not start with a nanosecond duration");
+    }
+}
+
+#[test]
 fn log_outputs_write_to_stderr_and_a_file_and_bad_logging_flags_are_refused() {
     let temp = tempfile::tempdir().expect("tempdir");
     let file = temp.path().join("etcd.log");

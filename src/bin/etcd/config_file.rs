@@ -7,10 +7,13 @@
 //! flag parser: every key gets exactly the checks, refusals and warnings its flag
 //! gets.
 //!
-//! etcd 3.4 reads the file into its `Config` structure: keys it does not know are
-//! skipped (we warn about them), a `null` or absent key keeps the default (the
-//! initial cluster too: derived from `name` and the advertised peer URLs, as on
-//! the command line).
+//! etcd 3.4 reads the file into its `Config` structure; a `null` or absent key
+//! keeps the default (the initial cluster too: derived from `name` and the
+//! advertised peer URLs, as on the command line). Durations are integers of
+//! nanoseconds there (Go's `time.Duration` in JSON); a Go duration string such as
+//! `10s` is accepted too. Departure: etcd skips keys it does not know, which hides
+//! a misspelt key for good; here a key of a later etcd version (3.5, 3.6) is
+//! skipped with a warning, and a key no etcd version has is refused.
 
 use std::path::Path;
 
@@ -84,6 +87,89 @@ const KNOWN_KEYS: &[&str] = &[
     "wal-dir",
 ];
 
+/// The keys of `KNOWN_KEYS` whose values are Go durations (`time.Duration`).
+const DURATION_KEYS: &[&str] = &[
+    "backend-batch-interval",
+    "grpc-keepalive-min-time",
+    "grpc-keepalive-interval",
+    "grpc-keepalive-timeout",
+    "experimental-corrupt-check-time",
+    "experimental-watch-progress-notify-interval",
+    "experimental-warning-apply-duration",
+];
+
+/// Keys that later etcd versions (3.5, 3.6) read and 3.4 does not: a file
+/// written for them still starts this member, without these settings.
+const LATER_KEYS: &[&str] = &[
+    "snapshot-catchup-entries",
+    "experimental-snapshot-catchup-entries",
+    "backend-bbolt-freelist-type",
+    "self-signed-cert-validity",
+    "tls-min-version",
+    "tls-max-version",
+    "discovery-config",
+    "socket-options",
+    "corrupt-check-time",
+    "compact-hash-check-time",
+    "experimental-compact-hash-check-enabled",
+    "experimental-compact-hash-check-time",
+    "compaction-batch-limit",
+    "compaction-sleep-interval",
+    "experimental-compaction-sleep-interval",
+    "watch-progress-notify-interval",
+    "warning-apply-duration",
+    "bootstrap-defrag-threshold-megabytes",
+    "experimental-bootstrap-defrag-threshold-megabytes",
+    "warning-unary-request-duration",
+    "experimental-warning-unary-request-duration",
+    "max-learners",
+    "experimental-max-learners",
+    "enable-distributed-tracing",
+    "experimental-enable-distributed-tracing",
+    "distributed-tracing-address",
+    "experimental-distributed-tracing-address",
+    "distributed-tracing-service-name",
+    "experimental-distributed-tracing-service-name",
+    "distributed-tracing-instance-id",
+    "experimental-distributed-tracing-instance-id",
+    "distributed-tracing-sampling-rate",
+    "experimental-distributed-tracing-sampling-rate",
+    "log-format",
+    "disable-log-sampling",
+    "enable-log-rotation",
+    "log-rotation-config-json",
+    "downgrade-check-time",
+    "experimental-downgrade-check-time",
+    "memory-mlock",
+    "experimental-memory-mlock",
+    "experimental-txn-mode-write-with-shared-buffer",
+    "experimental-wait-cluster-ready-timeout",
+    "experimental-stop-grpc-service-on-defrag",
+    "experimental-peer-skip-client-san-verification",
+    "listen-client-http-urls",
+    "feature-gates",
+];
+
+/// The v2 proxy's timeouts (etcd 3.4's sample sets them): they matter only with
+/// `proxy` on, which this server refuses, so they are skipped as etcd skips them
+/// with the proxy off.
+const PROXY_KEYS: &[&str] = &[
+    "proxy-failure-wait",
+    "proxy-refresh-interval",
+    "proxy-dial-timeout",
+    "proxy-write-timeout",
+    "proxy-read-timeout",
+];
+
+/// TLS block keys of later etcd versions (3.5+), skipped with a warning.
+const LATER_SECURITY_KEYS: &[&str] = &[
+    "client-cert-file",
+    "client-key-file",
+    "allowed-cn",
+    "allowed-hostname",
+    "skip-client-san-verification",
+];
+
 /// The keys of a TLS block and the flag each one is for the client block; the
 /// peer block's flags carry the `peer-` prefix. etcd 3.4 reads these five only.
 const SECURITY_KEYS: &[(&str, &str)] = &[
@@ -149,12 +235,19 @@ pub fn from_yaml(program: &str, text: &str) -> Result<FileArgs, String> {
                 let prefix = if key.starts_with("peer") { "peer-" } else { "" };
                 security_block(&key, prefix, value, &mut out)?;
             }
+            name if DURATION_KEYS.contains(&name) => {
+                if let Some(text) = duration(name, &value)? {
+                    out.args.push(format!("--{name}={text}"));
+                }
+            }
             name if KNOWN_KEYS.contains(&name) => {
                 if let Some(text) = scalar(name, &value)? {
                     out.args.push(format!("--{name}={text}"));
                 }
             }
-            _ => out.unknown.push(key),
+            name if LATER_KEYS.contains(&name) => out.unknown.push(key),
+            name if PROXY_KEYS.contains(&name) => {}
+            _ => return Err(unknown_key(&key)),
         }
     }
     Ok(out)
@@ -182,10 +275,31 @@ fn security_block(
                     out.args.push(format!("--{flag}={text}"));
                 }
             }
-            None => out.unknown.push(format!("{block}.{key}")),
+            None if LATER_SECURITY_KEYS.contains(&key.as_str()) => {
+                out.unknown.push(format!("{block}.{key}"))
+            }
+            None => return Err(unknown_key(&format!("{block}.{key}"))),
         }
     }
     Ok(())
+}
+
+fn unknown_key(key: &str) -> String {
+    format!(
+        "unknown key {key:?}: no etcd version reads it; check its spelling against etcd's \
+         etcd.conf.yml.sample, or remove it"
+    )
+}
+
+/// A duration value as its flag's text: an integer is nanoseconds (Go's JSON form
+/// of `time.Duration`, what etcd reads), a string a Go duration (`10s`).
+fn duration(name: &str, value: &Yaml) -> Result<Option<String>, String> {
+    match value {
+        Yaml::Integer(ns) if *ns >= 0 => Ok(Some(format!("{ns}ns"))),
+        Yaml::Integer(_) => Err(format!("{name} must not be negative")),
+        Yaml::Array(_) => Err(format!("{name} must be a duration (nanoseconds, or e.g. 10s)")),
+        other => scalar(name, other),
+    }
 }
 
 /// A value as its flag's text: `None` for null and for an empty string (the
@@ -255,19 +369,37 @@ mod tests {
     }
 
     #[test]
+    fn durations_are_nanoseconds_as_in_etcd_or_go_strings() {
+        let file = "grpc-keepalive-interval: 7200000000000\nbackend-batch-interval: 10ms\n\
+                    experimental-corrupt-check-time: 0\n";
+        assert_eq!(
+            args(file),
+            [
+                "etcd",
+                "--grpc-keepalive-interval=7200000000000ns",
+                "--backend-batch-interval=10ms",
+                "--experimental-corrupt-check-time=0ns",
+            ]
+        );
+        assert!(from_yaml("etcd", "grpc-keepalive-timeout: -1\n").is_err());
+    }
+
+    #[test]
     fn an_empty_file_is_the_defaults() {
         assert_eq!(args(""), ["etcd"]);
         assert_eq!(args("# nothing\n"), ["etcd"]);
     }
 
     #[test]
-    fn unknown_keys_are_reported_and_bad_shapes_refused() {
-        let loaded = from_yaml(
-            "etcd",
-            "proxy-dial-timeout: 1000\nclient-transport-security:\n  crl-file: x\n",
-        )
-        .unwrap();
-        assert_eq!(loaded.unknown, ["proxy-dial-timeout", "client-transport-security.crl-file"]);
+    fn later_keys_are_reported_unknown_keys_and_bad_shapes_refused() {
+        let loaded =
+            from_yaml("etcd", "log-format: json\nclient-transport-security:\n  allowed-cn: x\n")
+                .unwrap();
+        assert_eq!(loaded.unknown, ["log-format", "client-transport-security.allowed-cn"]);
+        let typo = from_yaml("etcd", "snapshot-cout: 5\n").unwrap_err();
+        assert!(typo.contains("unknown key \"snapshot-cout\""), "{typo}");
+        let in_block = from_yaml("etcd", "peer-transport-security:\n  cert-fil: x\n").unwrap_err();
+        assert!(in_block.contains("peer-transport-security.cert-fil"), "{in_block}");
         assert!(from_yaml("etcd", "- a\n- b\n").unwrap_err().contains("mapping"));
         assert!(from_yaml("etcd", "name: {a: 1}\n").unwrap_err().contains("name must be"));
         assert!(from_yaml("etcd", "name: [unclosed\n").unwrap_err().contains("not valid YAML"));

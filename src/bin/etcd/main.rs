@@ -365,7 +365,7 @@ fn main() -> ExitCode {
         );
     }
     for key in file_unknown {
-        tracing::warn!(key = %key, "the configuration file sets {key}, which etcd 3.4 does not know; it has no effect");
+        tracing::warn!(key = %key, "the configuration file sets {key}, which only later etcd versions read; it has no effect here");
     }
     for var in env_unrecognized {
         tracing::warn!(variable = %var, "unrecognized environment variable {var}: no etcd flag has this name");
