@@ -366,3 +366,26 @@ fn the_stream_limit_makes_the_next_gateway_call_wait() {
         stream_limit_holds(Flavor::RealEtcd);
     }
 }
+
+#[test]
+fn enable_grpc_gateway_false_leaves_only_the_plain_http_endpoints() {
+    for flavor in [Flavor::Ours, Flavor::RealEtcd] {
+        if flavor == Flavor::RealEtcd && real_etcd().is_none() {
+            continue;
+        }
+        let server = Server::start_with(flavor, &["--enable-grpc-gateway=false"]);
+        let url = format!("http://{}/v3/kv/range", server.endpoint());
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-d", "{}", &url])
+            .output()
+            .expect("curl");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "404", "{flavor:?}: the gateway answered");
+        let health = Command::new("curl")
+            .args(["-s", &format!("http://{}/health", server.endpoint())])
+            .output()
+            .expect("curl");
+        assert!(String::from_utf8_lossy(&health.stdout).contains("true"), "{flavor:?}");
+        // gRPC is unaffected.
+        common::must_etcdctl(&server.endpoint(), &["put", "k", "v"], None);
+    }
+}

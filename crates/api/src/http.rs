@@ -101,11 +101,15 @@ pub async fn serve_metrics(
 
 /// The HTTP routes served beside the gRPC services.
 pub fn router(server: Arc<EtcdServer>) -> Router {
-    Router::new()
+    let gateway = server.config().enable_grpc_gateway;
+    let router = Router::new()
         .route("/health", get(health))
         .route("/version", get(version))
         .route("/metrics", get(metrics))
         .with_state(server.clone())
-        .merge(crate::probes::router(server.clone()))
-        .merge(crate::gateway::router(server))
+        .merge(crate::probes::router(server.clone()));
+    match gateway {
+        true => router.merge(crate::gateway::router(server)),
+        false => router,
+    }
 }

@@ -91,6 +91,8 @@ pub struct ServerConfig {
     /// `--grpc-keepalive-timeout`: how long the server waits for the ping's
     /// answer before closing the connection.
     pub grpc_keepalive_timeout: Duration,
+    /// `--enable-grpc-gateway`: serve the JSON gateway on the client port.
+    pub enable_grpc_gateway: bool,
 }
 
 /// Test-only: the lease checkpoint interval in milliseconds (production never
@@ -134,6 +136,7 @@ impl ServerConfig {
             corrupt_check_time: None,
             grpc_keepalive_interval: Some(Duration::from_secs(2 * 60 * 60)),
             grpc_keepalive_timeout: Duration::from_secs(20),
+            enable_grpc_gateway: true,
         }
     }
 

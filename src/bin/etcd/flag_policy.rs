@@ -22,7 +22,6 @@ const IGNORED_BOOL_FLAGS: &[&str] = &[
     "enable-pprof",
     "strict-reconfig-check",
     "pre-vote",
-    "enable-grpc-gateway",
     "initial-election-tick-advance",
     "debug",
 ];

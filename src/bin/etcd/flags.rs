@@ -266,6 +266,16 @@ pub struct Flags {
         value_parser = parse_go_duration
     )]
     pub grpc_keepalive_timeout: Duration,
+    /// Enable GRPC gateway (the JSON API under /v3/ and /v3beta/).
+    #[arg(
+        long,
+        env = "ETCD_ENABLE_GRPC_GATEWAY",
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub enable_grpc_gateway: bool,
     /// Force to create a new one member cluster (disaster recovery: restart this
     /// member as the only voter, keeping its data).
     #[arg(
@@ -522,6 +532,7 @@ impl Flags {
             auth_token_ttl: Duration::from_secs(self.auth_token_ttl),
             unsafe_no_fsync: self.unsafe_no_fsync,
             force_new_cluster: self.force_new_cluster,
+            enable_grpc_gateway: self.enable_grpc_gateway,
             grpc_keepalive_interval: (!self.grpc_keepalive_interval.is_zero())
                 .then_some(self.grpc_keepalive_interval),
             grpc_keepalive_timeout: self.grpc_keepalive_timeout,
