@@ -170,3 +170,43 @@ async fn a_client_of_every_member_keeps_completing_operations_while_one_is_cut_o
     let value = String::from_utf8_lossy(got.kvs()[0].value()).parse::<u64>().expect("number");
     assert!(value >= last, "an acknowledged put was lost: {value} < {last}");
 }
+
+/// The leader's term, as member `i` reports it, once it knows a leader.
+fn term_with_leader(cluster: &Cluster, i: usize) -> u64 {
+    let deadline = Instant::now() + ELECTION_WAIT;
+    while Instant::now() < deadline {
+        let out = common::etcdctl(
+            &cluster.members[i].endpoint(),
+            &["endpoint", "status", "-w", "json"],
+            None,
+        );
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let s = &status[0]["Status"];
+        if s["leader"].as_u64().unwrap_or(0) != 0 {
+            return s["raftTerm"].as_u64().expect("raft term");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("member {i} found no leader");
+}
+
+/// Pre-vote (on by default, `--pre-vote=false` turns it off): a member cut off
+/// for several election timeouts comes back without deposing the leader; with
+/// pre-vote off it campaigned meanwhile, and its higher term forces an election.
+#[test]
+fn pre_vote_keeps_a_returning_member_from_deposing_the_leader_and_can_be_turned_off() {
+    for (flags, disrupts) in [(&[][..], false), (&["--pre-vote=false"][..], true)] {
+        let mut cluster = Cluster::start(3, flags);
+        let leader = cluster.leader(ELECTION_WAIT).expect("leader");
+        let ids = cluster.member_ids();
+        let before = term_with_leader(&cluster, leader);
+        let cut = (leader + 1) % 3;
+        cluster.isolate(cut, &ids);
+        // Several election timeouts (1 s each, randomized up to 2 s) cut off.
+        std::thread::sleep(Duration::from_secs(5));
+        cluster.heal();
+        std::thread::sleep(Duration::from_secs(3));
+        let after = term_with_leader(&cluster, leader);
+        assert_eq!(after > before, disrupts, "{flags:?}: term {before} -> {after}");
+    }
+}

@@ -178,7 +178,13 @@ fn save_members(backend: &Backend, members: &[Member]) -> Result<(), String> {
 }
 
 fn node_config(cfg: &ServerConfig, id: u64, applied: u64) -> NodeConfig {
-    NodeConfig { id, election_tick: cfg.election_ticks(), heartbeat_tick: 1, applied }
+    NodeConfig {
+        id,
+        election_tick: cfg.election_ticks(),
+        heartbeat_tick: 1,
+        applied,
+        pre_vote: cfg.pre_vote,
+    }
 }
 
 fn bootstrap(cfg: &ServerConfig, wal_path: &Path) -> Result<Opened, StartError> {

@@ -93,6 +93,8 @@ pub struct ServerConfig {
     pub grpc_keepalive_timeout: Duration,
     /// `--enable-grpc-gateway`: serve the JSON gateway on the client port.
     pub enable_grpc_gateway: bool,
+    /// `--pre-vote`: Raft's pre-vote phase (default on, as etcd 3.5).
+    pub pre_vote: bool,
 }
 
 /// Test-only: the lease checkpoint interval in milliseconds (production never
@@ -137,6 +139,7 @@ impl ServerConfig {
             grpc_keepalive_interval: Some(Duration::from_secs(2 * 60 * 60)),
             grpc_keepalive_timeout: Duration::from_secs(20),
             enable_grpc_gateway: true,
+            pre_vote: true,
         }
     }
 

@@ -22,6 +22,8 @@ pub struct NodeConfig {
     pub heartbeat_tick: usize,
     /// The index the state machine has already applied (the backend's consistent index).
     pub applied: u64,
+    /// Run a pre-vote before campaigning (etcd's `--pre-vote`; on since etcd 3.5).
+    pub pre_vote: bool,
 }
 
 /// What the WAL replay recovered, handed to [`RaftNode::restore`].
@@ -141,7 +143,7 @@ fn raft_config(cfg: &NodeConfig) -> Config {
         max_size_per_msg: 1024 * 1024,
         max_inflight_msgs: 256,
         check_quorum: true,
-        pre_vote: true,
+        pre_vote: cfg.pre_vote,
         min_election_tick: cfg.election_tick,
         max_election_tick: cfg.election_tick * 2,
         read_only_option: ReadOnlyOption::Safe,
@@ -455,7 +457,7 @@ mod tests {
     }
 
     fn single(applied: u64) -> NodeConfig {
-        NodeConfig { id: 1, election_tick: 10, heartbeat_tick: 1, applied }
+        NodeConfig { id: 1, election_tick: 10, heartbeat_tick: 1, applied, pre_vote: true }
     }
 
     fn drain(node: &mut RaftNode, sink: &mut Recorder) {

@@ -17,14 +17,8 @@ const IGNORED_VALUE_FLAGS: &[&str] = &[
 ];
 
 /// Boolean etcd flags that are accepted but not acted on yet.
-const IGNORED_BOOL_FLAGS: &[&str] = &[
-    "enable-v2",
-    "enable-pprof",
-    "strict-reconfig-check",
-    "pre-vote",
-    "initial-election-tick-advance",
-    "debug",
-];
+const IGNORED_BOOL_FLAGS: &[&str] =
+    &["enable-v2", "enable-pprof", "strict-reconfig-check", "initial-election-tick-advance"];
 
 /// etcd flags whose absence of support must stop the server when they ask for
 /// something (ignoring them would start a different member than the operator

@@ -276,6 +276,26 @@ pub struct Flags {
         action = clap::ArgAction::Set
     )]
     pub enable_grpc_gateway: bool,
+    /// Enable to run an additional Raft election phase (on by default, as in etcd 3.5).
+    #[arg(
+        long,
+        env = "ETCD_PRE_VOTE",
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub pre_vote: bool,
+    /// [DEPRECATED] Enable debug-level logging for etcd (use --log-level=debug).
+    #[arg(
+        long,
+        env = "ETCD_DEBUG",
+        default_value_t = false,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub debug: bool,
     /// Force to create a new one member cluster (disaster recovery: restart this
     /// member as the only voter, keeping its data).
     #[arg(
@@ -533,6 +553,7 @@ impl Flags {
             unsafe_no_fsync: self.unsafe_no_fsync,
             force_new_cluster: self.force_new_cluster,
             enable_grpc_gateway: self.enable_grpc_gateway,
+            pre_vote: self.pre_vote,
             grpc_keepalive_interval: (!self.grpc_keepalive_interval.is_zero())
                 .then_some(self.grpc_keepalive_interval),
             grpc_keepalive_timeout: self.grpc_keepalive_timeout,

@@ -346,7 +346,8 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let log_flags = logging::LogFlags {
-        level: &flags.log_level,
+        // etcd 3.4: --debug is --log-level=debug.
+        level: if flags.debug { "debug" } else { &flags.log_level },
         logger: &flags.logger,
         outputs: &flags.log_outputs,
         deprecated_output: &flags.log_output,
