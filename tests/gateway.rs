@@ -389,3 +389,54 @@ fn enable_grpc_gateway_false_leaves_only_the_plain_http_endpoints() {
         common::must_etcdctl(&server.endpoint(), &["put", "k", "v"], None);
     }
 }
+
+/// `curl` a GET with extra headers; the status line's code and the headers.
+fn get_with_headers(url: &str, headers: &[&str], method: &str) -> (u16, String) {
+    let mut curl = Command::new("curl");
+    curl.args(["-s", "-o", "/dev/null", "-D", "-", "-X", method]);
+    for h in headers {
+        curl.args(["-H", h]);
+    }
+    let out = curl.arg(url).output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, text)
+}
+
+#[test]
+fn host_whitelist_and_cors_guard_plain_http_as_in_etcd() {
+    for flavor in [Flavor::Ours, Flavor::RealEtcd] {
+        if flavor == Flavor::RealEtcd && real_etcd().is_none() {
+            continue;
+        }
+        // Defaults: any host, and every response allows any origin.
+        let open = Server::start_with(flavor, &[]);
+        let url = format!("http://{}/version", open.endpoint());
+        let (code, headers) = get_with_headers(&url, &["Host: evil.example"], "GET");
+        assert_eq!(code, 200, "{flavor:?}: {headers}");
+        assert!(headers.contains("access-control-allow-origin: *"), "{flavor:?}: {headers}");
+
+        let guarded = Server::start_with(
+            flavor,
+            &["--host-whitelist=localhost,127.0.0.1", "--cors=http://ui.example:8080"],
+        );
+        let url = format!("http://{}/version", guarded.endpoint());
+        let (code, _) = get_with_headers(&url, &["Host: evil.example:2379"], "GET");
+        assert_eq!(code, 421, "{flavor:?}: a DNS-rebinding host is refused");
+        let (code, headers) = get_with_headers(&url, &["Origin: http://ui.example:8080"], "GET");
+        assert_eq!(code, 200, "{flavor:?}");
+        assert!(
+            headers.contains("access-control-allow-origin: http://ui.example:8080"),
+            "{flavor:?}: {headers}"
+        );
+        let (_, headers) = get_with_headers(&url, &["Origin: http://other.example:8080"], "GET");
+        assert!(!headers.contains("access-control-allow-origin"), "{flavor:?}: {headers}");
+        let preflight = format!("http://{}/v3/kv/range", guarded.endpoint());
+        let (code, headers) =
+            get_with_headers(&preflight, &["Origin: http://ui.example:8080"], "OPTIONS");
+        assert_eq!(code, 200, "{flavor:?}: preflight {headers}");
+        assert!(headers.contains("access-control-allow-methods: post, get, options, put, delete"));
+        // gRPC is not HTTP/1 and not guarded: etcdctl still works.
+        common::must_etcdctl(&guarded.endpoint(), &["put", "k", "v"], None);
+    }
+}

@@ -99,17 +99,104 @@ pub async fn serve_metrics(
     axum::serve(listener, metrics_router(server)).with_graceful_shutdown(shutdown).await
 }
 
-/// The HTTP routes served beside the gRPC services.
-pub fn router(server: Arc<EtcdServer>) -> Router {
+/// The HTTP routes served beside the gRPC services; `secure` when the listener
+/// is `https://` or `unixs://` (the host whitelist applies to plain HTTP only).
+pub fn router(server: Arc<EtcdServer>, secure: bool) -> Router {
     let gateway = server.config().enable_grpc_gateway;
+    let policy = Arc::new(AccessPolicy {
+        hosts: server.config().host_whitelist.clone(),
+        origins: server.config().cors.clone(),
+        secure,
+    });
     let router = Router::new()
         .route("/health", get(health))
         .route("/version", get(version))
         .route("/metrics", get(metrics))
         .with_state(server.clone())
         .merge(crate::probes::router(server.clone()));
-    match gateway {
+    let router = match gateway {
         true => router.merge(crate::gateway::router(server)),
         false => router,
+    };
+    router.layer(axum::middleware::from_fn_with_state(policy, access_control))
+}
+
+/// `--host-whitelist` and `--cors`, as etcd's access controller applies them to
+/// every HTTP request on the client port (gRPC is not HTTP/1 and not covered).
+struct AccessPolicy {
+    /// Host names a plain-HTTP request may name (empty or `*`: any).
+    hosts: Vec<String>,
+    /// Origins answered with CORS headers (empty or `*`: any, as `*`).
+    origins: Vec<String>,
+    secure: bool,
+}
+
+impl AccessPolicy {
+    fn host_allowed(&self, host: &str) -> bool {
+        self.hosts.is_empty() || self.hosts.iter().any(|h| h == "*" || h == host)
     }
+
+    /// The `Access-Control-Allow-Origin` value for a request from `origin`.
+    fn allow_origin(&self, origin: Option<&str>) -> Option<String> {
+        if self.origins.is_empty() || self.origins.iter().any(|o| o == "*") {
+            return Some("*".into());
+        }
+        origin.filter(|o| self.origins.iter().any(|allowed| allowed == o)).map(str::to_string)
+    }
+}
+
+async fn access_control(
+    State(policy): State<Arc<AccessPolicy>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if !policy.secure {
+        // The Host header without its port, as Go's net.SplitHostPort reads it.
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| request.uri().host())
+            .unwrap_or_default();
+        let name = match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => {
+                name.trim_start_matches('[').trim_end_matches(']')
+            }
+            _ => host,
+        };
+        if !policy.host_allowed(name) {
+            tracing::warn!(host = %name, "rejecting HTTP request to prevent DNS rebinding attacks");
+            let body = format!(
+                "\netcd received your request, but the Host header was unrecognized.\n\n\
+                 To fix this, choose one of the following options:\n\
+                 - Enable TLS, then any HTTPS request will be allowed.\n\
+                 - Add the hostname you want to use to the whitelist in settings.\n\
+                 \x20 - e.g. etcd --host-whitelist {name:?}\n\n\
+                 This requirement has been added to help prevent \"DNS Rebinding\" attacks \
+                 (CVE-2018-5702).\n\n"
+            );
+            let status = StatusCode::MISDIRECTED_REQUEST;
+            let content_type = "text/plain; charset=utf-8";
+            return (status, [(header::CONTENT_TYPE, content_type)], body).into_response();
+        }
+    }
+    let origin = request.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok());
+    let allow = policy.allow_origin(origin);
+    let preflight = request.method() == axum::http::Method::OPTIONS;
+    let mut response = match preflight {
+        true => StatusCode::OK.into_response(),
+        false => next.run(request).await,
+    };
+    if let Some(origin) = allow.and_then(|o| header::HeaderValue::from_str(&o).ok()) {
+        let headers = response.headers_mut();
+        let value = header::HeaderValue::from_static;
+        headers
+            .append(header::ACCESS_CONTROL_ALLOW_METHODS, value("POST, GET, OPTIONS, PUT, DELETE"));
+        headers.append(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.append(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            value("accept, content-type, authorization"),
+        );
+    }
+    response
 }

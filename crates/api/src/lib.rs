@@ -63,7 +63,7 @@ pub async fn serve(
     let lease = LeaseServer::new(lease::LeaseService::new(server.clone()));
     let lock = LockServer::new(lock::LockService::new(server.clone()));
     let election = ElectionServer::new(election::ElectionService::new(server.clone()));
-    let http_routes = http::router(server.clone());
+    let http_routes = http::router(server.clone(), tls.is_some());
     let gate = axum::middleware::from_fn_with_state(server.clone(), learner::gate);
     let watch = WatchServer::new(watch::WatchService::new(server))
         .max_decoding_message_size(max_message_bytes)

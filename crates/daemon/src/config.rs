@@ -95,6 +95,10 @@ pub struct ServerConfig {
     pub enable_grpc_gateway: bool,
     /// `--pre-vote`: Raft's pre-vote phase (default on, as etcd 3.5).
     pub pre_vote: bool,
+    /// `--host-whitelist`: host names a plain-HTTP request may name (empty: any).
+    pub host_whitelist: Vec<String>,
+    /// `--cors`: origins answered with CORS headers (empty: any).
+    pub cors: Vec<String>,
 }
 
 /// Test-only: the lease checkpoint interval in milliseconds (production never
@@ -140,6 +144,8 @@ impl ServerConfig {
             grpc_keepalive_timeout: Duration::from_secs(20),
             enable_grpc_gateway: true,
             pre_vote: true,
+            host_whitelist: Vec::new(),
+            cors: Vec::new(),
         }
     }
 
@@ -170,8 +176,8 @@ impl ServerConfig {
     }
 }
 
-/// A comma-separated URL list (etcd's flags), blanks dropped.
-pub fn split_urls(list: &str) -> Vec<String> {
+/// A comma-separated flag value (URL lists, names, origins) as its items, blanks dropped.
+pub fn comma_list(list: &str) -> Vec<String> {
     list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
 }
 
@@ -179,7 +185,7 @@ pub fn split_urls(list: &str) -> Vec<String> {
 /// with their peer URLs, in the order first named.
 pub fn parse_initial_cluster(spec: &str) -> Result<Vec<(String, Vec<String>)>, String> {
     let mut members: Vec<(String, Vec<String>)> = Vec::new();
-    for part in split_urls(spec) {
+    for part in comma_list(spec) {
         let (name, url) = part.split_once('=').ok_or_else(|| {
             format!("--initial-cluster entry {part:?} is not name=peerURL (e.g. infra0=http://10.0.0.1:2380)")
         })?;

@@ -9,8 +9,6 @@ const IGNORED_VALUE_FLAGS: &[&str] = &[
     "max-wals",
     "metrics",
     "grpc-keepalive-min-time",
-    "cors",
-    "host-whitelist",
     "discovery-fallback",
     "experimental-compaction-batch-limit",
     "experimental-warning-apply-duration",

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use etcd_daemon::config::{parse_initial_cluster, split_urls};
+use etcd_daemon::config::{comma_list, parse_initial_cluster};
 use etcd_daemon::{AutoCompaction, ClusterState, ServerConfig};
 
 /// A distributed, reliable key-value store (etcd v3 API). A flag given twice
@@ -296,6 +296,14 @@ pub struct Flags {
         action = clap::ArgAction::Set
     )]
     pub debug: bool,
+    /// Comma-separated white list of origins for CORS, or cross-origin resource sharing
+    /// (empty or * means allow all).
+    #[arg(long, env = "ETCD_CORS", default_value = "")]
+    pub cors: String,
+    /// Comma-separated acceptable hostnames from HTTP client requests, if server is not
+    /// secure (empty or * means allow all).
+    #[arg(long, env = "ETCD_HOST_WHITELIST", default_value = "*")]
+    pub host_whitelist: String,
     /// Force to create a new one member cluster (disaster recovery: restart this
     /// member as the only voter, keeping its data).
     #[arg(
@@ -377,6 +385,24 @@ fn auth_token_provider(spec: &str) -> Result<Option<Arc<etcd_auth::JwtTokens>>, 
     }
 }
 
+/// `--cors`: `*` or origins written as URLs with a port, as etcd checks them.
+fn cors_origins(text: &str) -> Result<Vec<String>, String> {
+    let origins = comma_list(text);
+    for origin in origins.iter().filter(|o| *o != "*") {
+        let host_port = origin.split_once("://").map(|(_, rest)| rest.trim_end_matches('/'));
+        let has_port = host_port
+            .and_then(|hp| hp.rsplit_once(':'))
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !has_port {
+            return Err(format!(
+                "invalid value {origin:?} for flag -cors: URL address does not have the form \
+                 \"host:port\": {origin}"
+            ));
+        }
+    }
+    Ok(origins)
+}
+
 pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
     let bad = || format!("invalid duration {text:?}: write it like 10s, 500ms or 1m30s");
     if text == "0" {
@@ -440,24 +466,24 @@ impl Flags {
 
     /// The peer URLs to bind.
     pub fn listen_peer_urls(&self) -> Vec<String> {
-        split_urls(&self.listen_peer_urls)
+        comma_list(&self.listen_peer_urls)
     }
 
     /// The URLs serving only `/metrics` and `/health`.
     pub fn listen_metrics_urls(&self) -> Vec<String> {
-        split_urls(&self.listen_metrics_urls)
+        comma_list(&self.listen_metrics_urls)
     }
 
     /// The client URLs to bind.
     pub fn listen_client_urls(&self) -> Vec<String> {
-        split_urls(&self.listen_client_urls)
+        comma_list(&self.listen_client_urls)
     }
 
     /// Builds the member configuration, checking what the flags say.
     pub fn server_config(&self) -> Result<ServerConfig, String> {
         let data_dir =
             self.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name)));
-        let peer_urls = split_urls(&self.initial_advertise_peer_urls);
+        let peer_urls = comma_list(&self.initial_advertise_peer_urls);
         let initial_cluster = match &self.initial_cluster {
             Some(spec) => parse_initial_cluster(spec)?,
             None => vec![(self.name.clone(), peer_urls.clone())],
@@ -523,7 +549,7 @@ impl Flags {
             initial_cluster,
             initial_cluster_token: self.initial_cluster_token.clone(),
             initial_cluster_state,
-            advertise_client_urls: split_urls(&self.advertise_client_urls),
+            advertise_client_urls: comma_list(&self.advertise_client_urls),
             initial_advertise_peer_urls: peer_urls,
             snapshot_count: self.snapshot_count,
             snapshot_catchup_entries: self.experimental_snapshot_catchup_entries,
@@ -554,6 +580,8 @@ impl Flags {
             force_new_cluster: self.force_new_cluster,
             enable_grpc_gateway: self.enable_grpc_gateway,
             pre_vote: self.pre_vote,
+            host_whitelist: comma_list(&self.host_whitelist),
+            cors: cors_origins(&self.cors)?,
             grpc_keepalive_interval: (!self.grpc_keepalive_interval.is_zero())
                 .then_some(self.grpc_keepalive_interval),
             grpc_keepalive_timeout: self.grpc_keepalive_timeout,
@@ -716,6 +744,8 @@ mod tests {
         assert_eq!(parse_go_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert!(parse_go_duration("10").is_err());
         assert_eq!(parse_go_duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(cors_origins("*, http://a:80"), Ok(vec!["*".into(), "http://a:80".into()]));
+        assert!(cors_origins("https://ui.example").unwrap_err().contains("host:port"));
         assert_eq!(parse_go_duration("0"), Ok(Duration::ZERO));
         assert!(parse_go_duration("ten seconds").is_err());
     }

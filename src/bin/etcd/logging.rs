@@ -45,13 +45,7 @@ pub fn plan(flags: &LogFlags<'_>) -> Result<Plan, String> {
             ))
         }
     };
-    let mut outputs: Vec<String> = flags
-        .outputs
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect();
+    let mut outputs = etcd_daemon::config::comma_list(flags.outputs);
     if outputs.is_empty() {
         outputs.push(DEFAULT_OUTPUT.into());
     }

@@ -91,13 +91,7 @@ impl Flags {
         allowed_hostname: &Option<String>,
     ) -> Result<etcd_tls::TlsSettings, String> {
         let checks = etcd_tls::TlsSettings {
-            cipher_suites: self
-                .cipher_suites
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect(),
+            cipher_suites: etcd_daemon::config::comma_list(&self.cipher_suites),
             crl_file: crl_file.clone(),
             allowed_cn: allowed_cn.cloned(),
             allowed_hostname: allowed_hostname.clone(),

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use etcd_daemon::config::{parse_initial_cluster, split_urls};
+use etcd_daemon::config::{comma_list, parse_initial_cluster};
 use etcd_daemon::ServerConfig;
 use etcd_mvcc::KvStore;
 use etcd_snapshot::file::{self, Format};
@@ -67,7 +67,7 @@ fn cluster_config(opts: &RestoreOptions) -> Result<ServerConfig, String> {
             return Err(format!("initial cluster {} has duplicate url", opts.initial_cluster));
         }
     }
-    let advertised = split_urls(&opts.initial_advertise_peer_urls);
+    let advertised = comma_list(&opts.initial_advertise_peer_urls);
     let Some((_, urls)) = members.iter().find(|(name, _)| *name == opts.name) else {
         return Err(format!(
             "couldn't find local name {:?} in the initial cluster configuration: add it to \
