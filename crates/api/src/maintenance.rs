@@ -105,7 +105,7 @@ impl Maintenance for MaintenanceService {
             raft_term: status.raft_term,
             raft_applied_index: status.raft_applied_index,
             errors: status_errors(status.leader_id, &self.server.alarms()),
-            db_size_in_use: status.db_size_bytes,
+            db_size_in_use: self.server.db_size_in_use().await as i64,
             is_learner: status.is_learner,
             storage_version: String::new(),
             db_size_quota: status.quota_backend_bytes,

@@ -350,7 +350,9 @@ impl EtcdServer {
         m.proposals_pending.set(self.shared.waiters.lock().expect("waiters lock").len() as i64);
         m.quota_backend_bytes.set(status.quota_backend_bytes);
         m.db_total_size.set(status.db_size_bytes);
-        m.db_total_size_in_use.set(status.db_size_bytes);
+        let in_use =
+            self.shared.db_in_use.lock().expect("in use lock").map(|u| u.bytes + u.admitted);
+        m.db_total_size_in_use.set(in_use.map_or(status.db_size_bytes, |b| b as i64));
         m.keys_total.set(self.kv.index_len() as i64);
         m.current_revision.set(self.kv.current_revision());
         m.compact_revision.set(self.kv.compact_revision());

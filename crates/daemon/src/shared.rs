@@ -18,6 +18,9 @@ pub(crate) struct Shared {
     /// The backend file's size, refreshed after every applied batch (so the quota
     /// check on the write path reads an atomic instead of the filesystem).
     pub db_size_bytes: AtomicU64,
+    /// The backend's bytes in use as last measured (a page walk, so cached), and
+    /// the quota costs of the writes admitted since.
+    pub db_in_use: Mutex<Option<InUse>>,
     /// The highest committed index seen.
     pub commit_index: AtomicU64,
     /// The index of the last entry whose effects readers can see.
@@ -27,6 +30,15 @@ pub(crate) struct Shared {
     pub metrics: crate::metrics::Metrics,
 }
 
+/// A measurement of the backend's bytes in use.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InUse {
+    pub bytes: u64,
+    pub at: std::time::Instant,
+    /// Quota costs of the writes admitted since the measurement.
+    pub admitted: u64,
+}
+
 impl Shared {
     pub fn new(applied_index: u64) -> Shared {
         Shared {
@@ -34,6 +46,7 @@ impl Shared {
             term: AtomicU64::new(0),
             is_learner: std::sync::atomic::AtomicBool::new(false),
             db_size_bytes: AtomicU64::new(0),
+            db_in_use: Mutex::new(None),
             commit_index: AtomicU64::new(applied_index),
             applied_index: watch::Sender::new(applied_index),
             waiters: Mutex::new(HashMap::new()),

@@ -170,6 +170,16 @@ impl Backend {
         })
     }
 
+    /// Bytes of the backend's pages in use (etcd's `dbSizeInUse`: what the file
+    /// would shrink to after a defragmentation). Walks every page, and takes the
+    /// writer's turn for that long: callers cache it.
+    pub fn size_in_use(&self) -> Result<u64> {
+        let txn = self.db().begin_write()?;
+        let stats = txn.stats()?;
+        txn.abort()?;
+        Ok(stats.allocated_pages() * stats.page_size() as u64)
+    }
+
     /// Writes a logical copy of every table into a new redb file at `dest`
     /// (which must not exist), committed durably. The copy reflects one
     /// consistent committed state of this backend.
