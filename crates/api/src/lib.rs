@@ -9,6 +9,7 @@ mod authority;
 pub mod cluster;
 pub mod election;
 mod gateway;
+mod grpc_metrics;
 pub mod http;
 pub mod kv;
 mod learner;
@@ -65,6 +66,7 @@ pub async fn serve(
     let election = ElectionServer::new(election::ElectionService::new(server.clone()));
     let http_routes = http::router(server.clone(), tls.is_some());
     let gate = axum::middleware::from_fn_with_state(server.clone(), learner::gate);
+    let server_for_metrics = server.clone();
     let watch = WatchServer::new(watch::WatchService::new(server))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(usize::MAX);
@@ -77,7 +79,8 @@ pub async fn serve(
         .add_service(lease)
         .add_service(lock)
         .add_service(election);
-    let routes = tonic::service::Routes::from(routes.into_axum_router().layer(gate));
+    let counted = axum::middleware::from_fn_with_state(server_for_metrics, grpc_metrics::count);
+    let routes = tonic::service::Routes::from(routes.into_axum_router().layer(gate).layer(counted));
     let builder = tonic::transport::Server::builder()
         .accept_http1(true)
         .max_concurrent_streams(Some(max_streams))

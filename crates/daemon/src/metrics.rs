@@ -4,8 +4,8 @@
 //! loops, proposals); gauges that mirror published state are set at scrape time.
 
 use prometheus::{
-    exponential_buckets, Encoder, Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    exponential_buckets, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric of one member.
@@ -27,6 +27,140 @@ pub(crate) struct Metrics {
     pub compact_revision: IntGauge,
     pub wal_fsync_seconds: Histogram,
     pub backend_commit_seconds: Histogram,
+    pub grpc: GrpcMetrics,
+    pub mvcc_ranges: IntCounter,
+    pub mvcc_puts: IntCounter,
+    pub mvcc_deletes: IntCounter,
+    pub mvcc_txns: IntCounter,
+}
+
+/// go-grpc-prometheus's server counters, which etcd exports for its gRPC
+/// services (`grpc_server_*`, labelled by type, service, method and code).
+pub struct GrpcMetrics {
+    /// RPCs started.
+    pub started: IntCounterVec,
+    /// RPCs completed, by gRPC status code.
+    pub handled: IntCounterVec,
+    /// Messages received from clients.
+    pub msg_received: IntCounterVec,
+    /// Messages sent to clients.
+    pub msg_sent: IntCounterVec,
+}
+
+/// The gRPC status codes by Go's names, as go-grpc-prometheus labels them.
+pub const GRPC_CODES: [&str; 17] = [
+    "OK",
+    "Canceled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+];
+
+/// Every gRPC method etcd serves to clients: (service, method, grpc_type).
+pub const GRPC_METHODS: &[(&str, &str, &str)] = &[
+    ("etcdserverpb.KV", "Range", "unary"),
+    ("etcdserverpb.KV", "Put", "unary"),
+    ("etcdserverpb.KV", "DeleteRange", "unary"),
+    ("etcdserverpb.KV", "Txn", "unary"),
+    ("etcdserverpb.KV", "Compact", "unary"),
+    ("etcdserverpb.Watch", "Watch", "bidi_stream"),
+    ("etcdserverpb.Lease", "LeaseGrant", "unary"),
+    ("etcdserverpb.Lease", "LeaseRevoke", "unary"),
+    ("etcdserverpb.Lease", "LeaseKeepAlive", "bidi_stream"),
+    ("etcdserverpb.Lease", "LeaseTimeToLive", "unary"),
+    ("etcdserverpb.Lease", "LeaseLeases", "unary"),
+    ("etcdserverpb.Cluster", "MemberAdd", "unary"),
+    ("etcdserverpb.Cluster", "MemberRemove", "unary"),
+    ("etcdserverpb.Cluster", "MemberUpdate", "unary"),
+    ("etcdserverpb.Cluster", "MemberList", "unary"),
+    ("etcdserverpb.Cluster", "MemberPromote", "unary"),
+    ("etcdserverpb.Maintenance", "Alarm", "unary"),
+    ("etcdserverpb.Maintenance", "Status", "unary"),
+    ("etcdserverpb.Maintenance", "Defragment", "unary"),
+    ("etcdserverpb.Maintenance", "Hash", "unary"),
+    ("etcdserverpb.Maintenance", "HashKV", "unary"),
+    ("etcdserverpb.Maintenance", "Snapshot", "server_stream"),
+    ("etcdserverpb.Maintenance", "MoveLeader", "unary"),
+    ("etcdserverpb.Auth", "AuthEnable", "unary"),
+    ("etcdserverpb.Auth", "AuthDisable", "unary"),
+    ("etcdserverpb.Auth", "AuthStatus", "unary"),
+    ("etcdserverpb.Auth", "Authenticate", "unary"),
+    ("etcdserverpb.Auth", "UserAdd", "unary"),
+    ("etcdserverpb.Auth", "UserGet", "unary"),
+    ("etcdserverpb.Auth", "UserList", "unary"),
+    ("etcdserverpb.Auth", "UserDelete", "unary"),
+    ("etcdserverpb.Auth", "UserChangePassword", "unary"),
+    ("etcdserverpb.Auth", "UserGrantRole", "unary"),
+    ("etcdserverpb.Auth", "UserRevokeRole", "unary"),
+    ("etcdserverpb.Auth", "RoleAdd", "unary"),
+    ("etcdserverpb.Auth", "RoleGet", "unary"),
+    ("etcdserverpb.Auth", "RoleList", "unary"),
+    ("etcdserverpb.Auth", "RoleDelete", "unary"),
+    ("etcdserverpb.Auth", "RoleGrantPermission", "unary"),
+    ("etcdserverpb.Auth", "RoleRevokePermission", "unary"),
+    ("v3lockpb.Lock", "Lock", "unary"),
+    ("v3lockpb.Lock", "Unlock", "unary"),
+    ("v3electionpb.Election", "Campaign", "unary"),
+    ("v3electionpb.Election", "Proclaim", "unary"),
+    ("v3electionpb.Election", "Leader", "unary"),
+    ("v3electionpb.Election", "Observe", "server_stream"),
+    ("v3electionpb.Election", "Resign", "unary"),
+];
+
+impl GrpcMetrics {
+    fn new(registry: &Registry) -> GrpcMetrics {
+        let labels = ["grpc_type", "grpc_service", "grpc_method"];
+        let vec = |name: &str, help: &str, labels: &[&str]| {
+            let vec = IntCounterVec::new(Opts::new(name, help), labels).expect("a valid counter");
+            registry.register(Box::new(vec.clone())).expect("a unique metric");
+            vec
+        };
+        let metrics = GrpcMetrics {
+            started: vec(
+                "grpc_server_started_total",
+                "Total number of RPCs started on the server.",
+                &labels,
+            ),
+            handled: vec(
+                "grpc_server_handled_total",
+                "Total number of RPCs completed on the server, regardless of success or failure.",
+                &["grpc_type", "grpc_service", "grpc_method", "grpc_code"],
+            ),
+            msg_received: vec(
+                "grpc_server_msg_received_total",
+                "Total number of RPC stream messages received on the server.",
+                &labels,
+            ),
+            msg_sent: vec(
+                "grpc_server_msg_sent_total",
+                "Total number of gRPC stream messages sent by the server.",
+                &labels,
+            ),
+        };
+        // Every method and code shows from the start, at 0, as go-grpc-prometheus does.
+        for (service, method, kind) in GRPC_METHODS {
+            let labels = [*kind, *service, *method];
+            metrics.started.with_label_values(&labels);
+            metrics.msg_received.with_label_values(&labels);
+            metrics.msg_sent.with_label_values(&labels);
+            for code in GRPC_CODES {
+                metrics.handled.with_label_values(&[*kind, *service, *method, code]);
+            }
+        }
+        metrics
+    }
 }
 
 fn gauge(registry: &Registry, subsystem: &str, name: &str, help: &str) -> IntGauge {
@@ -163,6 +297,31 @@ impl Metrics {
                 "disk",
                 "backend_commit_duration_seconds",
                 "The latency distributions of commit called by backend.",
+            ),
+            grpc: GrpcMetrics::new(&r),
+            mvcc_ranges: counter(
+                &r,
+                "mvcc",
+                "range_total",
+                "Total number of ranges seen by this member.",
+            ),
+            mvcc_puts: counter(
+                &r,
+                "mvcc",
+                "put_total",
+                "Total number of puts seen by this member.",
+            ),
+            mvcc_deletes: counter(
+                &r,
+                "mvcc",
+                "delete_total",
+                "Total number of deletes seen by this member.",
+            ),
+            mvcc_txns: counter(
+                &r,
+                "mvcc",
+                "txn_total",
+                "Total number of txns seen by this member.",
             ),
             registry: r,
         }

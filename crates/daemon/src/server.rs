@@ -338,6 +338,11 @@ impl EtcdServer {
         }
     }
 
+    /// The gRPC server counters, for the client port's gRPC services to count into.
+    pub fn grpc_metrics(&self) -> &crate::GrpcMetrics {
+        &self.shared.metrics.grpc
+    }
+
     /// The Prometheus text of this member's metrics (`/metrics`).
     pub fn metrics_text(&self) -> String {
         let m = &self.shared.metrics;
@@ -354,6 +359,16 @@ impl EtcdServer {
             self.shared.db_in_use.lock().expect("in use lock").map(|u| u.bytes + u.admitted);
         m.db_total_size_in_use.set(in_use.map_or(status.db_size_bytes, |b| b as i64));
         m.keys_total.set(self.kv.index_len() as i64);
+        // The store counts; the counters catch up to it at scrape time.
+        let ops = self.kv.op_counts();
+        for (counter, total) in [
+            (&m.mvcc_ranges, ops.ranges),
+            (&m.mvcc_puts, ops.puts),
+            (&m.mvcc_deletes, ops.deletes),
+            (&m.mvcc_txns, ops.txns),
+        ] {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
         m.current_revision.set(self.kv.current_revision());
         m.compact_revision.set(self.kv.compact_revision());
         m.encode()

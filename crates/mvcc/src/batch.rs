@@ -26,7 +26,7 @@ use prost::Message;
 
 use crate::error::MvccError;
 use crate::index::KeyRange;
-use crate::kvstore::KvStore;
+use crate::kvstore::{KvStore, OpCounters};
 use crate::range;
 use crate::revision::Revision;
 
@@ -190,6 +190,7 @@ impl<'a> Batch<'a> {
     }
 
     pub(crate) fn range_in(&self, op: &Op, req: &RangeRequest) -> Result<RangeResponse, MvccError> {
+        OpCounters::count(&self.store.ops.ranges);
         let at = self.read_rev(op);
         let plan = {
             let g = self.store.read_shared();
@@ -215,6 +216,7 @@ impl<'a> Batch<'a> {
         op: &mut Op,
         req: &PutRequest,
     ) -> Result<PutResponse, MvccError> {
+        OpCounters::count(&self.store.ops.puts);
         let prev = self.live_kvs(op, KeyRange::new(&req.key, &[]))?.pop();
         let (value, lease) = match (&prev, req.ignore_value, req.ignore_lease) {
             (None, true, _) | (None, _, true) => return Err(MvccError::KeyNotFound),
@@ -260,6 +262,7 @@ impl<'a> Batch<'a> {
         op: &mut Op,
         req: &DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, MvccError> {
+        OpCounters::count(&self.store.ops.deletes);
         let prev = self.live_kvs(op, KeyRange::new(&req.key, &req.range_end))?;
         for kv in &prev {
             let rev = Revision::new(op.main, op.events.len() as i64);
@@ -296,6 +299,9 @@ impl<'a> Batch<'a> {
         lease_exists: &dyn Fn(i64) -> bool,
     ) -> Result<TxnResponse, MvccError> {
         let r = self.apply_txn_request(req, lease_exists);
+        if r.as_ref().is_ok_and(|resp| req.compare.len() + resp.responses.len() > 1) {
+            OpCounters::count(&self.store.ops.txns);
+        }
         self.guard(r)
     }
 

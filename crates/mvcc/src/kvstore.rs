@@ -68,6 +68,37 @@ pub struct KvStore {
     pub(crate) backend: Arc<Backend>,
     pub(crate) shared: RwLock<Shared>,
     pub(crate) batch_lock: Mutex<()>,
+    pub(crate) ops: OpCounters,
+}
+
+/// Operations the store has served, as etcd counts them for its
+/// `etcd_mvcc_{range,put,delete,txn}_total` metrics: every range, put and
+/// delete-range, inside txns too, and every txn of more than one operation.
+#[derive(Debug, Default)]
+pub(crate) struct OpCounters {
+    pub ranges: std::sync::atomic::AtomicU64,
+    pub puts: std::sync::atomic::AtomicU64,
+    pub deletes: std::sync::atomic::AtomicU64,
+    pub txns: std::sync::atomic::AtomicU64,
+}
+
+/// A reading of [`OpCounters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpCounts {
+    /// Ranges, committed reads and those inside txns.
+    pub ranges: u64,
+    /// Puts, inside txns too.
+    pub puts: u64,
+    /// Delete-ranges, inside txns too.
+    pub deletes: u64,
+    /// Txns of more than one compare or operation.
+    pub txns: u64,
+}
+
+impl OpCounters {
+    pub(crate) fn count(counter: &std::sync::atomic::AtomicU64) {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl KvStore {
@@ -77,7 +108,12 @@ impl KvStore {
     /// newest rows), or 1 for an empty store (the first write gets revision 2).
     pub fn open(backend: Arc<Backend>) -> Result<KvStore, MvccError> {
         let shared = load(&backend)?;
-        Ok(KvStore { backend, shared: RwLock::new(shared), batch_lock: Mutex::new(()) })
+        Ok(KvStore {
+            backend,
+            shared: RwLock::new(shared),
+            batch_lock: Mutex::new(()),
+            ops: OpCounters::default(),
+        })
     }
 
     /// Rebuilds the index and revisions from the backend after its contents were
@@ -191,6 +227,7 @@ impl KvStore {
     /// header revision etcd sends is [`KvStore::current_revision`] as of the
     /// read, returned here as the second value).
     pub fn range_with_rev(&self, req: &RangeRequest) -> Result<(RangeResponse, i64), MvccError> {
+        OpCounters::count(&self.ops.ranges);
         let (plan, rtx, current) = {
             let g = self.read_shared();
             let plan = range::plan(req, &g.index, g.current_rev, g.compact_rev)?;
@@ -202,6 +239,17 @@ impl KvStore {
             None => Vec::new(),
         };
         Ok((range::finish(req, &plan, kvs), current))
+    }
+
+    /// The operations served so far (for etcd's mvcc metrics).
+    pub fn op_counts(&self) -> OpCounts {
+        use std::sync::atomic::Ordering::Relaxed;
+        OpCounts {
+            ranges: self.ops.ranges.load(Relaxed),
+            puts: self.ops.puts.load(Relaxed),
+            deletes: self.ops.deletes.load(Relaxed),
+            txns: self.ops.txns.load(Relaxed),
+        }
     }
 
     /// Answers a Range on the committed state; the header is left `None`.

@@ -26,7 +26,7 @@ mod txn;
 
 pub use batch::{Batch, LeaseChange};
 pub use error::MvccError;
-pub use kvstore::{HashKv, KvStore};
+pub use kvstore::{HashKv, KvStore, OpCounts};
 pub use revision::Revision;
 
 #[cfg(test)]

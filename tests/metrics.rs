@@ -1,0 +1,89 @@
+//! `/metrics` carries the counters etcd's dashboards read: go-grpc-prometheus's
+//! `grpc_server_*` per method and status code, and `etcd_mvcc_*_total`; the same
+//! client operations give the same lines as real etcd 3.4.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{etcdctl, must_etcdctl, Flavor, Server};
+
+fn metrics(server: &Server) -> String {
+    let out = Command::new("curl")
+        .args(["-s", &format!("http://{}/metrics", server.endpoint())])
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn grpc_line(counter: &str, code: Option<&str>, method: &str, service: &str, kind: &str) -> String {
+    let code = code.map(|c| format!("grpc_code=\"{c}\",")).unwrap_or_default();
+    format!(
+        "{counter}{{{code}grpc_method=\"{method}\",grpc_service=\"{service}\",grpc_type=\"{kind}\"}}"
+    )
+}
+
+/// The value of the sample `name` (with its labels) in a metrics text.
+fn value(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[test]
+fn grpc_and_mvcc_counters_count_what_real_etcd_counts() {
+    for flavor in [Flavor::Ours, Flavor::RealEtcd] {
+        if flavor == Flavor::RealEtcd && common::real_etcd().is_none() {
+            continue;
+        }
+        let server = Server::start_with(flavor, &[]);
+        let ep = server.endpoint();
+        for i in 0..3 {
+            must_etcdctl(&ep, &["put", &format!("k{i}"), "v"], None);
+        }
+        must_etcdctl(&ep, &["get", "k0"], None);
+        must_etcdctl(&ep, &["del", "k1"], None);
+        must_etcdctl(&ep, &["del", "k2"], None);
+        let future = etcdctl(&ep, &["get", "k0", "--rev=1000"], None);
+        assert!(!future.status.success(), "{flavor:?}");
+        // A watch whose client goes away: handled as Canceled.
+        let mut watch = Command::new(common::etcdctl_path())
+            .args(["--endpoints", &ep, "watch", "k0"])
+            .env("ETCDCTL_API", "3")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcdctl watch");
+        std::thread::sleep(Duration::from_millis(500));
+        watch.kill().expect("kill");
+        let _ = watch.wait();
+
+        let (kv, watch_svc) = ("etcdserverpb.KV", "etcdserverpb.Watch");
+        let canceled = grpc_line(
+            "grpc_server_handled_total",
+            Some("Canceled"),
+            "Watch",
+            watch_svc,
+            "bidi_stream",
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut text = metrics(&server);
+        while value(&text, &canceled) != Some(1) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            text = metrics(&server);
+        }
+        let expect = |name: String, n: u64| {
+            assert_eq!(value(&text, &name), Some(n), "{flavor:?}: {name}");
+        };
+        expect(canceled, 1);
+        expect(grpc_line("grpc_server_started_total", None, "Put", kv, "unary"), 3);
+        expect(grpc_line("grpc_server_handled_total", Some("OK"), "Put", kv, "unary"), 3);
+        expect(grpc_line("grpc_server_msg_received_total", None, "Put", kv, "unary"), 3);
+        expect(grpc_line("grpc_server_msg_sent_total", None, "Put", kv, "unary"), 3);
+        expect(grpc_line("grpc_server_handled_total", Some("OK"), "DeleteRange", kv, "unary"), 2);
+        expect(grpc_line("grpc_server_handled_total", Some("OutOfRange"), "Range", kv, "unary"), 1);
+        expect(grpc_line("grpc_server_handled_total", Some("Unavailable"), "Txn", kv, "unary"), 0);
+        expect(grpc_line("grpc_server_started_total", None, "Watch", watch_svc, "bidi_stream"), 1);
+        expect("etcd_mvcc_put_total".into(), 3);
+        expect("etcd_mvcc_delete_total".into(), 2);
+    }
+}
