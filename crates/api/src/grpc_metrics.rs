@@ -15,7 +15,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use etcd_daemon::{EtcdServer, GRPC_CODES, GRPC_METHODS};
+use etcd_daemon::{EtcdServer, GRPC_CODES};
 use http_body::Frame;
 use prometheus::IntCounter;
 
@@ -29,34 +29,31 @@ pub(crate) async fn count(
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    let known = request.uri().path().strip_prefix('/').and_then(|path| {
-        let (service, method) = path.split_once('/')?;
-        GRPC_METHODS.iter().find(|(s, m, _)| *s == service && *m == method)
-    });
-    let (Some(&(service, method, kind)), true) = (known, grpc) else {
+    let counters = match grpc {
+        true => server.grpc_metrics().method(request.uri().path()),
+        false => None,
+    };
+    let Some(counters) = counters else {
         return next.run(request).await;
     };
-    let metrics = server.grpc_metrics();
-    let labels = [kind, service, method];
-    metrics.started.with_label_values(&labels).inc();
-    let received = metrics.msg_received.with_label_values(&labels);
+    counters.started.inc();
+    let handled = Handled { counters: counters.handled.clone(), recorded: false };
+    let (received, sent) = (counters.msg_received.clone(), counters.msg_sent.clone());
     let request = request.map(|body| Body::new(Counted::new(body, received, None)));
     let response = next.run(request).await;
-    let handled = Handled { server: server.clone(), labels, recorded: false };
     // A "trailers-only" answer (an error before any message) has its status here.
     if let Some(code) = response.headers().get("grpc-status") {
         let mut handled = handled;
         handled.record(code.as_bytes());
         return response;
     }
-    let sent = metrics.msg_sent.with_label_values(&labels);
     response.map(|body| Body::new(Counted::new(body, sent, Some(handled))))
 }
 
 /// Records the call's completion once, by gRPC status code.
 struct Handled {
-    server: Arc<EtcdServer>,
-    labels: [&'static str; 3],
+    /// By code, as [`GRPC_CODES`] orders them.
+    counters: Vec<IntCounter>,
     recorded: bool,
 }
 
@@ -66,14 +63,13 @@ impl Handled {
             return;
         }
         self.recorded = true;
+        let unknown = GRPC_CODES.iter().position(|c| *c == "Unknown").expect("a known code");
         let code = std::str::from_utf8(status)
             .ok()
             .and_then(|s| s.trim().parse::<usize>().ok())
-            .and_then(|n| GRPC_CODES.get(n))
-            .copied()
-            .unwrap_or("Unknown");
-        let [kind, service, method] = self.labels;
-        self.server.grpc_metrics().handled.with_label_values(&[kind, service, method, code]).inc();
+            .filter(|n| *n < self.counters.len())
+            .unwrap_or(unknown);
+        self.counters[code].inc();
     }
 }
 

@@ -28,7 +28,7 @@ mod lease;
 mod lease_peer;
 mod membership;
 mod metrics;
-pub use metrics::{GrpcMetrics, GRPC_CODES, GRPC_METHODS};
+pub use metrics::{GrpcMetrics, MethodCounters, GRPC_CODES, GRPC_METHODS};
 mod raft_loop;
 mod server;
 mod shared;

@@ -35,16 +35,23 @@ pub(crate) struct Metrics {
 }
 
 /// go-grpc-prometheus's server counters, which etcd exports for its gRPC
-/// services (`grpc_server_*`, labelled by type, service, method and code).
+/// services (`grpc_server_*`, labelled by type, service, method and code),
+/// resolved once per method so counting a call touches only atomics.
 pub struct GrpcMetrics {
-    /// RPCs started.
-    pub started: IntCounterVec,
-    /// RPCs completed, by gRPC status code.
-    pub handled: IntCounterVec,
+    /// By request path (`/etcdserverpb.KV/Range`).
+    methods: std::collections::HashMap<String, MethodCounters>,
+}
+
+/// The counters of one gRPC method.
+pub struct MethodCounters {
+    /// Calls started.
+    pub started: IntCounter,
+    /// Calls completed, by gRPC status code (the index into [`GRPC_CODES`]).
+    pub handled: Vec<IntCounter>,
     /// Messages received from clients.
-    pub msg_received: IntCounterVec,
+    pub msg_received: IntCounter,
     /// Messages sent to clients.
-    pub msg_sent: IntCounterVec,
+    pub msg_sent: IntCounter,
 }
 
 /// The gRPC status codes by Go's names, as go-grpc-prometheus labels them.
@@ -127,39 +134,49 @@ impl GrpcMetrics {
             registry.register(Box::new(vec.clone())).expect("a unique metric");
             vec
         };
-        let metrics = GrpcMetrics {
-            started: vec(
-                "grpc_server_started_total",
-                "Total number of RPCs started on the server.",
-                &labels,
-            ),
-            handled: vec(
-                "grpc_server_handled_total",
-                "Total number of RPCs completed on the server, regardless of success or failure.",
-                &["grpc_type", "grpc_service", "grpc_method", "grpc_code"],
-            ),
-            msg_received: vec(
-                "grpc_server_msg_received_total",
-                "Total number of RPC stream messages received on the server.",
-                &labels,
-            ),
-            msg_sent: vec(
-                "grpc_server_msg_sent_total",
-                "Total number of gRPC stream messages sent by the server.",
-                &labels,
-            ),
-        };
+        let started = vec(
+            "grpc_server_started_total",
+            "Total number of RPCs started on the server.",
+            &labels,
+        );
+        let handled = vec(
+            "grpc_server_handled_total",
+            "Total number of RPCs completed on the server, regardless of success or failure.",
+            &["grpc_type", "grpc_service", "grpc_method", "grpc_code"],
+        );
+        let received = vec(
+            "grpc_server_msg_received_total",
+            "Total number of RPC stream messages received on the server.",
+            &labels,
+        );
+        let sent = vec(
+            "grpc_server_msg_sent_total",
+            "Total number of gRPC stream messages sent by the server.",
+            &labels,
+        );
         // Every method and code shows from the start, at 0, as go-grpc-prometheus does.
-        for (service, method, kind) in GRPC_METHODS {
-            let labels = [*kind, *service, *method];
-            metrics.started.with_label_values(&labels);
-            metrics.msg_received.with_label_values(&labels);
-            metrics.msg_sent.with_label_values(&labels);
-            for code in GRPC_CODES {
-                metrics.handled.with_label_values(&[*kind, *service, *method, code]);
-            }
-        }
-        metrics
+        let methods = GRPC_METHODS
+            .iter()
+            .map(|&(service, method, kind)| {
+                let labels = [kind, service, method];
+                let counters = MethodCounters {
+                    started: started.with_label_values(&labels),
+                    handled: GRPC_CODES
+                        .iter()
+                        .map(|code| handled.with_label_values(&[kind, service, method, code]))
+                        .collect(),
+                    msg_received: received.with_label_values(&labels),
+                    msg_sent: sent.with_label_values(&labels),
+                };
+                (format!("/{service}/{method}"), counters)
+            })
+            .collect();
+        GrpcMetrics { methods }
+    }
+
+    /// The counters of the method at request path `path`, if it is one of etcd's.
+    pub fn method(&self, path: &str) -> Option<&MethodCounters> {
+        self.methods.get(path)
     }
 }
 
