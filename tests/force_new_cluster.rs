@@ -50,9 +50,12 @@ fn force_new_cluster_recovers_a_lost_cluster_from_one_member_with_every_key() {
         let before = keys_of(&cluster.members[0].endpoint());
         assert_eq!(before.len(), 2 * KEYS, "{flavor:?}");
         if flavor == Flavor::RealEtcd {
-            // etcd drops what the survivor had not yet seen committed (a follower
-            // learns it with the leader's next message); ours keeps its whole log,
-            // so it is killed right after the last acknowledgement.
+            // etcd drops what the survivor had not yet persisted as committed (a
+            // follower learns it with the leader's next message, and writes it
+            // with the next entries it appends): one more write outside the keys,
+            // and every member caught up, puts their commit on disk. Ours keeps
+            // its whole log, so it is killed right after the last acknowledgement.
+            must_etcdctl(&cluster.members[0].endpoint(), &["put", "barrier", "1"], None);
             wait_for_equal_raft_indexes(&cluster);
         }
 
