@@ -87,3 +87,22 @@ fn grpc_and_mvcc_counters_count_what_real_etcd_counts() {
         expect("etcd_mvcc_delete_total".into(), 2);
     }
 }
+
+#[test]
+fn a_slow_apply_is_warned_about_and_counted_as_by_etcd() {
+    for flavor in [Flavor::Ours, Flavor::RealEtcd] {
+        if flavor == Flavor::RealEtcd && common::real_etcd().is_none() {
+            continue;
+        }
+        // Every apply is "slow" against a nanosecond.
+        let mut server = Server::start_with(flavor, &["--experimental-warning-apply-duration=1ns"]);
+        must_etcdctl(&server.endpoint(), &["put", "k", "v"], None);
+        let text = metrics(&server);
+        let slow = value(&text, "etcd_server_slow_apply_total").unwrap_or(0);
+        assert!(slow >= 1, "{flavor:?}: etcd_server_slow_apply_total {slow}");
+        let log = server.full_log().join("\n");
+        // zap's "apply request took too long"; 3.4's default capnslog says
+        // "request ... took too long (...) to execute".
+        assert!(log.contains("took too long"), "{flavor:?}: {log}");
+    }
+}

@@ -114,10 +114,25 @@ impl ApplyLoop {
             leading,
             promote_extend_ms: self.cfg.election_timeout.as_millis() as u64,
         };
+        let started = std::time::Instant::now();
         let outcome = match self.applier.apply(entries, &context) {
             Ok(outcome) => outcome,
             Err(err) => fatal("failed to apply committed entries", err),
         };
+        // etcd warns per request; the applier runs a batch in one transaction, so
+        // the batch is what is timed (without its backend commit, which etcd too
+        // leaves out: its commits are batched apart from the requests).
+        let took = started.elapsed().saturating_sub(outcome.commit_duration);
+        if took > self.cfg.warning_apply_duration {
+            self.shared.metrics.slow_applies.inc();
+            tracing::warn!(
+                took = ?took,
+                expected_duration = ?self.cfg.warning_apply_duration,
+                entries = entries.len(),
+                first_index = entries.first().map_or(0, |e| e.index),
+                "apply request took too long"
+            );
+        }
         if !outcome.commit_duration.is_zero() {
             let seconds = outcome.commit_duration.as_secs_f64();
             self.shared.metrics.backend_commit_seconds.observe(seconds);

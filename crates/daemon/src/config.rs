@@ -99,6 +99,9 @@ pub struct ServerConfig {
     pub host_whitelist: Vec<String>,
     /// `--cors`: origins answered with CORS headers (empty: any).
     pub cors: Vec<String>,
+    /// `--experimental-warning-apply-duration`: applying longer than this is
+    /// logged as a warning and counted (`etcd_server_slow_apply_total`).
+    pub warning_apply_duration: Duration,
 }
 
 /// Test-only: the lease checkpoint interval in milliseconds (production never
@@ -146,6 +149,7 @@ impl ServerConfig {
             pre_vote: true,
             host_whitelist: Vec::new(),
             cors: Vec::new(),
+            warning_apply_duration: Duration::from_millis(100),
         }
     }
 

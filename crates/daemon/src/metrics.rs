@@ -32,6 +32,7 @@ pub(crate) struct Metrics {
     pub mvcc_puts: IntCounter,
     pub mvcc_deletes: IntCounter,
     pub mvcc_txns: IntCounter,
+    pub slow_applies: IntCounter,
 }
 
 /// go-grpc-prometheus's server counters, which etcd exports for its gRPC
@@ -316,6 +317,12 @@ impl Metrics {
                 "The latency distributions of commit called by backend.",
             ),
             grpc: GrpcMetrics::new(&r),
+            slow_applies: counter(
+                &r,
+                "server",
+                "slow_apply_total",
+                "The total number of slow apply requests (likely overloaded from slow disk).",
+            ),
             mvcc_ranges: counter(
                 &r,
                 "mvcc",

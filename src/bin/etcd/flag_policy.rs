@@ -11,7 +11,6 @@ const IGNORED_VALUE_FLAGS: &[&str] = &[
     "grpc-keepalive-min-time",
     "discovery-fallback",
     "experimental-compaction-batch-limit",
-    "experimental-warning-apply-duration",
 ];
 
 /// Boolean etcd flags that are accepted but not acted on yet.

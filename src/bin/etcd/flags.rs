@@ -304,6 +304,14 @@ pub struct Flags {
     /// secure (empty or * means allow all).
     #[arg(long, env = "ETCD_HOST_WHITELIST", default_value = "*")]
     pub host_whitelist: String,
+    /// Time duration after which a warning is generated if request takes more time.
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_WARNING_APPLY_DURATION",
+        default_value = "100ms",
+        value_parser = parse_go_duration
+    )]
+    pub experimental_warning_apply_duration: Duration,
     /// Force to create a new one member cluster (disaster recovery: restart this
     /// member as the only voter, keeping its data).
     #[arg(
@@ -582,6 +590,7 @@ impl Flags {
             pre_vote: self.pre_vote,
             host_whitelist: comma_list(&self.host_whitelist),
             cors: cors_origins(&self.cors)?,
+            warning_apply_duration: self.experimental_warning_apply_duration,
             grpc_keepalive_interval: (!self.grpc_keepalive_interval.is_zero())
                 .then_some(self.grpc_keepalive_interval),
             grpc_keepalive_timeout: self.grpc_keepalive_timeout,
