@@ -421,3 +421,31 @@ fn log_outputs_write_to_stderr_and_a_file_and_bad_logging_flags_are_refused() {
         assert!(!data_dir.exists(), "{flags:?} wrote the data dir");
     }
 }
+
+/// Fills a member's WAL past one 64 MiB segment and snapshots it (snapshot count
+/// 10), then counts the segments left.
+fn wal_segments_after_a_snapshot(extra: &[&str]) -> usize {
+    let mut flags = vec!["--snapshot-count=10"];
+    flags.extend_from_slice(extra);
+    let server = Server::start_with(common::Flavor::Ours, &flags);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let mut client = server.client().await;
+        let value = vec![b'x'; 1 << 20];
+        for i in 0..70 {
+            client.put(format!("k{i}"), value.clone(), None).await.expect("put");
+        }
+    });
+    common::sorted_files(&server.wal_dir())
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .count()
+}
+
+#[test]
+fn max_wals_zero_keeps_every_wal_segment_and_the_default_releases_them() {
+    let released = wal_segments_after_a_snapshot(&[]);
+    let kept = wal_segments_after_a_snapshot(&["--max-wals=0"]);
+    assert_eq!(released, 1, "the default keeps only the segment in use");
+    assert!(kept >= 2, "--max-wals=0 purged segments: {kept} left");
+}

@@ -102,6 +102,9 @@ pub struct ServerConfig {
     /// `--experimental-warning-apply-duration`: applying longer than this is
     /// logged as a warning and counted (`etcd_server_slow_apply_total`).
     pub warning_apply_duration: Duration,
+    /// `--max-wals`: 0 keeps every WAL segment; any other maximum is met by
+    /// releasing the segments each snapshot covers (fewer are kept than etcd's).
+    pub max_wals: u32,
 }
 
 /// Test-only: the lease checkpoint interval in milliseconds (production never
@@ -150,6 +153,7 @@ impl ServerConfig {
             host_whitelist: Vec::new(),
             cors: Vec::new(),
             warning_apply_duration: Duration::from_millis(100),
+            max_wals: 5,
         }
     }
 

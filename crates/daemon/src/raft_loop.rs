@@ -302,6 +302,9 @@ pub(crate) struct RaftLoop {
     /// Entries kept in memory behind a snapshot, for followers that lag a little
     /// (`--experimental-snapshot-catchup-entries`).
     pub catch_up_entries: u64,
+    /// `--max-wals=0`: keep every WAL segment (etcd's "unlimited"); otherwise
+    /// the segments a snapshot covers go at once, fewer than any maximum.
+    pub keep_all_wal_segments: bool,
     pub shared: Arc<Shared>,
     pub heartbeat: Duration,
     /// The leader as of the previous turn (0: none).
@@ -510,7 +513,9 @@ impl RaftLoop {
             fatal("failed to record a snapshot in the WAL", err);
         }
         self.node.record_snapshot(index, term);
-        if let Err(err) = self.wal.release_to(index) {
+        if self.keep_all_wal_segments {
+            // --max-wals=0: nothing is purged.
+        } else if let Err(err) = self.wal.release_to(index) {
             tracing::warn!(error = %err, index, "could not release old WAL segments; will retry at the next snapshot");
         }
         if let Err(err) = self.node.compact_log(index.saturating_sub(self.catch_up_entries)) {

@@ -129,6 +129,7 @@ impl EtcdServer {
             },
             incoming_snapshot: None,
             catch_up_entries: cfg.snapshot_catchup_entries,
+            keep_all_wal_segments: cfg.max_wals == 0,
             shared: shared.clone(),
             heartbeat: cfg.heartbeat_interval,
             last_leader: 0,

@@ -5,8 +5,6 @@
 
 /// etcd flags that take a value and are accepted but not acted on yet.
 const IGNORED_VALUE_FLAGS: &[&str] = &[
-    "max-snapshots",
-    "max-wals",
     "metrics",
     "grpc-keepalive-min-time",
     "discovery-fallback",

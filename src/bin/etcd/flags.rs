@@ -312,6 +312,13 @@ pub struct Flags {
         value_parser = parse_go_duration
     )]
     pub experimental_warning_apply_duration: Duration,
+    /// Maximum number of snapshot files to retain (0 is unlimited). This server writes
+    /// no snapshot files (its snapshots are the backend itself): none to retain.
+    #[arg(long, env = "ETCD_MAX_SNAPSHOTS", default_value_t = 5)]
+    pub max_snapshots: u32,
+    /// Maximum number of wal files to retain (0 is unlimited).
+    #[arg(long, env = "ETCD_MAX_WALS", default_value_t = 5)]
+    pub max_wals: u32,
     /// Force to create a new one member cluster (disaster recovery: restart this
     /// member as the only voter, keeping its data).
     #[arg(
@@ -591,6 +598,7 @@ impl Flags {
             host_whitelist: comma_list(&self.host_whitelist),
             cors: cors_origins(&self.cors)?,
             warning_apply_duration: self.experimental_warning_apply_duration,
+            max_wals: self.max_wals,
             grpc_keepalive_interval: (!self.grpc_keepalive_interval.is_zero())
                 .then_some(self.grpc_keepalive_interval),
             grpc_keepalive_timeout: self.grpc_keepalive_timeout,
@@ -702,18 +710,11 @@ mod tests {
 
     #[test]
     fn ignored_flags_are_dropped_with_their_values() {
-        let (out, ignored) = normalise(args(&[
-            "etcd",
-            "--max-wals",
-            "3",
-            "--enable-v2",
-            "--name",
-            "a",
-            "--metrics=basic",
-        ]))
-        .expect("ok");
+        let (out, ignored) =
+            normalise(args(&["etcd", "--enable-v2", "--name", "a", "--metrics=basic"]))
+                .expect("ok");
         assert_eq!(out, args(&["etcd", "--name", "a"]));
-        assert_eq!(ignored, args(&["max-wals", "enable-v2", "metrics"]));
+        assert_eq!(ignored, args(&["enable-v2", "metrics"]));
     }
 
     #[test]
