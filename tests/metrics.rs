@@ -106,3 +106,27 @@ fn a_slow_apply_is_warned_about_and_counted_as_by_etcd() {
         assert!(log.contains("took too long"), "{flavor:?}: {log}");
     }
 }
+
+#[test]
+fn metrics_extensive_adds_grpc_handling_time_histograms_as_etcd() {
+    for flavor in [Flavor::Ours, Flavor::RealEtcd] {
+        if flavor == Flavor::RealEtcd && common::real_etcd().is_none() {
+            continue;
+        }
+        let basic = Server::start_with(flavor, &[]);
+        must_etcdctl(&basic.endpoint(), &["put", "k", "v"], None);
+        assert!(!metrics(&basic).contains("grpc_server_handling_seconds"), "{flavor:?}");
+
+        let extensive = Server::start_with(flavor, &["--metrics=extensive"]);
+        must_etcdctl(&extensive.endpoint(), &["put", "k", "v"], None);
+        let text = metrics(&extensive);
+        let count = grpc_line(
+            "grpc_server_handling_seconds_count",
+            None,
+            "Put",
+            "etcdserverpb.KV",
+            "unary",
+        );
+        assert_eq!(value(&text, &count), Some(1), "{flavor:?}");
+    }
+}

@@ -37,7 +37,11 @@ pub(crate) async fn count(
         return next.run(request).await;
     };
     counters.started.inc();
-    let handled = Handled { counters: counters.handled.clone(), recorded: false };
+    let handled = Handled {
+        counters: counters.handled.clone(),
+        handling: counters.handling_seconds.clone().map(|h| (h, std::time::Instant::now())),
+        recorded: false,
+    };
     let (received, sent) = (counters.msg_received.clone(), counters.msg_sent.clone());
     let request = request.map(|body| Body::new(Counted::new(body, received, None)));
     let response = next.run(request).await;
@@ -54,6 +58,8 @@ pub(crate) async fn count(
 struct Handled {
     /// By code, as [`GRPC_CODES`] orders them.
     counters: Vec<IntCounter>,
+    /// `--metrics=extensive`: the latency histogram and the call's start.
+    handling: Option<(prometheus::Histogram, std::time::Instant)>,
     recorded: bool,
 }
 
@@ -70,6 +76,9 @@ impl Handled {
             .filter(|n| *n < self.counters.len())
             .unwrap_or(unknown);
         self.counters[code].inc();
+        if let Some((histogram, started)) = &self.handling {
+            histogram.observe(started.elapsed().as_secs_f64());
+        }
     }
 }
 

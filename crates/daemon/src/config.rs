@@ -105,6 +105,8 @@ pub struct ServerConfig {
     /// `--max-wals`: 0 keeps every WAL segment; any other maximum is met by
     /// releasing the segments each snapshot covers (fewer are kept than etcd's).
     pub max_wals: u32,
+    /// `--metrics=extensive`: gRPC handling-time histograms besides the counters.
+    pub extensive_metrics: bool,
 }
 
 /// Test-only: the lease checkpoint interval in milliseconds (production never
@@ -154,6 +156,7 @@ impl ServerConfig {
             cors: Vec::new(),
             warning_apply_duration: Duration::from_millis(100),
             max_wals: 5,
+            extensive_metrics: false,
         }
     }
 

@@ -53,6 +53,8 @@ pub struct MethodCounters {
     pub msg_received: IntCounter,
     /// Messages sent to clients.
     pub msg_sent: IntCounter,
+    /// Seconds from the call's start to its status (`--metrics=extensive` only).
+    pub handling_seconds: Option<Histogram>,
 }
 
 /// The gRPC status codes by Go's names, as go-grpc-prometheus labels them.
@@ -128,7 +130,7 @@ pub const GRPC_METHODS: &[(&str, &str, &str)] = &[
 ];
 
 impl GrpcMetrics {
-    fn new(registry: &Registry) -> GrpcMetrics {
+    fn new(registry: &Registry, extensive: bool) -> GrpcMetrics {
         let labels = ["grpc_type", "grpc_service", "grpc_method"];
         let vec = |name: &str, help: &str, labels: &[&str]| {
             let vec = IntCounterVec::new(Opts::new(name, help), labels).expect("a valid counter");
@@ -155,6 +157,16 @@ impl GrpcMetrics {
             "Total number of gRPC stream messages sent by the server.",
             &labels,
         );
+        let handling = extensive.then(|| {
+            let opts = HistogramOpts::new(
+                "grpc_server_handling_seconds",
+                "Histogram of response latency (seconds) of gRPC that had been application-level \
+                 handled by the server.",
+            );
+            let vec = prometheus::HistogramVec::new(opts, &labels).expect("a valid histogram");
+            registry.register(Box::new(vec.clone())).expect("a unique metric");
+            vec
+        });
         // Every method and code shows from the start, at 0, as go-grpc-prometheus does.
         let methods = GRPC_METHODS
             .iter()
@@ -168,6 +180,7 @@ impl GrpcMetrics {
                         .collect(),
                     msg_received: received.with_label_values(&labels),
                     msg_sent: sent.with_label_values(&labels),
+                    handling_seconds: handling.as_ref().map(|h| h.with_label_values(&labels)),
                 };
                 (format!("/{service}/{method}"), counters)
             })
@@ -217,7 +230,8 @@ fn latency(registry: &Registry, subsystem: &str, name: &str, help: &str) -> Hist
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    /// `extensive`: etcd's `--metrics=extensive` (gRPC handling-time histograms).
+    pub fn new(extensive: bool) -> Metrics {
         let r = Registry::new();
         version(&r, "server", "server_version", crate::SERVER_VERSION);
         // etcd labels the cluster version by major.minor only.
@@ -316,7 +330,7 @@ impl Metrics {
                 "backend_commit_duration_seconds",
                 "The latency distributions of commit called by backend.",
             ),
-            grpc: GrpcMetrics::new(&r),
+            grpc: GrpcMetrics::new(&r, extensive),
             slow_applies: counter(
                 &r,
                 "server",

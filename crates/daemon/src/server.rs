@@ -96,7 +96,7 @@ impl EtcdServer {
         let applier =
             Applier::new(opened.backend.clone(), opened.kv.clone(), lessor.clone(), auth.clone())
                 .map_err(|e| backend_error(e.to_string()))?;
-        let shared = Arc::new(Shared::new(applier.consistent_index()));
+        let shared = Arc::new(Shared::new(applier.consistent_index(), cfg.extensive_metrics));
         shared.db_size_bytes.store(opened.backend.size_bytes().unwrap_or(0), Ordering::Relaxed);
         let watch_hub = Arc::new(WatchHub::new(opened.kv.current_revision()));
         let (raft_tx, raft_rx) = mpsc::channel(RAFT_INPUTS_MAX);

@@ -40,7 +40,7 @@ pub(crate) struct InUse {
 }
 
 impl Shared {
-    pub fn new(applied_index: u64) -> Shared {
+    pub fn new(applied_index: u64, extensive_metrics: bool) -> Shared {
         Shared {
             leader_id: AtomicU64::new(0),
             term: AtomicU64::new(0),
@@ -50,7 +50,7 @@ impl Shared {
             commit_index: AtomicU64::new(applied_index),
             applied_index: watch::Sender::new(applied_index),
             waiters: Mutex::new(HashMap::new()),
-            metrics: crate::metrics::Metrics::new(),
+            metrics: crate::metrics::Metrics::new(extensive_metrics),
         }
     }
 

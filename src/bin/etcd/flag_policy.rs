@@ -3,17 +3,52 @@
 //! different member than asked for), for the command line and the `ETCD_*`
 //! variables alike. `flags.rs` declares the flags it acts on.
 
-/// etcd flags that take a value and are accepted but not acted on yet.
-const IGNORED_VALUE_FLAGS: &[&str] = &[
-    "metrics",
-    "grpc-keepalive-min-time",
-    "discovery-fallback",
-    "experimental-compaction-batch-limit",
+/// etcd flags that take a value and are accepted, not acted on, with what that
+/// means for the operator (logged as a warning).
+const IGNORED_VALUE_FLAGS: &[(&str, &str)] = &[
+    (
+        "grpc-keepalive-min-time",
+        "clients that ping more often than this are not disconnected (no ping-rate \
+         enforcement); --grpc-keepalive-interval and --grpc-keepalive-timeout do act",
+    ),
+    ("discovery-fallback", "it only matters with --discovery, which this server refuses"),
+    (
+        "experimental-compaction-batch-limit",
+        "a compaction runs as one backend transaction, not in batches of revisions",
+    ),
 ];
 
-/// Boolean etcd flags that are accepted but not acted on yet.
-const IGNORED_BOOL_FLAGS: &[&str] =
-    &["enable-v2", "enable-pprof", "strict-reconfig-check", "initial-election-tick-advance"];
+/// Boolean etcd flags that are accepted, not acted on, with what that means.
+const IGNORED_BOOL_FLAGS: &[(&str, &str)] = &[
+    ("enable-v2", "the v2 API is not served (v3 only, as etcd 3.6)"),
+    (
+        "enable-pprof",
+        "Go's /debug/pprof profiles do not exist in this server; profile it with perf instead",
+    ),
+    (
+        "strict-reconfig-check",
+        "member changes are not checked against the started members (what etcd does with \
+         --strict-reconfig-check=false)",
+    ),
+    (
+        "initial-election-tick-advance",
+        "the first election waits a full election timeout (what etcd does with \
+         --initial-election-tick-advance=false)",
+    ),
+];
+
+/// Why an accepted etcd flag has no effect here, for its warning.
+pub fn ignored_because(name: &str) -> &'static str {
+    IGNORED_VALUE_FLAGS
+        .iter()
+        .chain(IGNORED_BOOL_FLAGS)
+        .find(|(n, _)| *n == name)
+        .map_or("it is accepted for compatibility only", |(_, why)| why)
+}
+
+fn is_ignored(list: &[(&str, &str)], name: &str) -> bool {
+    list.iter().any(|(n, _)| *n == name)
+}
 
 /// etcd flags whose absence of support must stop the server when they ask for
 /// something (ignoring them would start a different member than the operator
@@ -69,9 +104,7 @@ pub fn check_env(
             }
             continue;
         }
-        if IGNORED_VALUE_FLAGS.contains(&name.as_str())
-            || IGNORED_BOOL_FLAGS.contains(&name.as_str())
-        {
+        if is_ignored(IGNORED_VALUE_FLAGS, &name) || is_ignored(IGNORED_BOOL_FLAGS, &name) {
             ignored.push(name);
             continue;
         }
@@ -112,14 +145,14 @@ pub fn normalise(args: Vec<String>) -> Result<(Vec<String>, Vec<String>), String
             }
             continue;
         }
-        if IGNORED_VALUE_FLAGS.contains(&name.as_str()) {
+        if is_ignored(IGNORED_VALUE_FLAGS, &name) {
             if inline_value.is_none() {
                 iter.next();
             }
             ignored.push(name);
             continue;
         }
-        if IGNORED_BOOL_FLAGS.contains(&name.as_str()) {
+        if is_ignored(IGNORED_BOOL_FLAGS, &name) {
             ignored.push(name);
             continue;
         }

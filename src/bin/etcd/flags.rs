@@ -319,6 +319,11 @@ pub struct Flags {
     /// Maximum number of wal files to retain (0 is unlimited).
     #[arg(long, env = "ETCD_MAX_WALS", default_value_t = 5)]
     pub max_wals: u32,
+    /// Set level of detail for exported metrics, specify 'extensive' to include server
+    /// side grpc histogram metrics.
+    #[arg(long, env = "ETCD_METRICS", default_value = "basic",
+          value_parser = ["basic", "extensive"])]
+    pub metrics: String,
     /// Force to create a new one member cluster (disaster recovery: restart this
     /// member as the only voter, keeping its data).
     #[arg(
@@ -599,6 +604,7 @@ impl Flags {
             cors: cors_origins(&self.cors)?,
             warning_apply_duration: self.experimental_warning_apply_duration,
             max_wals: self.max_wals,
+            extensive_metrics: self.metrics == "extensive",
             grpc_keepalive_interval: (!self.grpc_keepalive_interval.is_zero())
                 .then_some(self.grpc_keepalive_interval),
             grpc_keepalive_timeout: self.grpc_keepalive_timeout,
@@ -711,10 +717,10 @@ mod tests {
     #[test]
     fn ignored_flags_are_dropped_with_their_values() {
         let (out, ignored) =
-            normalise(args(&["etcd", "--enable-v2", "--name", "a", "--metrics=basic"]))
+            normalise(args(&["etcd", "--enable-v2", "--name", "a", "--discovery-fallback=proxy"]))
                 .expect("ok");
         assert_eq!(out, args(&["etcd", "--name", "a"]));
-        assert_eq!(ignored, args(&["enable-v2", "metrics"]));
+        assert_eq!(ignored, args(&["enable-v2", "discovery-fallback"]));
     }
 
     #[test]

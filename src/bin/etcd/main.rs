@@ -357,7 +357,8 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     for flag in ignored.into_iter().chain(env_ignored) {
-        tracing::warn!(flag = %flag, "--{flag} is accepted for compatibility but has no effect yet");
+        let why = flag_policy::ignored_because(&flag);
+        tracing::warn!(flag = %flag, "--{flag} has no effect here: {why}");
     }
     if let Some(path) = &config_file {
         tracing::info!(
