@@ -25,7 +25,7 @@ use tonic::{Request, Response, Status};
 use crate::recipes::{prefix_end, Recipes};
 
 /// The stream type tonic's generated trait expects.
-type BoxStream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+use crate::BoxStream;
 
 /// Leader changes queued per observer before it waits for its client.
 const OBSERVE_QUEUE_MAX: usize = 16;

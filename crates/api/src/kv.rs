@@ -8,7 +8,7 @@ use etcd_proto::etcdrs::InternalRaftRequest;
 use etcd_proto::etcdserverpb::kv_server::Kv;
 use etcd_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+    PutResponse, RangeRequest, RangeResponse, RangeStreamResponse, TxnRequest, TxnResponse,
 };
 use etcd_server::{Applied, Response, ServerError};
 use tonic::{Request, Status};
@@ -16,6 +16,7 @@ use tonic::{Request, Status};
 use crate::auth::{caller, credentials};
 use crate::status::to_status;
 use crate::validate;
+use crate::BoxStream;
 
 /// etcd's KV service over one member.
 pub struct KvService {
@@ -68,6 +69,41 @@ fn unexpected(response: &Response) -> Status {
 
 #[tonic::async_trait]
 impl Kv for KvService {
+    async fn range_stream(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<tonic::Response<BoxStream<RangeStreamResponse>>, Status> {
+        let caller = caller(&request);
+        let request = request.into_inner();
+        if !request.serializable {
+            self.server.check_not_learner().map_err(|e| to_status(&e))?;
+        }
+        validate::check_range(&request).map_err(|e| to_status(&e))?;
+        if etcd_daemon::range_stream::is_sorted(&request) {
+            return Err(Status::unimplemented(
+                "etcdserver: RangeStream does not support sort order other than key order; use \
+                 Range",
+            ));
+        }
+        let mut stream =
+            self.server.range_stream(request, &caller).await.map_err(|e| to_status(&e))?;
+        // One chunk in flight, read on a blocking thread: the client's pace is
+        // the server's, and no more than a chunk is held.
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let server = self.server.clone();
+        tokio::task::spawn_blocking(move || {
+            while let Some(chunk) = server.next_chunk(&mut stream) {
+                let message = chunk
+                    .map(|range| RangeStreamResponse { range_response: Some(range) })
+                    .map_err(|e| to_status(&e));
+                if tx.blocking_send(message).is_err() {
+                    return; // the client went away
+                }
+            }
+        });
+        Ok(tonic::Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
     async fn range(
         &self,
         request: Request<RangeRequest>,

@@ -22,7 +22,7 @@ use crate::status::to_status;
 /// KeepAlive responses queued per stream at most.
 const KEEP_ALIVE_QUEUE_MAX: usize = 64;
 
-type BoxStream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+use crate::BoxStream;
 
 /// etcd's Lease service over one member.
 pub struct LeaseService {

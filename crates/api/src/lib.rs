@@ -40,6 +40,10 @@ use tokio_stream::StreamExt;
 
 pub use maintenance::{CLUSTER_VERSION, SERVER_VERSION};
 
+/// A server-streaming gRPC answer.
+pub(crate) type BoxStream<T> =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, tonic::Status>> + Send>>;
+
 /// gRPC framing and header overhead etcd allows on top of `--max-request-bytes`.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 

@@ -23,7 +23,7 @@ use crate::status::to_status;
 /// far below the 4 MiB every gRPC client accepts by default.
 const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 
-type BoxStream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+use crate::BoxStream;
 
 /// Streams the backend copy at `path`, zero-padded to a multiple of 512 bytes,
 /// then its SHA-256 as the last message (the layout etcdctl expects), and

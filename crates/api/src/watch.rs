@@ -28,7 +28,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 /// The stream type tonic's generated trait expects.
-type BoxStream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+use crate::BoxStream;
 
 /// Responses queued per stream at most before watchers wait for the client.
 const STREAM_QUEUE_MAX: usize = 256;

@@ -30,6 +30,7 @@ mod membership;
 mod metrics;
 pub use metrics::{GrpcMetrics, MethodCounters, GRPC_CODES, GRPC_METHODS};
 mod raft_loop;
+pub mod range_stream;
 mod server;
 mod shared;
 mod snapshot;

@@ -85,6 +85,7 @@ pub const GRPC_METHODS: &[(&str, &str, &str)] = &[
     ("etcdserverpb.KV", "DeleteRange", "unary"),
     ("etcdserverpb.KV", "Txn", "unary"),
     ("etcdserverpb.KV", "Compact", "unary"),
+    ("etcdserverpb.KV", "RangeStream", "server_stream"),
     ("etcdserverpb.Watch", "Watch", "bidi_stream"),
     ("etcdserverpb.Lease", "LeaseGrant", "unary"),
     ("etcdserverpb.Lease", "LeaseRevoke", "unary"),

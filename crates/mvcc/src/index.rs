@@ -95,6 +95,32 @@ impl Index {
         out
     }
 
+    /// The first `max` keys of `range` that exist at `at`, in key order (a
+    /// bounded walk: what a limited range needs, whatever the range's size).
+    pub fn range_limited(
+        &self,
+        range: KeyRange<'_>,
+        at: i64,
+        max: usize,
+    ) -> Vec<(Vec<u8>, KeyRev)> {
+        let mut out = Vec::new();
+        if max == 0 {
+            return out;
+        }
+        let Some(bounds) = range.bounds() else {
+            return out;
+        };
+        for (k, ki) in self.keys.range::<[u8], _>(bounds) {
+            if let Some(kr) = ki.get(at) {
+                out.push((k.to_vec(), kr));
+                if out.len() == max {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
     /// Number of keys of `range` that exist at `at`.
     pub fn count(&self, range: KeyRange<'_>, at: i64) -> usize {
         let mut n = 0;

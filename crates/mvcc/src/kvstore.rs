@@ -31,7 +31,7 @@ use etcd_proto::mvccpb::{event::EventType, Event, KeyValue};
 use etcd_storage::{schema, Backend, ReadTables};
 
 use crate::error::MvccError;
-use crate::index::Index;
+use crate::index::{Index, KeyRange};
 use crate::key_index::KeyIndex;
 use crate::kv_view::KvView;
 use crate::range;
@@ -80,6 +80,15 @@ pub(crate) struct OpCounters {
     pub puts: std::sync::atomic::AtomicU64,
     pub deletes: std::sync::atomic::AtomicU64,
     pub txns: std::sync::atomic::AtomicU64,
+}
+
+/// One chunk of a streamed range ([`KvStore::range_chunk`]).
+#[derive(Debug)]
+pub struct RangeChunk {
+    /// The chunk's keys, in key order, unfiltered.
+    pub kvs: Vec<KeyValue>,
+    /// The first key of the next chunk (none: the range is done).
+    pub next: Option<Vec<u8>>,
 }
 
 /// A reading of [`OpCounters`].
@@ -239,6 +248,61 @@ impl KvStore {
             None => Vec::new(),
         };
         Ok((range::finish(req, &plan, kvs), current))
+    }
+
+    /// The revision a read asking for `req_rev` is served at (0: the current
+    /// one), with the current revision: what a streamed range pins.
+    pub fn read_revision(&self, req_rev: i64) -> Result<(i64, i64), MvccError> {
+        let g = self.read_shared();
+        let at = range::read_revision(req_rev, g.current_rev, g.compact_rev)?;
+        Ok((at, g.current_rev))
+    }
+
+    /// Number of keys of `[key, range_end)` (etcd's encoding) that exist at `at`.
+    pub fn count_at(&self, key: &[u8], range_end: &[u8], at: i64) -> Result<i64, MvccError> {
+        let g = self.read_shared();
+        range::read_revision(at, g.current_rev, g.compact_rev)?;
+        Ok(g.index.count(KeyRange::new(key, range_end), at) as i64)
+    }
+
+    /// One chunk of a streamed range: at most `max` keys of `[from, range_end)`
+    /// existing at `at`, in key order, with their values unless `keys_only`, not
+    /// filtered; `next` is where the following chunk starts (none: the range is
+    /// done). Each chunk is its own short read, so a stream over millions of keys
+    /// holds one chunk at a time; a compaction past `at` meanwhile fails it.
+    pub fn range_chunk(
+        &self,
+        from: &[u8],
+        range_end: &[u8],
+        at: i64,
+        max: usize,
+        keys_only: bool,
+    ) -> Result<RangeChunk, MvccError> {
+        OpCounters::count(&self.ops.ranges);
+        let (found, rtx) = {
+            let g = self.read_shared();
+            range::read_revision(at, g.current_rev, g.compact_rev)?;
+            let found = g.index.range_limited(KeyRange::new(from, range_end), at, max);
+            let rtx = if found.is_empty() { None } else { Some(self.backend.begin_read()?) };
+            (found, rtx)
+        };
+        let revs: Vec<Revision> = found.iter().map(|(_, kr)| kr.modified).collect();
+        let mut kvs = match rtx {
+            Some(rtx) => range::fetch(&rtx, &revs)?,
+            None => Vec::new(),
+        };
+        if keys_only {
+            kvs.iter_mut().for_each(|kv| kv.value.clear());
+        }
+        let next = match found.last() {
+            Some((key, _)) if found.len() == max && !range_end.is_empty() => {
+                let mut next = key.clone();
+                next.push(0);
+                Some(next)
+            }
+            _ => None,
+        };
+        Ok(RangeChunk { kvs, next })
     }
 
     /// The operations served so far (for etcd's mvcc metrics).

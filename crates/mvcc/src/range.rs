@@ -58,22 +58,39 @@ pub(crate) fn plan(
     compacted: i64,
 ) -> Result<RangePlan, MvccError> {
     let at = read_revision(req.revision, current, compacted)?;
-    let found = index.range(KeyRange::new(&req.key, &req.range_end), at);
-    let count = found.len() as i64;
+    let range = KeyRange::new(&req.key, &req.range_end);
     if req.count_only {
-        return Ok(RangePlan { revs: Vec::new(), count });
+        return Ok(RangePlan { revs: Vec::new(), count: index.count(range, at) as i64 });
     }
-    let fetch_all = req.sort_order != SortOrder::None as i32
-        || req.min_mod_revision != 0
+    let fetch_all = req.sort_order != SortOrder::None as i32 || has_filters(req);
+    if !fetch_all && req.limit > 0 {
+        // Count the whole range, but hold only the keys that are fetched: a page
+        // of a huge range costs its page, not the range.
+        let n = usize::try_from(req.limit).unwrap_or(usize::MAX).saturating_add(1);
+        let count = index.count(range, at) as i64;
+        let revs = index.range_limited(range, at, n).iter().map(|(_, kr)| kr.modified).collect();
+        return Ok(RangePlan { revs, count });
+    }
+    let found = index.range(range, at);
+    let count = found.len() as i64;
+    let revs = found.iter().map(|(_, kr)| kr.modified).collect();
+    Ok(RangePlan { revs, count })
+}
+
+/// Whether `req` filters by mod or create revision.
+pub(crate) fn has_filters(req: &RangeRequest) -> bool {
+    req.min_mod_revision != 0
         || req.max_mod_revision != 0
         || req.min_create_revision != 0
-        || req.max_create_revision != 0;
-    let mut n = found.len();
-    if !fetch_all && req.limit > 0 {
-        n = n.min(usize::try_from(req.limit).unwrap_or(usize::MAX).saturating_add(1));
-    }
-    let revs = found.iter().take(n).map(|(_, kr)| kr.modified).collect();
-    Ok(RangePlan { revs, count })
+        || req.max_create_revision != 0
+}
+
+/// Whether `kv` passes `req`'s mod and create revision filters (0: no bound).
+pub fn passes_filters(req: &RangeRequest, kv: &KeyValue) -> bool {
+    (req.max_mod_revision == 0 || kv.mod_revision <= req.max_mod_revision)
+        && (req.min_mod_revision == 0 || kv.mod_revision >= req.min_mod_revision)
+        && (req.max_create_revision == 0 || kv.create_revision <= req.max_create_revision)
+        && (req.min_create_revision == 0 || kv.create_revision >= req.min_create_revision)
 }
 
 /// Reads and decodes the values of `revs` (plain, non-tombstone revisions).
@@ -107,17 +124,8 @@ pub(crate) fn finish(
     plan: &RangePlan,
     mut kvs: Vec<KeyValue>,
 ) -> RangeResponse {
-    if req.max_mod_revision != 0 {
-        kvs.retain(|kv| kv.mod_revision <= req.max_mod_revision);
-    }
-    if req.min_mod_revision != 0 {
-        kvs.retain(|kv| kv.mod_revision >= req.min_mod_revision);
-    }
-    if req.max_create_revision != 0 {
-        kvs.retain(|kv| kv.create_revision <= req.max_create_revision);
-    }
-    if req.min_create_revision != 0 {
-        kvs.retain(|kv| kv.create_revision >= req.min_create_revision);
+    if has_filters(req) {
+        kvs.retain(|kv| passes_filters(req, kv));
     }
 
     let target = SortTarget::try_from(req.sort_target).unwrap_or(SortTarget::Key);
