@@ -69,9 +69,9 @@ enum Command {
     },
     /// Benchmark range.
     Range {
-        /// The key to range over.
+        /// The key to range over (`\0` for the NUL byte: `range '\0' '\0'` is every key).
         key: String,
-        /// The end of the range (exclusive).
+        /// The end of the range (exclusive; `\0` for the NUL byte).
         end_range: Option<String>,
         /// Linearizable (l) or serializable (s).
         #[arg(long, default_value = "l")]
@@ -85,6 +85,9 @@ enum Command {
         /// Only returns the count of keys.
         #[arg(long)]
         count_only: bool,
+        /// Read with RangeStream (etcd 3.7) instead of Range, every chunk.
+        #[arg(long)]
+        stream: bool,
     },
     /// Benchmark lease keepalive: each client grants a lease (TTL 100 s), then
     /// renews it once per request on a keep-alive stream of its own, as etcd's
@@ -160,8 +163,26 @@ type MakeOp = Arc<dyn Fn(u64) -> Op + Send + Sync>;
 enum Op {
     Put(PutRequest),
     Range(RangeRequest),
+    /// Read every chunk of a RangeStream.
+    RangeStream(RangeRequest),
     /// Renew the worker's own lease once.
     KeepAlive,
+}
+
+/// Reads a RangeStream to its end; whether it ended without an error.
+async fn read_stream(
+    client: &mut KvClient<Channel>,
+    request: tonic::Request<RangeRequest>,
+) -> bool {
+    let Ok(response) = client.range_stream(request).await else { return false };
+    let mut stream = response.into_inner();
+    loop {
+        match stream.message().await {
+            Ok(Some(_)) => {}
+            Ok(None) => return true,
+            Err(_) => return false,
+        }
+    }
 }
 
 /// TTL of the lease each `lease-keepalive` client renews (etcd's tool: 100 s).
@@ -181,6 +202,15 @@ async fn keep_alive_once(client: &mut LeaseClient<Channel>, id: i64) -> bool {
     };
     let mut answers = response.into_inner();
     matches!(answers.message().await, Ok(Some(answer)) if answer.ttl > 0)
+}
+
+/// A key argument's bytes: the text, or the NUL byte for `\0` (as etcd's docs
+/// write the end of "every key").
+fn key_arg(text: &str) -> Vec<u8> {
+    match text {
+        "\\0" => vec![0],
+        _ => text.as_bytes().to_vec(),
+    }
 }
 
 fn put_key(n: u64, key_size: usize, key_space: u64, sequential: bool) -> Vec<u8> {
@@ -256,21 +286,28 @@ async fn run(cli: Cli) -> Result<(), String> {
             });
             (*total, make)
         }
-        Command::Range { key, end_range, consistency, total, limit, count_only } => {
+        Command::Range { key, end_range, consistency, total, limit, count_only, stream } => {
             let serializable = match consistency.as_str() {
                 "l" => false,
                 "s" => true,
                 other => return Err(format!("--consistency {other:?}: use l or s")),
             };
             let request = RangeRequest {
-                key: key.clone().into_bytes(),
-                range_end: end_range.clone().unwrap_or_default().into_bytes(),
+                key: key_arg(key),
+                range_end: end_range.as_deref().map(key_arg).unwrap_or_default(),
                 limit: *limit,
                 serializable,
                 count_only: *count_only,
                 ..Default::default()
             };
-            (*total, Arc::new(move |_| Op::Range(request.clone())))
+            let stream = *stream;
+            (
+                *total,
+                Arc::new(move |_| match stream {
+                    true => Op::RangeStream(request.clone()),
+                    false => Op::Range(request.clone()),
+                }),
+            )
         }
         Command::LeaseKeepalive { total } => (*total, Arc::new(|_| Op::KeepAlive)),
         Command::IdleWatchers { .. } => unreachable!("handled above"),
@@ -300,7 +337,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     let mut workers = Vec::new();
     for c in 0..cli.clients.max(1) {
         let channel = connections[c % connections.len()].clone();
-        let mut client = KvClient::new(channel.clone());
+        let mut client = KvClient::new(channel.clone()).max_decoding_message_size(usize::MAX);
         let mut leases = LeaseClient::new(channel);
         let lease = if needs_lease {
             let grant = LeaseGrantRequest { ttl: KEEPALIVE_LEASE_TTL, id: 0 };
@@ -325,6 +362,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 let ok = match make(n) {
                     Op::Put(r) => client.put(with_token(r, &token)).await.is_ok(),
                     Op::Range(r) => client.range(with_token(r, &token)).await.is_ok(),
+                    Op::RangeStream(r) => read_stream(&mut client, with_token(r, &token)).await,
                     Op::KeepAlive => keep_alive_once(&mut leases, lease).await,
                 };
                 if ok {
