@@ -210,3 +210,25 @@ fn pre_vote_keeps_a_returning_member_from_deposing_the_leader_and_can_be_turned_
         assert_eq!(after > before, disrupts, "{flags:?}: term {before} -> {after}");
     }
 }
+
+/// `--initial-election-tick-advance` (on by default): a starting member that
+/// reaches its peers fast-forwards its first election timeout, as etcd logs
+/// it; `=false` waits the whole timeout. Checked against real etcd 3.4 too.
+#[test]
+fn a_starting_member_fast_forwards_its_election_ticks_once_it_reaches_its_peers() {
+    for flavor in [common::Flavor::Ours, common::Flavor::RealEtcd] {
+        if flavor == common::Flavor::RealEtcd && common::real_etcd().is_none() {
+            continue;
+        }
+        for (flags, advances) in
+            [(&[][..], true), (&["--initial-election-tick-advance=false"][..], false)]
+        {
+            let mut cluster = Cluster::start_flavor(flavor, 3, flags);
+            cluster.leader(ELECTION_WAIT).expect("a leader");
+            let logs: Vec<String> =
+                cluster.members.iter_mut().map(|m| m.full_log().join("\n")).collect();
+            let advanced = logs.iter().filter(|l| l.contains("fast-forwarding")).count();
+            assert_eq!(advanced > 0, advances, "{flavor:?} {flags:?}: {advanced} members advanced");
+        }
+    }
+}

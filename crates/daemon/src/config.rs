@@ -107,6 +107,9 @@ pub struct ServerConfig {
     pub max_wals: u32,
     /// `--metrics=extensive`: gRPC handling-time histograms besides the counters.
     pub extensive_metrics: bool,
+    /// `--initial-election-tick-advance`: a starting member fast-forwards its
+    /// first election timeout once it reaches its peers.
+    pub initial_election_tick_advance: bool,
 }
 
 /// Test-only: the lease checkpoint interval in milliseconds (production never
@@ -157,6 +160,7 @@ impl ServerConfig {
             warning_apply_duration: Duration::from_millis(100),
             max_wals: 5,
             extensive_metrics: false,
+            initial_election_tick_advance: true,
         }
     }
 

@@ -76,6 +76,8 @@ pub trait PeerSender: Send + Sync {
     fn send(&self, messages: Vec<Message>);
     /// Peers that could not be reached since the last call.
     fn take_unreachable(&self) -> Vec<u64>;
+    /// Peers with a stream up now.
+    fn active_peers(&self) -> usize;
 }
 
 impl PeerSender for etcd_transport::PeerTransport {
@@ -84,6 +86,9 @@ impl PeerSender for etcd_transport::PeerTransport {
     }
     fn take_unreachable(&self) -> Vec<u64> {
         etcd_transport::PeerTransport::take_unreachable(self)
+    }
+    fn active_peers(&self) -> usize {
+        etcd_transport::PeerTransport::active_peers(self)
     }
 }
 
@@ -305,6 +310,12 @@ pub(crate) struct RaftLoop {
     /// `--max-wals=0`: keep every WAL segment (etcd's "unlimited"); otherwise
     /// the segments a snapshot covers go at once, fewer than any maximum.
     pub keep_all_wal_segments: bool,
+    /// `--initial-election-tick-advance`: until when to look for the peer
+    /// streams that let a starting member skip most of its first election
+    /// timeout (none: not asked, or done).
+    pub tick_advance_until: Option<Instant>,
+    /// Election timeout in ticks.
+    pub election_ticks: usize,
     pub shared: Arc<Shared>,
     pub heartbeat: Duration,
     /// The leader as of the previous turn (0: none).
@@ -355,6 +366,7 @@ impl RaftLoop {
                     Err(_) => break,
                 }
             }
+            self.advance_ticks_once_connected();
             reads.send_if_due(&mut self.node);
             self.run_ready(&mut reads);
             if stopping {
@@ -365,6 +377,33 @@ impl RaftLoop {
             fatal("failed to fsync the WAL at shutdown", err);
         }
         tracing::info!("raft loop stopped");
+    }
+
+    /// etcd's initial election tick advance: once a starting member has streams
+    /// to more than one peer, it fast-forwards all but two ticks of its election
+    /// timeout, so a new cluster elects within a few heartbeats instead of a whole
+    /// timeout. A running leader's next heartbeat (every tick) still arrives in
+    /// time, and pre-vote keeps a member that guessed wrong from deposing it.
+    /// Given up after 5 s (etcd's connection read timeout) without peers.
+    fn advance_ticks_once_connected(&mut self) {
+        let Some(until) = self.tick_advance_until else { return };
+        let active = self.peers.active_peers();
+        if active > 1 {
+            let ticks = self.election_ticks.saturating_sub(2);
+            tracing::info!(
+                local_member_id = %format!("{:x}", self.node.id()),
+                forward_ticks = ticks,
+                election_ticks = self.election_ticks,
+                active_remote_members = active,
+                "initialized peer connections; fast-forwarding election ticks"
+            );
+            for _ in 0..ticks {
+                self.node.tick();
+            }
+            self.tick_advance_until = None;
+        } else if Instant::now() >= until || self.shared.leader_id.load(Ordering::Relaxed) != 0 {
+            self.tick_advance_until = None;
+        }
     }
 
     fn run_ready(&mut self, reads: &mut ReadQueue) {

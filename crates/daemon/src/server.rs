@@ -130,6 +130,10 @@ impl EtcdServer {
             incoming_snapshot: None,
             catch_up_entries: cfg.snapshot_catchup_entries,
             keep_all_wal_segments: cfg.max_wals == 0,
+            tick_advance_until: cfg
+                .initial_election_tick_advance
+                .then(|| std::time::Instant::now() + std::time::Duration::from_secs(5)),
+            election_ticks: cfg.election_ticks(),
             shared: shared.clone(),
             heartbeat: cfg.heartbeat_interval,
             last_leader: 0,

@@ -326,6 +326,11 @@ impl PeerTransport {
         }
     }
 
+    /// How many peers this member has a stream to now (etcd's `ActivePeers`).
+    pub fn active_peers(&self) -> usize {
+        self.peers().values().filter(|p| p.queue.connected()).count()
+    }
+
     /// The peers to which sending failed since the last call, for
     /// `RawNode::report_unreachable`.
     pub fn take_unreachable(&self) -> Vec<u64> {

@@ -48,6 +48,8 @@ pub(crate) struct PeerQueue {
     wake: Notify,
     /// False once a connect or stream failed, true again once connected.
     healthy: AtomicBool,
+    /// Whether a stream to the peer is up now (false until the first connect).
+    connected: AtomicBool,
 }
 
 struct QueueState {
@@ -65,6 +67,10 @@ impl PeerQueue {
 
     pub(crate) fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
     }
 
     /// Queues what fits and returns how many messages were dropped. Never blocks
@@ -195,6 +201,7 @@ impl PeerHandle {
             state: Mutex::new(QueueState { messages: VecDeque::new(), urls, urls_changed: false }),
             wake: Notify::new(),
             healthy: AtomicBool::new(true),
+            connected: AtomicBool::new(false),
         });
         let task = tokio::spawn(run(shared, Arc::clone(&queue)));
         PeerHandle { queue, task }
@@ -215,13 +222,18 @@ enum LinkState {
     Disconnected,
 }
 
-/// The peer's task: connect lazily, pump batches, back off and retry on failure.
+/// The peer's task: connect at once (so a starting member knows which peers
+/// it reaches, as etcd's streams do), pump batches, back off on failure and
+/// reconnect when there is something to send.
 async fn run(shared: Arc<Shared>, queue: Arc<PeerQueue>) {
     let peer = queue.id;
     let mut backoff = BACKOFF_MIN;
     let mut link = LinkState::Unknown;
+    let mut first = true;
     loop {
-        queue.wait_for_work().await;
+        if !std::mem::take(&mut first) {
+            queue.wait_for_work().await;
+        }
         let urls = queue.take_urls();
         let failure = match connect(&urls, shared.client_tls().as_ref()).await {
             Ok((channel, url)) => {
@@ -230,6 +242,7 @@ async fn run(shared: Arc<Shared>, queue: Arc<PeerQueue>) {
                     link = LinkState::Connected;
                 }
                 queue.healthy.store(true, Ordering::Relaxed);
+                queue.connected.store(true, Ordering::Relaxed);
                 let started = Instant::now();
                 let end = pump(&shared, &queue, channel).await;
                 if started.elapsed() >= STABLE_STREAM {
@@ -247,6 +260,7 @@ async fn run(shared: Arc<Shared>, queue: Arc<PeerQueue>) {
             Err(reason) => reason,
         };
         queue.healthy.store(false, Ordering::Relaxed);
+        queue.connected.store(false, Ordering::Relaxed);
         shared.mark_unreachable(peer);
         shared.count_dropped(queue.trim(RETAINED_AFTER_FAILURE_MESSAGES));
         if link != LinkState::Disconnected {

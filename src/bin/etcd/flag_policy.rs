@@ -30,11 +30,6 @@ const IGNORED_BOOL_FLAGS: &[(&str, &str)] = &[
         "member changes are not checked against the started members (what etcd does with \
          --strict-reconfig-check=false)",
     ),
-    (
-        "initial-election-tick-advance",
-        "the first election waits a full election timeout (what etcd does with \
-         --initial-election-tick-advance=false)",
-    ),
 ];
 
 /// Why an accepted etcd flag has no effect here, for its warning.

@@ -324,6 +324,16 @@ pub struct Flags {
     #[arg(long, env = "ETCD_METRICS", default_value = "basic",
           value_parser = ["basic", "extensive"])]
     pub metrics: String,
+    /// Whether to fast-forward initial election ticks on boot for faster election.
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_ELECTION_TICK_ADVANCE",
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub initial_election_tick_advance: bool,
     /// Force to create a new one member cluster (disaster recovery: restart this
     /// member as the only voter, keeping its data).
     #[arg(
@@ -605,6 +615,7 @@ impl Flags {
             warning_apply_duration: self.experimental_warning_apply_duration,
             max_wals: self.max_wals,
             extensive_metrics: self.metrics == "extensive",
+            initial_election_tick_advance: self.initial_election_tick_advance,
             grpc_keepalive_interval: (!self.grpc_keepalive_interval.is_zero())
                 .then_some(self.grpc_keepalive_interval),
             grpc_keepalive_timeout: self.grpc_keepalive_timeout,
