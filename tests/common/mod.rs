@@ -437,7 +437,23 @@ impl Cluster {
         if learner {
             args.push("--learner");
         }
-        let added = must_etcdctl(via, &args, None);
+        // A cluster that started moments ago refuses member changes until its
+        // members have been connected for etcd's health interval (5 s, with
+        // --strict-reconfig-check, the default); an operator retries.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let added = loop {
+            let out = etcdctl(via, &args, None);
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            if !out.status.success()
+                && stderr.contains("etcdserver: unhealthy cluster")
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(250));
+                continue;
+            }
+            assert!(out.status.success(), "etcdctl {args:?} failed: {stderr}");
+            break String::from_utf8(out.stdout).expect("utf8");
+        };
         let id = added.split_whitespace().nth(1).expect("member id in the add output").to_string();
         let mut initial: Vec<String> =
             self.members.iter().map(|m| format!("{}={}", m.name, m.peer_url())).collect();

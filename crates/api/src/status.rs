@@ -58,6 +58,7 @@ pub fn to_status(err: &ServerError) -> Status {
         ServerError::NotLeader
         | ServerError::MemberExists
         | ServerError::PeerUrlExists
+        | ServerError::NotEnoughStartedMembers
         | ServerError::MemberNotLearner
         | ServerError::LearnerNotReady => Code::FailedPrecondition,
         ServerError::MemberNotFound => Code::NotFound,
@@ -67,6 +68,7 @@ pub fn to_status(err: &ServerError) -> Status {
         ServerError::LeaseTtlTooLarge => Code::OutOfRange,
         ServerError::TooManyRequests | ServerError::NoSpace => Code::ResourceExhausted,
         ServerError::NoLeader
+        | ServerError::Unhealthy
         | ServerError::LeaderChanged
         | ServerError::LeaderTransferTimeout
         | ServerError::NotSupportedForLearner
@@ -251,6 +253,12 @@ mod tests {
                 "etcdserver: mvcc: database space exceeded",
             ),
             (ServerError::Corrupt, Code::DataLoss, "etcdserver: corrupt cluster"),
+            (ServerError::Unhealthy, Code::Unavailable, "etcdserver: unhealthy cluster"),
+            (
+                ServerError::NotEnoughStartedMembers,
+                Code::FailedPrecondition,
+                "etcdserver: re-configuration failed due to not enough started members",
+            ),
         ];
         for (err, code, message) in cases {
             let status = to_status(&err);

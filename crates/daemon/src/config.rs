@@ -110,6 +110,9 @@ pub struct ServerConfig {
     /// `--initial-election-tick-advance`: a starting member fast-forwards its
     /// first election timeout once it reaches its peers.
     pub initial_election_tick_advance: bool,
+    /// `--strict-reconfig-check`: refuse membership changes that would break
+    /// the quorum of started, reachable members (see `reconfig_check`).
+    pub strict_reconfig_check: bool,
 }
 
 /// Test-only: the lease checkpoint interval in milliseconds (production never
@@ -161,6 +164,7 @@ impl ServerConfig {
             max_wals: 5,
             extensive_metrics: false,
             initial_election_tick_advance: true,
+            strict_reconfig_check: true,
         }
     }
 

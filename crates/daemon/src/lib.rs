@@ -31,6 +31,7 @@ mod metrics;
 pub use metrics::{GrpcMetrics, MethodCounters, GRPC_CODES, GRPC_METHODS};
 mod raft_loop;
 pub mod range_stream;
+mod reconfig_check;
 mod server;
 mod shared;
 mod snapshot;

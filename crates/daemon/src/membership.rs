@@ -20,7 +20,10 @@ use crate::server::EtcdServer;
 const LEARNER_READY_PERCENT: u64 = 90;
 
 fn valid_peer_url(url: &str) -> bool {
-    let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) else {
+    let rest = ["http://", "https://", "unix://", "unixs://"]
+        .iter()
+        .find_map(|scheme| url.strip_prefix(scheme));
+    let Some(rest) = rest else {
         return false;
     };
     let host_port = rest.trim_end_matches('/');
@@ -40,6 +43,7 @@ impl EtcdServer {
         }
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let id = ids::member_id(&peer_urls, &now.to_string());
+        self.may_add_member(is_learner)?;
         let member = Member { id, peer_urls, is_learner, ..Default::default() };
         let kind = if is_learner { Kind::AddLearner } else { Kind::Add };
         let raft_kind =
@@ -49,6 +53,7 @@ impl EtcdServer {
 
     /// Removes a member.
     pub async fn member_remove(&self, id: u64) -> Result<Applied, ServerError> {
+        self.may_remove_member(id)?;
         let member = Member { id, ..Default::default() };
         self.propose_membership(Kind::Remove, MembershipChange::Remove, member).await
     }
@@ -73,6 +78,7 @@ impl EtcdServer {
         if !ready {
             return Err(ServerError::LearnerNotReady);
         }
+        self.may_promote_member()?;
         self.propose_membership(Kind::Promote, MembershipChange::AddVoter, member).await
     }
 

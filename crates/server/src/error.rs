@@ -69,6 +69,14 @@ pub enum ServerError {
     /// Another member uses one of these peer URLs.
     #[error("Peer URLs already exists")]
     PeerUrlExists,
+    /// A membership change would leave fewer started members than a quorum
+    /// (`--strict-reconfig-check`).
+    #[error("re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    /// This member has not been connected to enough peers for long enough to
+    /// know a membership change keeps the active quorum (`--strict-reconfig-check`).
+    #[error("unhealthy cluster")]
+    Unhealthy,
     /// Peer URLs that cannot be used.
     #[error("given member URLs are invalid")]
     MemberBadUrls,

@@ -326,6 +326,11 @@ impl PeerTransport {
         }
     }
 
+    /// Since when this member's connection to peer `id` is up (none: it is not).
+    pub fn active_since(&self, id: u64) -> Option<std::time::Instant> {
+        self.peers().get(&id).and_then(|p| p.queue.connected_since())
+    }
+
     /// How many peers this member has a stream to now (etcd's `ActivePeers`).
     pub fn active_peers(&self) -> usize {
         self.peers().values().filter(|p| p.queue.connected()).count()

@@ -50,6 +50,8 @@ pub(crate) struct PeerQueue {
     healthy: AtomicBool,
     /// Whether a stream to the peer is up now (false until the first connect).
     connected: AtomicBool,
+    /// Since when the current connection is up (etcd's `ActiveSince`).
+    connected_since: Mutex<Option<Instant>>,
 }
 
 struct QueueState {
@@ -71,6 +73,21 @@ impl PeerQueue {
 
     pub(crate) fn connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn connected_since(&self) -> Option<Instant> {
+        *self.connected_since.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_connected(&self, up: bool) {
+        self.connected.store(up, Ordering::Relaxed);
+        let mut since = self.connected_since.lock().unwrap_or_else(|e| e.into_inner());
+        match up {
+            true => {
+                since.get_or_insert_with(Instant::now);
+            }
+            false => *since = None,
+        }
     }
 
     /// Queues what fits and returns how many messages were dropped. Never blocks
@@ -202,6 +219,7 @@ impl PeerHandle {
             wake: Notify::new(),
             healthy: AtomicBool::new(true),
             connected: AtomicBool::new(false),
+            connected_since: Mutex::new(None),
         });
         let task = tokio::spawn(run(shared, Arc::clone(&queue)));
         PeerHandle { queue, task }
@@ -242,7 +260,7 @@ async fn run(shared: Arc<Shared>, queue: Arc<PeerQueue>) {
                     link = LinkState::Connected;
                 }
                 queue.healthy.store(true, Ordering::Relaxed);
-                queue.connected.store(true, Ordering::Relaxed);
+                queue.set_connected(true);
                 let started = Instant::now();
                 let end = pump(&shared, &queue, channel).await;
                 if started.elapsed() >= STABLE_STREAM {
@@ -260,7 +278,7 @@ async fn run(shared: Arc<Shared>, queue: Arc<PeerQueue>) {
             Err(reason) => reason,
         };
         queue.healthy.store(false, Ordering::Relaxed);
-        queue.connected.store(false, Ordering::Relaxed);
+        queue.set_connected(false);
         shared.mark_unreachable(peer);
         shared.count_dropped(queue.trim(RETAINED_AFTER_FAILURE_MESSAGES));
         if link != LinkState::Disconnected {

@@ -25,11 +25,6 @@ const IGNORED_BOOL_FLAGS: &[(&str, &str)] = &[
         "enable-pprof",
         "Go's /debug/pprof profiles do not exist in this server; profile it with perf instead",
     ),
-    (
-        "strict-reconfig-check",
-        "member changes are not checked against the started members (what etcd does with \
-         --strict-reconfig-check=false)",
-    ),
 ];
 
 /// Why an accepted etcd flag has no effect here, for its warning.

@@ -334,6 +334,16 @@ pub struct Flags {
         action = clap::ArgAction::Set
     )]
     pub initial_election_tick_advance: bool,
+    /// Reject reconfiguration requests that would cause quorum loss.
+    #[arg(
+        long,
+        env = "ETCD_STRICT_RECONFIG_CHECK",
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub strict_reconfig_check: bool,
     /// Force to create a new one member cluster (disaster recovery: restart this
     /// member as the only voter, keeping its data).
     #[arg(
@@ -616,6 +626,7 @@ impl Flags {
             max_wals: self.max_wals,
             extensive_metrics: self.metrics == "extensive",
             initial_election_tick_advance: self.initial_election_tick_advance,
+            strict_reconfig_check: self.strict_reconfig_check,
             grpc_keepalive_interval: (!self.grpc_keepalive_interval.is_zero())
                 .then_some(self.grpc_keepalive_interval),
             grpc_keepalive_timeout: self.grpc_keepalive_timeout,
