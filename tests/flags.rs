@@ -449,3 +449,37 @@ fn max_wals_zero_keeps_every_wal_segment_and_the_default_releases_them() {
     assert_eq!(released, 1, "the default keeps only the segment in use");
     assert!(kept >= 2, "--max-wals=0 purged segments: {kept} left");
 }
+
+#[test]
+fn bad_settings_stop_the_member_naming_them_before_the_data_dir_is_written() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let port = common::free_port();
+    let https = format!("--listen-client-urls=https://127.0.0.1:{port}");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["--listen-client-urls=htp://127.0.0.1:2379".into()], "htp://127.0.0.1:2379"),
+        (vec!["--listen-peer-urls=http://127.0.0.1".into()], "http://127.0.0.1"),
+        (vec!["--initial-cluster=no-equals-sign".into()], "initial-cluster"),
+        (
+            vec![
+                https.clone(),
+                format!("--advertise-client-urls=https://127.0.0.1:{port}"),
+                "--cert-file=/nonexistent/server.crt".into(),
+                "--key-file=/nonexistent/server.key".into(),
+            ],
+            "/nonexistent/server.crt",
+        ),
+        (vec!["--snapshot-count=many".into()], "--snapshot-count"),
+    ];
+    for (i, (flags, says)) in cases.into_iter().enumerate() {
+        let data_dir = temp.path().join(format!("d{i}"));
+        let out = Command::new(env!("CARGO_BIN_EXE_etcd"))
+            .arg(format!("--data-dir={}", data_dir.display()))
+            .args(&flags)
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flags:?} started");
+        assert!(stderr.contains(says), "{flags:?}: the error does not name {says:?}: {stderr}");
+        assert!(!data_dir.exists(), "{flags:?} wrote the data dir");
+    }
+}
