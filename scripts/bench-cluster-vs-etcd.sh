@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Runs the same `bench` workloads against a 3-member cluster of this server and a
 # 3-member cluster of real etcd (Debian's etcd-server), one after the other on this
-# machine, and prints throughput ratios (ours / etcd). Clients spread over all
-# members; linearizable reads go through ReadIndex on every member.
+# machine. Clients spread over all members; linearizable reads go through ReadIndex
+# on every member.
 #
-# Each round starts fresh clusters of both, alternating; the table shows the median
-# of the rounds.
+# Each round starts fresh clusters of both, alternated (who goes first swaps every
+# round); the Markdown table (also in target/bench-cluster-vs-etcd.md) shows the
+# medians of the rounds: throughput, p50, p99, the three servers' CPU time per
+# request and their summed peak RSS.
 #
 # usage: [ONLY=lease] scripts/bench-cluster-vs-etcd.sh [total-requests] [rounds]   (default 20000 3)
 set -euo pipefail
@@ -37,10 +39,11 @@ start_cluster() { # flavor binary base-port
 }
 
 workloads=(
-  "put-64-clients|--clients=64 --conns=8 put --key-size=8 --val-size=256 --key-space-size=100000 --total=$TOTAL"
-  "range-linearizable-64|--clients=64 --conns=8 range foo --consistency=l --total=$TOTAL"
-  "range-serializable-64|--clients=64 --conns=8 range foo --consistency=s --total=$TOTAL"
-  "lease-keepalive-30|--clients=30 --conns=3 lease-keepalive --total=$TOTAL"
+  "put-1-client|$((TOTAL / 10))|--clients=1 --conns=1 put --key-size=8 --val-size=256 --total=$((TOTAL / 10))"
+  "put-64-clients|$TOTAL|--clients=64 --conns=8 put --key-size=8 --val-size=256 --key-space-size=100000 --total=$TOTAL"
+  "range-linearizable-64|$TOTAL|--clients=64 --conns=8 range foo --consistency=l --total=$TOTAL"
+  "range-serializable-64|$TOTAL|--clients=64 --conns=8 range foo --consistency=s --total=$TOTAL"
+  "lease-keepalive-30|$TOTAL|--clients=30 --conns=3 lease-keepalive --total=$TOTAL"
 )
 
 # ONLY=<substring> keeps the workloads whose name contains it.
@@ -48,9 +51,9 @@ if [ -n "${ONLY:-}" ]; then
   kept=(); for w in "${workloads[@]}"; do [[ ${w%%|*} == *"$ONLY"* ]] && kept+=("$w"); done
   workloads=("${kept[@]}")
 fi
-declare -A rounds
 for round in $(seq "$ROUNDS"); do
-  for flavor in ours etcd; do
+  if [ $((round % 2)) = 1 ]; then order="ours etcd"; else order="etcd ours"; fi
+  for flavor in $order; do
     bin=./target/release/etcd; [ $flavor = etcd ] && bin=$ETCD
     base=$((12000 + RANDOM % 18000))  # below the ephemeral port range
     echo "round $round/$ROUNDS: a 3-member $flavor cluster on 127.0.0.1:$((base + 1))-$((base + 3))" >&2
@@ -58,17 +61,16 @@ for round in $(seq "$ROUNDS"); do
     start_cluster $flavor $bin $base
     eps="127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2)),127.0.0.1:$((base + 3))"
     for w in "${workloads[@]}"; do
-      name=${w%%|*}; args=${w#*|}
+      IFS='|' read -r name n args <<<"$w"
       # shellcheck disable=SC2086
-      rounds[$flavor/$name]+=" $(run "$flavor $name" "$eps" $args)"
+      result[$flavor/$name/$round]=$(measure "$WORK/$flavor.pids" "$flavor $name" "$n" "$eps" $args)
     done
+    result[$flavor/rss/$round]=$(peak_rss_kb "$WORK/$flavor.pids")
     kill $(cat "$WORK/$flavor.pids") 2>/dev/null || true
     wait 2>/dev/null || true
   done
 done
-for key in "${!rounds[@]}"; do
-  # shellcheck disable=SC2086
-  result[$key]=$(median ${rounds[$key]})
-done
-
-print_table
+table=target/bench-cluster-vs-etcd.md
+mkdir -p target
+markdown_table "3 members" | tee "$table"
+echo "(written to $table)" >&2

@@ -11,31 +11,80 @@ WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 declare -A result
 
-# run <label> <endpoints> <bench args...>: prints the requests per second; failed
-# requests are reported on stderr.
-run() {
-  local label=$1 ep=$2 out; shift 2
-  echo "  $label..." >&2
-  out=$("$BENCH" --endpoints="$ep" "$@" 2>/dev/null)
-  if grep -q "Error distribution" <<<"$out"; then
-    echo "  $label: $(grep -A1 'Error distribution' <<<"$out" | tail -1 | xargs)" >&2
-  fi
-  awk '/Requests\/sec/ {print $2}' <<<"$out"
-}
-
 # median <numbers...>: the median (the middle one of an odd count).
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {print a / b}'; }
 
-# print_table: one row per entry of ${workloads[@]} from ${result[ours/...]} and
-# ${result[etcd/...]}.
-print_table() {
-  local w name o e
-  printf '\n%-24s %12s %12s %8s\n' workload "ours req/s" "etcd req/s" ratio
+# cpu_ticks <pidfile>: user + system CPU time so far of the processes listed.
+cpu_ticks() {
+  local pid total=0
+  while read -r pid; do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done <"$1"
+  echo $total
+}
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+
+# peak_rss_kb <pidfile>: the summed peak RSS of the processes listed.
+peak_rss_kb() {
+  local pid total=0
+  while read -r pid; do total=$((total + $(awk '/VmHWM/ {print $2}' "/proc/$pid/status"))); done <"$1"
+  echo $total
+}
+
+# measure <pidfile> <label> <requests> <endpoints> <bench args...>: runs one
+# workload and prints "req/s p50-ms p99-ms server-cpu-us-per-request" (the CPU of
+# the processes in <pidfile>); failed requests are reported on stderr.
+measure() {
+  local pids=$1 label=$2 n=$3 ep=$4 out before after; shift 4
+  echo "  $label..." >&2
+  before=$(cpu_ticks "$pids")
+  out=$("$BENCH" --endpoints="$ep" "$@" 2>/dev/null)
+  after=$(cpu_ticks "$pids")
+  if grep -q "Error distribution" <<<"$out"; then
+    echo "  $label: $(grep -A1 'Error distribution' <<<"$out" | tail -1 | xargs)" >&2
+  fi
+  awk -v cpu=$(((after - before) * TICK_US)) -v n="$n" '
+    /Requests\/sec/ {rps = $2}
+    /^ *50% in/ {p50 = $3 * 1000}
+    /^ *99% in/ {p99 = $3 * 1000}
+    END {printf "%s %.2f %.2f %.1f\n", rps, p50, p99, cpu / n}' <<<"$out"
+}
+
+# field <server> <key> <column>: the median over ${ROUNDS} rounds of one column of
+# ${result[<server>/<key>/<round>]}.
+field() {
+  local values=() r
+  for r in $(seq "$ROUNDS"); do
+    values+=("$(awk -v c="$3" '{print $c}' <<<"${result[$1/$2/$r]}")")
+  done
+  median "${values[@]}"
+}
+
+# markdown_table <what>: the medians of every entry of ${workloads[@]} ("name|requests|
+# bench args") as a Markdown table, ours against etcd, then peak RSS and the disk's
+# fsync latency; <what> heads it ("Single member", "3 members").
+markdown_table() {
+  local w name o e oc ec orss erss fsync_us
+  fsync_us=$(cd "$WORK" && dd if=/dev/zero of=fsync.test bs=4k count=200 oflag=dsync 2>&1 |
+    awk '/copied/ {for (i=1;i<=NF;i++) if ($i ~ /^s,?$/) t=$(i-1); print int(t / 200 * 1000000)}')
+  echo "$1, $(date -u +%Y-%m-%d), $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo);"
+  echo "median of $ROUNDS alternated rounds; real etcd $("$ETCD" --version | awk '/etcd Version/ {print $3}'); the load generator shares the cores."
+  echo
+  echo "| workload | ours req/s | etcd req/s | ratio | p50 ms ours / etcd | p99 ms ours / etcd | CPU µs/req ours / etcd | CPU ratio |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
   for w in "${workloads[@]}"; do
     name=${w%%|*}
-    o=${result[ours/$name]}; e=${result[etcd/$name]}
-    printf '%-24s %12.0f %12.0f %8.2f\n' "$name" "$o" "$e" "$(ratio "$o" "$e")"
+    o=$(field ours "$name" 1); e=$(field etcd "$name" 1)
+    oc=$(field ours "$name" 4); ec=$(field etcd "$name" 4)
+    printf '| %s | %.0f | %.0f | %.2f | %s / %s | %s / %s | %s / %s | %.2f |\n' "$name" "$o" "$e" \
+      "$(ratio "$o" "$e")" "$(field ours "$name" 2)" "$(field etcd "$name" 2)" \
+      "$(field ours "$name" 3)" "$(field etcd "$name" 3)" "$oc" "$ec" "$(ratio "$oc" "$ec")"
   done
+  orss=$(field ours rss 1); erss=$(field etcd rss 1)
+  printf '| peak RSS (MB) | %.0f | %.0f | %.2f | | | | |\n' "$((orss / 1024))" "$((erss / 1024))" \
+    "$(ratio "$orss" "$erss")"
+  echo
+  echo "Disk fsync latency (4 KiB dsync write): ${fsync_us} µs, the floor of one client's write."
 }
