@@ -37,6 +37,9 @@ workloads=(
   "put-64-clients|$TOTAL|--clients=64 --conns=8 put --key-size=8 --val-size=256 --key-space-size=100000 --total=$TOTAL"
   "range-linearizable-64|$TOTAL|--clients=64 --conns=8 range foo --consistency=l --total=$TOTAL"
   "range-serializable-64|$TOTAL|--clients=64 --conns=8 range foo --consistency=s --total=$TOTAL"
+  # 1,000 watchers (each its own stream, over 8 connections) on one key, puts one at
+  # a time: events delivered per second, and CPU per event.
+  "watch-fanout-1000|$((TOTAL / 20 * 1000))|--clients=1000 --conns=8 watch-latency --total=$((TOTAL / 20)) --put-rate=100000"
   # The same puts while 10,000 watchers (100 streams x 100) wait on keys nobody writes.
   "put-64-10k-idle-watchers|$TOTAL|--clients=64 --conns=8 put --key-size=8 --val-size=256 --key-space-size=100000 --total=$TOTAL"
 )

@@ -97,6 +97,24 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         total: u64,
     },
+    /// Benchmark watch latency: one watcher per client on one key, puts at a
+    /// fixed rate; each result is the time from sending a put to one watcher's
+    /// event (etcd's tool times from the put's answer, which an event often beats),
+    /// and all watchers receive a put before the next one is sent.
+    WatchLatency {
+        /// Total number of puts.
+        #[arg(long, default_value_t = 10_000)]
+        total: u64,
+        /// Puts per second.
+        #[arg(long, default_value_t = 100)]
+        put_rate: u64,
+        /// Key size of the watched key.
+        #[arg(long, default_value_t = 32)]
+        key_size: usize,
+        /// Value size of each put.
+        #[arg(long, default_value_t = 32)]
+        val_size: usize,
+    },
     /// Hold idle watchers open until interrupted (not in etcd's tool).
     IdleWatchers {
         /// Watch streams, spread over the connections.
@@ -268,10 +286,93 @@ async fn hold_idle_watchers(
     Ok(())
 }
 
+/// `watch-latency`: see [`Command::WatchLatency`].
+async fn watch_latency(
+    cli: &Cli,
+    total: u64,
+    rate: u64,
+    key: Vec<u8>,
+    value: Vec<u8>,
+) -> Result<(), String> {
+    let channels = connect(cli).await?;
+    let watchers = cli.clients.max(1);
+    // Every watcher reports (revision, when its event arrived).
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<(i64, Instant)>();
+    let mut held = Vec::new();
+    for w in 0..watchers {
+        let mut client = WatchClient::new(channels[w % channels.len()].clone());
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let create = WatchCreateRequest { key: key.clone(), ..Default::default() };
+        tx.send(WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) })
+            .await
+            .map_err(|_| "the watch stream closed".to_string())?;
+        let mut responses = client
+            .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .map_err(|e| format!("cannot open a watch stream: {e}"))?
+            .into_inner();
+        let created = responses.message().await.map_err(|e| e.to_string())?;
+        if !created.is_some_and(|r| r.created) {
+            return Err("a watch was not created".into());
+        }
+        let seen_tx = seen_tx.clone();
+        held.push(tx);
+        tokio::spawn(async move {
+            while let Ok(Some(response)) = responses.message().await {
+                let now = Instant::now();
+                for event in &response.events {
+                    let rev = event.kv.as_ref().map_or(0, |kv| kv.mod_revision);
+                    let _ = seen_tx.send((rev, now));
+                }
+            }
+        });
+    }
+    eprintln!("{watchers} watchers open");
+    let mut kv = KvClient::new(channels[0].clone());
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
+    let mut latencies = Vec::with_capacity((total as usize).saturating_mul(watchers));
+    let mut errors = 0;
+    let started = Instant::now();
+    for n in 0..total {
+        tick.tick().await;
+        let sent = Instant::now();
+        let put = PutRequest { key: key.clone(), value: value.clone(), ..Default::default() };
+        let answered = match kv.put(put).await {
+            Ok(response) => response.into_inner().header.map_or(0, |h| h.revision),
+            Err(_) => {
+                errors += 1;
+                continue;
+            }
+        };
+        let mut waiting = watchers;
+        while waiting > 0 {
+            match tokio::time::timeout(Duration::from_secs(10), seen.recv()).await {
+                Ok(Some((rev, at))) if rev == answered => {
+                    latencies.push(at.saturating_duration_since(sent));
+                    waiting -= 1;
+                }
+                Ok(Some(_)) => {}
+                _ => return Err(format!("watchers did not all see put {n} within 10 s")),
+            }
+        }
+        if n % 100 == 0 {
+            eprint!("\r{n} / {total} puts");
+        }
+    }
+    eprintln!("\r{total} / {total} puts");
+    report(&mut latencies, errors, started.elapsed());
+    drop(held);
+    Ok(())
+}
+
 async fn run(cli: Cli) -> Result<(), String> {
     if let Command::IdleWatchers { streams, watch_per_stream } = &cli.command {
         let channels = connect(&cli).await?;
         return hold_idle_watchers(&channels, *streams, *watch_per_stream).await;
+    }
+    if let Command::WatchLatency { total, put_rate, key_size, val_size } = &cli.command {
+        let (key, value) = (vec![b'w'; (*key_size).max(1)], vec![b'v'; *val_size]);
+        return watch_latency(&cli, *total, *put_rate, key, value).await;
     }
     let (total, make): (u64, MakeOp) = match &cli.command {
         Command::Put { key_size, val_size, total, key_space_size, sequential_keys } => {
@@ -310,7 +411,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             )
         }
         Command::LeaseKeepalive { total } => (*total, Arc::new(|_| Op::KeepAlive)),
-        Command::IdleWatchers { .. } => unreachable!("handled above"),
+        Command::IdleWatchers { .. } | Command::WatchLatency { .. } => {
+            unreachable!("handled above")
+        }
     };
     let needs_lease = matches!(cli.command, Command::LeaseKeepalive { .. });
     let connections = connect(&cli).await?;
