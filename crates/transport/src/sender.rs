@@ -240,16 +240,17 @@ enum LinkState {
     Disconnected,
 }
 
-/// The peer's task: connect at once (so a starting member knows which peers
-/// it reaches, as etcd's streams do), pump batches, back off on failure and
-/// reconnect when there is something to send.
+/// The peer's task: connect at once, and keep trying with backoff until the
+/// first connection (so a starting member learns which peers it reaches, as
+/// etcd's streams do, even when it starts before them); then pump batches, back
+/// off on failure and reconnect when there is something to send.
 async fn run(shared: Arc<Shared>, queue: Arc<PeerQueue>) {
     let peer = queue.id;
     let mut backoff = BACKOFF_MIN;
     let mut link = LinkState::Unknown;
-    let mut first = true;
+    let mut ever_connected = false;
     loop {
-        if !std::mem::take(&mut first) {
+        if ever_connected {
             queue.wait_for_work().await;
         }
         let urls = queue.take_urls();
@@ -261,6 +262,7 @@ async fn run(shared: Arc<Shared>, queue: Arc<PeerQueue>) {
                 }
                 queue.healthy.store(true, Ordering::Relaxed);
                 queue.set_connected(true);
+                ever_connected = true;
                 let started = Instant::now();
                 let end = pump(&shared, &queue, channel).await;
                 if started.elapsed() >= STABLE_STREAM {
