@@ -52,16 +52,7 @@ fn a_member_whose_data_diverged_is_refused_at_start_and_raises_corrupt_at_runtim
     }
     must_etcdctl(&via, &["put", "foo", "bar"], None);
     // Every member applied everything: the leader's checks pass meanwhile.
-    let settled = |c: &Cluster| {
-        let statuses = c.status();
-        statuses.len() == 3
-            && statuses
-                .windows(2)
-                .all(|w| w[0]["Status"]["raftIndex"] == w[1]["Status"]["raftIndex"])
-    };
-    while !settled(&cluster) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    cluster.wait_for_equal_raft_indexes();
     std::thread::sleep(Duration::from_secs(2)); // two periodic checks over healthy data
     assert_eq!(alarms(&via), "", "healthy members raise no alarm");
 

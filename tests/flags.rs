@@ -255,13 +255,7 @@ auto-compaction-retention: \"1\"
 #[test]
 fn a_config_file_replaces_the_command_line_and_variables() {
     for flavor in [common::Flavor::Ours, common::Flavor::RealEtcd] {
-        let binary = match flavor {
-            common::Flavor::Ours => std::path::PathBuf::from(env!("CARGO_BIN_EXE_etcd")),
-            common::Flavor::RealEtcd => match common::real_etcd() {
-                Some(path) => path,
-                None => continue,
-            },
-        };
+        let Some(binary) = flavor.binary() else { continue };
         let temp = tempfile::tempdir().expect("tempdir");
         let (client, peer) = (common::free_port(), common::free_port());
         let file = temp.path().join("etcd.conf.yml");
@@ -279,19 +273,8 @@ fn a_config_file_replaces_the_command_line_and_variables() {
             .spawn()
             .expect("spawn");
         let endpoint = format!("127.0.0.1:{client}");
-        let mut members = String::new();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while std::time::Instant::now() < deadline {
-            if child.try_wait().expect("try_wait").is_some() {
-                break; // it exited: the log says why
-            }
-            let out = common::etcdctl(&endpoint, &["member", "list", "--dial-timeout=1s"], None);
-            if out.status.success() {
-                members = String::from_utf8_lossy(&out.stdout).into_owned();
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        let members =
+            common::wait_serving(&mut child, &endpoint, &["member", "list"]).unwrap_or_default();
         let _ = child.kill();
         let output = child.wait_with_output().expect("wait");
         let log = String::from_utf8_lossy(&output.stderr);
@@ -350,13 +333,7 @@ snapshot-cout: 5
 
     // A duration as etcd's Go code reads it (nanoseconds), with real etcd too.
     for flavor in [common::Flavor::Ours, common::Flavor::RealEtcd] {
-        let binary = match flavor {
-            common::Flavor::Ours => std::path::PathBuf::from(env!("CARGO_BIN_EXE_etcd")),
-            common::Flavor::RealEtcd => match common::real_etcd() {
-                Some(path) => path,
-                None => continue,
-            },
-        };
+        let Some(binary) = flavor.binary() else { continue };
         let (client, peer) = (common::free_port(), common::free_port());
         let text = format!(
             "data-dir: {}\nlisten-client-urls: http://127.0.0.1:{client}\n\
@@ -374,20 +351,10 @@ snapshot-cout: 5
             .spawn()
             .expect("spawn");
         let endpoint = format!("127.0.0.1:{client}");
-        let mut healthy = false;
-        for _ in 0..200 {
-            if child.try_wait().expect("try_wait").is_some() {
-                break;
-            }
-            if common::etcdctl(&endpoint, &["endpoint", "health"], None).status.success() {
-                healthy = true;
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        let healthy = common::wait_serving(&mut child, &endpoint, &["endpoint", "health"]);
         let _ = child.kill();
         let _ = child.wait();
-        assert!(healthy, "{flavor:?} did not start with a nanosecond duration");
+        assert!(healthy.is_some(), "{flavor:?} did not start with a nanosecond duration");
     }
 }
 

@@ -20,19 +20,6 @@ fn member_count(endpoint: &str) -> usize {
     must_etcdctl(endpoint, &["member", "list"], None).lines().count()
 }
 
-/// Waits until every member reports the same raft index.
-fn wait_for_equal_raft_indexes(cluster: &Cluster) {
-    for _ in 0..100 {
-        let indexes: Vec<u64> =
-            cluster.status().iter().filter_map(|s| s["Status"]["raftIndex"].as_u64()).collect();
-        if indexes.len() == 3 && indexes.windows(2).all(|w| w[0] == w[1]) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("the members' raft indexes did not converge");
-}
-
 #[test]
 fn force_new_cluster_recovers_a_lost_cluster_from_one_member_with_every_key() {
     for flavor in [Flavor::Ours, Flavor::RealEtcd] {
@@ -56,7 +43,7 @@ fn force_new_cluster_recovers_a_lost_cluster_from_one_member_with_every_key() {
             // and every member caught up, puts their commit on disk. Ours keeps
             // its whole log, so it is killed right after the last acknowledgement.
             must_etcdctl(&cluster.members[0].endpoint(), &["put", "barrier", "1"], None);
-            wait_for_equal_raft_indexes(&cluster);
+            cluster.wait_for_equal_raft_indexes();
         }
 
         // The cluster is lost: every member dies.

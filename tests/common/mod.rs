@@ -45,6 +45,33 @@ pub enum Flavor {
     RealEtcd,
 }
 
+impl Flavor {
+    /// The binary of this flavor (none: real etcd is not installed).
+    pub fn binary(self) -> Option<PathBuf> {
+        match self {
+            Flavor::Ours => Some(PathBuf::from(env!("CARGO_BIN_EXE_etcd"))),
+            Flavor::RealEtcd => real_etcd(),
+        }
+    }
+}
+
+/// Runs `etcdctl <args>` against `endpoint` until it succeeds (its output) or
+/// `child`, the server, exits or 20 s pass (none).
+pub fn wait_serving(child: &mut Child, endpoint: &str, args: &[&str]) -> Option<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if child.try_wait().expect("try_wait").is_some() {
+            return None; // it exited: its log says why
+        }
+        let out = etcdctl(endpoint, args, None);
+        if out.status.success() {
+            return Some(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
 /// Path of real etcd, if installed.
 pub fn real_etcd() -> Option<PathBuf> {
     let path = PathBuf::from("/usr/bin/etcd");
@@ -121,10 +148,7 @@ impl Server {
 
     /// The command line of this server.
     pub fn command(&self) -> Command {
-        let binary = match self.flavor {
-            Flavor::Ours => PathBuf::from(env!("CARGO_BIN_EXE_etcd")),
-            Flavor::RealEtcd => real_etcd().expect("real etcd is installed"),
-        };
+        let binary = self.flavor.binary().expect("real etcd is installed");
         let client = match self.unix {
             true => self.endpoint(),
             false => format!("http://127.0.0.1:{}", self.client_port),
@@ -405,6 +429,20 @@ impl Cluster {
             self.members.iter().filter(|m| m.is_running()).map(Server::endpoint).collect();
         let out = etcdctl(&running.join(","), &["endpoint", "status", "-w", "json"], None);
         serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
+    /// Waits until every member reports the same raft index (all applied the
+    /// same log).
+    pub fn wait_for_equal_raft_indexes(&self) {
+        for _ in 0..100 {
+            let indexes: Vec<u64> =
+                self.status().iter().filter_map(|s| s["Status"]["raftIndex"].as_u64()).collect();
+            if indexes.len() == self.members.len() && indexes.windows(2).all(|w| w[0] == w[1]) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the members' raft indexes did not converge");
     }
 
     /// The index of the member that leads now, waiting up to `limit` for one.

@@ -40,9 +40,7 @@ impl EtcdServer {
     pub fn hash_kv(&self, revision: i64) -> Result<HashKvResponse, ServerError> {
         let kv = self.kv();
         let current = kv.current_revision();
-        let hash = kv
-            .hash_kv(revision)
-            .map_err(|e| ServerError::from_mvcc(&e).unwrap_or(ServerError::Stopped))?;
+        let hash = kv.hash_kv(revision).map_err(crate::server::read_error)?;
         Ok(HashKvResponse {
             header: Some(self.header(current)),
             hash: hash.hash,

@@ -18,7 +18,7 @@ use etcd_server::ServerError;
 use prost::Message;
 
 use crate::auth::Caller;
-use crate::server::EtcdServer;
+use crate::server::{read_error, EtcdServer};
 
 /// Keys in the first chunk.
 const FIRST_CHUNK_KEYS: usize = 10;
@@ -66,7 +66,7 @@ impl EtcdServer {
         }
         let auth = self.credentials(caller).await?;
         self.check_read(&auth, &request.key, &request.range_end)?;
-        let (at, current) = self.kv().read_revision(request.revision).map_err(mvcc_error)?;
+        let (at, current) = self.kv().read_revision(request.revision).map_err(read_error)?;
         let cursor = (!request.count_only).then(|| request.key.clone());
         Ok(RangeStream {
             request,
@@ -108,7 +108,7 @@ impl EtcdServer {
             let chunk = self
                 .kv()
                 .range_chunk(&from, &req.range_end, stream.at, stream.chunk_keys, req.keys_only)
-                .map_err(mvcc_error)?;
+                .map_err(read_error)?;
             stream.cursor = chunk.next;
             for kv in chunk.kvs.into_iter().filter(|kv| passes_filters(req, kv)) {
                 if limit > 0 && stream.sent == limit {
@@ -133,7 +133,7 @@ impl EtcdServer {
         // The last chunk: the header, the count of the whole range, `more`.
         stream.done = true;
         self.check_still_current(&stream.auth)?;
-        let count = self.kv().count_at(&req.key, &req.range_end, stream.at).map_err(mvcc_error)?;
+        let count = self.kv().count_at(&req.key, &req.range_end, stream.at).map_err(read_error)?;
         // `more`: an entry that passed the filters was found past the limit (as
         // Range: filters first, then the limit).
         let more = stream.more;
@@ -152,13 +152,6 @@ fn adapt(keys: usize, bytes: usize, max_request_bytes: usize) -> usize {
     } else {
         keys
     }
-}
-
-fn mvcc_error(err: etcd_mvcc::MvccError) -> ServerError {
-    ServerError::from_mvcc(&err).unwrap_or_else(|| {
-        tracing::error!(error = %err, "backend read failed");
-        ServerError::Stopped
-    })
 }
 
 #[cfg(test)]

@@ -497,12 +497,7 @@ impl EtcdServer {
 
     /// Reads a Range from the store as it is now (the caller ordered it).
     pub(crate) fn read_range(&self, request: &RangeRequest) -> Result<RangeResponse, ServerError> {
-        let (mut response, revision) = self.kv.range_with_rev(request).map_err(|e| {
-            ServerError::from_mvcc(&e).unwrap_or_else(|| {
-                tracing::error!(error = %e, "backend read failed");
-                ServerError::Stopped
-            })
-        })?;
+        let (mut response, revision) = self.kv.range_with_rev(request).map_err(read_error)?;
         response.header = Some(self.header(revision));
         Ok(response)
     }
@@ -536,4 +531,13 @@ pub(crate) fn mark_removed_members(transport: &PeerTransport, backend: &etcd_sto
         }
         Err(e) => tracing::error!(error = %e, "reading the removed members failed"),
     }
+}
+
+/// A store read's error as clients see it: etcd's errors (compacted, future
+/// revision) as they are; a backend failure is logged and answered as stopped.
+pub(crate) fn read_error(err: etcd_mvcc::MvccError) -> ServerError {
+    ServerError::from_mvcc(&err).unwrap_or_else(|| {
+        tracing::error!(error = %err, "backend read failed");
+        ServerError::Stopped
+    })
 }

@@ -333,7 +333,7 @@ impl PeerTransport {
 
     /// How many peers this member has a stream to now (etcd's `ActivePeers`).
     pub fn active_peers(&self) -> usize {
-        self.peers().values().filter(|p| p.queue.connected()).count()
+        self.peers().values().filter(|p| p.queue.connected_since().is_some()).count()
     }
 
     /// The peers to which sending failed since the last call, for

@@ -48,9 +48,8 @@ pub(crate) struct PeerQueue {
     wake: Notify,
     /// False once a connect or stream failed, true again once connected.
     healthy: AtomicBool,
-    /// Whether a stream to the peer is up now (false until the first connect).
-    connected: AtomicBool,
-    /// Since when the current connection is up (etcd's `ActiveSince`).
+    /// Since when the current connection is up (etcd's `ActiveSince`); none
+    /// while it is down or before the first connect.
     connected_since: Mutex<Option<Instant>>,
 }
 
@@ -71,16 +70,11 @@ impl PeerQueue {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn connected(&self) -> bool {
-        self.connected.load(Ordering::Relaxed)
-    }
-
     pub(crate) fn connected_since(&self) -> Option<Instant> {
         *self.connected_since.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn set_connected(&self, up: bool) {
-        self.connected.store(up, Ordering::Relaxed);
         let mut since = self.connected_since.lock().unwrap_or_else(|e| e.into_inner());
         match up {
             true => {
@@ -218,7 +212,6 @@ impl PeerHandle {
             state: Mutex::new(QueueState { messages: VecDeque::new(), urls, urls_changed: false }),
             wake: Notify::new(),
             healthy: AtomicBool::new(true),
-            connected: AtomicBool::new(false),
             connected_since: Mutex::new(None),
         });
         let task = tokio::spawn(run(shared, Arc::clone(&queue)));

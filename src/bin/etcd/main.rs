@@ -2,6 +2,7 @@
 
 mod config_file;
 mod flag_policy;
+mod flag_values;
 mod flags;
 mod logging;
 mod tls_flags;
