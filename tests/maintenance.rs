@@ -166,3 +166,36 @@ fn per_endpoint_commands_work_with_an_http_url_endpoint() {
     // The same connection keeps working for ordinary calls too.
     assert_eq!(must_etcdctl(&url, &["get", "k", "--print-value-only"], None), "v\n");
 }
+
+/// The quota counts the bytes in use, on every member: writes sent to a
+/// follower of a 3-member cluster fill a small quota, the follower raises
+/// NOSPACE for itself, and every member then refuses puts. A quota below a
+/// fresh redb file's size (140 kB) still takes writes until the data fills it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_fills_a_small_quota_by_bytes_in_use_and_every_member_refuses_puts() {
+    let quota = "--quota-backend-bytes=131072"; // 32 pages of 4 KiB
+    let cluster = tokio::task::block_in_place(|| common::Cluster::start(3, &[quota]));
+    let leader = tokio::task::block_in_place(|| cluster.leader(std::time::Duration::from_secs(10)))
+        .expect("a leader");
+    let follower = (leader + 1) % 3;
+    let mut client = cluster.members[follower].client().await;
+    let follower_id =
+        client.maintenance_client().status().await.expect("status").header().unwrap().member_id();
+    let value = "v".repeat(4096);
+    let mut written = 0;
+    let full = loop {
+        match client.put(format!("q/{written:04}"), value.clone(), None).await {
+            Ok(_) => written += 1,
+            Err(err) => break err,
+        }
+        assert!(written < 1_000, "the quota never filled");
+    };
+    assert!(written > 0, "a quota below the empty file's size refused the first write");
+    assert!(full.to_string().contains("etcdserver: mvcc: database space exceeded"), "{full}");
+    let via = cluster.members[leader].endpoint();
+    let listed = tokio::task::block_in_place(|| must_etcdctl(&via, &["alarm", "list"], None));
+    assert_eq!(listed, format!("memberID:{follower_id} alarm:NOSPACE \n"));
+    let refused = tokio::task::block_in_place(|| common::etcdctl(&via, &["put", "k", "v"], None));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("etcdserver: mvcc: database space exceeded"), "{stderr}");
+}

@@ -111,3 +111,31 @@ async fn range_stream_chunks_merge_into_ranges_answer() {
     let stream = streamed(&mut kv, &compacted).await.expect_err("compacted");
     assert_eq!((stream.code(), stream.message()), (unary.code(), unary.message()));
 }
+
+/// Through a follower of a 3-member cluster: the stream waits for the read
+/// index like Range, and answers what the leader's Range answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_stream_through_a_follower_answers_as_the_leaders_range() {
+    let cluster = tokio::task::block_in_place(|| common::Cluster::start(3, &[]));
+    let leader = tokio::task::block_in_place(|| cluster.leader(std::time::Duration::from_secs(10)))
+        .expect("a leader");
+    let mut on_leader = client(&cluster.members[leader]).await;
+    let mut on_follower = client(&cluster.members[(leader + 1) % 3]).await;
+    for i in 0..500u32 {
+        let key = format!("f/{i:04}").into_bytes();
+        on_leader
+            .put(PutRequest { key, value: vec![b'x'; 64], ..Default::default() })
+            .await
+            .expect("put");
+    }
+    for req in [prefix("f/"), RangeRequest { limit: 123, ..prefix("f/") }] {
+        // The last put is read at once: a linearizable read waits for it.
+        let (_, merged) = streamed(&mut on_follower, &req).await.expect("stream");
+        let mut unary = on_leader.range(req.clone()).await.expect("range").into_inner();
+        let mut merged = merged;
+        // Headers name the member that answered.
+        merged.header = None;
+        unary.header = None;
+        assert_eq!(merged, unary, "{req:?}");
+    }
+}
