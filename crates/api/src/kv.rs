@@ -79,11 +79,8 @@ impl Kv for KvService {
             self.server.check_not_learner().map_err(|e| to_status(&e))?;
         }
         validate::check_range(&request).map_err(|e| to_status(&e))?;
-        if etcd_daemon::range_stream::is_sorted(&request) {
-            return Err(Status::unimplemented(
-                "etcdserver: RangeStream does not support sort order other than key order; use \
-                 Range",
-            ));
+        if let Some(why) = etcd_daemon::range_stream::unstreamable(&request) {
+            return Err(Status::unimplemented(why));
         }
         let mut stream =
             self.server.range_stream(request, &caller).await.map_err(|e| to_status(&e))?;

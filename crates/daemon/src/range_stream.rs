@@ -8,10 +8,10 @@
 //! it starts); each chunk is its own short read at that revision, so a
 //! compaction past it fails the stream with `mvcc: required revision has been
 //! compacted`, as etcd. Chunks start at 10 keys and double or halve towards a
-//! target size below the request size limit. Sorted ranges are refused (the
-//! caller answers Unimplemented): sorting needs every key at once.
+//! target size below the request size limit. As in etcd 3.7, sort orders other
+//! than key order and mod/create revision filters are refused (the caller answers
+//! Unimplemented with [`unstreamable`]'s message): they need every key at once.
 
-use etcd_mvcc::passes_filters;
 use etcd_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use etcd_proto::etcdserverpb::{RangeRequest, RangeResponse};
 use etcd_server::ServerError;
@@ -25,11 +25,19 @@ const FIRST_CHUNK_KEYS: usize = 10;
 /// Keys in a chunk at most, whatever their size.
 const MAX_CHUNK_KEYS: usize = 10_000;
 
-/// Whether `request` asks for an order other than key order (not streamable).
-pub fn is_sorted(request: &RangeRequest) -> bool {
+/// Why etcd 3.7 refuses to stream `request` (None: it streams). Order NONE is
+/// key order whatever the sort target, and ASCEND by KEY is the same order.
+pub fn unstreamable(request: &RangeRequest) -> Option<&'static str> {
     let target = SortTarget::try_from(request.sort_target).unwrap_or(SortTarget::Key);
     let order = SortOrder::try_from(request.sort_order).unwrap_or(SortOrder::None);
-    target != SortTarget::Key || order == SortOrder::Descend
+    if !(order == SortOrder::None || (target == SortTarget::Key && order == SortOrder::Ascend)) {
+        return Some("RangeStream does not support custom sort orders");
+    }
+    let filtered = request.min_mod_revision != 0
+        || request.max_mod_revision != 0
+        || request.min_create_revision != 0
+        || request.max_create_revision != 0;
+    filtered.then_some("RangeStream does not support revision filters")
 }
 
 /// A range being streamed: call [`RangeStream::next_chunk`] until it yields
@@ -43,7 +51,7 @@ pub struct RangeStream {
     /// Where the next chunk starts; none once the range is walked.
     cursor: Option<Vec<u8>>,
     chunk_keys: usize,
-    /// Entries sent so far (after filters).
+    /// Entries sent so far.
     sent: i64,
     /// Whether an entry past the limit was found.
     more: bool,
@@ -60,7 +68,10 @@ impl EtcdServer {
         request: RangeRequest,
         caller: &Caller,
     ) -> Result<RangeStream, ServerError> {
-        assert!(!is_sorted(&request), "invariant: the caller refuses sorted ranges");
+        assert!(
+            unstreamable(&request).is_none(),
+            "invariant: the caller refuses what cannot stream"
+        );
         if !request.serializable {
             self.read_barrier().await?;
         }
@@ -102,15 +113,14 @@ impl EtcdServer {
         let req = &stream.request;
         let limit = req.limit.max(0);
         let mut kvs = Vec::new();
-        // Read chunks until one yields something to send or the range ends, so
-        // that heavy filtering does not produce a run of empty messages.
+        // Read chunks until one yields something to send or the range ends.
         while let Some(from) = stream.cursor.take() {
             let chunk = self
                 .kv()
                 .range_chunk(&from, &req.range_end, stream.at, stream.chunk_keys, req.keys_only)
                 .map_err(read_error)?;
             stream.cursor = chunk.next;
-            for kv in chunk.kvs.into_iter().filter(|kv| passes_filters(req, kv)) {
+            for kv in chunk.kvs {
                 if limit > 0 && stream.sent == limit {
                     // One entry past the limit: that is all `more` needs.
                     stream.more = true;
@@ -134,8 +144,7 @@ impl EtcdServer {
         stream.done = true;
         self.check_still_current(&stream.auth)?;
         let count = self.kv().count_at(&req.key, &req.range_end, stream.at).map_err(read_error)?;
-        // `more`: an entry that passed the filters was found past the limit (as
-        // Range: filters first, then the limit).
+        // `more`: a key was found past the limit.
         let more = stream.more;
         Ok(RangeResponse { header: Some(self.header(stream.current)), kvs, more, count })
     }
@@ -167,17 +176,19 @@ mod tests {
     }
 
     #[test]
-    fn only_key_order_streams() {
-        let sorted = |order: SortOrder, target: SortTarget| {
-            is_sorted(&RangeRequest {
-                sort_order: order as i32,
-                sort_target: target as i32,
-                ..Default::default()
-            })
+    fn key_order_unfiltered_ranges_stream_as_in_etcd() {
+        let request = |order: SortOrder, target: SortTarget| RangeRequest {
+            sort_order: order as i32,
+            sort_target: target as i32,
+            ..Default::default()
         };
-        assert!(!sorted(SortOrder::None, SortTarget::Key));
-        assert!(!sorted(SortOrder::Ascend, SortTarget::Key));
-        assert!(sorted(SortOrder::Descend, SortTarget::Key));
-        assert!(sorted(SortOrder::None, SortTarget::Mod));
+        assert_eq!(unstreamable(&request(SortOrder::None, SortTarget::Key)), None);
+        assert_eq!(unstreamable(&request(SortOrder::None, SortTarget::Mod)), None);
+        assert_eq!(unstreamable(&request(SortOrder::Ascend, SortTarget::Key)), None);
+        let custom = Some("RangeStream does not support custom sort orders");
+        assert_eq!(unstreamable(&request(SortOrder::Descend, SortTarget::Key)), custom);
+        assert_eq!(unstreamable(&request(SortOrder::Ascend, SortTarget::Mod)), custom);
+        let filtered = RangeRequest { min_mod_revision: 1, ..Default::default() };
+        assert_eq!(unstreamable(&filtered), Some("RangeStream does not support revision filters"));
     }
 }

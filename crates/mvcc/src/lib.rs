@@ -27,7 +27,6 @@ mod txn;
 pub use batch::{Batch, LeaseChange};
 pub use error::MvccError;
 pub use kvstore::{HashKv, KvStore, OpCounts, RangeChunk};
-pub use range::passes_filters;
 pub use revision::Revision;
 
 #[cfg(test)]

@@ -86,7 +86,7 @@ pub(crate) fn has_filters(req: &RangeRequest) -> bool {
 }
 
 /// Whether `kv` passes `req`'s mod and create revision filters (0: no bound).
-pub fn passes_filters(req: &RangeRequest, kv: &KeyValue) -> bool {
+fn passes_filters(req: &RangeRequest, kv: &KeyValue) -> bool {
     (req.max_mod_revision == 0 || kv.mod_revision <= req.max_mod_revision)
         && (req.min_mod_revision == 0 || kv.mod_revision >= req.min_mod_revision)
         && (req.max_create_revision == 0 || kv.create_revision <= req.max_create_revision)
