@@ -184,7 +184,15 @@ fn node_config(cfg: &ServerConfig, id: u64, applied: u64) -> NodeConfig {
         heartbeat_tick: 1,
         applied,
         pre_vote: cfg.pre_vote,
+        seed: os_seed(),
     }
+}
+
+/// A seed for the election timeouts that differs between members and runs:
+/// std's hasher keys come from the OS's randomness.
+fn os_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new().build_hasher().finish()
 }
 
 fn bootstrap(cfg: &ServerConfig, wal_path: &Path) -> Result<Opened, StartError> {

@@ -1,17 +1,20 @@
-//! The raft loop: the only owner of the `RaftNode` and the WAL. It runs on its own
-//! thread (with its own single-threaded runtime, since it blocks on fsync) and, per
-//! turn, drains many inputs, ticks, and runs Ready cycles: one WAL write and at
-//! most one fsync per Ready, so concurrent proposals share an fsync.
+//! The raft loop: the shell around the member's Raft half
+//! ([`etcd_server::raft_core::RaftCore`]) on its own thread (with its own
+//! single-threaded runtime, since it blocks on fsync). Per turn it drains many
+//! inputs and messages into the core, then runs the Ready cycles (one WAL write
+//! and at most one fsync per Ready, so concurrent proposals share an fsync) and
+//! turns the core's effects into answers for the waiting requests.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_raftnode::{
-    encode_conf_state, Entry, HardState, MembershipChange, Message, RaftNode, ReadState, ReadySink,
-    Role, Snapshot,
+    encode_conf_state, ConfState, Entry, HardState, MembershipChange, Message, Role,
 };
+use etcd_server::raft_core::{Effect, Input, RaftCore, RaftIo};
 use etcd_server::{Applied, ServerError};
 use etcd_wal::{SnapshotMarker, Wal};
 use tokio::sync::{mpsc, oneshot};
@@ -21,18 +24,6 @@ use crate::shared::Shared;
 
 /// Inputs accepted per turn before running a Ready cycle: bounds a turn's latency.
 const INPUTS_PER_TURN_MAX: usize = 4096;
-/// An unanswered ReadIndex is re-sent after this long (raft-rs silently drops one
-/// sent before the leader committed an entry of its term).
-const READ_INDEX_RETRY: Duration = Duration::from_millis(500);
-/// Right after a leader change the retry is this much shorter: a new leader drops
-/// every ReadIndex until it has committed an entry of its term, which takes
-/// about one round trip.
-const READ_INDEX_RETRY_AFTER_LEADER_CHANGE: Duration = Duration::from_millis(50);
-/// How long after a leader change the short retry applies.
-const LEADER_CHANGE_WINDOW: Duration = Duration::from_secs(2);
-
-/// Heartbeats without a leader after which this member's pending proposals fail.
-const LEADERLESS_GRACE_TICKS: u32 = 2;
 
 /// What other tasks ask of the raft loop.
 pub(crate) enum RaftInput {
@@ -92,73 +83,31 @@ impl PeerSender for etcd_transport::PeerTransport {
     }
 }
 
-struct RaftIo<'a> {
-    wal: &'a mut Wal,
-    peers: &'a dyn PeerSender,
-    /// The received backend file of the leader's snapshot, by index.
-    incoming_snapshot: &'a mut Option<(u64, std::path::PathBuf)>,
-    /// Snapshot messages waiting for their data to be attached.
-    outgoing_snapshots: Vec<Message>,
-    apply_tx: &'a SyncSender<ApplyTask>,
-    shared: &'a Shared,
-    read_states: Vec<ReadState>,
-}
-
 /// Stops the process: for failures after which continuing could lose or corrupt data.
 pub(crate) fn fatal(what: &str, err: impl std::fmt::Display) -> ! {
     tracing::error!(error = %err, "{what}; the member cannot continue safely and stops now");
     std::process::abort();
 }
 
-impl RaftIo<'_> {
-    /// Installs the leader's snapshot: the apply loop swaps in its backend (after
-    /// every entry queued before it), then the WAL records it.
-    fn install(&mut self, snapshot: &Snapshot) {
-        let index = snapshot.get_metadata().index;
-        let path = match self.incoming_snapshot.take() {
-            Some((received, path)) if received == index => path,
-            _ => fatal("raft produced a snapshot this member did not receive", index),
-        };
-        let (done, installed) = std::sync::mpsc::sync_channel(1);
-        if self.apply_tx.send(ApplyTask::Install { index, path, done }).is_err()
-            || installed.recv().is_err()
-        {
-            fatal("the apply loop stopped while installing a snapshot", index);
-        }
-        let marker = SnapshotMarker {
-            index,
-            term: snapshot.get_metadata().term,
-            conf_state: encode_conf_state(snapshot.get_metadata().get_conf_state()),
-        };
-        if let Err(err) = self.wal.save_snapshot(&marker).and_then(|()| self.wal.sync()) {
-            fatal("failed to record an installed snapshot in the WAL", err);
-        }
-        tracing::info!(index, "installed a snapshot from the leader");
-    }
+/// The WAL and the peer transport as the Raft half uses them.
+struct DaemonIo<'a> {
+    wal: &'a mut Wal,
+    peers: &'a dyn PeerSender,
+    snapshots: &'a crate::snapshot::SnapshotSender,
+    apply_tx: &'a SyncSender<ApplyTask>,
+    shared: &'a Shared,
 }
 
-impl ReadySink for RaftIo<'_> {
-    fn send(&mut self, mut messages: Vec<Message>) {
-        let is_snapshot = |m: &Message| m.get_msg_type() == etcd_raftnode::MessageType::MsgSnapshot;
-        if messages.iter().any(is_snapshot) {
-            let (snapshots, rest): (Vec<Message>, Vec<Message>) =
-                messages.into_iter().partition(is_snapshot);
-            self.outgoing_snapshots.extend(snapshots);
-            messages = rest;
-        }
+impl RaftIo for DaemonIo<'_> {
+    fn send(&mut self, messages: Vec<Message>) {
         self.peers.send(messages);
     }
 
-    fn persist(
-        &mut self,
-        entries: &[Entry],
-        hard_state: Option<&HardState>,
-        snapshot: Option<&Snapshot>,
-        must_sync: bool,
-    ) {
-        if let Some(snapshot) = snapshot {
-            self.install(snapshot);
-        }
+    fn send_snapshot(&mut self, message: Message) {
+        self.snapshots.send(message);
+    }
+
+    fn persist(&mut self, entries: &[Entry], hard_state: Option<&HardState>, must_sync: bool) {
         let entries: Vec<etcd_wal::Entry> = entries.iter().map(to_wal_entry).collect();
         let hard_state = hard_state.map(|hs| etcd_wal::HardState {
             term: hs.term,
@@ -186,21 +135,43 @@ impl ReadySink for RaftIo<'_> {
         }
     }
 
-    fn read_states(&mut self, states: Vec<ReadState>) {
-        self.read_states.extend(states);
+    /// The transport wrote the leader's backend to a file and put its path in
+    /// the message's data; the apply loop swaps it in after every entry queued
+    /// before it.
+    fn install_backend(&mut self, index: u64, data: Vec<u8>) {
+        let path = std::path::PathBuf::from(String::from_utf8_lossy(&data).into_owned());
+        let (done, installed) = std::sync::mpsc::sync_channel(1);
+        if self.apply_tx.send(ApplyTask::Install { index, path, done }).is_err()
+            || installed.recv().is_err()
+        {
+            fatal("the apply loop stopped while installing a snapshot", index);
+        }
     }
 
-    fn soft_state(&mut self, leader_id: u64, role: Role) {
-        let previous = self.shared.leader_id.swap(leader_id, Ordering::Relaxed);
-        if previous != leader_id {
-            if leader_id != 0 {
+    fn save_snapshot(&mut self, index: u64, term: u64, conf_state: &ConfState) {
+        let marker = SnapshotMarker { index, term, conf_state: encode_conf_state(conf_state) };
+        if let Err(err) = self.wal.save_snapshot(&marker).and_then(|()| self.wal.sync()) {
+            fatal("failed to record a snapshot in the WAL", err);
+        }
+    }
+
+    fn release_log(&mut self, index: u64) {
+        if let Err(err) = self.wal.release_to(index) {
+            tracing::warn!(error = %err, index, "could not release old WAL segments; will retry at the next snapshot");
+        }
+    }
+
+    fn active_peers(&self) -> usize {
+        self.peers.active_peers()
+    }
+
+    fn leader_changed(&mut self, leader: u64, role: Role) {
+        let previous = self.shared.leader_id.swap(leader, Ordering::Relaxed);
+        if previous != leader {
+            if leader != 0 {
                 self.shared.metrics.leader_changes.inc();
             }
-            tracing::info!(
-                leader = %format!("{leader_id:x}"),
-                role = ?role,
-                "raft.node: leader changed"
-            );
+            tracing::info!(leader = %format!("{leader:x}"), role = ?role, "raft.node: leader changed");
         }
     }
 }
@@ -208,167 +179,55 @@ impl ReadySink for RaftIo<'_> {
 /// A linearizable reader waiting for the index it must see applied.
 type Reader = oneshot::Sender<Result<u64, ServerError>>;
 
-/// ReadIndex requests: those waiting to be sent, and the batch in flight with its
-/// context and when it was (re)sent.
-struct ReadQueue {
-    /// This member: contexts must be unique across members, because the leader
-    /// ignores a ReadIndex whose context equals one it already has pending.
-    member_id: u64,
-    next_ctx: u64,
-    waiting: Vec<Reader>,
-    in_flight: Option<([u8; 16], Vec<Reader>, Instant)>,
-    /// Until when retries are short (a leader change happened just before).
-    short_retries_until: Option<Instant>,
-}
-
-impl ReadQueue {
-    fn new(member_id: u64) -> ReadQueue {
-        // A time-based start, so a restarted member's contexts do not repeat
-        // those of its previous run that a leader may still hold.
-        let start = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        ReadQueue {
-            member_id,
-            next_ctx: start,
-            waiting: Vec::new(),
-            in_flight: None,
-            short_retries_until: None,
-        }
-    }
-
-    fn send_if_due(&mut self, node: &mut RaftNode) {
-        let now = Instant::now();
-        let retry = match self.short_retries_until {
-            Some(until) if now < until => READ_INDEX_RETRY_AFTER_LEADER_CHANGE,
-            _ => READ_INDEX_RETRY,
-        };
-        let due = match &self.in_flight {
-            None => !self.waiting.is_empty(),
-            Some((_, _, sent)) => now.duration_since(*sent) >= retry,
-        };
-        if !due {
-            return;
-        }
-        self.next_ctx = self.next_ctx.wrapping_add(1);
-        let mut ctx = [0u8; 16];
-        ctx[..8].copy_from_slice(&self.member_id.to_be_bytes());
-        ctx[8..].copy_from_slice(&self.next_ctx.to_be_bytes());
-        let mut batch = self.in_flight.take().map(|(_, b, _)| b).unwrap_or_default();
-        batch.append(&mut self.waiting);
-        node.read_index(ctx.to_vec());
-        self.in_flight = Some((ctx, batch, now));
-    }
-
-    /// Fails every reader, waiting or in flight (this member lost its leader:
-    /// nobody can confirm a read index, and the client may find a leader elsewhere).
-    fn fail_all(&mut self, err: &ServerError) {
-        let in_flight = self.in_flight.take().map(|(_, batch, _)| batch).unwrap_or_default();
-        for reader in self.waiting.drain(..).chain(in_flight) {
-            let _ = reader.send(Err(err.clone()));
-        }
-    }
-
-    /// Makes the batch in flight due now (a new leader knows nothing of it), and
-    /// retries soon for a while (the new leader may drop it until it commits).
-    fn resend_now(&mut self) {
-        let now = Instant::now();
-        self.short_retries_until = Some(now + LEADER_CHANGE_WINDOW);
-        if let Some((_, _, sent)) = &mut self.in_flight {
-            *sent = now.checked_sub(READ_INDEX_RETRY).unwrap_or(*sent);
-        }
-    }
-
-    fn answer(&mut self, states: Vec<ReadState>) {
-        for state in states {
-            let matches = self
-                .in_flight
-                .as_ref()
-                .is_some_and(|(ctx, _, _)| state.request_ctx == ctx.as_slice());
-            if matches {
-                let (_, batch, _) = self.in_flight.take().expect("checked above");
-                for reader in batch {
-                    let _ = reader.send(Ok(state.index));
-                }
-            }
-        }
-    }
-}
-
 pub(crate) struct RaftLoop {
-    pub node: RaftNode,
+    pub core: RaftCore,
     pub wal: Wal,
     pub inputs: mpsc::Receiver<RaftInput>,
     pub messages: mpsc::Receiver<Message>,
     pub peers: Arc<dyn PeerSender>,
     pub apply_tx: SyncSender<ApplyTask>,
     pub snapshots: crate::snapshot::SnapshotSender,
-    pub incoming_snapshot: Option<(u64, std::path::PathBuf)>,
-    /// Entries kept in memory behind a snapshot, for followers that lag a little
-    /// (`--experimental-snapshot-catchup-entries`).
-    pub catch_up_entries: u64,
-    /// `--max-wals=0`: keep every WAL segment (etcd's "unlimited"); otherwise
-    /// the segments a snapshot covers go at once, fewer than any maximum.
-    pub keep_all_wal_segments: bool,
-    /// `--initial-election-tick-advance`: until when to look for the peer
-    /// streams that let a starting member skip most of its first election
-    /// timeout (none: not asked, or done).
-    pub tick_advance_until: Option<Instant>,
-    /// Election timeout in ticks.
-    pub election_ticks: usize,
     pub shared: Arc<Shared>,
     pub heartbeat: Duration,
-    /// The leader as of the previous turn (0: none).
-    pub last_leader: u64,
-    /// Since when this member knows no leader.
-    pub leaderless_since: Option<Instant>,
-    /// Whether the pending proposals were failed since the leader was lost.
-    pub failed_waiters: bool,
+    /// Linearizable readers by the number the core knows them by.
+    pub readers: HashMap<u64, Reader>,
+    pub next_reader: u64,
 }
 
 impl RaftLoop {
     /// Runs until every input sender is dropped.
     pub async fn run(mut self) {
-        let voters = self.node.conf_state().voters;
-        self.shared.is_learner.store(self.node.is_learner(), Ordering::Relaxed);
-        if voters == [self.node.id()] {
-            // The only voter need not wait an election timeout to lead.
-            if let Err(err) = self.node.campaign() {
-                tracing::warn!(error = %err, "raft: campaign failed");
-            }
-        }
+        self.shared.is_learner.store(self.core.is_learner(), Ordering::Relaxed);
         let mut ticker = tokio::time::interval(self.heartbeat);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut reads = ReadQueue::new(self.node.id());
         let mut stopping = false;
         loop {
+            let mut turn = Vec::new();
             tokio::select! {
-                _ = ticker.tick() => self.node.tick(),
+                _ = ticker.tick() => turn.push(Input::Tick),
                 input = self.inputs.recv() => match input {
                     Some(RaftInput::Stop) | None => stopping = true,
-                    Some(input) => self.handle(input, &mut reads),
+                    Some(input) => turn.extend(self.input(input)),
                 },
-                Some(message) = self.messages.recv() => self.step(message),
+                Some(message) = self.messages.recv() => turn.push(Input::Message(message)),
             }
             for _ in 0..INPUTS_PER_TURN_MAX {
                 match self.messages.try_recv() {
-                    Ok(message) => self.step(message),
+                    Ok(message) => turn.push(Input::Message(message)),
                     Err(_) => break,
                 }
             }
-            for peer in self.peers.take_unreachable() {
-                self.node.report_unreachable(peer);
-            }
+            turn.extend(
+                self.peers.take_unreachable().into_iter().map(|peer| Input::Unreachable { peer }),
+            );
             for _ in 0..INPUTS_PER_TURN_MAX {
                 match self.inputs.try_recv() {
                     Ok(RaftInput::Stop) => stopping = true,
-                    Ok(input) => self.handle(input, &mut reads),
+                    Ok(input) => turn.extend(self.input(input)),
                     Err(_) => break,
                 }
             }
-            self.advance_ticks_once_connected();
-            reads.send_if_due(&mut self.node);
-            self.run_ready(&mut reads);
+            self.run_turn(turn);
             if stopping {
                 break;
             }
@@ -379,138 +238,81 @@ impl RaftLoop {
         tracing::info!("raft loop stopped");
     }
 
-    /// etcd's initial election tick advance: once a starting member has streams
-    /// to more than one peer, it fast-forwards all but two ticks of its election
-    /// timeout, so a new cluster elects within a few heartbeats instead of a whole
-    /// timeout. A running leader's next heartbeat (every tick) still arrives in
-    /// time, and pre-vote keeps a member that guessed wrong from deposing it.
-    /// Given up after 5 s (etcd's connection read timeout) without peers.
-    fn advance_ticks_once_connected(&mut self) {
-        let Some(until) = self.tick_advance_until else { return };
-        let active = self.peers.active_peers();
-        if active > 1 {
-            let ticks = self.election_ticks.saturating_sub(2);
-            tracing::info!(
-                local_member_id = %format!("{:x}", self.node.id()),
-                forward_ticks = ticks,
-                election_ticks = self.election_ticks,
-                active_remote_members = active,
-                "initialized peer connections; fast-forwarding election ticks"
-            );
-            for _ in 0..ticks {
-                self.node.tick();
-            }
-            self.tick_advance_until = None;
-        } else if Instant::now() >= until || self.shared.leader_id.load(Ordering::Relaxed) != 0 {
-            self.tick_advance_until = None;
-        }
-    }
-
-    fn run_ready(&mut self, reads: &mut ReadQueue) {
-        let mut io = RaftIo {
+    /// Steps the core with a turn's inputs, runs its Ready cycles and carries
+    /// out its effects.
+    fn run_turn(&mut self, turn: Vec<Input>) {
+        let mut io = DaemonIo {
             wal: &mut self.wal,
             peers: self.peers.as_ref(),
-            incoming_snapshot: &mut self.incoming_snapshot,
-            outgoing_snapshots: Vec::new(),
+            snapshots: &self.snapshots,
             apply_tx: &self.apply_tx,
             shared: &self.shared,
-            read_states: Vec::new(),
         };
-        loop {
-            match self.node.process_ready(&mut io) {
-                Ok(true) => continue,
-                Ok(false) => break,
-                Err(err) => fatal("raft rejected its own state", err),
-            }
+        for input in turn {
+            self.core.step(input, &mut io);
         }
-        reads.answer(std::mem::take(&mut io.read_states));
-        let outgoing_snapshots = std::mem::take(&mut io.outgoing_snapshots);
-        self.follow_leadership(reads);
-        for message in outgoing_snapshots {
-            self.snapshots.send(message);
+        let effects = self.core.run_ready(crate::clock::monotonic_ms(), &mut io);
+        for effect in effects {
+            self.effect(effect);
         }
-        self.shared.term.store(self.node.term(), Ordering::Relaxed);
-        self.shared.commit_index.fetch_max(self.node.commit_index(), Ordering::Relaxed);
+        self.shared.term.store(self.core.term(), Ordering::Relaxed);
+        self.shared.commit_index.fetch_max(self.core.commit_index(), Ordering::Relaxed);
     }
 
-    /// What a leader change means for the requests waiting here. Without a
-    /// leader (an election, or this member cut off from the quorum, or a leader
-    /// that stepped down for lack of one), linearizable reads fail at once and
-    /// this member's pending proposals once no leader appeared for
-    /// [`LEADERLESS_GRACE_TICKS`] heartbeats (a leader transfer or a quick
-    /// election would still commit them), with etcd's errors, so clients retry on
-    /// another member instead of waiting for their deadline here (etcd 3.5 holds
-    /// proposals until its request timeout). A proposal that fails this way may
-    /// still be committed by the next leader, as after a timeout. With a new
-    /// leader, the read index batch in flight is asked of it at once.
-    fn follow_leadership(&mut self, reads: &mut ReadQueue) {
-        let leader = self.shared.leader_id.load(Ordering::Relaxed);
-        if leader == 0 {
-            reads.fail_all(&ServerError::NoLeader);
-            let now = Instant::now();
-            let since = *self.leaderless_since.get_or_insert(now);
-            if !self.failed_waiters && now - since >= self.heartbeat * LEADERLESS_GRACE_TICKS {
-                self.shared.fail_waiters(&ServerError::LeaderChanged);
-                self.failed_waiters = true;
-            }
-        } else {
-            if leader != self.last_leader {
-                reads.resend_now();
-            }
-            self.leaderless_since = None;
-            self.failed_waiters = false;
-        }
-        self.last_leader = leader;
-    }
-
-    fn handle(&mut self, input: RaftInput, reads: &mut ReadQueue) {
-        match input {
-            RaftInput::Propose { id, data } => {
-                if self.node.propose(data).is_err() {
-                    self.shared.wake(Applied {
-                        id,
-                        result: Err(ServerError::NoLeader),
-                        revision: 0,
-                    });
+    fn effect(&mut self, effect: Effect) {
+        match effect {
+            Effect::ReadsReady { readers, index } => {
+                for reader in readers.iter().filter_map(|r| self.readers.remove(r)) {
+                    let _ = reader.send(Ok(index));
                 }
             }
+            Effect::ReadsFailed { readers, error } => {
+                for reader in readers.iter().filter_map(|r| self.readers.remove(r)) {
+                    let _ = reader.send(Err(error.clone()));
+                }
+            }
+            Effect::ProposalFailed { id, error } => {
+                self.shared.wake(Applied { id, result: Err(error), revision: 0 });
+            }
+            Effect::FailPendingProposals(error) => self.shared.fail_waiters(&error),
+            Effect::ConfigurationChanged { voters, learners } => {
+                let learner = learners.contains(&self.core.id());
+                self.shared.is_learner.store(learner, Ordering::Relaxed);
+                tracing::info!(
+                    voters = ?voters.iter().map(|v| format!("{v:x}")).collect::<Vec<_>>(),
+                    learners = ?learners.iter().map(|v| format!("{v:x}")).collect::<Vec<_>>(),
+                    "applied a membership change"
+                );
+            }
+            Effect::SnapshotDropped { data } => {
+                let _ = std::fs::remove_file(String::from_utf8_lossy(&data).as_ref());
+            }
+            Effect::SnapshotInstalled { .. } | Effect::SnapshotSaved { .. } => {}
+        }
+    }
+
+    /// Turns a request from another task into the core's input; queries and
+    /// pass-throughs are answered here.
+    fn input(&mut self, input: RaftInput) -> Option<Input> {
+        Some(match input {
+            RaftInput::Propose { id, data } => Input::Propose { id, data },
             RaftInput::ReadIndex(reply) => {
-                if self.shared.leader_id.load(Ordering::Relaxed) == 0 {
-                    let _ = reply.send(Err(ServerError::NoLeader));
-                } else {
-                    reads.waiting.push(reply);
-                }
+                self.next_reader += 1;
+                self.readers.insert(self.next_reader, reply);
+                Input::ReadIndex { reader: self.next_reader }
             }
-            RaftInput::Snapshot { index, term } => self.snapshot(index, term),
-            RaftInput::TransferLeader { to } => self.node.transfer_leader(to),
+            RaftInput::Snapshot { index, term } => Input::Snapshot { index, term },
+            RaftInput::TransferLeader { to } => Input::TransferLeader { to },
             RaftInput::ProposeMembershipChange { id, kind, node_id, context } => {
-                if self.node.propose_membership_change(kind, node_id, context).is_err() {
-                    self.shared.wake(Applied {
-                        id,
-                        result: Err(ServerError::NoLeader),
-                        revision: 0,
-                    });
-                }
+                Input::ProposeMembershipChange { id, kind, node_id, context }
             }
             RaftInput::ApplyMembershipChange { kind, node_id } => {
-                match self.node.apply_membership_change(kind, node_id) {
-                    Ok(conf_state) => {
-                        let learner = conf_state.learners.contains(&self.node.id());
-                        self.shared.is_learner.store(learner, Ordering::Relaxed);
-                        tracing::info!(
-                            change = ?kind,
-                            member = %format!("{node_id:x}"),
-                            voters = ?conf_state.voters.iter().map(|v| format!("{v:x}")).collect::<Vec<_>>(),
-                            learners = ?conf_state.learners.iter().map(|v| format!("{v:x}")).collect::<Vec<_>>(),
-                            "applied a membership change"
-                        )
-                    }
-                    Err(err) => tracing::warn!(error = %err, "raft refused a membership change"),
-                }
+                Input::ApplyMembershipChange { kind, node_id }
             }
-            RaftInput::ReportSnapshot { to, delivered } => self.node.report_snapshot(to, delivered),
+            RaftInput::ReportSnapshot { to, delivered } => Input::ReportSnapshot { to, delivered },
             RaftInput::PeerProgress { id, reply } => {
-                let _ = reply.send(self.node.peer_progress(id));
+                let _ = reply.send(self.core.peer_progress(id));
+                return None;
             }
             RaftInput::Defragment(reply) => {
                 if let Err(std::sync::mpsc::SendError(ApplyTask::Defragment(reply))) =
@@ -518,48 +320,9 @@ impl RaftLoop {
                 {
                     let _ = reply.send(Err(ServerError::Stopped));
                 }
+                return None;
             }
             RaftInput::Stop => unreachable!("handled by the loop"),
-        }
-    }
-
-    fn step(&mut self, mut message: Message) {
-        if message.get_msg_type() == etcd_raftnode::MessageType::MsgSnapshot {
-            // The transport wrote the backend to a file and put its path in `data`;
-            // Raft only needs the metadata, the file waits for the install.
-            let index = message.get_snapshot().get_metadata().index;
-            let data = std::mem::take(&mut message.mut_snapshot().data);
-            let path = std::path::PathBuf::from(String::from_utf8_lossy(&data).into_owned());
-            tracing::info!(
-                from = %format!("{:x}", message.from),
-                index,
-                file = %path.display(),
-                "received a snapshot from the leader"
-            );
-            if let Some((_, stale)) = self.incoming_snapshot.replace((index, path)) {
-                let _ = std::fs::remove_file(stale);
-            }
-        }
-        if let Err(err) = self.node.step(message) {
-            tracing::debug!(error = %err, "raft rejected a peer message");
-        }
-    }
-
-    fn snapshot(&mut self, index: u64, term: u64) {
-        let conf_state = encode_conf_state(&self.node.conf_state());
-        let marker = SnapshotMarker { index, term, conf_state };
-        if let Err(err) = self.wal.save_snapshot(&marker).and_then(|()| self.wal.sync()) {
-            fatal("failed to record a snapshot in the WAL", err);
-        }
-        self.node.record_snapshot(index, term);
-        if self.keep_all_wal_segments {
-            // --max-wals=0: nothing is purged.
-        } else if let Err(err) = self.wal.release_to(index) {
-            tracing::warn!(error = %err, index, "could not release old WAL segments; will retry at the next snapshot");
-        }
-        if let Err(err) = self.node.compact_log(index.saturating_sub(self.catch_up_entries)) {
-            tracing::warn!(error = %err, index, "could not compact the in-memory raft log");
-        }
-        tracing::info!(index, term, "saved snapshot");
+        })
     }
 }

@@ -113,8 +113,26 @@ impl EtcdServer {
         }
         mark_removed_members(&transport, &opened.backend);
         let (apply_tx, apply_rx) = std::sync::mpsc::sync_channel(APPLY_TASKS_MAX);
+        let core_cfg = etcd_server::raft_core::RaftCoreConfig {
+            heartbeat_ms: cfg.heartbeat_interval.as_millis() as u64,
+            election_ticks: cfg.election_ticks(),
+            catch_up_entries: cfg.snapshot_catchup_entries,
+            keep_all_log_segments: cfg.max_wals == 0,
+            initial_election_tick_advance: cfg.initial_election_tick_advance,
+            // Time-based, so a restarted member's ReadIndex contexts do not
+            // repeat those of its previous run that a leader may still hold.
+            read_context_start: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
+        };
+        let core = etcd_server::raft_core::RaftCore::new(
+            opened.node,
+            applier.consistent_index(),
+            core_cfg,
+            crate::clock::monotonic_ms(),
+        );
         let raft_loop = RaftLoop {
-            node: opened.node,
+            core,
             wal: opened.wal,
             inputs: raft_rx,
             messages: message_rx,
@@ -127,18 +145,10 @@ impl EtcdServer {
                 raft_tx: raft_tx.clone(),
                 dir: opened.backend.path().parent().map(Path::to_path_buf).unwrap_or_default(),
             },
-            incoming_snapshot: None,
-            catch_up_entries: cfg.snapshot_catchup_entries,
-            keep_all_wal_segments: cfg.max_wals == 0,
-            tick_advance_until: cfg
-                .initial_election_tick_advance
-                .then(|| std::time::Instant::now() + std::time::Duration::from_secs(5)),
-            election_ticks: cfg.election_ticks(),
             shared: shared.clone(),
             heartbeat: cfg.heartbeat_interval,
-            last_leader: 0,
-            leaderless_since: None,
-            failed_waiters: false,
+            readers: std::collections::HashMap::new(),
+            next_reader: 0,
         };
         let (member_events_tx, member_events_rx) = mpsc::channel(MEMBER_EVENTS_MAX);
         let apply_loop = ApplyLoop {

@@ -24,6 +24,10 @@ pub struct NodeConfig {
     pub applied: u64,
     /// Run a pre-vote before campaigning (etcd's `--pre-vote`; on since etcd 3.5).
     pub pre_vote: bool,
+    /// Seeds the randomized election timeouts: the same seed and the same inputs
+    /// give the same elections (the simulator relies on it; the daemon seeds it
+    /// from the OS).
+    pub seed: u64,
 }
 
 /// What the WAL replay recovered, handed to [`RaftNode::restore`].
@@ -132,6 +136,36 @@ pub fn conf_change_entry(
 /// One Raft member: a raft-rs `RawNode` over an in-memory copy of the persisted log.
 pub struct RaftNode {
     raw: RawNode<RaftStorage>,
+    /// The source of election timeouts. raft-rs draws them from its thread RNG;
+    /// every time it restarts the election clock we replace its draw with ours,
+    /// so elections depend on the seed alone.
+    rng: SplitMix64,
+}
+
+/// A small seeded generator (SplitMix64): deterministic, no dependency.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator whose sequence is fixed by `seed`.
+    pub fn new(seed: u64) -> SplitMix64 {
+        SplitMix64(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `[low, high)` (`high > low`).
+    pub fn below(&mut self, low: u64, high: u64) -> u64 {
+        assert!(high > low, "invariant: a non-empty range");
+        low + self.next_u64() % (high - low)
+    }
 }
 
 fn raft_config(cfg: &NodeConfig) -> Config {
@@ -183,7 +217,7 @@ impl RaftNode {
         );
         let storage = RaftStorage::new(MemStorage::new_with_conf_state(conf_state));
         let raw = RawNode::new(&raft_config(cfg), storage, &discard_logger())?;
-        Ok(RaftNode { raw })
+        Ok(RaftNode::seeded(raw, cfg.seed))
     }
 
     /// Restarts a member from what its WAL held.
@@ -215,17 +249,39 @@ impl RaftNode {
             ));
         }
         let raw = RawNode::new(&raft_config(cfg), storage, &discard_logger())?;
-        Ok(RaftNode { raw })
+        Ok(RaftNode::seeded(raw, cfg.seed))
+    }
+
+    fn seeded(raw: RawNode<RaftStorage>, seed: u64) -> RaftNode {
+        let mut node = RaftNode { raw, rng: SplitMix64::new(seed) };
+        node.redraw_election_timeout();
+        node
+    }
+
+    /// raft-rs restarts the election clock (`election_elapsed` = 0) whenever it
+    /// draws a new timeout, so after every operation that saw the clock at zero
+    /// the timeout is redrawn from the seeded source. (A follower that just heard
+    /// its leader redraws too, which changes nothing but the draw.)
+    fn redraw_election_timeout(&mut self) {
+        let raft = &mut self.raw.raft;
+        if raft.election_elapsed == 0 {
+            let low = raft.election_timeout() as u64;
+            let timeout = self.rng.below(low, 2 * low);
+            raft.set_randomized_election_timeout(timeout as usize);
+        }
     }
 
     /// Advances logical time by one tick.
     pub fn tick(&mut self) {
         self.raw.tick();
+        self.redraw_election_timeout();
     }
 
     /// Starts an election now (used by a single-member cluster to avoid waiting).
     pub fn campaign(&mut self) -> Result<(), Error> {
-        Ok(self.raw.campaign()?)
+        let result = self.raw.campaign();
+        self.redraw_election_timeout();
+        Ok(result?)
     }
 
     /// Proposes an entry; it is committed (or lost) asynchronously.
@@ -258,7 +314,9 @@ impl RaftNode {
         kind: MembershipChange,
         node_id: u64,
     ) -> Result<ConfState, Error> {
-        let conf_state = self.raw.apply_conf_change(&conf_change(kind, node_id))?;
+        let conf_state = self.raw.apply_conf_change(&conf_change(kind, node_id));
+        self.redraw_election_timeout();
+        let conf_state = conf_state?;
         self.raw.mut_store().mem.wl().set_conf_state(conf_state.clone());
         Ok(conf_state)
     }
@@ -281,7 +339,9 @@ impl RaftNode {
 
     /// Delivers a message from a peer.
     pub fn step(&mut self, message: Message) -> Result<(), Error> {
-        Ok(self.raw.step(message)?)
+        let result = self.raw.step(message);
+        self.redraw_election_timeout();
+        Ok(result?)
     }
 
     /// Tells Raft a peer could not be reached, so it probes instead of streaming.
@@ -292,6 +352,7 @@ impl RaftNode {
     /// Asks the leader to hand leadership to `to` (ignored by non-leaders).
     pub fn transfer_leader(&mut self, to: u64) {
         self.raw.transfer_leader(to);
+        self.redraw_election_timeout();
     }
 
     /// Whether this member is a learner in the current configuration.
@@ -457,7 +518,26 @@ mod tests {
     }
 
     fn single(applied: u64) -> NodeConfig {
-        NodeConfig { id: 1, election_tick: 10, heartbeat_tick: 1, applied, pre_vote: true }
+        NodeConfig { id: 1, election_tick: 10, heartbeat_tick: 1, applied, pre_vote: true, seed: 1 }
+    }
+
+    /// The election timeouts come from the seed, not from raft-rs's thread RNG.
+    #[test]
+    fn election_timeouts_follow_the_seed() {
+        let draws = |seed: u64| {
+            let cfg = NodeConfig { seed, ..single(0) };
+            let mut node = RaftNode::bootstrap(&cfg, &[1, 2, 3]).expect("bootstrap");
+            let mut seen = Vec::new();
+            for _ in 0..200 {
+                node.tick();
+                let timeout = node.raw.raft.randomized_election_timeout();
+                assert!((10..20).contains(&timeout), "timeout {timeout} outside [e, 2e)");
+                seen.push((timeout, node.term()));
+            }
+            seen
+        };
+        assert_eq!(draws(7), draws(7), "the same seed gives the same elections");
+        assert_ne!(draws(7), draws(8), "another seed gives other timeouts");
     }
 
     fn drain(node: &mut RaftNode, sink: &mut Recorder) {

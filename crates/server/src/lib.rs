@@ -5,6 +5,9 @@
 //!   transaction so replaying the WAL after a crash is idempotent;
 //! - [`auth`]: the auth requests and permission checks the applier runs, on
 //!   the [`etcd_auth::AuthStore`] it shares with the API;
+//! - [`raft_core`]: the Raft half of a member (the Raft node, the ReadIndex
+//!   queue, leader-change follow-up, snapshot record and install) behind the
+//!   [`raft_core::RaftIo`] trait, driven by inputs and a millisecond clock;
 //! - [`error`]: every error a client can see, as one enum (the API layer maps it
 //!   to etcd's gRPC codes and messages).
 
@@ -14,6 +17,7 @@ pub mod auth;
 pub mod error;
 pub mod ids;
 pub mod membership;
+pub mod raft_core;
 
 pub use applier::{Applied, Applier, ApplyContext, BatchOutcome, Response};
 pub use error::ServerError;
