@@ -9,17 +9,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_lease::{
-    Lessor, Renewed, LEASE_CHECKPOINT_BATCH_MAX, LEASE_CHECKPOINT_RATE, LEASE_REVOKE_RATE,
-};
-use etcd_mvcc::KvStore;
+use etcd_lease::{Renewed, LEASE_CHECKPOINT_BATCH_MAX, LEASE_CHECKPOINT_RATE, LEASE_REVOKE_RATE};
 use etcd_proto::etcdrs::InternalRaftRequest;
 use etcd_proto::etcdserverpb::{
     LeaseCheckpoint, LeaseCheckpointRequest, LeaseGrantRequest, LeaseKeepAliveRequest,
     LeaseRevokeRequest, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
 use etcd_server::{Applied, ServerError};
-use etcd_storage::Backend;
 
 use crate::clock::monotonic_ms;
 use crate::config::ServerConfig;
@@ -48,17 +44,16 @@ pub(crate) fn min_ttl_secs(cfg: &ServerConfig) -> i64 {
     min_ttl.as_secs_f64().ceil() as i64
 }
 
-/// Rebuilds the lessor from the backend after a (re)start, re-attaching live keys.
-pub(crate) fn recover_lessor(
-    cfg: &ServerConfig,
-    backend: &Backend,
-    kv: &KvStore,
-) -> Result<Lessor, String> {
-    let keys = kv.leased_keys().map_err(|e| e.to_string())?;
-    let txn = backend.begin_read().map_err(|e| e.to_string())?;
-    let mut lessor = Lessor::recover(&txn, keys, min_ttl_secs(cfg)).map_err(|e| e.to_string())?;
-    lessor.set_checkpointing(cfg.lease_checkpoint);
-    Ok(lessor)
+/// The apply half's settings from the server's configuration.
+pub(crate) fn apply_core_config(cfg: &ServerConfig) -> etcd_server::apply_core::ApplyCoreConfig {
+    etcd_server::apply_core::ApplyCoreConfig {
+        snapshot_count: cfg.snapshot_count.max(1),
+        batch_limit: cfg.backend_batch_limit,
+        batch_interval_ms: cfg.backend_batch_interval.as_millis() as u64,
+        promote_extend_ms: cfg.election_timeout.as_millis() as u64,
+        min_lease_ttl_secs: min_ttl_secs(cfg),
+        lease_checkpoint: cfg.lease_checkpoint,
+    }
 }
 
 impl EtcdServer {

@@ -84,8 +84,10 @@ impl EtcdServer {
         let opened = bootstrap::open(&cfg)?;
         let backend_error =
             |reason: String| StartError::Backend { path: cfg.data_dir.clone(), reason };
-        let lessor = crate::lease::recover_lessor(&cfg, &opened.backend, &opened.kv)
-            .map_err(backend_error)?;
+        let apply_cfg = crate::lease::apply_core_config(&cfg);
+        let lessor =
+            etcd_server::apply_core::recover_lessor(&opened.backend, &opened.kv, &apply_cfg)
+                .map_err(backend_error)?;
         let lessor = Arc::new(Mutex::new(lessor));
         let auth = opened
             .backend
@@ -151,20 +153,23 @@ impl EtcdServer {
             next_reader: 0,
         };
         let (member_events_tx, member_events_rx) = mpsc::channel(MEMBER_EVENTS_MAX);
+        let apply_core = etcd_server::apply_core::ApplyCore::new(
+            applier,
+            opened.kv.clone(),
+            opened.backend.clone(),
+            apply_cfg,
+            opened.snapshot_index,
+            crate::clock::monotonic_ms(),
+        );
         let apply_loop = ApplyLoop {
             member_id: opened.member_id,
-            applier,
+            core: apply_core,
             tasks: apply_rx,
             shared: shared.clone(),
             watch_hub: watch_hub.clone(),
-            kv: opened.kv.clone(),
             raft_tx: raft_tx.clone(),
             member_events: member_events_tx,
-            snapshot_count: cfg.snapshot_count.max(1),
-            snapshot_index: opened.snapshot_index,
-            durable_index: *shared.applied_index.borrow(),
-            durable_at: std::time::Instant::now(),
-            cfg: cfg.clone(),
+            warning_apply_duration: cfg.warning_apply_duration,
         };
         let spawn_error =
             |e: std::io::Error| StartError::DataDir { path: cfg.data_dir.clone(), source: e };

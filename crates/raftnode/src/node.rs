@@ -182,7 +182,13 @@ fn raft_config(cfg: &NodeConfig) -> Config {
         max_election_tick: cfg.election_tick * 2,
         read_only_option: ReadOnlyOption::Safe,
         skip_bcast_commit: false,
-        batch_append: true,
+        // Off: raft-rs's batching merges new entries into an append already
+        // queued for the same peer whenever that append carries no entries,
+        // without checking that the new entries follow its previous index. After
+        // a probe rejection lowered the peer's next index, the merged message
+        // claimed entry N sat at N+1 and the follower's log went wrong (found by
+        // the simulator, seed 1; crates/sim/tests/regressions.rs).
+        batch_append: false,
         priority: 0,
         max_uncommitted_size: 64 * 1024 * 1024,
         max_committed_size_per_ready: 16 * 1024 * 1024,

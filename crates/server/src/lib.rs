@@ -13,6 +13,7 @@
 
 pub mod alarms;
 pub mod applier;
+pub mod apply_core;
 pub mod auth;
 pub mod error;
 pub mod ids;

@@ -66,6 +66,32 @@ impl Backend {
         Ok(backend)
     }
 
+    /// Opens (or initializes) a backend on any redb storage: the simulator's
+    /// disks. `label` names it in errors; nothing is read from that path.
+    pub fn open_on(storage: impl redb::StorageBackend, label: &Path) -> Result<Backend> {
+        let existed = storage.len().map(|len| len > 0).unwrap_or(false);
+        let db = Database::builder()
+            .create_with_backend(storage)
+            .map_err(|e| classify_open_error(label, existed, e))?;
+        let backend = Backend {
+            db: std::sync::RwLock::new(std::sync::Arc::new(db)),
+            path: label.to_path_buf(),
+        };
+        backend.init_or_check(existed)?;
+        Ok(backend)
+    }
+
+    /// Replaces this backend's contents with the backend on `storage` (a
+    /// snapshot received from the leader, on the simulator's disks).
+    pub fn replace_with_storage(&self, storage: impl redb::StorageBackend) -> Result<()> {
+        let db = Database::builder()
+            .create_with_backend(storage)
+            .map_err(|e| classify_open_error(&self.path, true, e))?;
+        *self.db.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            std::sync::Arc::new(db);
+        self.init_or_check(true)
+    }
+
     fn db(&self) -> std::sync::Arc<Database> {
         self.db.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
@@ -193,8 +219,16 @@ impl Backend {
                 ),
             });
         }
+        self.copy_into(Database::builder().create(dest)?)
+    }
+
+    /// [`Backend::copy_to`] onto any redb storage (the simulator's disks).
+    pub fn copy_to_storage(&self, storage: impl redb::StorageBackend) -> Result<()> {
+        self.copy_into(Database::builder().create_with_backend(storage)?)
+    }
+
+    fn copy_into(&self, out: Database) -> Result<()> {
         let src = self.db().begin_read()?;
-        let out = Database::builder().create(dest)?;
         let mut w = out.begin_write()?;
         w.set_durability(Durability::Immediate)?;
         {

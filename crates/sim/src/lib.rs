@@ -1,0 +1,460 @@
+//! A seeded, deterministic simulation of a cluster: three members built from
+//! the server's Raft and apply cores on simulated disks, a simulated network
+//! (delays, drops, duplicates, reordering, partitions), crash-restarts that lose
+//! what was not fsynced, and clients issuing puts and linearizable reads. After
+//! every run the checkers judge the history. Time is a millisecond counter and
+//! every random choice comes from the seed, so a seed replays bit for bit.
+
+pub mod check;
+pub mod disk;
+pub mod member;
+
+use std::collections::BTreeMap;
+
+use etcd_raftnode::{Message, Role, SplitMix64};
+use etcd_server::raft_core::Input;
+
+use check::{Op, RaftSafety};
+use member::{Bugs, Observed, Reply, SimMember, HEARTBEAT_MS};
+
+/// Whether `SIM_TRACE` is set: then every delivered message, operation and
+/// apply is printed to stderr (read once).
+pub(crate) fn tracing() -> bool {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("SIM_TRACE").is_some())
+}
+
+/// The bugs `--inject` can switch on, by name.
+pub const BUGS: &[&str] = &["ack-before-fsync", "read-without-read-index"];
+
+/// What one seed's run is like.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Simulated milliseconds of client traffic and faults.
+    pub duration_ms: u64,
+    /// Clients, each with one operation in flight at a time.
+    pub clients: u64,
+    /// Injected bugs.
+    pub bugs: Bugs,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { duration_ms: 20_000, clients: 4, bugs: Bugs::default() }
+    }
+}
+
+/// Turns `--inject` names into [`Bugs`].
+pub fn bugs(names: &[String]) -> Result<Bugs, String> {
+    let mut bugs = Bugs::default();
+    for name in names {
+        match name.as_str() {
+            "ack-before-fsync" => bugs.ack_before_fsync = true,
+            "read-without-read-index" => bugs.read_without_read_index = true,
+            other => return Err(format!("unknown bug {other:?}; --list-bugs lists them")),
+        }
+    }
+    Ok(bugs)
+}
+
+/// What a run did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Summary {
+    /// Operations completed with an answer.
+    pub completed: u64,
+    /// Operations whose outcome is unknown.
+    pub unknown: u64,
+    /// Faults injected.
+    pub faults: u64,
+    /// The highest Raft index applied anywhere.
+    pub last_index: u64,
+    /// A digest of every observation, to show two runs of a seed are identical.
+    pub digest: u64,
+}
+
+const MEMBERS: u64 = 3;
+const KEYS: u64 = 3;
+/// A client gives up on an operation after this long (its outcome is unknown).
+const OP_TIMEOUT_MS: u64 = 3_000;
+
+struct InFlight {
+    op: Op,
+    deadline: u64,
+}
+
+struct World {
+    rng: SplitMix64,
+    now: u64,
+    members: Vec<SimMember>,
+    /// Messages in flight by delivery time (then send order).
+    network: BTreeMap<(u64, u64), Message>,
+    sent: u64,
+    /// Members cut off from the others until the given time.
+    isolated: BTreeMap<u64, u64>,
+    /// Members down until the given time.
+    down: BTreeMap<u64, u64>,
+    drop_per_mille: u64,
+    history: Vec<Op>,
+    in_flight: BTreeMap<u64, InFlight>,
+    /// Clients idle until the given time.
+    idle_until: Vec<u64>,
+    next_op: u64,
+    safety: RaftSafety,
+    summary: Summary,
+    applied_seen: Vec<usize>,
+}
+
+fn mix(digest: &mut u64, value: u64) {
+    *digest = (*digest ^ value).wrapping_mul(0x0000_0100_0000_01B3);
+}
+
+impl World {
+    fn new(seed: u64, options: &Options) -> World {
+        let voters: Vec<u64> = (1..=MEMBERS).collect();
+        let members = voters
+            .iter()
+            .map(|&id| SimMember::new(id, &voters, seed ^ (id << 56), options.bugs))
+            .collect();
+        World {
+            rng: SplitMix64::new(seed),
+            now: 0,
+            members,
+            network: BTreeMap::new(),
+            sent: 0,
+            isolated: BTreeMap::new(),
+            down: BTreeMap::new(),
+            drop_per_mille: 0,
+            history: Vec::new(),
+            in_flight: BTreeMap::new(),
+            idle_until: vec![0; options.clients as usize],
+            next_op: 0,
+            safety: RaftSafety::default(),
+            summary: Summary { digest: 0xcbf2_9ce4_8422_2325, ..Summary::default() },
+            applied_seen: vec![0; MEMBERS as usize],
+        }
+    }
+
+    fn member(&mut self, id: u64) -> &mut SimMember {
+        &mut self.members[id as usize - 1]
+    }
+
+    fn cut(&self, a: u64, b: u64) -> bool {
+        self.isolated.contains_key(&a) || self.isolated.contains_key(&b)
+    }
+
+    /// One simulated millisecond.
+    fn step(&mut self, faults: bool) -> Result<(), String> {
+        self.now += 1;
+        let now = self.now;
+        if faults {
+            self.maybe_fault();
+        }
+        self.heal();
+        // Deliver what is due.
+        while let Some((&(at, seq), _)) = self.network.first_key_value() {
+            if at > now {
+                break;
+            }
+            let message = self.network.remove(&(at, seq)).expect("first key");
+            let (from, to) = (message.from, message.to);
+            if self.cut(from, to) || !self.member(to).is_up() {
+                continue;
+            }
+            mix(&mut self.summary.digest, seq);
+            if crate::tracing() {
+                eprintln!(
+                    "{now:>6} {from}->{to} {:?} term {} log_term {} index {} commit {} entries {:?} reject {}",
+                    message.get_msg_type(),
+                    message.term,
+                    message.log_term,
+                    message.index,
+                    message.commit,
+                    message.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
+                    message.reject
+                );
+            }
+            self.member(to).input(Input::Message(message));
+        }
+        for id in 1..=MEMBERS {
+            if now % HEARTBEAT_MS == id * 7 && self.member(id).is_up() {
+                self.member(id).input(Input::Tick);
+            }
+        }
+        for id in 1..=MEMBERS {
+            self.member(id).run_ready(now);
+            self.collect(id)?;
+        }
+        self.clients(faults);
+        Ok(())
+    }
+
+    /// Sends what a member queued, gathers its replies, checks what it applied.
+    fn collect(&mut self, id: u64) -> Result<(), String> {
+        let now = self.now;
+        let outbox = std::mem::take(&mut self.member(id).outbox);
+        for message in outbox {
+            if self.rng.below(0, 1000) < self.drop_per_mille {
+                continue;
+            }
+            let delay = self.rng.below(1, 12);
+            self.sent += 1;
+            // Raft's own messages may arrive twice; a proposal forwarded to the
+            // leader may not: the transport's stream delivers at most once, and
+            // raft-rs appends a duplicate as a second write (etcd neither).
+            let duplicable = message.get_msg_type() != etcd_raftnode::MessageType::MsgPropose;
+            if duplicable && self.rng.below(0, 1000) < 5 {
+                // A duplicate, later.
+                self.network.insert((now + delay + 20, self.sent), message.clone());
+                self.sent += 1;
+            }
+            self.network.insert((now + delay, self.sent), message);
+        }
+        let member = &mut self.members[id as usize - 1];
+        if let Some((_, term, Role::Leader)) = member.leader_and_term() {
+            self.safety.leader(term, id)?;
+        }
+        let seen = self.applied_seen[id as usize - 1];
+        for observed in &member.observed[seen..] {
+            match observed {
+                Observed::Applied { index, term, data } => {
+                    self.safety.applied(id, *index, *term, data)?;
+                    self.summary.last_index = self.summary.last_index.max(*index);
+                    mix(&mut self.summary.digest, *index ^ (*term << 40));
+                }
+                Observed::Installed { index } => {
+                    self.safety.installed(id, *index);
+                    mix(&mut self.summary.digest, *index);
+                }
+            }
+        }
+        self.applied_seen[id as usize - 1] = member.observed.len();
+        let replies = std::mem::take(&mut member.replies);
+        for (op, reply) in replies {
+            self.finish(op, reply);
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, op: u64, reply: Reply) {
+        let Some(mut flight) = self.in_flight.remove(&op) else { return };
+        if crate::tracing() {
+            eprintln!("{:>6} op #{op} done: {reply:?}", self.now);
+        }
+        mix(&mut self.summary.digest, op ^ self.now << 20);
+        let pause = self.rng.below(0, 20);
+        if let Some(idle) = self.idle_until.get_mut(flight.op.client as usize) {
+            *idle = self.now + pause;
+        }
+        match reply {
+            Reply::Put => flight.op.completed = Some(self.now),
+            Reply::Read(value) => {
+                flight.op.read = Some(value);
+                flight.op.completed = Some(self.now);
+            }
+            // Certainly not applied: not part of the history.
+            Reply::Refused(_) => return,
+            // A read that failed says nothing; a write may still be applied.
+            Reply::Unknown(_) if flight.op.write.is_none() => return,
+            Reply::Unknown(_) => {
+                self.summary.unknown += 1;
+                self.history.push(flight.op);
+                return;
+            }
+        }
+        self.summary.completed += 1;
+        self.history.push(flight.op);
+    }
+
+    fn clients(&mut self, faults: bool) {
+        let now = self.now;
+        let expired: Vec<u64> =
+            self.in_flight.iter().filter(|(_, f)| f.deadline <= now).map(|(&op, _)| op).collect();
+        for op in expired {
+            self.finish(op, Reply::Unknown(etcd_server::ServerError::Timeout));
+        }
+        if !faults {
+            return;
+        }
+        for client in 0..self.idle_until.len() {
+            let busy = self.in_flight.values().any(|f| f.op.client == client as u64);
+            if busy || self.idle_until[client] > now {
+                continue;
+            }
+            let member = self.rng.below(1, MEMBERS + 1);
+            if !self.member(member).is_up() {
+                self.idle_until[client] = now + 50;
+                continue;
+            }
+            self.next_op += 1;
+            let id = self.next_op;
+            let key = format!("k{}", self.rng.below(0, KEYS)).into_bytes();
+            let write = self.rng.below(0, 2) == 0;
+            let op = Op {
+                id,
+                client: client as u64,
+                key: key.clone(),
+                write: write.then(|| format!("c{client}-{id}").into_bytes()),
+                read: None,
+                invoked: now,
+                completed: None,
+            };
+            let value = op.write.clone();
+            if crate::tracing() {
+                eprintln!(
+                    "{now:>6} op #{id} client {client} -> member {member}: {:?} {:?}",
+                    String::from_utf8_lossy(&key),
+                    value.as_deref().map(String::from_utf8_lossy)
+                );
+            }
+            self.in_flight.insert(id, InFlight { op, deadline: now + OP_TIMEOUT_MS });
+            match value {
+                Some(value) => self.member(member).put(id, &key, &value),
+                None => self.member(member).read(id, &key),
+            }
+        }
+    }
+
+    fn maybe_fault(&mut self) {
+        if self.rng.below(0, 1000) != 0 {
+            return;
+        }
+        self.summary.faults += 1;
+        let now = self.now;
+        match self.rng.below(0, 5) {
+            0 | 1 => {
+                let victim = self.rng.below(1, MEMBERS + 1);
+                let until = now + self.rng.below(100, 2_000);
+                if !self.down.contains_key(&victim) {
+                    self.crash(victim, until);
+                }
+            }
+            2 => {
+                let victim = self.rng.below(1, MEMBERS + 1);
+                self.isolated.insert(victim, now + self.rng.below(500, 4_000));
+            }
+            3 => self.drop_per_mille = self.rng.below(0, 100),
+            _ => {
+                // The power goes out everywhere.
+                for victim in 1..=MEMBERS {
+                    let until = now + self.rng.below(100, 1_000);
+                    if !self.down.contains_key(&victim) {
+                        self.crash(victim, until);
+                    }
+                }
+            }
+        }
+    }
+
+    fn crash(&mut self, victim: u64, until: u64) {
+        if crate::tracing() {
+            eprintln!("{:>6} crash {victim} until {until}", self.now);
+        }
+        let lost = self.member(victim).crash();
+        for op in lost {
+            self.finish(op, Reply::Unknown(etcd_server::ServerError::Stopped));
+        }
+        self.safety.restarted(victim);
+        self.down.insert(victim, until);
+    }
+
+    fn heal(&mut self) {
+        let now = self.now;
+        self.isolated.retain(|_, until| *until > now);
+        let back: Vec<u64> =
+            self.down.iter().filter(|(_, until)| **until <= now).map(|(&id, _)| id).collect();
+        for id in back {
+            self.down.remove(&id);
+            if crate::tracing() {
+                eprintln!("{now:>6} start {id}");
+            }
+            self.member(id).start(now);
+        }
+    }
+
+    fn heal_all(&mut self) {
+        self.isolated.clear();
+        self.drop_per_mille = 0;
+        for until in self.down.values_mut() {
+            *until = 0;
+        }
+    }
+}
+
+/// Runs one seed; `Err` names the first violated property with the history
+/// around it. A panic inside a member (an invariant assertion, or raft-rs
+/// refusing its recovered state) is a failure of the seed, not of the run.
+pub fn run(seed: u64, options: &Options) -> Result<Summary, String> {
+    static QUIET: std::sync::Once = std::sync::Once::new();
+    QUIET.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !IN_SIMULATION.with(std::cell::Cell::get) {
+                default(info);
+            }
+        }));
+    });
+    IN_SIMULATION.with(|flag| flag.set(true));
+    let outcome = std::panic::catch_unwind(|| simulate(seed, options));
+    IN_SIMULATION.with(|flag| flag.set(false));
+    outcome.unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
+            .unwrap_or_else(|| "(no message)".to_string());
+        Err(format!("invariant: a member panicked: {message}"))
+    })
+}
+
+thread_local! {
+    /// Whether this thread runs a simulation (its panics are reported as
+    /// failures, not printed).
+    static IN_SIMULATION: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn simulate(seed: u64, options: &Options) -> Result<Summary, String> {
+    let mut world = World::new(seed, options);
+    for id in 1..=MEMBERS {
+        world.member(id).start(0);
+    }
+    while world.now < options.duration_ms {
+        world.step(true)?;
+    }
+    // Quiet time: faults heal, every operation finishes, then each member is
+    // read on every key to see that acknowledged writes survived everywhere.
+    world.heal_all();
+    for _ in 0..OP_TIMEOUT_MS + 2_000 {
+        world.step(false)?;
+    }
+    let final_reads = world.next_op;
+    for member in 1..=MEMBERS {
+        for key in 0..KEYS {
+            world.next_op += 1;
+            let id = world.next_op;
+            let op = Op {
+                id,
+                client: 1_000 + member,
+                key: format!("k{key}").into_bytes(),
+                write: None,
+                read: None,
+                invoked: world.now,
+                completed: None,
+            };
+            let deadline = world.now + OP_TIMEOUT_MS;
+            world.in_flight.insert(id, InFlight { op, deadline });
+            world.member(member).read(id, format!("k{key}").as_bytes());
+        }
+    }
+    for _ in 0..OP_TIMEOUT_MS {
+        world.step(false)?;
+    }
+    let answered = world.history.iter().filter(|op| op.id > final_reads).count() as u64;
+    if answered < MEMBERS * KEYS {
+        return Err(format!(
+            "liveness: after healing, only {answered} of {} final reads were answered",
+            MEMBERS * KEYS
+        ));
+    }
+    check::linearizable(&world.history)?;
+    Ok(world.summary)
+}

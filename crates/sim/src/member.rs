@@ -1,0 +1,458 @@
+//! One simulated member: the daemon's two cores (Raft half and apply half) on a
+//! simulated disk, with the waiter registry and read queue the daemon keeps
+//! around them. Crashing it drops every in-memory structure; restarting it
+//! recovers from what the disk kept, as the daemon's bootstrap does.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+
+use etcd_proto::etcdrs::{InternalRaftRequest, Member, RequestHeader};
+use etcd_proto::etcdserverpb::{PutRequest, RangeRequest};
+use etcd_raftnode::{ConfState, Entry, HardState, Message, NodeConfig, RaftNode, Role};
+use etcd_server::apply_core::{ApplyCore, ApplyCoreConfig, ApplyResult};
+use etcd_server::raft_core::{Effect, Input, RaftCore, RaftCoreConfig, RaftIo};
+use etcd_server::{Applier, ServerError};
+use etcd_storage::Backend;
+use prost::Message as _;
+
+use crate::disk::{SimFile, SimLog, SimStorage};
+
+/// Milliseconds per tick (etcd's default heartbeat) and ticks per election.
+pub const HEARTBEAT_MS: u64 = 100;
+const ELECTION_TICKS: usize = 10;
+
+/// What a client asked of a member, as the member answers it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// A put was applied.
+    Put,
+    /// A read: the key's value, if any.
+    Read(Option<Vec<u8>>),
+    /// Refused before reaching the log (certainly not applied).
+    Refused(ServerError),
+    /// Failed while in flight (may or may not be applied).
+    Unknown(ServerError),
+}
+
+/// What a member did to its state machine, in order, for the checkers.
+#[derive(Debug, Clone)]
+pub enum Observed {
+    /// Applied the entry at `index`.
+    Applied {
+        /// Its index.
+        index: u64,
+        /// Its term.
+        term: u64,
+        /// Its data.
+        data: Vec<u8>,
+    },
+    /// Replaced its backend with the leader's snapshot at `index`.
+    Installed {
+        /// The snapshot's index.
+        index: u64,
+    },
+}
+
+/// The bugs the simulator can switch on, to prove its checkers catch them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Bugs {
+    /// The log's fsyncs do nothing: writes are acknowledged before they are durable.
+    pub ack_before_fsync: bool,
+    /// Linearizable reads are served from the local store without ReadIndex.
+    pub read_without_read_index: bool,
+}
+
+struct Running {
+    raft: RaftCore,
+    apply: ApplyCore,
+    backend: Arc<Backend>,
+    /// Proposals waiting for their entry: request ID -> operation.
+    waiters: BTreeMap<u64, u64>,
+    /// Readers waiting for a read index: reader -> (operation, key).
+    readers: BTreeMap<u64, (u64, Vec<u8>)>,
+    /// Readers with a read index, waiting for it to be applied.
+    ready_reads: Vec<(u64, u64, Vec<u8>)>,
+    next_reader: u64,
+    next_request: u64,
+}
+
+/// A member of the simulated cluster.
+pub struct SimMember {
+    /// Its ID.
+    pub id: u64,
+    voters: Vec<u64>,
+    log: SimLog,
+    file: SimFile,
+    running: Option<Running>,
+    /// Messages to peers, collected for the network.
+    pub outbox: Vec<Message>,
+    /// Answers to clients: (operation, reply).
+    pub replies: Vec<(u64, Reply)>,
+    /// What the checkers look at.
+    pub observed: Vec<Observed>,
+    bugs: Bugs,
+    seed: u64,
+    restarts: u64,
+    /// The simulated time of the current step.
+    now: u64,
+}
+
+struct Io<'a> {
+    id: u64,
+    log: &'a mut SimLog,
+    file: &'a mut SimFile,
+    backend: &'a Arc<Backend>,
+    apply: &'a mut ApplyCore,
+    outbox: &'a mut Vec<Message>,
+    results: Vec<ApplyResult>,
+    observed: &'a mut Vec<Observed>,
+    leader: u64,
+    now: u64,
+}
+
+impl RaftIo for Io<'_> {
+    fn send(&mut self, messages: Vec<Message>) {
+        self.outbox.extend(messages);
+    }
+
+    fn send_snapshot(&mut self, mut message: Message) {
+        let copy = SimFile::default();
+        self.backend
+            .copy_to_storage(SimStorage(copy.clone()))
+            .expect("invariant: copying a simulated backend cannot fail");
+        message.mut_snapshot().data = copy.durable_bytes().into();
+        self.outbox.push(message);
+    }
+
+    fn persist(&mut self, entries: &[Entry], hard_state: Option<&HardState>, must_sync: bool) {
+        self.log.append(entries, hard_state, must_sync);
+    }
+
+    fn apply(&mut self, committed: Vec<Entry>) {
+        for entry in &committed {
+            self.observed.push(Observed::Applied {
+                index: entry.index,
+                term: entry.term,
+                data: entry.data.to_vec(),
+            });
+        }
+        let leading = self.leader == self.id;
+        let result = self.apply.apply(&committed, self.now, leading).expect("simulated apply");
+        self.results.push(result);
+    }
+
+    fn install_backend(&mut self, index: u64, data: Vec<u8>) {
+        let file = SimFile::with_bytes(data);
+        self.backend
+            .replace_with_storage(SimStorage(file.clone()))
+            .expect("invariant: a received simulated backend opens");
+        *self.file = file;
+        self.apply.installed(index).expect("installed snapshot loads");
+        self.observed.push(Observed::Installed { index });
+    }
+
+    fn save_snapshot(&mut self, index: u64, term: u64, conf_state: &ConfState) {
+        self.log.save_snapshot(index, term, conf_state);
+    }
+
+    fn release_log(&mut self, _index: u64) {
+        // The simulated log keeps every record; replay skips what a snapshot covers.
+    }
+
+    fn active_peers(&self) -> usize {
+        0
+    }
+
+    fn leader_changed(&mut self, leader: u64, _role: Role) {
+        self.leader = leader;
+    }
+}
+
+fn apply_config() -> ApplyCoreConfig {
+    ApplyCoreConfig {
+        snapshot_count: 200,
+        batch_limit: 50,
+        batch_interval_ms: 100,
+        promote_extend_ms: HEARTBEAT_MS * ELECTION_TICKS as u64,
+        min_lease_ttl_secs: 2,
+        lease_checkpoint: None,
+    }
+}
+
+impl SimMember {
+    /// A new member of a new cluster of `voters`.
+    pub fn new(id: u64, voters: &[u64], seed: u64, bugs: Bugs) -> SimMember {
+        let mut log = SimLog::default();
+        log.skip_fsync = bugs.ack_before_fsync;
+        SimMember {
+            id,
+            voters: voters.to_vec(),
+            log,
+            file: SimFile::default(),
+            running: None,
+            outbox: Vec::new(),
+            replies: Vec::new(),
+            observed: Vec::new(),
+            bugs,
+            seed,
+            restarts: 0,
+            now: 0,
+        }
+    }
+
+    /// Whether the member runs.
+    pub fn is_up(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// Starts (or restarts) the member from its disk.
+    pub fn start(&mut self, now: u64) {
+        assert!(self.running.is_none(), "invariant: a member starts once");
+        self.now = now;
+        self.file.revive();
+        let label = Path::new("sim").join(format!("member-{}", self.id));
+        let backend = Arc::new(
+            Backend::open_on(SimStorage(self.file.clone()), &label).expect("simulated backend"),
+        );
+        let kv = Arc::new(etcd_mvcc::KvStore::open(backend.clone()).expect("store opens"));
+        let state = self.log.replay();
+        let fresh = state.entries.is_empty() && state.snapshot_index == 0;
+        if fresh && etcd_server::membership::read(&backend).map_or(true, |m| m.is_empty()) {
+            let members: Vec<Member> = self
+                .voters
+                .iter()
+                .map(|&id| Member { id, name: format!("m{id}"), ..Default::default() })
+                .collect();
+            let txn = backend.begin_write().expect("write");
+            etcd_server::membership::save(&txn, &members).expect("members saved");
+            txn.commit(true).expect("commit");
+        }
+        let cfg = apply_config();
+        let lessor = etcd_server::apply_core::recover_lessor(&backend, &kv, &cfg).expect("lessor");
+        let auth = etcd_auth::AuthStore::load(&backend.begin_read().expect("read"), 300_000)
+            .expect("auth");
+        let applier = Applier::new(
+            backend.clone(),
+            kv.clone(),
+            Arc::new(Mutex::new(lessor)),
+            Arc::new(RwLock::new(auth)),
+        )
+        .expect("applier");
+        let applied = applier.consistent_index();
+        self.restarts += 1;
+        let node_cfg = NodeConfig {
+            id: self.id,
+            election_tick: ELECTION_TICKS,
+            heartbeat_tick: 1,
+            applied,
+            pre_vote: true,
+            seed: self.seed.wrapping_mul(31).wrapping_add(self.restarts),
+        };
+        let node = if fresh && applied == 0 {
+            RaftNode::bootstrap(&node_cfg, &self.voters).expect("bootstrap")
+        } else {
+            let members = etcd_server::membership::read(&backend).expect("members");
+            let mut state = state;
+            state.conf_state = etcd_server::membership::conf_state(&members);
+            RaftNode::restore(&node_cfg, state).expect("restore")
+        };
+        let raft_cfg = RaftCoreConfig {
+            heartbeat_ms: HEARTBEAT_MS,
+            election_ticks: ELECTION_TICKS,
+            catch_up_entries: 50,
+            keep_all_log_segments: false,
+            initial_election_tick_advance: false,
+            read_context_start: self.restarts << 32,
+        };
+        let snapshot_index = self.log.replay().snapshot_index;
+        let raft = RaftCore::new(node, applied, raft_cfg, now);
+        let apply = ApplyCore::new(applier, kv, backend.clone(), cfg, snapshot_index, now);
+        self.running = Some(Running {
+            raft,
+            apply,
+            backend,
+            waiters: BTreeMap::new(),
+            readers: BTreeMap::new(),
+            ready_reads: Vec::new(),
+            next_reader: 0,
+            next_request: (self.id << 48) | (self.restarts << 32),
+        });
+    }
+
+    /// The process dies: memory and everything not fsynced is gone. Returns the
+    /// operations that were in flight here (their outcome is unknown).
+    pub fn crash(&mut self) -> Vec<u64> {
+        self.file.crash();
+        self.log.crash();
+        self.outbox.clear();
+        let Some(running) = self.running.take() else { return Vec::new() };
+        let mut lost: Vec<u64> = running.waiters.into_values().collect();
+        lost.extend(running.readers.into_values().map(|(op, _)| op));
+        lost.extend(running.ready_reads.into_iter().map(|(_, op, _)| op));
+        lost
+    }
+
+    /// The leader this member knows of, and its term.
+    pub fn leader_and_term(&self) -> Option<(u64, u64, Role)> {
+        self.running.as_ref().map(|r| (r.raft.leader(), r.raft.term(), r.raft.role()))
+    }
+
+    /// A client's put, as operation `op`.
+    pub fn put(&mut self, op: u64, key: &[u8], value: &[u8]) {
+        let Some(running) = self.running.as_mut() else { return };
+        running.next_request += 1;
+        let id = running.next_request;
+        let request = InternalRaftRequest {
+            header: Some(RequestHeader { id, ..Default::default() }),
+            put: Some(PutRequest {
+                key: key.to_vec(),
+                value: value.to_vec(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        running.waiters.insert(id, op);
+        self.input(Input::Propose { id, data: request.encode_to_vec() });
+    }
+
+    /// A client's linearizable read of `key`, as operation `op`.
+    pub fn read(&mut self, op: u64, key: &[u8]) {
+        let Some(running) = self.running.as_mut() else { return };
+        if self.bugs.read_without_read_index {
+            let value = read_key(&running.apply, key);
+            self.replies.push((op, Reply::Read(value)));
+            return;
+        }
+        running.next_reader += 1;
+        let reader = running.next_reader;
+        running.readers.insert(reader, (op, key.to_vec()));
+        self.input(Input::ReadIndex { reader });
+    }
+
+    /// Hands the member an input (a tick, a peer's message, a request).
+    pub fn input(&mut self, input: Input) {
+        let (_, results) = self.with_io(|raft, io| raft.step(input, io));
+        assert!(results.is_empty(), "invariant: entries are applied in Ready cycles only");
+    }
+
+    fn with_io<T>(
+        &mut self,
+        f: impl FnOnce(&mut RaftCore, &mut Io<'_>) -> T,
+    ) -> (T, Vec<ApplyResult>) {
+        let running = self.running.as_mut().expect("invariant: inputs go to running members");
+        let mut io = Io {
+            id: self.id,
+            log: &mut self.log,
+            file: &mut self.file,
+            backend: &running.backend,
+            apply: &mut running.apply,
+            outbox: &mut self.outbox,
+            results: Vec::new(),
+            observed: &mut self.observed,
+            leader: running.raft.leader(),
+            now: self.now,
+        };
+        let out = f(&mut running.raft, &mut io);
+        let results = std::mem::take(&mut io.results);
+        (out, results)
+    }
+
+    /// Runs the member's Ready cycles and answers what can be answered.
+    pub fn run_ready(&mut self, now: u64) {
+        if self.running.is_none() {
+            return;
+        }
+        self.now = now;
+        let (effects, results) = self.with_io(|raft, io| raft.run_ready(now, io));
+        let running = self.running.as_mut().expect("checked above");
+        let mut snapshots = Vec::new();
+        for result in results {
+            if crate::tracing() {
+                eprintln!(
+                    "{now:>6} member {} applied to {} rev {}",
+                    self.id,
+                    result.outcome.applied_index,
+                    running.apply.kv().current_revision()
+                );
+            }
+            for applied in result.outcome.applied {
+                if let Some(op) = running.waiters.remove(&applied.id) {
+                    let reply = match applied.result {
+                        Ok(_) => Reply::Put,
+                        Err(err) => Reply::Unknown(err),
+                    };
+                    self.replies.push((op, reply));
+                }
+            }
+            if let Some((index, term)) = result.snapshot {
+                snapshots.push((index, term));
+            }
+        }
+        for (index, term) in snapshots {
+            self.input(Input::Snapshot { index, term });
+        }
+        let running = self.running.as_mut().expect("checked above");
+        for effect in effects {
+            match effect {
+                Effect::ReadsReady { readers, index } => {
+                    if crate::tracing() {
+                        eprintln!("{now:>6} member {} read index {index} for {readers:?} (applied {}, commit {})", self.id, running.apply.applied_index(), running.raft.commit_index());
+                    }
+                    for reader in readers {
+                        if let Some((op, key)) = running.readers.remove(&reader) {
+                            running.ready_reads.push((index, op, key));
+                        }
+                    }
+                }
+                Effect::ReadsFailed { readers, error } => {
+                    for reader in readers {
+                        if let Some((op, _)) = running.readers.remove(&reader) {
+                            self.replies.push((op, Reply::Refused(error.clone())));
+                        }
+                    }
+                }
+                Effect::ProposalFailed { id, error } => {
+                    if let Some(op) = running.waiters.remove(&id) {
+                        self.replies.push((op, Reply::Refused(error)));
+                    }
+                }
+                Effect::FailPendingProposals(error) => {
+                    for (_, op) in std::mem::take(&mut running.waiters) {
+                        self.replies.push((op, Reply::Unknown(error.clone())));
+                    }
+                }
+                Effect::ConfigurationChanged { .. }
+                | Effect::SnapshotDropped { .. }
+                | Effect::SnapshotInstalled { .. }
+                | Effect::SnapshotSaved { .. } => {}
+            }
+        }
+        let applied = running.apply.applied_index();
+        let (due, waiting): (Vec<_>, Vec<_>) =
+            running.ready_reads.drain(..).partition(|(index, _, _)| *index <= applied);
+        running.ready_reads = waiting;
+        for (_, op, key) in due {
+            let value = read_key(&running.apply, &key);
+            self.replies.push((op, Reply::Read(value)));
+        }
+    }
+}
+
+fn read_key(apply: &ApplyCore, key: &[u8]) -> Option<Vec<u8>> {
+    let request = RangeRequest { key: key.to_vec(), ..Default::default() };
+    let response = apply.kv().range(&request).expect("simulated read");
+    if crate::tracing() {
+        eprintln!(
+            "       read {:?} at rev {}: {:?}",
+            String::from_utf8_lossy(key),
+            apply.kv().current_revision(),
+            response
+                .kvs
+                .iter()
+                .map(|kv| (kv.mod_revision, String::from_utf8_lossy(&kv.value).into_owned()))
+                .collect::<Vec<_>>()
+        );
+    }
+    response.kvs.into_iter().next().map(|kv| kv.value)
+}
