@@ -28,7 +28,7 @@ use etcd_snapshot::file::Format;
 use etcd_storage::Backend;
 use etcd_wal::{HardState, SnapshotMarker, Wal};
 
-use crate::bootstrap::{backend_path, wal_metadata, StartError};
+use crate::data_dir::{backend_path, wal_metadata, StartError};
 
 /// The directory etcd's files are kept in after the takeover.
 pub fn etcd_backup_dir(data_dir: &Path) -> PathBuf {

@@ -12,7 +12,7 @@ use etcd_server::apply_core::ApplyCore;
 use etcd_server::membership::MemberEvent;
 use tokio::sync::mpsc;
 
-use crate::raft_loop::{fatal, ApplyTask, RaftInput};
+use crate::inputs::{fatal, ApplyTask, RaftInput};
 use crate::shared::Shared;
 use crate::watch_hub::WatchHub;
 

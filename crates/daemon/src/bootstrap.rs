@@ -6,59 +6,20 @@
 //! then restart Raft with `applied = consistent index`, so exactly the entries after
 //! it are applied again.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use etcd_mvcc::KvStore;
 use etcd_proto::etcdrs::Member;
 use etcd_raftnode::{
-    decode_conf_state, encode_conf_state, Entry, EntryType, HardState, NodeConfig, RaftNode,
-    RestoreState,
+    decode_conf_state, encode_conf_state, HardState, NodeConfig, RaftNode, RestoreState,
 };
 use etcd_server::{ids, membership};
 use etcd_storage::Backend;
 use etcd_wal::{SnapshotMarker, Wal};
 
 use crate::config::{ClusterState, ServerConfig};
-
-/// Identifies our WAL format in the metadata record of every segment.
-const WAL_MAGIC: &[u8] = b"etcd-rs/wal/v1\0";
-
-/// Why a member could not start. Each message says what to do next.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StartError {
-    /// The flags do not describe a valid member.
-    #[error("{0}")]
-    Config(String),
-    /// The data directory could not be created or read.
-    #[error("cannot use data dir {path}: {source} (check the path and its permissions)")]
-    DataDir {
-        /// The directory.
-        path: PathBuf,
-        /// The failure.
-        source: std::io::Error,
-    },
-    /// The WAL is unreadable or was written by something else.
-    #[error("cannot recover the WAL in {path}: {reason}")]
-    Wal {
-        /// The WAL directory.
-        path: PathBuf,
-        /// What is wrong and what to do.
-        reason: String,
-    },
-    /// The backend is unreadable or of another format.
-    #[error("cannot open the backend {path}: {reason}")]
-    Backend {
-        /// The backend file.
-        path: PathBuf,
-        /// What is wrong and what to do.
-        reason: String,
-    },
-    /// Raft refused the recovered state.
-    #[error("cannot start raft: {0}")]
-    Raft(String),
-}
+use crate::data_dir::{backend_path, parse_wal_metadata, to_raft_entry, wal_metadata, StartError};
 
 /// A member's state once its data directory is open.
 pub struct Opened {
@@ -78,32 +39,6 @@ pub struct Opened {
     pub members: Vec<Member>,
     /// The newest snapshot index (0 when none).
     pub snapshot_index: u64,
-}
-
-/// Where a member's WAL lives under its data dir.
-pub fn wal_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("member").join("wal")
-}
-
-pub(crate) fn backend_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("member").join("snap").join("db")
-}
-
-pub(crate) fn wal_metadata(member_id: u64, cluster_id: u64) -> Vec<u8> {
-    let mut metadata = WAL_MAGIC.to_vec();
-    metadata.extend_from_slice(&member_id.to_le_bytes());
-    metadata.extend_from_slice(&cluster_id.to_le_bytes());
-    metadata
-}
-
-pub(crate) fn parse_wal_metadata(metadata: &[u8]) -> Option<(u64, u64)> {
-    let rest = metadata.strip_prefix(WAL_MAGIC)?;
-    if rest.len() != 16 {
-        return None;
-    }
-    let member = u64::from_le_bytes(rest[..8].try_into().ok()?);
-    let cluster = u64::from_le_bytes(rest[8..].try_into().ok()?);
-    Some((member, cluster))
 }
 
 fn open_backend(cfg: &ServerConfig) -> Result<(Arc<Backend>, Arc<KvStore>), StartError> {
@@ -249,37 +184,6 @@ fn create(
     let node = RaftNode::bootstrap_with(&node_config(cfg, member_id, 0), conf_state)
         .map_err(|e| StartError::Raft(e.to_string()))?;
     Ok(Opened { backend, kv, wal, node, member_id, cluster_id, members, snapshot_index: 0 })
-}
-
-fn to_raft_entry(entry: etcd_wal::Entry) -> Entry {
-    let mut out = Entry {
-        index: entry.index,
-        term: entry.term,
-        data: entry.data.into(),
-        context: entry.context.into(),
-        ..Default::default()
-    };
-    out.set_entry_type(match entry.entry_type {
-        1 => EntryType::EntryConfChange,
-        2 => EntryType::EntryConfChangeV2,
-        _ => EntryType::EntryNormal,
-    });
-    out
-}
-
-/// The WAL's view of a raft entry.
-pub fn to_wal_entry(entry: &Entry) -> etcd_wal::Entry {
-    etcd_wal::Entry {
-        index: entry.index,
-        term: entry.term,
-        entry_type: match entry.get_entry_type() {
-            EntryType::EntryNormal => 0,
-            EntryType::EntryConfChange => 1,
-            EntryType::EntryConfChangeV2 => 2,
-        },
-        data: entry.data.to_vec(),
-        context: entry.context.to_vec(),
-    }
 }
 
 fn recover(cfg: &ServerConfig, wal_path: &Path) -> Result<Opened, StartError> {

@@ -18,16 +18,8 @@ use etcd_proto::etcdserverpb::CompactionRequest;
 use etcd_server::ServerError;
 use tokio::time::Instant;
 
+use crate::config::AutoCompaction;
 use crate::server::EtcdServer;
-
-/// How history is automatically compacted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AutoCompaction {
-    /// Keep history for this long.
-    Periodic(Duration),
-    /// Keep this many revisions.
-    Revision(i64),
-}
 
 /// How often revision mode checks (etcd's fixed five minutes).
 const REVISION_CHECK_INTERVAL: Duration = Duration::from_secs(300);

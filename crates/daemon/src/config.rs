@@ -41,7 +41,7 @@ pub struct ServerConfig {
     /// slow followers before they need a whole snapshot.
     pub snapshot_catchup_entries: u64,
     /// `--auto-compaction-mode` and `--auto-compaction-retention` (none: off).
-    pub auto_compaction: Option<crate::compactor::AutoCompaction>,
+    pub auto_compaction: Option<AutoCompaction>,
     /// `--quota-backend-bytes`.
     pub quota_backend_bytes: u64,
     /// `--max-request-bytes`.
@@ -170,7 +170,7 @@ impl ServerConfig {
 
     /// Where this member's WAL lives: `--wal-dir`, or `<data-dir>/member/wal`.
     pub fn wal_path(&self) -> PathBuf {
-        self.wal_dir.clone().unwrap_or_else(|| crate::bootstrap::wal_dir(&self.data_dir))
+        self.wal_dir.clone().unwrap_or_else(|| crate::data_dir::wal_dir(&self.data_dir))
     }
 
     /// Lease checkpointing as the flags ask: etcd's 5-minute interval, which
@@ -214,4 +214,13 @@ pub fn parse_initial_cluster(spec: &str) -> Result<Vec<(String, Vec<String>)>, S
         }
     }
     Ok(members)
+}
+
+/// How history is automatically compacted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoCompaction {
+    /// Keep history for this long.
+    Periodic(Duration),
+    /// Keep this many revisions.
+    Revision(i64),
 }

@@ -9,14 +9,8 @@ use etcd_server::ServerError;
 use etcd_storage::Backend;
 use tokio::sync::oneshot;
 
-use crate::raft_loop::RaftInput;
+use crate::inputs::{DefragSizes as Sizes, RaftInput};
 use crate::server::EtcdServer;
-
-/// Backend sizes before and after a defragmentation, in bytes.
-pub(crate) type Sizes = (u64, u64);
-
-/// What the apply loop answers a defragmentation with.
-pub(crate) type Reply = oneshot::Sender<Result<Sizes, ServerError>>;
 
 impl EtcdServer {
     /// Rewrites this member's backend compactly (local to this member, as in
@@ -53,7 +47,7 @@ pub(crate) fn rewrite(backend: &Backend) -> Result<Sizes, ServerError> {
     if let Err(err) = backend.replace_with(&temp) {
         // The rename may have happened; a backend in an unknown state is not
         // safe to keep serving from.
-        crate::raft_loop::fatal("failed to swap in the defragmented backend", err);
+        crate::inputs::fatal("failed to swap in the defragmented backend", err);
     }
     let after = backend.size_bytes().unwrap_or(0);
     tracing::info!(

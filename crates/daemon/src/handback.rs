@@ -27,7 +27,7 @@ use etcd_snapshot::etcd_wal::{self as etcd_log, EtcdEntry, EtcdWalSpec};
 use etcd_storage::Backend;
 use etcd_wal::Wal;
 
-use crate::bootstrap::{backend_path, parse_wal_metadata, wal_dir, StartError};
+use crate::data_dir::{backend_path, parse_wal_metadata, wal_dir, StartError};
 
 /// Where our files are kept after the handback.
 pub fn kept_dir(data_dir: &Path) -> PathBuf {

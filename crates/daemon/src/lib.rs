@@ -21,9 +21,11 @@ mod client_snapshot;
 mod clock;
 mod compactor;
 mod corrupt_check;
+mod data_dir;
 mod defrag;
 mod faults;
 mod force_new_cluster;
+mod inputs;
 mod lease;
 mod lease_peer;
 mod membership;
@@ -35,11 +37,12 @@ mod reconfig_check;
 mod server;
 mod shared;
 mod snapshot;
+mod start;
 
 pub use auth::Caller;
-pub use bootstrap::StartError;
-pub use compactor::AutoCompaction;
+pub use config::AutoCompaction;
 pub use config::{ClusterState, ServerConfig};
+pub use data_dir::StartError;
 pub use server::{EtcdServer, StatusInfo};
 
 /// The server version reported to clients (`Status`, `/version`) and in metrics:

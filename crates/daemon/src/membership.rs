@@ -12,7 +12,7 @@ use etcd_server::{ids, Applied, ServerError};
 use prost::Message;
 use tokio::sync::oneshot;
 
-use crate::raft_loop::RaftInput;
+use crate::inputs::RaftInput;
 use crate::server::EtcdServer;
 
 /// etcd promotes a learner only once its log matches at least this share of the

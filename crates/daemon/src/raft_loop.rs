@@ -11,55 +11,18 @@ use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_raftnode::{
-    encode_conf_state, ConfState, Entry, HardState, MembershipChange, Message, Role,
-};
+use etcd_raftnode::{encode_conf_state, ConfState, Entry, HardState, Message, Role};
 use etcd_server::raft_core::{Effect, Input, RaftCore, RaftIo};
 use etcd_server::{Applied, ServerError};
 use etcd_wal::{SnapshotMarker, Wal};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use crate::bootstrap::to_wal_entry;
+use crate::data_dir::to_wal_entry;
+use crate::inputs::{fatal, ApplyTask, RaftInput, Reader};
 use crate::shared::Shared;
 
 /// Inputs accepted per turn before running a Ready cycle: bounds a turn's latency.
 const INPUTS_PER_TURN_MAX: usize = 4096;
-
-/// What other tasks ask of the raft loop.
-pub(crate) enum RaftInput {
-    /// Propose an encoded `InternalRaftRequest` whose waiter is registered under `id`.
-    Propose { id: u64, data: Vec<u8> },
-    /// Ask for a read index; answered with the index to wait for.
-    ReadIndex(Reader),
-    /// The backend is durable up to `index`: record a snapshot and release the WAL.
-    Snapshot { index: u64, term: u64 },
-    /// Hand leadership to another member; answered once it leads (or not).
-    TransferLeader { to: u64 },
-    /// Propose a membership change whose waiter is registered under `id`.
-    ProposeMembershipChange { id: u64, kind: MembershipChange, node_id: u64, context: Vec<u8> },
-    /// A committed membership change was applied to the members table; apply it to
-    /// Raft's configuration.
-    ApplyMembershipChange { kind: MembershipChange, node_id: u64 },
-    /// How sending a snapshot to a peer ended.
-    ReportSnapshot { to: u64, delivered: bool },
-    /// How far a peer's log matches (leader only): (matched, leader commit).
-    PeerProgress { id: u64, reply: oneshot::Sender<Option<(u64, u64)>> },
-    /// Rewrite the backend compactly, in order with the entries being applied.
-    Defragment(crate::defrag::Reply),
-    /// Stop after this turn (graceful shutdown).
-    Stop,
-}
-
-/// Work handed to the apply loop, in log order.
-pub(crate) enum ApplyTask {
-    /// Committed entries to apply.
-    Entries(Vec<Entry>),
-    /// A leader's snapshot to install: the received backend file, at `index`; the
-    /// raft loop waits on `done` before recording the snapshot.
-    Install { index: u64, path: std::path::PathBuf, done: std::sync::mpsc::SyncSender<()> },
-    /// Rewrite the backend between batches (see `defrag.rs`).
-    Defragment(crate::defrag::Reply),
-}
 
 /// Where Raft messages for other members go (the peer transport).
 pub trait PeerSender: Send + Sync {
@@ -81,12 +44,6 @@ impl PeerSender for etcd_transport::PeerTransport {
     fn active_peers(&self) -> usize {
         etcd_transport::PeerTransport::active_peers(self)
     }
-}
-
-/// Stops the process: for failures after which continuing could lose or corrupt data.
-pub(crate) fn fatal(what: &str, err: impl std::fmt::Display) -> ! {
-    tracing::error!(error = %err, "{what}; the member cannot continue safely and stops now");
-    std::process::abort();
 }
 
 /// The WAL and the peer transport as the Raft half uses them.
@@ -175,9 +132,6 @@ impl RaftIo for DaemonIo<'_> {
         }
     }
 }
-
-/// A linearizable reader waiting for the index it must see applied.
-type Reader = oneshot::Sender<Result<u64, ServerError>>;
 
 pub(crate) struct RaftLoop {
     pub core: RaftCore,
@@ -287,7 +241,6 @@ impl RaftLoop {
             Effect::SnapshotDropped { data } => {
                 let _ = std::fs::remove_file(String::from_utf8_lossy(&data).as_ref());
             }
-            Effect::SnapshotInstalled { .. } | Effect::SnapshotSaved { .. } => {}
         }
     }
 

@@ -2,37 +2,24 @@
 //! proposals whose futures resolve when their entry is applied; linearizable reads
 //! wait on a ReadIndex barrier; serializable reads go straight to the store.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use etcd_mvcc::KvStore;
 use etcd_proto::etcdrs::{InternalRaftRequest, Member, RequestHeader};
 use etcd_proto::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
-use etcd_server::{Applied, Applier, ServerError};
+use etcd_server::{Applied, ServerError};
 use etcd_storage::Backend;
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::apply_loop::ApplyLoop;
-use crate::bootstrap::{self, StartError};
 use crate::config::ServerConfig;
-use crate::raft_loop::{RaftInput, RaftLoop};
+use crate::inputs::RaftInput;
 use crate::shared::Shared;
 use crate::watch_hub::WatchHub;
 use etcd_transport::PeerTransport;
 
-/// Proposals and reads queued for the raft loop at most; beyond it callers wait.
-const RAFT_INPUTS_MAX: usize = 16 * 1024;
-/// Raft messages from peers queued for the raft loop at most (beyond it the
-/// transport's receivers wait, which slows the senders).
-const RAFT_MESSAGES_MAX: usize = 16 * 1024;
-/// Applied membership changes queued for their follow-up at most.
-const MEMBER_EVENTS_MAX: usize = 64;
-/// Batches of committed entries queued for the apply loop at most.
-const APPLY_TASKS_MAX: usize = 1024;
 /// etcd refuses proposals when the apply loop lags the commit index by this much.
 const APPLY_LAG_MAX: u64 = 5000;
 
@@ -60,198 +47,25 @@ pub struct StatusInfo {
 /// One running member.
 pub struct EtcdServer {
     pub(crate) cfg: ServerConfig,
-    member_id: u64,
-    cluster_id: u64,
-    kv: Arc<KvStore>,
+    pub(crate) member_id: u64,
+    pub(crate) cluster_id: u64,
+    pub(crate) kv: Arc<KvStore>,
     pub(crate) backend: Arc<Backend>,
     pub(crate) shared: Arc<Shared>,
-    watch_hub: Arc<WatchHub>,
+    pub(crate) watch_hub: Arc<WatchHub>,
     pub(crate) lessor: Arc<Mutex<etcd_lease::Lessor>>,
     pub(crate) auth: Arc<RwLock<etcd_auth::AuthStore>>,
-    raft_tx: mpsc::Sender<RaftInput>,
-    transport: PeerTransport,
-    next_request_id: AtomicU64,
-    stopped: AtomicBool,
-    runtime: tokio::runtime::Handle,
-    removed: tokio::sync::Notify,
-    member_events: Mutex<Option<mpsc::Receiver<etcd_server::membership::MemberEvent>>>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    pub(crate) raft_tx: mpsc::Sender<RaftInput>,
+    pub(crate) transport: PeerTransport,
+    pub(crate) next_request_id: AtomicU64,
+    pub(crate) stopped: AtomicBool,
+    pub(crate) runtime: tokio::runtime::Handle,
+    pub(crate) removed: tokio::sync::Notify,
+    pub(crate) member_events: Mutex<Option<mpsc::Receiver<etcd_server::membership::MemberEvent>>>,
+    pub(crate) threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl EtcdServer {
-    /// Opens or bootstraps the data directory and starts the raft and apply loops.
-    pub fn start(cfg: ServerConfig) -> Result<Arc<EtcdServer>, StartError> {
-        let opened = bootstrap::open(&cfg)?;
-        let backend_error =
-            |reason: String| StartError::Backend { path: cfg.data_dir.clone(), reason };
-        let apply_cfg = crate::lease::apply_core_config(&cfg);
-        let lessor =
-            etcd_server::apply_core::recover_lessor(&opened.backend, &opened.kv, &apply_cfg)
-                .map_err(backend_error)?;
-        let lessor = Arc::new(Mutex::new(lessor));
-        let auth = opened
-            .backend
-            .begin_read()
-            .and_then(|txn| etcd_auth::AuthStore::load(&txn, cfg.auth_token_ttl.as_millis() as u64))
-            .map_err(|e| backend_error(e.to_string()))?;
-        let auth = Arc::new(RwLock::new(auth));
-        let applier =
-            Applier::new(opened.backend.clone(), opened.kv.clone(), lessor.clone(), auth.clone())
-                .map_err(|e| backend_error(e.to_string()))?;
-        let shared = Arc::new(Shared::new(applier.consistent_index(), cfg.extensive_metrics));
-        shared.db_size_bytes.store(opened.backend.size_bytes().unwrap_or(0), Ordering::Relaxed);
-        let watch_hub = Arc::new(WatchHub::new(opened.kv.current_revision()));
-        let (raft_tx, raft_rx) = mpsc::channel(RAFT_INPUTS_MAX);
-        let (message_tx, message_rx) = mpsc::channel(RAFT_MESSAGES_MAX);
-        let transport = PeerTransport::new(opened.member_id, opened.cluster_id, message_tx);
-        if let Some(dir) = opened.backend.path().parent() {
-            transport.set_snapshot_dir(dir.to_path_buf());
-        }
-        if let Some(tls) = &cfg.peer_client_tls {
-            transport.set_client_tls(tls.clone());
-        }
-        for member in opened.members.iter().filter(|m| m.id != opened.member_id) {
-            transport.set_peer(member.id, member.peer_urls.clone());
-        }
-        mark_removed_members(&transport, &opened.backend);
-        let (apply_tx, apply_rx) = std::sync::mpsc::sync_channel(APPLY_TASKS_MAX);
-        let core_cfg = etcd_server::raft_core::RaftCoreConfig {
-            heartbeat_ms: cfg.heartbeat_interval.as_millis() as u64,
-            election_ticks: cfg.election_ticks(),
-            catch_up_entries: cfg.snapshot_catchup_entries,
-            keep_all_log_segments: cfg.max_wals == 0,
-            initial_election_tick_advance: cfg.initial_election_tick_advance,
-            // Time-based, so a restarted member's ReadIndex contexts do not
-            // repeat those of its previous run that a leader may still hold.
-            read_context_start: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64),
-        };
-        let core = etcd_server::raft_core::RaftCore::new(
-            opened.node,
-            applier.consistent_index(),
-            core_cfg,
-            crate::clock::monotonic_ms(),
-        );
-        let raft_loop = RaftLoop {
-            core,
-            wal: opened.wal,
-            inputs: raft_rx,
-            messages: message_rx,
-            peers: Arc::new(transport.clone()),
-            apply_tx,
-            snapshots: crate::snapshot::SnapshotSender {
-                backend: opened.backend.clone(),
-                transport: transport.clone(),
-                runtime: tokio::runtime::Handle::current(),
-                raft_tx: raft_tx.clone(),
-                dir: opened.backend.path().parent().map(Path::to_path_buf).unwrap_or_default(),
-            },
-            shared: shared.clone(),
-            heartbeat: cfg.heartbeat_interval,
-            readers: std::collections::HashMap::new(),
-            next_reader: 0,
-        };
-        let (member_events_tx, member_events_rx) = mpsc::channel(MEMBER_EVENTS_MAX);
-        let apply_core = etcd_server::apply_core::ApplyCore::new(
-            applier,
-            opened.kv.clone(),
-            opened.backend.clone(),
-            apply_cfg,
-            opened.snapshot_index,
-            crate::clock::monotonic_ms(),
-        );
-        let apply_loop = ApplyLoop {
-            member_id: opened.member_id,
-            core: apply_core,
-            tasks: apply_rx,
-            shared: shared.clone(),
-            watch_hub: watch_hub.clone(),
-            raft_tx: raft_tx.clone(),
-            member_events: member_events_tx,
-            warning_apply_duration: cfg.warning_apply_duration,
-        };
-        let spawn_error =
-            |e: std::io::Error| StartError::DataDir { path: cfg.data_dir.clone(), source: e };
-        let raft_thread = std::thread::Builder::new()
-            .name("raft".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_time()
-                    .build()
-                    .expect("a current-thread runtime for the raft loop");
-                runtime.block_on(raft_loop.run());
-            })
-            .map_err(spawn_error)?;
-        let apply_thread = std::thread::Builder::new()
-            .name("apply".into())
-            .spawn(move || apply_loop.run())
-            .map_err(spawn_error)?;
-        let now_ms =
-            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        // etcd's scheme: the member ID's low 16 bits, then a time-based counter, so
-        // IDs of a restarted member do not repeat those still in the log.
-        let id_prefix = (opened.member_id & 0xffff) << 48;
-        let id_start = id_prefix | ((now_ms << 8) & 0x0000_ffff_ffff_ffff);
-        let server = Arc::new(EtcdServer {
-            member_id: opened.member_id,
-            cluster_id: opened.cluster_id,
-            kv: opened.kv,
-            backend: opened.backend,
-            shared,
-            watch_hub,
-            lessor,
-            auth,
-            raft_tx,
-            transport,
-            next_request_id: AtomicU64::new(id_start),
-            stopped: AtomicBool::new(false),
-            runtime: tokio::runtime::Handle::current(),
-            removed: tokio::sync::Notify::new(),
-            member_events: Mutex::new(Some(member_events_rx)),
-            threads: Mutex::new(vec![raft_thread, apply_thread]),
-            cfg,
-        });
-        let weak = Arc::downgrade(&server);
-        server.transport.set_removed_hook(Arc::new(move || {
-            if let Some(server) = weak.upgrade() {
-                server.notify_removed();
-            }
-        }));
-        let weak = Arc::downgrade(&server);
-        server.transport.set_members_source(Arc::new(move || {
-            weak.upgrade().map(|server| server.members()).unwrap_or_default()
-        }));
-        Ok(server)
-    }
-
-    /// Starts the member's async duties (the leader's lease expiry loop, and the
-    /// test-only peer fault switch when configured) on the current tokio runtime.
-    pub fn spawn_background_tasks(self: &Arc<Self>) {
-        tokio::spawn(self.clone().run_lease_expiry());
-        if let Some(mode) = self.cfg.auto_compaction {
-            tokio::spawn(self.clone().run_auto_compaction(mode));
-        }
-        if let Some(every) = self.cfg.corrupt_check_time {
-            tokio::spawn(self.clone().run_corrupt_checks(every));
-        }
-        if let Some(mut events) = self.member_events.lock().expect("member events lock").take() {
-            let server = self.clone();
-            tokio::spawn(async move {
-                while let Some(event) = events.recv().await {
-                    if let Some(input) = server.on_member_event(&event) {
-                        if server.send_raft(input).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-        if let Ok(path) = std::env::var(crate::faults::BLOCK_FILE_ENV) {
-            tokio::spawn(crate::faults::follow_block_file(self.transport.clone(), path.into()));
-        }
-    }
-
     /// The peer transport, to serve on the peer listener.
     pub fn transport(&self) -> &PeerTransport {
         &self.transport

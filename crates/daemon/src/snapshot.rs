@@ -12,7 +12,7 @@ use etcd_storage::Backend;
 use etcd_transport::PeerTransport;
 use tokio::sync::mpsc;
 
-use crate::raft_loop::RaftInput;
+use crate::inputs::RaftInput;
 
 /// Sends backend copies for outgoing snapshot messages.
 pub(crate) struct SnapshotSender {

@@ -299,6 +299,26 @@ impl RaftNode {
         }
     }
 
+    /// Proposes several entries at once: one append to each follower carries
+    /// them all (and a follower forwards them to the leader in one message).
+    /// All or none are dropped.
+    pub fn propose_many(&mut self, data: Vec<Vec<u8>>) -> Result<(), Error> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let mut message = Message::default();
+        message.set_msg_type(raft::eraftpb::MessageType::MsgPropose);
+        message.from = self.raw.raft.id;
+        message.set_entries(
+            data.into_iter().map(|d| Entry { data: d.into(), ..Default::default() }).collect(),
+        );
+        match self.raw.raft.step(message) {
+            Ok(()) => Ok(()),
+            Err(raft::Error::ProposalDropped) => Err(Error::ProposalDropped),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Proposes a membership change; `context` travels in the entry's context (our
     /// own encoding, so appliers never decode raft-rs's protobuf-2 bytes).
     pub fn propose_membership_change(

@@ -161,20 +161,10 @@ pub enum Effect {
         /// Learners after the change.
         learners: Vec<u64>,
     },
-    /// A snapshot from the leader was installed at `index`.
-    SnapshotInstalled {
-        /// Its index.
-        index: u64,
-    },
     /// A received snapshot was replaced by a newer one before Raft used it.
     SnapshotDropped {
         /// What [`Input::Message`] carried.
         data: Vec<u8>,
-    },
-    /// A snapshot was recorded at `index`.
-    SnapshotSaved {
-        /// Its index.
-        index: u64,
     },
 }
 
@@ -282,6 +272,8 @@ pub struct RaftCore {
     tick_advance_until: Option<u64>,
     /// The leader's snapshot received from a peer, by index, waiting for Raft.
     incoming_snapshot: Option<(u64, Vec<u8>)>,
+    /// Proposals of this turn, proposed together in `run_ready`.
+    proposals: Vec<(u64, Vec<u8>)>,
     /// The last index handed to the state machine (it only grows).
     handed_to_apply: u64,
     effects: Vec<Effect>,
@@ -312,6 +304,7 @@ impl RaftCore {
             failed_proposals: false,
             tick_advance_until,
             incoming_snapshot: None,
+            proposals: Vec::new(),
             effects: Vec::new(),
         };
         if core.node.conf_state().voters == [core.node.id()] {
@@ -330,12 +323,9 @@ impl RaftCore {
             Input::Tick => self.node.tick(),
             Input::Message(message) => self.receive(message),
             Input::Unreachable { peer } => self.node.report_unreachable(peer),
-            Input::Propose { id, data } => {
-                if self.node.propose(data).is_err() {
-                    let error = ServerError::NoLeader;
-                    self.effects.push(Effect::ProposalFailed { id, error });
-                }
-            }
+            // Proposed together at the start of the next Ready cycle: one append
+            // per follower for the whole turn's proposals.
+            Input::Propose { id, data } => self.proposals.push((id, data)),
             Input::ProposeMembershipChange { id, kind, node_id, context } => {
                 if self.node.propose_membership_change(kind, node_id, context).is_err() {
                     let error = ServerError::NoLeader;
@@ -389,6 +379,7 @@ impl RaftCore {
     /// on), answers reads, follows leadership, and returns what happened.
     pub fn run_ready(&mut self, now: u64, io: &mut impl RaftIo) -> Vec<Effect> {
         self.advance_ticks_once_connected(io.active_peers(), now);
+        self.propose_pending();
         self.reads.send_if_due(&mut self.node, now);
         let mut sink = Sink {
             io,
@@ -396,7 +387,6 @@ impl RaftCore {
             outgoing_snapshots: Vec::new(),
             read_states: Vec::new(),
             soft_state: (&mut self.leader, &mut self.role),
-            installed: None,
             handed_to_apply: &mut self.handed_to_apply,
         };
         loop {
@@ -406,10 +396,7 @@ impl RaftCore {
                 Err(err) => panic!("raft rejected its own state: {err}"),
             }
         }
-        let Sink { outgoing_snapshots, read_states, installed, .. } = sink;
-        if let Some(index) = installed {
-            self.effects.push(Effect::SnapshotInstalled { index });
-        }
+        let Sink { outgoing_snapshots, read_states, .. } = sink;
         self.reads.answer(read_states, &mut self.effects);
         self.follow_leadership(now);
         for message in outgoing_snapshots {
@@ -422,6 +409,17 @@ impl RaftCore {
             self.node.commit_index()
         );
         std::mem::take(&mut self.effects)
+    }
+
+    fn propose_pending(&mut self) {
+        let (ids, data): (Vec<u64>, Vec<Vec<u8>>) =
+            std::mem::take(&mut self.proposals).into_iter().unzip();
+        if self.node.propose_many(data).is_err() {
+            for id in ids {
+                let error = ServerError::NoLeader;
+                self.effects.push(Effect::ProposalFailed { id, error });
+            }
+        }
     }
 
     /// What a leader change means for the requests waiting here. Without a
@@ -489,7 +487,6 @@ impl RaftCore {
         if let Err(err) = self.node.compact_log(index.saturating_sub(self.cfg.catch_up_entries)) {
             tracing::warn!(error = %err, index, "could not compact the in-memory raft log");
         }
-        self.effects.push(Effect::SnapshotSaved { index });
         tracing::info!(index, term, "saved snapshot");
     }
 
@@ -542,7 +539,6 @@ struct Sink<'a, I: RaftIo> {
     read_states: Vec<ReadState>,
     /// The leader and role as last reported to the I/O.
     soft_state: (&'a mut u64, &'a mut Role),
-    installed: Option<u64>,
     handed_to_apply: &'a mut u64,
 }
 
@@ -580,7 +576,6 @@ impl<I: RaftIo> ReadySink for Sink<'_, I> {
             self.io.install_backend(meta.index, data);
             self.io.save_snapshot(meta.index, meta.term, meta.get_conf_state());
             *self.handed_to_apply = (*self.handed_to_apply).max(meta.index);
-            self.installed = Some(meta.index);
             tracing::info!(index = meta.index, "installed a snapshot from the leader");
         }
         if !entries.is_empty() || hard_state.is_some() {

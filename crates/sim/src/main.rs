@@ -8,7 +8,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-const DEFAULT_SEEDS: u64 = 20;
+const DEFAULT_SEEDS: u64 = 100;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -422,10 +422,7 @@ impl SimMember {
                         self.replies.push((op, Reply::Unknown(error.clone())));
                     }
                 }
-                Effect::ConfigurationChanged { .. }
-                | Effect::SnapshotDropped { .. }
-                | Effect::SnapshotInstalled { .. }
-                | Effect::SnapshotSaved { .. } => {}
+                Effect::ConfigurationChanged { .. } | Effect::SnapshotDropped { .. } => {}
             }
         }
         let applied = running.apply.applied_index();

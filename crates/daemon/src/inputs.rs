@@ -1,0 +1,59 @@
+//! What the daemon's tasks hand each other: requests for the raft loop, work
+//! for the apply loop, and the way out when continuing could lose data. At the
+//! bottom of the daemon, so the loops and the services that feed them do not
+//! refer to each other.
+
+use etcd_raftnode::{Entry, MembershipChange};
+use etcd_server::ServerError;
+use tokio::sync::oneshot;
+
+/// A linearizable reader waiting for the index it must see applied.
+pub(crate) type Reader = oneshot::Sender<Result<u64, ServerError>>;
+
+/// What other tasks ask of the raft loop.
+pub(crate) enum RaftInput {
+    /// Propose an encoded `InternalRaftRequest` whose waiter is registered under `id`.
+    Propose { id: u64, data: Vec<u8> },
+    /// Ask for a read index; answered with the index to wait for.
+    ReadIndex(Reader),
+    /// The backend is durable up to `index`: record a snapshot and release the WAL.
+    Snapshot { index: u64, term: u64 },
+    /// Hand leadership to another member; answered once it leads (or not).
+    TransferLeader { to: u64 },
+    /// Propose a membership change whose waiter is registered under `id`.
+    ProposeMembershipChange { id: u64, kind: MembershipChange, node_id: u64, context: Vec<u8> },
+    /// A committed membership change was applied to the members table; apply it to
+    /// Raft's configuration.
+    ApplyMembershipChange { kind: MembershipChange, node_id: u64 },
+    /// How sending a snapshot to a peer ended.
+    ReportSnapshot { to: u64, delivered: bool },
+    /// How far a peer's log matches (leader only): (matched, leader commit).
+    PeerProgress { id: u64, reply: oneshot::Sender<Option<(u64, u64)>> },
+    /// Rewrite the backend compactly, in order with the entries being applied.
+    Defragment(DefragReply),
+    /// Stop after this turn (graceful shutdown).
+    Stop,
+}
+
+/// Work handed to the apply loop, in log order.
+pub(crate) enum ApplyTask {
+    /// Committed entries to apply.
+    Entries(Vec<Entry>),
+    /// A leader's snapshot to install: the received backend file, at `index`; the
+    /// raft loop waits on `done` before recording the snapshot.
+    Install { index: u64, path: std::path::PathBuf, done: std::sync::mpsc::SyncSender<()> },
+    /// Rewrite the backend between batches (see `defrag.rs`).
+    Defragment(DefragReply),
+}
+
+/// Backend sizes before and after a defragmentation, in bytes.
+pub(crate) type DefragSizes = (u64, u64);
+
+/// What the apply loop answers a defragmentation with.
+pub(crate) type DefragReply = oneshot::Sender<Result<DefragSizes, ServerError>>;
+
+/// Stops the process: for failures after which continuing could lose or corrupt data.
+pub(crate) fn fatal(what: &str, err: impl std::fmt::Display) -> ! {
+    tracing::error!(error = %err, "{what}; the member cannot continue safely and stops now");
+    std::process::abort();
+}
