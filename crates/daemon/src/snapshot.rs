@@ -1,8 +1,9 @@
 //! Sending this member's backend to a follower that fell behind the in-memory
 //! Raft log. raft-rs produces the snapshot message (metadata: the newest snapshot
 //! index, at which the backend is durable); off the raft thread this copies the
-//! backend as it is now (at or past that index; the receiver's applier skips what
-//! the copy already holds), streams the copy in chunks, and reports the outcome.
+//! backend as it is now (at or past that index), stamps the message with the
+//! copy's own index, term and membership, streams the copy in chunks, and
+//! reports the outcome.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,10 +25,14 @@ pub(crate) struct SnapshotSender {
     pub dir: PathBuf,
 }
 
-fn copy_backend(backend: &Backend, dir: &Path, to: u64) -> Result<PathBuf, String> {
-    let path = dir.join(format!("snapshot-for-{to:x}.db"));
+/// Copies the backend for `message` and stamps the message with the copy's
+/// index, term and membership.
+fn copy_backend(backend: &Backend, dir: &Path, message: &mut Message) -> Result<PathBuf, String> {
+    let path = dir.join(format!("snapshot-for-{:x}.db", message.to));
     let _ = std::fs::remove_file(&path);
     backend.copy_to(&path).map_err(|e| e.to_string())?;
+    let copy = Backend::open(&path).map_err(|e| e.to_string())?;
+    etcd_server::apply_core::stamp_snapshot(message, &copy)?;
     Ok(path)
 }
 
@@ -39,9 +44,13 @@ impl SnapshotSender {
         let dir = self.dir.clone();
         self.runtime.spawn(async move {
             let to = message.to;
-            let copied = tokio::task::spawn_blocking(move || copy_backend(&backend, &dir, to)).await;
+            let copied = tokio::task::spawn_blocking(move || {
+                let mut message = message;
+                copy_backend(&backend, &dir, &mut message).map(|path| (path, message))
+            })
+            .await;
             let delivered = match copied {
-                Ok(Ok(path)) => {
+                Ok(Ok((path, message))) => {
                     let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
                     tracing::info!(to = %format!("{to:x}"), bytes, "sending a snapshot to a lagging member");
                     let sent = transport.send_snapshot(message, &path).await;

@@ -70,7 +70,10 @@ fn no_module_refers_back_to_one_that_refers_to_it() {
     for node in graph.keys() {
         if state.get(node.as_str()).copied().unwrap_or(0) == 0 {
             if let Some(cycle) = visit(node, &graph, &mut state, &mut Vec::new()) {
-                panic!("the daemon's modules refer to each other in a circle: {}", cycle.join(" -> "));
+                panic!(
+                    "the daemon's modules refer to each other in a circle: {}",
+                    cycle.join(" -> ")
+                );
             }
         }
     }

@@ -421,6 +421,11 @@ impl RaftNode {
         self.raw.store().term(index).ok()
     }
 
+    /// The index of the newest snapshot recorded or installed (0: none).
+    pub fn snapshot_index(&self) -> u64 {
+        self.raw.store().snapshot_index()
+    }
+
     /// Records that the backend is durable at `index` (term `term`), so a lagging
     /// follower can be sent a snapshot of it.
     pub fn record_snapshot(&mut self, index: u64, term: u64) {

@@ -26,6 +26,11 @@ impl RaftStorage {
         RaftStorage { mem, snapshot: Arc::default() }
     }
 
+    /// The index of the newest snapshot (0: none).
+    pub(crate) fn snapshot_index(&self) -> u64 {
+        self.snapshot.read().unwrap_or_else(PoisonError::into_inner).index
+    }
+
     /// Records that a snapshot at `metadata.index` exists (backend durable there).
     pub(crate) fn set_snapshot(&self, metadata: SnapshotMetadata) {
         *self.snapshot.write().unwrap_or_else(PoisonError::into_inner) = metadata;

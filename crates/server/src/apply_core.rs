@@ -172,3 +172,25 @@ pub fn recover_lessor(
     lessor.set_checkpointing(cfg.lease_checkpoint);
     Ok(lessor)
 }
+
+/// Stamps an outgoing snapshot message with what the backend copy it carries
+/// holds: its consistent index and term, and the membership of its members
+/// table. raft-rs asked for its newest recorded snapshot, but the copy is taken
+/// later and may be further along; a receiver recording the older index would
+/// hold a backend ahead of its log, and could not restart before the log caught
+/// up (found by the simulator, seed 22). etcd sends its applied index too.
+pub fn stamp_snapshot(message: &mut etcd_raftnode::Message, copy: &Backend) -> Result<(), String> {
+    let txn = copy.begin_read().map_err(|e| e.to_string())?;
+    let (index, term) = etcd_storage::consistent_index(&txn).map_err(|e| e.to_string())?;
+    let members = crate::membership::load(&txn)?;
+    let metadata = message.mut_snapshot().mut_metadata();
+    assert!(
+        index >= metadata.index,
+        "invariant: a backend copy holds the snapshot Raft asked for ({index} < {})",
+        metadata.index
+    );
+    metadata.index = index;
+    metadata.term = term;
+    metadata.set_conf_state(crate::membership::conf_state(&members));
+    Ok(())
+}

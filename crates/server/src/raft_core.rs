@@ -479,6 +479,19 @@ impl RaftCore {
     }
 
     fn record_snapshot(&mut self, index: u64, term: u64, io: &mut impl RaftIo) {
+        if index <= self.node.snapshot_index() {
+            // The apply side asked for this before a newer snapshot from the
+            // leader was installed (its request was queued behind the install);
+            // recording it now would put an older marker after the newer one,
+            // and a restart would replay from the older one without the entries
+            // the install replaced.
+            tracing::info!(
+                index,
+                newer = self.node.snapshot_index(),
+                "skipped an outdated snapshot"
+            );
+            return;
+        }
         io.save_snapshot(index, term, &self.node.conf_state());
         self.node.record_snapshot(index, term);
         if !self.cfg.keep_all_log_segments {

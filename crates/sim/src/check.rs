@@ -4,6 +4,35 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+/// What a client asked, on one key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Call {
+    /// Put this value.
+    Put(Vec<u8>),
+    /// Delete the key.
+    Delete,
+    /// Read the key (linearizably).
+    Get,
+    /// A transaction: if the value is `expect` (`None`: the key is absent), put `new`.
+    Cas {
+        /// The value compared against.
+        expect: Option<Vec<u8>>,
+        /// The value put when it matches.
+        new: Vec<u8>,
+    },
+}
+
+/// What the client got back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ret {
+    /// A put or delete was applied.
+    Done,
+    /// A read returned this value (`None`: no such key).
+    Value(Option<Vec<u8>>),
+    /// A transaction's compare succeeded or not.
+    Cas(bool),
+}
+
 /// One client operation on one key, as the client saw it.
 #[derive(Debug, Clone)]
 pub struct Op {
@@ -13,15 +42,35 @@ pub struct Op {
     pub client: u64,
     /// The key.
     pub key: Vec<u8>,
-    /// A write of this value, or a read (`None`).
-    pub write: Option<Vec<u8>>,
-    /// For a completed read: the value it returned (`None`: no such key).
-    pub read: Option<Option<Vec<u8>>>,
+    /// What was asked.
+    pub call: Call,
+    /// What came back; `None` for a write whose outcome is unknown (it may take
+    /// effect at any point after `invoked`, or never).
+    pub ret: Option<Ret>,
     /// When it was issued.
     pub invoked: u64,
-    /// When it completed; `None` for a write whose outcome is unknown (it may
-    /// take effect at any point after `invoked`, or never).
+    /// When it completed (`None` with `ret`).
     pub completed: Option<u64>,
+}
+
+/// The register's next value if `op` can take effect when it holds `value`.
+fn step(value: &Option<Vec<u8>>, op: &Op) -> Option<Option<Vec<u8>>> {
+    match (&op.call, &op.ret) {
+        (Call::Put(v), _) => Some(Some(v.clone())),
+        (Call::Delete, _) => Some(None),
+        (Call::Get, Some(Ret::Value(read))) => (read == value).then(|| value.clone()),
+        (Call::Cas { expect, new }, Some(Ret::Cas(true))) => {
+            (expect == value).then(|| Some(new.clone()))
+        }
+        (Call::Cas { expect, .. }, Some(Ret::Cas(false))) => {
+            (expect != value).then(|| value.clone())
+        }
+        // Unknown outcome: if it took effect, it did what it does.
+        (Call::Cas { expect, new }, None) => {
+            Some(if expect == value { Some(new.clone()) } else { value.clone() })
+        }
+        _ => None,
+    }
 }
 
 /// Checks that the history of one key is linearizable for a register that
@@ -65,11 +114,7 @@ fn check_key(ops: &[&Op]) -> Result<(), String> {
             if op.invoked > horizon {
                 continue;
             }
-            let next = match (&op.write, &op.read) {
-                (Some(v), _) => Some(v.clone()),
-                (None, Some(read)) if *read == value => value.clone(),
-                _ => continue,
-            };
+            let Some(next) = step(&value, op) else { continue };
             let mut set = done.clone();
             set[i / 64] |= 1 << (i % 64);
             stack.push((set, next));
@@ -110,11 +155,25 @@ pub fn linearizable(history: &[Op]) -> Result<(), String> {
                 .unwrap_or(ops.len());
             for op in &ops[at.saturating_sub(25)..(at + 10).min(ops.len())] {
                 let completed = op.completed.map_or("?".to_string(), |c| c.to_string());
-                let what = match (&op.write, &op.read) {
-                    (Some(v), _) => format!("put {}", String::from_utf8_lossy(v)),
-                    (None, Some(Some(v))) => format!("get -> {}", String::from_utf8_lossy(v)),
-                    (None, Some(None)) => "get -> (none)".to_string(),
-                    (None, None) => "get -> ?".to_string(),
+                let show = |v: &Option<Vec<u8>>| {
+                    v.as_deref()
+                        .map_or("(none)".into(), |v| String::from_utf8_lossy(v).into_owned())
+                };
+                let what = match (&op.call, &op.ret) {
+                    (Call::Put(v), _) => format!("put {}", show(&Some(v.clone()))),
+                    (Call::Delete, _) => "delete".to_string(),
+                    (Call::Get, Some(Ret::Value(v))) => format!("get -> {}", show(v)),
+                    (Call::Get, _) => "get -> ?".to_string(),
+                    (Call::Cas { expect, new }, ret) => format!(
+                        "if {} then put {} -> {}",
+                        show(expect),
+                        show(&Some(new.clone())),
+                        match ret {
+                            Some(Ret::Cas(true)) => "succeeded",
+                            Some(Ret::Cas(false)) => "failed",
+                            _ => "?",
+                        }
+                    ),
                 };
                 text.push_str(&format!(
                     "  {:>6}..{:>6}  client {}  #{} {what}\n",
@@ -127,11 +186,13 @@ pub fn linearizable(history: &[Op]) -> Result<(), String> {
     Ok(())
 }
 
-/// Raft's safety over the run: at most one leader per term, and every member
-/// applied the same entry at every index, in index order without gaps.
+/// Raft's safety over the run: at most one leader per term, every member
+/// applied the same entry at every index, in index order without gaps, with
+/// the same effect (the same store revision after it).
 #[derive(Debug, Default)]
 pub struct RaftSafety {
     leaders: BTreeMap<u64, u64>,
+    revisions: BTreeMap<u64, (u64, i64)>,
     applied: BTreeMap<u64, (u64, Vec<u8>)>,
     last_applied: BTreeMap<u64, u64>,
 }
@@ -175,6 +236,21 @@ impl RaftSafety {
         }
     }
 
+    /// After applying up to `index`, a member's store is at `revision`.
+    pub fn revision(&mut self, member: u64, index: u64, revision: i64) -> Result<(), String> {
+        match self.revisions.get(&index) {
+            Some((other, r)) if *r != revision => Err(format!(
+                "state machine safety: after index {index} member {other} is at revision {r} \
+                 and member {member} at {revision} (an entry applied differently)"
+            )),
+            Some(_) => Ok(()),
+            None => {
+                self.revisions.insert(index, (member, revision));
+                Ok(())
+            }
+        }
+    }
+
     /// A member restarted: it re-applies from its durable backend, which may
     /// be behind what it applied before.
     pub fn restarted(&mut self, member: u64) {
@@ -193,15 +269,56 @@ mod tests {
     use super::*;
 
     fn op(id: u64, write: Option<&str>, read: Option<Option<&str>>, t: (u64, Option<u64>)) -> Op {
+        let (call, ret) = match (write, read) {
+            (Some(v), _) => (Call::Put(v.as_bytes().to_vec()), t.1.map(|_| Ret::Done)),
+            (None, Some(r)) => (Call::Get, Some(Ret::Value(r.map(|v| v.as_bytes().to_vec())))),
+            (None, None) => (Call::Delete, t.1.map(|_| Ret::Done)),
+        };
+        Op { id, client: id, key: b"k".to_vec(), call, ret, invoked: t.0, completed: t.1 }
+    }
+
+    fn cas(
+        id: u64,
+        expect: Option<&str>,
+        new: &str,
+        ret: Option<bool>,
+        t: (u64, Option<u64>),
+    ) -> Op {
+        let call = Call::Cas {
+            expect: expect.map(|v| v.as_bytes().to_vec()),
+            new: new.as_bytes().to_vec(),
+        };
         Op {
             id,
             client: id,
             key: b"k".to_vec(),
-            write: write.map(|v| v.as_bytes().to_vec()),
-            read: read.map(|r| r.map(|v| v.as_bytes().to_vec())),
+            call,
+            ret: ret.map(Ret::Cas),
             invoked: t.0,
             completed: t.1,
         }
+    }
+
+    #[test]
+    fn compare_and_swap_follows_the_value() {
+        let ok = [
+            op(1, Some("a"), None, (0, Some(1))),
+            cas(2, Some("a"), "b", Some(true), (2, Some(3))),
+            cas(3, Some("a"), "c", Some(false), (4, Some(5))),
+            op(4, None, Some(Some("b")), (6, Some(7))),
+        ];
+        assert!(linearizable(&ok).is_ok());
+        let wrong = [
+            op(1, Some("a"), None, (0, Some(1))),
+            cas(2, Some("x"), "b", Some(true), (2, Some(3))),
+        ];
+        assert!(linearizable(&wrong).is_err(), "a compare that cannot have matched succeeded");
+        let deleted = [
+            op(1, Some("a"), None, (0, Some(1))),
+            op(2, None, None, (2, Some(3))),
+            cas(3, None, "n", Some(true), (4, Some(5))),
+        ];
+        assert!(linearizable(&deleted).is_ok(), "a deleted key compares as absent");
     }
 
     #[test]

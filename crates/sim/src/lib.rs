@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use etcd_raftnode::{Message, Role, SplitMix64};
 use etcd_server::raft_core::Input;
 
-use check::{Op, RaftSafety};
+use check::{Call, Op, RaftSafety, Ret};
 use member::{Bugs, Observed, Reply, SimMember, HEARTBEAT_MS};
 
 /// Whether `SIM_TRACE` is set: then every delivered message, operation and
@@ -25,7 +25,12 @@ pub(crate) fn tracing() -> bool {
 }
 
 /// The bugs `--inject` can switch on, by name.
-pub const BUGS: &[&str] = &["ack-before-fsync", "read-without-read-index"];
+pub const BUGS: &[&str] = &[
+    "ack-before-fsync",
+    "read-without-read-index",
+    "deposed-leader-reads",
+    "apply-twice-after-restart",
+];
 
 /// What one seed's run is like.
 #[derive(Debug, Clone)]
@@ -51,6 +56,8 @@ pub fn bugs(names: &[String]) -> Result<Bugs, String> {
         match name.as_str() {
             "ack-before-fsync" => bugs.ack_before_fsync = true,
             "read-without-read-index" => bugs.read_without_read_index = true,
+            "deposed-leader-reads" => bugs.leader_reads_locally = true,
+            "apply-twice-after-restart" => bugs.apply_twice_after_restart = true,
             other => return Err(format!("unknown bug {other:?}; --list-bugs lists them")),
         }
     }
@@ -100,6 +107,10 @@ struct World {
     idle_until: Vec<u64>,
     next_op: u64,
     safety: RaftSafety,
+    /// What each client last read or wrote per key (for its compare-and-swaps).
+    last_seen: BTreeMap<(u64, Vec<u8>), Option<Vec<u8>>>,
+    /// The highest revision a serializable read saw per member run.
+    serializable: BTreeMap<(u64, u64), i64>,
     summary: Summary,
     applied_seen: Vec<usize>,
 }
@@ -129,6 +140,8 @@ impl World {
             idle_until: vec![0; options.clients as usize],
             next_op: 0,
             safety: RaftSafety::default(),
+            last_seen: BTreeMap::new(),
+            serializable: BTreeMap::new(),
             summary: Summary { digest: 0xcbf2_9ce4_8422_2325, ..Summary::default() },
             applied_seen: vec![0; MEMBERS as usize],
         }
@@ -157,7 +170,15 @@ impl World {
             }
             let message = self.network.remove(&(at, seq)).expect("first key");
             let (from, to) = (message.from, message.to);
-            if self.cut(from, to) || !self.member(to).is_up() {
+            let lost = self.cut(from, to) || !self.member(to).is_up();
+            if message.get_msg_type() == etcd_raftnode::MessageType::MsgSnapshot {
+                // The sender learns how the stream ended, as from the transport.
+                if self.member(from).is_up() {
+                    let report = Input::ReportSnapshot { to, delivered: !lost };
+                    self.member(from).input(report);
+                }
+            }
+            if lost {
                 continue;
             }
             mix(&mut self.summary.digest, seq);
@@ -184,8 +205,7 @@ impl World {
             self.member(id).run_ready(now);
             self.collect(id)?;
         }
-        self.clients(faults);
-        Ok(())
+        self.clients(faults)
     }
 
     /// Sends what a member queued, gathers its replies, checks what it applied.
@@ -193,7 +213,10 @@ impl World {
         let now = self.now;
         let outbox = std::mem::take(&mut self.member(id).outbox);
         for message in outbox {
-            if self.rng.below(0, 1000) < self.drop_per_mille {
+            let snapshot = message.get_msg_type() == etcd_raftnode::MessageType::MsgSnapshot;
+            if !snapshot && self.rng.below(0, 1000) < self.drop_per_mille {
+                // (A snapshot is a stream of its own: it arrives or its sender
+                // is told it failed, at delivery time.)
                 continue;
             }
             let delay = self.rng.below(1, 12);
@@ -221,6 +244,9 @@ impl World {
                     self.summary.last_index = self.summary.last_index.max(*index);
                     mix(&mut self.summary.digest, *index ^ (*term << 40));
                 }
+                Observed::Revision { index, revision } => {
+                    self.safety.revision(id, *index, *revision)?;
+                }
                 Observed::Installed { index } => {
                     self.safety.installed(id, *index);
                     mix(&mut self.summary.digest, *index);
@@ -245,27 +271,37 @@ impl World {
         if let Some(idle) = self.idle_until.get_mut(flight.op.client as usize) {
             *idle = self.now + pause;
         }
-        match reply {
-            Reply::Put => flight.op.completed = Some(self.now),
-            Reply::Read(value) => {
-                flight.op.read = Some(value);
-                flight.op.completed = Some(self.now);
-            }
+        let ret = match reply {
+            Reply::Done => Ret::Done,
+            Reply::Cas(succeeded) => Ret::Cas(succeeded),
+            Reply::Read(value) => Ret::Value(value),
             // Certainly not applied: not part of the history.
             Reply::Refused(_) => return,
             // A read that failed says nothing; a write may still be applied.
-            Reply::Unknown(_) if flight.op.write.is_none() => return,
+            Reply::Unknown(_) if flight.op.call == Call::Get => return,
             Reply::Unknown(_) => {
                 self.summary.unknown += 1;
                 self.history.push(flight.op);
                 return;
             }
+        };
+        let seen = match (&flight.op.call, &ret) {
+            (Call::Put(v), _) => Some(Some(v.clone())),
+            (Call::Delete, _) => Some(None),
+            (_, Ret::Value(v)) => Some(v.clone()),
+            (Call::Cas { new, .. }, Ret::Cas(true)) => Some(Some(new.clone())),
+            _ => None,
+        };
+        if let Some(seen) = seen {
+            self.last_seen.insert((flight.op.client, flight.op.key.clone()), seen);
         }
+        flight.op.ret = Some(ret);
+        flight.op.completed = Some(self.now);
         self.summary.completed += 1;
         self.history.push(flight.op);
     }
 
-    fn clients(&mut self, faults: bool) {
+    fn clients(&mut self, faults: bool) -> Result<(), String> {
         let now = self.now;
         let expired: Vec<u64> =
             self.in_flight.iter().filter(|(_, f)| f.deadline <= now).map(|(&op, _)| op).collect();
@@ -273,7 +309,7 @@ impl World {
             self.finish(op, Reply::Unknown(etcd_server::ServerError::Timeout));
         }
         if !faults {
-            return;
+            return Ok(());
         }
         for client in 0..self.idle_until.len() {
             let busy = self.in_flight.values().any(|f| f.op.client == client as u64);
@@ -288,30 +324,62 @@ impl World {
             self.next_op += 1;
             let id = self.next_op;
             let key = format!("k{}", self.rng.below(0, KEYS)).into_bytes();
-            let write = self.rng.below(0, 2) == 0;
+            let value = format!("c{client}-{id}").into_bytes();
+            let call = match self.rng.below(0, 20) {
+                0..=6 => Call::Put(value),
+                7 => Call::Delete,
+                8..=10 => {
+                    // Compare against what this client last saw of the key.
+                    let expect =
+                        self.last_seen.get(&(client as u64, key.clone())).cloned().flatten();
+                    Call::Cas { expect, new: value }
+                }
+                11..=12 => {
+                    self.serializable_read(member, &key)?;
+                    self.idle_until[client] = now + self.rng.below(1, 20);
+                    continue;
+                }
+                _ => Call::Get,
+            };
+            if tracing() {
+                eprintln!(
+                    "{now:>6} op #{id} client {client} -> member {member}: {:?} {call:?}",
+                    String::from_utf8_lossy(&key)
+                );
+            }
             let op = Op {
                 id,
                 client: client as u64,
                 key: key.clone(),
-                write: write.then(|| format!("c{client}-{id}").into_bytes()),
-                read: None,
+                call: call.clone(),
+                ret: None,
                 invoked: now,
                 completed: None,
             };
-            let value = op.write.clone();
-            if crate::tracing() {
-                eprintln!(
-                    "{now:>6} op #{id} client {client} -> member {member}: {:?} {:?}",
-                    String::from_utf8_lossy(&key),
-                    value.as_deref().map(String::from_utf8_lossy)
-                );
-            }
             self.in_flight.insert(id, InFlight { op, deadline: now + OP_TIMEOUT_MS });
-            match value {
-                Some(value) => self.member(member).put(id, &key, &value),
-                None => self.member(member).read(id, &key),
+            match call {
+                Call::Get => self.member(member).read(id, &key),
+                write => self.member(member).write(id, &key, &write),
             }
         }
+        Ok(())
+    }
+
+    /// A serializable read answers at once from the member's store; on one
+    /// member (in one run of it) its revision never goes backwards.
+    fn serializable_read(&mut self, member: u64, key: &[u8]) -> Result<(), String> {
+        let incarnation = self.member(member).incarnation();
+        let Some((revision, _)) = self.member(member).read_serializable(key) else {
+            return Ok(());
+        };
+        let last = self.serializable.entry((member, incarnation)).or_insert(0);
+        if revision < *last {
+            return Err(format!(
+                "serializable reads: member {member} answered at revision {revision} after {last}"
+            ));
+        }
+        *last = revision;
+        Ok(())
     }
 
     fn maybe_fault(&mut self) {
@@ -320,7 +388,7 @@ impl World {
         }
         self.summary.faults += 1;
         let now = self.now;
-        match self.rng.below(0, 5) {
+        match self.rng.below(0, 7) {
             0 | 1 => {
                 let victim = self.rng.below(1, MEMBERS + 1);
                 let until = now + self.rng.below(100, 2_000);
@@ -333,6 +401,27 @@ impl World {
                 self.isolated.insert(victim, now + self.rng.below(500, 4_000));
             }
             3 => self.drop_per_mille = self.rng.below(0, 100),
+            4 => {
+                // The leader hands over to another member.
+                let to = self.rng.below(1, MEMBERS + 1);
+                let leader = (1..=MEMBERS).find(|&id| {
+                    matches!(
+                        self.members[id as usize - 1].leader_and_term(),
+                        Some((_, _, Role::Leader))
+                    )
+                });
+                if let Some(leader) = leader.filter(|&l| l != to) {
+                    self.member(leader).input(Input::TransferLeader { to });
+                }
+            }
+            5 => {
+                // Compact history a little behind the head, through any member.
+                let member = self.rng.below(1, MEMBERS + 1);
+                if let Some(revision) = self.member(member).revision() {
+                    let back = self.rng.below(0, 20) as i64;
+                    self.member(member).compact((revision - back).max(1));
+                }
+            }
             _ => {
                 // The power goes out everywhere.
                 for victim in 1..=MEMBERS {
@@ -435,8 +524,8 @@ fn simulate(seed: u64, options: &Options) -> Result<Summary, String> {
                 id,
                 client: 1_000 + member,
                 key: format!("k{key}").into_bytes(),
-                write: None,
-                read: None,
+                call: Call::Get,
+                ret: None,
                 invoked: world.now,
                 completed: None,
             };

@@ -8,14 +8,19 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
 use etcd_proto::etcdrs::{InternalRaftRequest, Member, RequestHeader};
-use etcd_proto::etcdserverpb::{PutRequest, RangeRequest};
+use etcd_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use etcd_proto::etcdserverpb::request_op::Request;
+use etcd_proto::etcdserverpb::{
+    CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+};
 use etcd_raftnode::{ConfState, Entry, HardState, Message, NodeConfig, RaftNode, Role};
 use etcd_server::apply_core::{ApplyCore, ApplyCoreConfig, ApplyResult};
 use etcd_server::raft_core::{Effect, Input, RaftCore, RaftCoreConfig, RaftIo};
-use etcd_server::{Applier, ServerError};
+use etcd_server::{Applier, Response, ServerError};
 use etcd_storage::Backend;
 use prost::Message as _;
 
+use crate::check::Call;
 use crate::disk::{SimFile, SimLog, SimStorage};
 
 /// Milliseconds per tick (etcd's default heartbeat) and ticks per election.
@@ -25,8 +30,10 @@ const ELECTION_TICKS: usize = 10;
 /// What a client asked of a member, as the member answers it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
-    /// A put was applied.
-    Put,
+    /// A put or delete was applied.
+    Done,
+    /// A transaction was applied; whether its compare succeeded.
+    Cas(bool),
     /// A read: the key's value, if any.
     Read(Option<Vec<u8>>),
     /// Refused before reaching the log (certainly not applied).
@@ -47,6 +54,13 @@ pub enum Observed {
         /// Its data.
         data: Vec<u8>,
     },
+    /// After applying up to `index` its store is at `revision`.
+    Revision {
+        /// The last applied index.
+        index: u64,
+        /// The store's revision then.
+        revision: i64,
+    },
     /// Replaced its backend with the leader's snapshot at `index`.
     Installed {
         /// The snapshot's index.
@@ -61,6 +75,12 @@ pub struct Bugs {
     pub ack_before_fsync: bool,
     /// Linearizable reads are served from the local store without ReadIndex.
     pub read_without_read_index: bool,
+    /// A member that believes it leads serves linearizable reads locally (a
+    /// deposed leader that has not noticed yet serves stale data).
+    pub leader_reads_locally: bool,
+    /// A restarted member's consistent index lags its data by one entry (as
+    /// when it is not written with the data), so that entry is applied twice.
+    pub apply_twice_after_restart: bool,
 }
 
 struct Running {
@@ -121,6 +141,10 @@ impl RaftIo for Io<'_> {
         self.backend
             .copy_to_storage(SimStorage(copy.clone()))
             .expect("invariant: copying a simulated backend cannot fail");
+        let label = Path::new("sim").join("snapshot-copy");
+        let opened = Backend::open_on(SimStorage(copy.clone()), &label).expect("copy opens");
+        etcd_server::apply_core::stamp_snapshot(&mut message, &opened).expect("copy stamps");
+        drop(opened);
         message.mut_snapshot().data = copy.durable_bytes().into();
         self.outbox.push(message);
     }
@@ -139,10 +163,18 @@ impl RaftIo for Io<'_> {
         }
         let leading = self.leader == self.id;
         let result = self.apply.apply(&committed, self.now, leading).expect("simulated apply");
+        if result.outcome.applied_index > 0 {
+            let revision = self.apply.kv().current_revision();
+            self.observed
+                .push(Observed::Revision { index: result.outcome.applied_index, revision });
+        }
         self.results.push(result);
     }
 
     fn install_backend(&mut self, index: u64, data: Vec<u8>) {
+        if crate::tracing() {
+            eprintln!("{:>6} member {} installs a snapshot at {index}", self.now, self.id);
+        }
         let file = SimFile::with_bytes(data);
         self.backend
             .replace_with_storage(SimStorage(file.clone()))
@@ -153,6 +185,9 @@ impl RaftIo for Io<'_> {
     }
 
     fn save_snapshot(&mut self, index: u64, term: u64, conf_state: &ConfState) {
+        if crate::tracing() {
+            eprintln!("{:>6} member {} saves a snapshot at {index}", self.now, self.id);
+        }
         self.log.save_snapshot(index, term, conf_state);
     }
 
@@ -228,6 +263,16 @@ impl SimMember {
             etcd_server::membership::save(&txn, &members).expect("members saved");
             txn.commit(true).expect("commit");
         }
+        if self.bugs.apply_twice_after_restart && self.restarts > 0 {
+            let txn = backend.begin_read().expect("read");
+            let (index, term) = etcd_storage::consistent_index(&txn).expect("consistent index");
+            drop(txn);
+            if index > 1 {
+                let txn = backend.begin_write().expect("write");
+                etcd_storage::set_consistent_index(&txn, index - 1, term).expect("rewind");
+                txn.commit(true).expect("commit");
+            }
+        }
         let cfg = apply_config();
         let lessor = etcd_server::apply_core::recover_lessor(&backend, &kv, &cfg).expect("lessor");
         let auth = etcd_auth::AuthStore::load(&backend.begin_read().expect("read"), 300_000)
@@ -298,28 +343,85 @@ impl SimMember {
         self.running.as_ref().map(|r| (r.raft.leader(), r.raft.term(), r.raft.role()))
     }
 
-    /// A client's put, as operation `op`.
-    pub fn put(&mut self, op: u64, key: &[u8], value: &[u8]) {
+    /// A client's write (put, delete or compare-and-swap), as operation `op`.
+    pub fn write(&mut self, op: u64, key: &[u8], call: &Call) {
+        let Some(running) = self.running.as_mut() else { return };
+        running.next_request += 1;
+        let id = running.next_request;
+        let mut request = InternalRaftRequest {
+            header: Some(RequestHeader { id, ..Default::default() }),
+            ..Default::default()
+        };
+        let put = |value: &[u8]| PutRequest {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            ..Default::default()
+        };
+        match call {
+            Call::Put(value) => request.put = Some(put(value)),
+            Call::Delete => {
+                request.delete_range =
+                    Some(DeleteRangeRequest { key: key.to_vec(), ..Default::default() })
+            }
+            Call::Cas { expect, new } => {
+                let (target, target_union) = match expect {
+                    Some(value) => (CompareTarget::Value, TargetUnion::Value(value.clone())),
+                    None => (CompareTarget::Version, TargetUnion::Version(0)),
+                };
+                let compare = Compare {
+                    result: CompareResult::Equal as i32,
+                    target: target as i32,
+                    key: key.to_vec(),
+                    target_union: Some(target_union),
+                    ..Default::default()
+                };
+                let success = RequestOp { request: Some(Request::RequestPut(put(new))) };
+                request.txn = Some(TxnRequest {
+                    compare: vec![compare],
+                    success: vec![success],
+                    failure: vec![],
+                });
+            }
+            Call::Get => unreachable!("reads are not proposed"),
+        }
+        running.waiters.insert(id, op);
+        self.input(Input::Propose { id, data: request.encode_to_vec() });
+    }
+
+    /// Proposes a compaction at `revision` (nobody waits for it).
+    pub fn compact(&mut self, revision: i64) {
         let Some(running) = self.running.as_mut() else { return };
         running.next_request += 1;
         let id = running.next_request;
         let request = InternalRaftRequest {
             header: Some(RequestHeader { id, ..Default::default() }),
-            put: Some(PutRequest {
-                key: key.to_vec(),
-                value: value.to_vec(),
-                ..Default::default()
-            }),
+            compaction: Some(CompactionRequest { revision, physical: false }),
             ..Default::default()
         };
-        running.waiters.insert(id, op);
         self.input(Input::Propose { id, data: request.encode_to_vec() });
+    }
+
+    /// A serializable read: the local store's revision and the key's value.
+    pub fn read_serializable(&self, key: &[u8]) -> Option<(i64, Option<Vec<u8>>)> {
+        let running = self.running.as_ref()?;
+        Some((running.apply.kv().current_revision(), read_key(&running.apply, key)))
+    }
+
+    /// How many times this member has started.
+    pub fn incarnation(&self) -> u64 {
+        self.restarts
+    }
+
+    /// The store's current revision, if running.
+    pub fn revision(&self) -> Option<i64> {
+        self.running.as_ref().map(|r| r.apply.kv().current_revision())
     }
 
     /// A client's linearizable read of `key`, as operation `op`.
     pub fn read(&mut self, op: u64, key: &[u8]) {
         let Some(running) = self.running.as_mut() else { return };
-        if self.bugs.read_without_read_index {
+        let leads = running.raft.role() == Role::Leader;
+        if self.bugs.read_without_read_index || (self.bugs.leader_reads_locally && leads) {
             let value = read_key(&running.apply, key);
             self.replies.push((op, Reply::Read(value)));
             return;
@@ -379,7 +481,8 @@ impl SimMember {
             for applied in result.outcome.applied {
                 if let Some(op) = running.waiters.remove(&applied.id) {
                     let reply = match applied.result {
-                        Ok(_) => Reply::Put,
+                        Ok(Response::Txn(txn)) => Reply::Cas(txn.succeeded),
+                        Ok(_) => Reply::Done,
                         Err(err) => Reply::Unknown(err),
                     };
                     self.replies.push((op, reply));
