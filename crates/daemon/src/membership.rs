@@ -127,21 +127,12 @@ impl EtcdServer {
     pub(crate) fn on_member_event(&self, event: &MemberEvent) -> Option<RaftInput> {
         let _runtime = self.runtime().enter();
         match event {
-            MemberEvent::Added(member) => {
+            MemberEvent::Added(member) | MemberEvent::Updated(member) => {
                 if member.id != self.member_id() {
                     self.transport().set_peer(member.id, member.peer_urls.clone());
                 }
-                let kind = if member.is_learner {
-                    MembershipChange::AddLearner
-                } else {
-                    MembershipChange::AddVoter
-                };
-                Some(RaftInput::ApplyMembershipChange { kind, node_id: member.id })
             }
-            MemberEvent::Promoted(id) => Some(RaftInput::ApplyMembershipChange {
-                kind: MembershipChange::AddVoter,
-                node_id: *id,
-            }),
+            MemberEvent::Promoted(_) => {}
             MemberEvent::Removed(id) => {
                 if *id == self.member_id() {
                     tracing::warn!(
@@ -152,16 +143,6 @@ impl EtcdServer {
                     self.transport().remove_peer(*id);
                     self.transport().mark_removed(*id);
                 }
-                Some(RaftInput::ApplyMembershipChange {
-                    kind: MembershipChange::Remove,
-                    node_id: *id,
-                })
-            }
-            MemberEvent::Updated(member) => {
-                if member.id != self.member_id() {
-                    self.transport().set_peer(member.id, member.peer_urls.clone());
-                }
-                None
             }
             MemberEvent::Reset(members) => {
                 // Raft took its configuration from the snapshot's metadata;
@@ -176,9 +157,10 @@ impl EtcdServer {
                     transport.set_peer(member.id, member.peer_urls.clone());
                 }
                 crate::server::mark_removed_members(transport, &self.backend);
-                None
             }
         }
+        let (kind, node_id) = event.raft_change()?;
+        Some(RaftInput::ApplyMembershipChange { kind, node_id })
     }
 }
 

@@ -13,6 +13,14 @@ fn references() -> BTreeMap<String, BTreeSet<String>> {
         if path.extension().is_some_and(|e| e == "rs") {
             let name = path.file_stem().expect("stem").to_string_lossy().into_owned();
             modules.insert(name, std::fs::read_to_string(&path).expect("source"));
+        } else if path.is_dir() {
+            // A module with submodules: its files together are the module.
+            let name = path.file_name().expect("name").to_string_lossy().into_owned();
+            let mut source = String::new();
+            for file in std::fs::read_dir(&path).expect("module dir") {
+                source += &std::fs::read_to_string(file.expect("entry").path()).expect("source");
+            }
+            modules.insert(name, source);
         }
     }
     let names: BTreeSet<String> = modules.keys().cloned().collect();

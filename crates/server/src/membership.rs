@@ -76,6 +76,24 @@ pub enum MemberEvent {
     Reset(Vec<Member>),
 }
 
+impl MemberEvent {
+    /// The change to Raft's configuration this event makes: none for a URL
+    /// update, nor for a snapshot's reset (Raft took its configuration from the
+    /// snapshot's metadata).
+    pub fn raft_change(&self) -> Option<(etcd_raftnode::MembershipChange, u64)> {
+        use etcd_raftnode::MembershipChange;
+        match self {
+            MemberEvent::Added(member) if member.is_learner => {
+                Some((MembershipChange::AddLearner, member.id))
+            }
+            MemberEvent::Added(member) => Some((MembershipChange::AddVoter, member.id)),
+            MemberEvent::Promoted(id) => Some((MembershipChange::AddVoter, *id)),
+            MemberEvent::Removed(id) => Some((MembershipChange::Remove, *id)),
+            MemberEvent::Updated(_) | MemberEvent::Reset(_) => None,
+        }
+    }
+}
+
 /// The outcome of a membership change: every member after it, the member it
 /// concerned, and what the rest of the server must do about it.
 pub(crate) type Changed = (Vec<Member>, Member, MemberEvent);

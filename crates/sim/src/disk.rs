@@ -147,6 +147,11 @@ impl SimLog {
         }
     }
 
+    /// Whether nothing was ever written.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
     /// Drops what is not durable.
     pub fn crash(&mut self) {
         self.records.truncate(self.durable);

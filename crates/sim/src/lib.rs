@@ -15,7 +15,8 @@ use etcd_raftnode::{Message, Role, SplitMix64};
 use etcd_server::raft_core::Input;
 
 use check::{Call, Op, RaftSafety, Ret};
-use member::{Bugs, Observed, Reply, SimMember, HEARTBEAT_MS};
+use etcd_proto::etcdrs::member_change::Kind;
+use member::{sim_member_record, Bugs, Observed, Reply, SimMember, HEARTBEAT_MS};
 
 /// Whether `SIM_TRACE` is set: then every delivered message, operation and
 /// apply is printed to stderr (read once).
@@ -79,6 +80,7 @@ pub struct Summary {
     pub digest: u64,
 }
 
+/// Members of the initial cluster.
 const MEMBERS: u64 = 3;
 const KEYS: u64 = 3;
 /// A client gives up on an operation after this long (its outcome is unknown).
@@ -92,7 +94,7 @@ struct InFlight {
 struct World {
     rng: SplitMix64,
     now: u64,
-    members: Vec<SimMember>,
+    members: BTreeMap<u64, SimMember>,
     /// Messages in flight by delivery time (then send order).
     network: BTreeMap<(u64, u64), Message>,
     sent: u64,
@@ -112,7 +114,15 @@ struct World {
     /// The highest revision a serializable read saw per member run.
     serializable: BTreeMap<(u64, u64), i64>,
     summary: Summary,
-    applied_seen: Vec<usize>,
+    /// How many observations of each member the checkers have seen.
+    applied_seen: BTreeMap<u64, usize>,
+    /// The next ID for a member that joins.
+    next_member: u64,
+    /// Members added but not started yet, with when to give up on them.
+    pending_joins: BTreeMap<u64, u64>,
+    /// Options the members were made with (for members that join).
+    seed: u64,
+    bugs: Bugs,
 }
 
 fn mix(digest: &mut u64, value: u64) {
@@ -124,7 +134,7 @@ impl World {
         let voters: Vec<u64> = (1..=MEMBERS).collect();
         let members = voters
             .iter()
-            .map(|&id| SimMember::new(id, &voters, seed ^ (id << 56), options.bugs))
+            .map(|&id| (id, SimMember::new(id, &voters, seed ^ (id << 56), options.bugs)))
             .collect();
         World {
             rng: SplitMix64::new(seed),
@@ -143,12 +153,34 @@ impl World {
             last_seen: BTreeMap::new(),
             serializable: BTreeMap::new(),
             summary: Summary { digest: 0xcbf2_9ce4_8422_2325, ..Summary::default() },
-            applied_seen: vec![0; MEMBERS as usize],
+            applied_seen: BTreeMap::new(),
+            next_member: MEMBERS + 1,
+            pending_joins: BTreeMap::new(),
+            seed,
+            bugs: options.bugs,
         }
     }
 
     fn member(&mut self, id: u64) -> &mut SimMember {
-        &mut self.members[id as usize - 1]
+        self.members.get_mut(&id).expect("invariant: a known member")
+    }
+
+    /// The members now (removed ones are gone).
+    fn ids(&self) -> Vec<u64> {
+        self.members.keys().copied().collect()
+    }
+
+    /// A random member.
+    fn pick(&mut self) -> u64 {
+        let ids = self.ids();
+        ids[self.rng.below(0, ids.len() as u64) as usize]
+    }
+
+    fn leader(&self) -> Option<u64> {
+        self.members
+            .iter()
+            .find(|(_, m)| matches!(m.leader_and_term(), Some((_, _, Role::Leader))))
+            .map(|(&id, _)| id)
     }
 
     fn cut(&self, a: u64, b: u64) -> bool {
@@ -163,6 +195,9 @@ impl World {
             self.maybe_fault();
         }
         self.heal();
+        if now % 10 == 0 {
+            self.start_joiners();
+        }
         // Deliver what is due.
         while let Some((&(at, seq), _)) = self.network.first_key_value() {
             if at > now {
@@ -170,15 +205,25 @@ impl World {
             }
             let message = self.network.remove(&(at, seq)).expect("first key");
             let (from, to) = (message.from, message.to);
-            let lost = self.cut(from, to) || !self.member(to).is_up();
+            let known = self.members.contains_key(&to);
+            let lost = !known || self.cut(from, to) || !self.member(to).is_up();
             if message.get_msg_type() == etcd_raftnode::MessageType::MsgSnapshot {
                 // The sender learns how the stream ended, as from the transport.
-                if self.member(from).is_up() {
+                if self.members.get(&from).is_some_and(SimMember::is_up) {
                     let report = Input::ReportSnapshot { to, delivered: !lost };
                     self.member(from).input(report);
                 }
             }
             if lost {
+                continue;
+            }
+            if self.member(to).knows_removed(from) {
+                // The receiver's transport refuses a removed member's stream
+                // with "the member has been permanently removed from the
+                // cluster", and the removed member stops.
+                if let Some(sender) = self.members.get_mut(&from) {
+                    sender.refused_as_removed();
+                }
                 continue;
             }
             mix(&mut self.summary.digest, seq);
@@ -196,14 +241,23 @@ impl World {
             }
             self.member(to).input(Input::Message(message));
         }
-        for id in 1..=MEMBERS {
-            if now % HEARTBEAT_MS == id * 7 && self.member(id).is_up() {
+        for id in self.ids() {
+            if now % HEARTBEAT_MS == (id * 7) % HEARTBEAT_MS && self.member(id).is_up() {
                 self.member(id).input(Input::Tick);
             }
         }
-        for id in 1..=MEMBERS {
+        for id in self.ids() {
             self.member(id).run_ready(now);
             self.collect(id)?;
+            if self.member(id).removed() {
+                // It applied its own removal and stops for good, as etcd does.
+                if tracing() {
+                    eprintln!("{now:>6} member {id} was removed and stops");
+                }
+                self.crash(id, u64::MAX);
+                self.down.remove(&id);
+                self.members.remove(&id);
+            }
         }
         self.clients(faults)
     }
@@ -232,11 +286,11 @@ impl World {
             }
             self.network.insert((now + delay, self.sent), message);
         }
-        let member = &mut self.members[id as usize - 1];
+        let member = self.members.get_mut(&id).expect("known member");
         if let Some((_, term, Role::Leader)) = member.leader_and_term() {
             self.safety.leader(term, id)?;
         }
-        let seen = self.applied_seen[id as usize - 1];
+        let seen = self.applied_seen.get(&id).copied().unwrap_or(0);
         for observed in &member.observed[seen..] {
             match observed {
                 Observed::Applied { index, term, data } => {
@@ -253,7 +307,7 @@ impl World {
                 }
             }
         }
-        self.applied_seen[id as usize - 1] = member.observed.len();
+        self.applied_seen.insert(id, member.observed.len());
         let replies = std::mem::take(&mut member.replies);
         for (op, reply) in replies {
             self.finish(op, reply);
@@ -316,7 +370,7 @@ impl World {
             if busy || self.idle_until[client] > now {
                 continue;
             }
-            let member = self.rng.below(1, MEMBERS + 1);
+            let member = self.pick();
             if !self.member(member).is_up() {
                 self.idle_until[client] = now + 50;
                 continue;
@@ -388,48 +442,104 @@ impl World {
         }
         self.summary.faults += 1;
         let now = self.now;
-        match self.rng.below(0, 7) {
+        match self.rng.below(0, 8) {
             0 | 1 => {
-                let victim = self.rng.below(1, MEMBERS + 1);
+                let victim = self.pick();
                 let until = now + self.rng.below(100, 2_000);
                 if !self.down.contains_key(&victim) {
                     self.crash(victim, until);
                 }
             }
             2 => {
-                let victim = self.rng.below(1, MEMBERS + 1);
+                let victim = self.pick();
                 self.isolated.insert(victim, now + self.rng.below(500, 4_000));
             }
             3 => self.drop_per_mille = self.rng.below(0, 100),
             4 => {
                 // The leader hands over to another member.
-                let to = self.rng.below(1, MEMBERS + 1);
-                let leader = (1..=MEMBERS).find(|&id| {
-                    matches!(
-                        self.members[id as usize - 1].leader_and_term(),
-                        Some((_, _, Role::Leader))
-                    )
-                });
-                if let Some(leader) = leader.filter(|&l| l != to) {
+                let to = self.pick();
+                if let Some(leader) = self.leader().filter(|&l| l != to) {
                     self.member(leader).input(Input::TransferLeader { to });
                 }
             }
             5 => {
                 // Compact history a little behind the head, through any member.
-                let member = self.rng.below(1, MEMBERS + 1);
+                let member = self.pick();
                 if let Some(revision) = self.member(member).revision() {
                     let back = self.rng.below(0, 20) as i64;
                     self.member(member).compact((revision - back).max(1));
                 }
             }
+            6 => self.reconfigure(),
             _ => {
                 // The power goes out everywhere.
-                for victim in 1..=MEMBERS {
+                for victim in self.ids() {
                     let until = now + self.rng.below(100, 1_000);
                     if !self.down.contains_key(&victim) {
                         self.crash(victim, until);
                     }
                 }
+            }
+        }
+    }
+
+    /// A membership change, through a random member, keeping two to four
+    /// voters: a learner is promoted; otherwise a voter is removed, or a new
+    /// member is added as a learner (and started, as an operator would).
+    fn reconfigure(&mut self) {
+        let via = self.pick();
+        if !self.pending_joins.is_empty() {
+            return;
+        }
+        let Some(members) = self.member(via).members() else { return };
+        let voters: Vec<u64> = members.iter().filter(|m| !m.is_learner).map(|m| m.id).collect();
+        if let Some(learner) = members.iter().find(|m| m.is_learner) {
+            let learner = learner.clone();
+            self.member(via).change_membership(Kind::Promote, learner);
+        } else if voters.len() >= 4 || (voters.len() == 3 && self.rng.below(0, 2) == 0) {
+            let id = voters[self.rng.below(0, voters.len() as u64) as usize];
+            let member = members.iter().find(|m| m.id == id).expect("a voter").clone();
+            if tracing() {
+                eprintln!("{:>6} remove member {id} via {via}", self.now);
+            }
+            self.member(via).change_membership(Kind::Remove, member);
+        } else {
+            let id = self.next_member;
+            self.next_member += 1;
+            let member = sim_member_record(id);
+            if tracing() {
+                eprintln!("{:>6} add learner {id} via {via}", self.now);
+            }
+            self.member(via).change_membership(Kind::AddLearner, member);
+            self.pending_joins.insert(id, self.now + 5_000);
+        }
+    }
+
+    /// Starts the members whose addition a running member has applied (as an
+    /// operator starts a member once `member add` succeeded), with the members
+    /// table it learned; gives up on additions not applied within 5 s.
+    fn start_joiners(&mut self) {
+        let now = self.now;
+        for (id, deadline) in std::mem::take(&mut self.pending_joins) {
+            let learned = self
+                .members
+                .values()
+                .filter_map(SimMember::members)
+                .find(|members| members.iter().any(|m| m.id == id));
+            match learned {
+                Some(members) => {
+                    if tracing() {
+                        eprintln!("{now:>6} start joining member {id}");
+                    }
+                    let mut new =
+                        SimMember::joining(id, members, self.seed ^ (id << 56), self.bugs);
+                    new.start(now);
+                    self.members.insert(id, new);
+                }
+                None if deadline > now => {
+                    self.pending_joins.insert(id, deadline);
+                }
+                None => {}
             }
         }
     }
@@ -503,7 +613,7 @@ thread_local! {
 
 fn simulate(seed: u64, options: &Options) -> Result<Summary, String> {
     let mut world = World::new(seed, options);
-    for id in 1..=MEMBERS {
+    for id in world.ids() {
         world.member(id).start(0);
     }
     while world.now < options.duration_ms {
@@ -516,7 +626,8 @@ fn simulate(seed: u64, options: &Options) -> Result<Summary, String> {
         world.step(false)?;
     }
     let final_reads = world.next_op;
-    for member in 1..=MEMBERS {
+    let finalists = world.ids();
+    for &member in &finalists {
         for key in 0..KEYS {
             world.next_op += 1;
             let id = world.next_op;
@@ -538,10 +649,10 @@ fn simulate(seed: u64, options: &Options) -> Result<Summary, String> {
         world.step(false)?;
     }
     let answered = world.history.iter().filter(|op| op.id > final_reads).count() as u64;
-    if answered < MEMBERS * KEYS {
+    let asked = finalists.len() as u64 * KEYS;
+    if answered < asked {
         return Err(format!(
-            "liveness: after healing, only {answered} of {} final reads were answered",
-            MEMBERS * KEYS
+            "liveness: after healing, only {answered} of {asked} final reads were answered"
         ));
     }
     check::linearizable(&world.history)?;

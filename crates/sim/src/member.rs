@@ -7,14 +7,18 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
-use etcd_proto::etcdrs::{InternalRaftRequest, Member, RequestHeader};
+use etcd_proto::etcdrs::member_change::Kind;
+use etcd_proto::etcdrs::{InternalRaftRequest, Member, MemberChange, RequestHeader};
 use etcd_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use etcd_proto::etcdserverpb::request_op::Request;
 use etcd_proto::etcdserverpb::{
     CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
-use etcd_raftnode::{ConfState, Entry, HardState, Message, NodeConfig, RaftNode, Role};
+use etcd_raftnode::{
+    ConfState, Entry, HardState, MembershipChange, Message, NodeConfig, RaftNode, Role,
+};
 use etcd_server::apply_core::{ApplyCore, ApplyCoreConfig, ApplyResult};
+use etcd_server::membership::MemberEvent;
 use etcd_server::raft_core::{Effect, Input, RaftCore, RaftCoreConfig, RaftIo};
 use etcd_server::{Applier, Response, ServerError};
 use etcd_storage::Backend;
@@ -97,11 +101,25 @@ struct Running {
     next_request: u64,
 }
 
+/// The members-table record of simulated member `id`.
+pub fn sim_member_record(id: u64) -> Member {
+    Member {
+        id,
+        name: format!("m{id}"),
+        peer_urls: vec![format!("http://m{id}:2380")],
+        ..Default::default()
+    }
+}
+
 /// A member of the simulated cluster.
 pub struct SimMember {
     /// Its ID.
     pub id: u64,
     voters: Vec<u64>,
+    /// A member that joins a running cluster: the members table it starts with.
+    joining: Option<Vec<Member>>,
+    /// It applied its own removal.
+    removed: bool,
     log: SimLog,
     file: SimFile,
     running: Option<Running>,
@@ -223,6 +241,8 @@ impl SimMember {
         SimMember {
             id,
             voters: voters.to_vec(),
+            joining: None,
+            removed: false,
             log,
             file: SimFile::default(),
             running: None,
@@ -234,6 +254,60 @@ impl SimMember {
             restarts: 0,
             now: 0,
         }
+    }
+
+    /// A new member joining a running cluster whose members (itself included,
+    /// as a learner) are `members`.
+    pub fn joining(id: u64, members: Vec<Member>, seed: u64, bugs: Bugs) -> SimMember {
+        SimMember { joining: Some(members), ..SimMember::new(id, &[], seed, bugs) }
+    }
+
+    /// Whether it applied its own removal (it stops for good).
+    pub fn removed(&self) -> bool {
+        self.removed
+    }
+
+    /// Whether this member has applied the removal of `peer` (its transport
+    /// would then refuse the peer's streams, and the peer stop).
+    pub fn knows_removed(&self, peer: u64) -> bool {
+        let Some(running) = self.running.as_ref() else { return false };
+        running
+            .backend
+            .begin_read()
+            .and_then(|txn| etcd_storage::ReadTables::members_removed_list(&txn))
+            .is_ok_and(|removed| removed.contains(&peer))
+    }
+
+    /// Stops this member for good: a peer refused it as removed.
+    pub fn refused_as_removed(&mut self) {
+        self.removed = true;
+    }
+
+    /// The members table as this member has applied it.
+    pub fn members(&self) -> Option<Vec<Member>> {
+        let running = self.running.as_ref()?;
+        etcd_server::membership::read(&running.backend).ok()
+    }
+
+    /// Proposes a membership change (nobody waits for it).
+    pub fn change_membership(&mut self, kind: Kind, member: Member) {
+        let Some(running) = self.running.as_mut() else { return };
+        running.next_request += 1;
+        let id = running.next_request;
+        let raft_kind = match kind {
+            Kind::AddLearner => MembershipChange::AddLearner,
+            Kind::Add | Kind::Promote => MembershipChange::AddVoter,
+            Kind::Remove => MembershipChange::Remove,
+            Kind::Update => return,
+        };
+        let node_id = member.id;
+        let change = MemberChange {
+            header: Some(RequestHeader { id, ..Default::default() }),
+            kind: kind as i32,
+            member: Some(member),
+        };
+        let context = change.encode_to_vec();
+        self.input(Input::ProposeMembershipChange { id, kind: raft_kind, node_id, context });
     }
 
     /// Whether the member runs.
@@ -252,13 +326,13 @@ impl SimMember {
         );
         let kv = Arc::new(etcd_mvcc::KvStore::open(backend.clone()).expect("store opens"));
         let state = self.log.replay();
-        let fresh = state.entries.is_empty() && state.snapshot_index == 0;
+        // Never started (a member that only voted has a hard state to keep).
+        let fresh = self.log.is_empty();
         if fresh && etcd_server::membership::read(&backend).map_or(true, |m| m.is_empty()) {
-            let members: Vec<Member> = self
-                .voters
-                .iter()
-                .map(|&id| Member { id, name: format!("m{id}"), ..Default::default() })
-                .collect();
+            let members: Vec<Member> = match &self.joining {
+                Some(members) => members.clone(),
+                None => self.voters.iter().map(|&id| sim_member_record(id)).collect(),
+            };
             let txn = backend.begin_write().expect("write");
             etcd_server::membership::save(&txn, &members).expect("members saved");
             txn.commit(true).expect("commit");
@@ -294,8 +368,14 @@ impl SimMember {
             pre_vote: true,
             seed: self.seed.wrapping_mul(31).wrapping_add(self.restarts),
         };
-        let node = if fresh && applied == 0 {
-            RaftNode::bootstrap(&node_cfg, &self.voters).expect("bootstrap")
+        let node = if fresh {
+            match &self.joining {
+                Some(members) => {
+                    let conf_state = etcd_server::membership::conf_state(members);
+                    RaftNode::bootstrap_with(&node_cfg, conf_state).expect("join")
+                }
+                None => RaftNode::bootstrap(&node_cfg, &self.voters).expect("bootstrap"),
+            }
         } else {
             let members = etcd_server::membership::read(&backend).expect("members");
             let mut state = state;
@@ -469,6 +549,7 @@ impl SimMember {
         let (effects, results) = self.with_io(|raft, io| raft.run_ready(now, io));
         let running = self.running.as_mut().expect("checked above");
         let mut snapshots = Vec::new();
+        let mut changes = Vec::new();
         for result in results {
             if crate::tracing() {
                 eprintln!(
@@ -491,9 +572,20 @@ impl SimMember {
             if let Some((index, term)) = result.snapshot {
                 snapshots.push((index, term));
             }
+            for event in &result.outcome.member_events {
+                if let Some((kind, node_id)) = event.raft_change() {
+                    changes.push(Input::ApplyMembershipChange { kind, node_id });
+                }
+                if *event == MemberEvent::Removed(self.id) {
+                    self.removed = true;
+                }
+            }
         }
         for (index, term) in snapshots {
             self.input(Input::Snapshot { index, term });
+        }
+        for change in changes {
+            self.input(change);
         }
         let running = self.running.as_mut().expect("checked above");
         for effect in effects {
