@@ -14,6 +14,9 @@ pub struct SimFile(Arc<Mutex<FileState>>);
 struct FileState {
     current: Vec<u8>,
     durable: Vec<u8>,
+    /// Writes since the last fsync, in order: at a crash, any of them may have
+    /// reached the disk, whole or torn.
+    unsynced: Vec<(usize, Vec<u8>)>,
     /// Between a crash and the restart: the dying process's writes are lost.
     frozen: bool,
 }
@@ -24,6 +27,7 @@ impl SimFile {
         SimFile(Arc::new(Mutex::new(FileState {
             current: bytes.clone(),
             durable: bytes,
+            unsynced: Vec::new(),
             frozen: false,
         })))
     }
@@ -33,12 +37,29 @@ impl SimFile {
         self.lock().durable.clone()
     }
 
-    /// The power goes out: everything after the last fsync is gone, and writes
-    /// from the process that is being torn down are ignored until [`SimFile::revive`].
-    pub fn crash(&self) {
+    /// The power goes out: of the writes since the last fsync, each reached the
+    /// disk or not, and one that did may be torn at a 512-byte sector (chosen by
+    /// `seed`); writes from the process that is being torn down are ignored until
+    /// [`SimFile::revive`].
+    pub fn crash(&self, seed: u64) {
+        let mut rng = etcd_raftnode::SplitMix64::new(seed);
         let mut state = self.lock();
         state.frozen = true;
-        state.current = state.durable.clone();
+        let mut disk = state.durable.clone();
+        for (offset, data) in std::mem::take(&mut state.unsynced) {
+            let kept = match rng.below(0, 4) {
+                0 | 1 => continue,
+                2 => data.len(),
+                _ => (rng.below(0, data.len() as u64 / 512 + 1) * 512) as usize,
+            };
+            let kept = kept.min(data.len());
+            if disk.len() < offset + kept {
+                disk.resize(offset + kept, 0);
+            }
+            disk[offset..offset + kept].copy_from_slice(&data[..kept]);
+        }
+        state.durable = disk.clone();
+        state.current = disk;
     }
 
     /// The member starts again on what the disk kept.
@@ -85,6 +106,7 @@ impl redb::StorageBackend for SimStorage {
         let mut state = self.0.lock();
         if !state.frozen {
             state.durable = state.current.clone();
+            state.unsynced.clear();
         }
         Ok(())
     }
@@ -100,6 +122,7 @@ impl redb::StorageBackend for SimStorage {
             state.current.resize(end, 0);
         }
         state.current[start..end].copy_from_slice(data);
+        state.unsynced.push((start, data.to_vec()));
         Ok(())
     }
 }

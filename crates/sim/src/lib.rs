@@ -195,7 +195,7 @@ impl World {
             self.maybe_fault();
         }
         self.heal();
-        if now % 10 == 0 {
+        if now.is_multiple_of(10) {
             self.start_joiners();
         }
         // Deliver what is due.
@@ -548,7 +548,8 @@ impl World {
         if crate::tracing() {
             eprintln!("{:>6} crash {victim} until {until}", self.now);
         }
-        let lost = self.member(victim).crash();
+        let seed = self.rng.next_u64();
+        let lost = self.member(victim).crash(seed);
         for op in lost {
             self.finish(op, Reply::Unknown(etcd_server::ServerError::Stopped));
         }

@@ -405,10 +405,12 @@ impl SimMember {
         });
     }
 
-    /// The process dies: memory and everything not fsynced is gone. Returns the
+    /// The process dies with the power: memory is gone, the log loses what was
+    /// not fsynced, the backend keeps any subset of its unsynced writes, some
+    /// torn (`seed` decides). Returns the
     /// operations that were in flight here (their outcome is unknown).
-    pub fn crash(&mut self) -> Vec<u64> {
-        self.file.crash();
+    pub fn crash(&mut self, seed: u64) -> Vec<u64> {
+        self.file.crash(seed);
         self.log.crash();
         self.outbox.clear();
         let Some(running) = self.running.take() else { return Vec::new() };
