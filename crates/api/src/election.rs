@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use etcd_daemon::watch_hub::KeyRange;
+use etcd_server::watch::KeyRange;
 use etcd_daemon::EtcdServer;
 use etcd_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use etcd_proto::etcdserverpb::request_op::Request as Op;

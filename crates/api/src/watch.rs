@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use etcd_daemon::watch_hub::{Interest, KeyRange, WatchHub, WatchReadError};
+use etcd_server::watch::{Interest, KeyRange, WatchHub, WatchReadError};
 use etcd_daemon::{Caller, EtcdServer};
 use etcd_proto::etcdserverpb::watch_create_request::FilterType;
 use etcd_proto::etcdserverpb::watch_request::RequestUnion;

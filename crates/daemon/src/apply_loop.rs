@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::inputs::{fatal, ApplyTask, RaftInput};
 use crate::shared::Shared;
-use crate::watch_hub::WatchHub;
+use etcd_server::watch::WatchHub;
 
 /// Entries merged into one backend transaction at most.
 const ENTRIES_PER_BATCH_MAX: usize = 8192;

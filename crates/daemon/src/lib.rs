@@ -12,7 +12,6 @@ pub mod adopt;
 pub mod bootstrap;
 pub mod config;
 pub mod handback;
-pub mod watch_hub;
 
 mod alarms;
 mod apply_loop;

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::ServerConfig;
 use crate::inputs::RaftInput;
 use crate::shared::Shared;
-use crate::watch_hub::WatchHub;
+use etcd_server::watch::WatchHub;
 use etcd_transport::PeerTransport;
 
 /// etcd refuses proposals when the apply loop lags the commit index by this much.

@@ -18,7 +18,7 @@ use crate::data_dir::StartError;
 use crate::raft_loop::RaftLoop;
 use crate::server::{mark_removed_members, EtcdServer};
 use crate::shared::Shared;
-use crate::watch_hub::WatchHub;
+use etcd_server::watch::WatchHub;
 
 /// Proposals and reads queued for the raft loop at most; beyond it callers wait.
 const RAFT_INPUTS_MAX: usize = 16 * 1024;

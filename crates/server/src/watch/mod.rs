@@ -21,7 +21,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use etcd_mvcc::{KvStore, MvccError};
 use etcd_proto::mvccpb::event::EventType;
 use etcd_proto::mvccpb::Event;
-use tokio::sync::watch;
 
 /// Revisions kept in memory at most.
 const RING_REVISIONS_MAX: usize = 8192;
@@ -44,7 +43,8 @@ struct Ring {
 /// Recent events and the published store revision.
 pub struct WatchHub {
     ring: RwLock<Ring>,
-    revision: watch::Sender<i64>,
+    /// The published store revision.
+    revision: AtomicI64,
     registry: Arc<Mutex<interest::Registry>>,
     /// Every watcher concerned by a revision up to this one has been flagged.
     notified: AtomicI64,
@@ -68,7 +68,7 @@ impl WatchHub {
     pub fn new(current_revision: i64) -> WatchHub {
         WatchHub {
             ring: RwLock::default(),
-            revision: watch::Sender::new(current_revision),
+            revision: AtomicI64::new(current_revision),
             registry: Arc::default(),
             notified: AtomicI64::new(current_revision),
         }
@@ -98,7 +98,7 @@ impl WatchHub {
                 ring.bytes -= event_bytes(&events);
             }
         }
-        self.revision.send_replace(current_revision);
+        self.revision.store(current_revision, Ordering::Release);
         // Flag the concerned watchers only now that the batch is readable and
         // announced, under the registry lock: a watcher registered before this is
         // flagged; one registered after reads the announced revision when it
@@ -126,7 +126,7 @@ impl WatchHub {
         ring.revisions.clear();
         ring.bytes = 0;
         drop(ring);
-        let before = self.revision.send_replace(current_revision);
+        let before = self.revision.swap(current_revision, Ordering::AcqRel);
         // Nobody knows which watchers the jump concerns: every one re-reads it.
         let registry = self.registry.lock().expect("watch registry lock");
         for signal in registry.all() {
@@ -149,14 +149,9 @@ impl WatchHub {
         self.notified.load(Ordering::Acquire)
     }
 
-    /// Follows the published store revision.
-    pub fn subscribe(&self) -> watch::Receiver<i64> {
-        self.revision.subscribe()
-    }
-
     /// The published store revision.
     pub fn revision(&self) -> i64 {
-        *self.revision.borrow()
+        self.revision.load(Ordering::Acquire)
     }
 
     /// The events of revisions `from..=to` (at most [`READ_REVISIONS_MAX`] of them),
@@ -341,9 +336,8 @@ mod tests {
     #[test]
     fn publishing_announces_the_revision() {
         let hub = WatchHub::new(1);
-        let rx = hub.subscribe();
         hub.publish(vec![(2, vec![put("a", 2)])], 2);
-        assert_eq!(*rx.borrow(), 2);
+        assert_eq!(hub.revision(), 2);
         hub.publish(vec![], 2);
         assert_eq!(hub.revision(), 2);
     }

@@ -9,9 +9,10 @@
 //! it can skip them instead of reading them.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-
-use tokio::sync::Notify;
+use std::task::{Context, Poll, Waker};
 
 /// The keys a watcher watches, in etcd's terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,9 +39,11 @@ impl KeyRange {
 /// What publishing leaves for one watcher.
 #[derive(Default)]
 pub(super) struct Signal {
-    notify: Notify,
     /// The lowest revision with an event in the range not yet taken.
     pending: Mutex<Option<i64>>,
+    /// A flag not yet waited for, and the task waiting for one (a watcher has
+    /// one task: one waker at most). Plain `std` wakers: no runtime needed.
+    wake: Mutex<(bool, Option<Waker>)>,
 }
 
 impl Signal {
@@ -49,7 +52,30 @@ impl Signal {
             let mut pending = self.pending.lock().expect("watch signal lock");
             *pending = Some(pending.map_or(revision, |p| p.min(revision)));
         }
-        self.notify.notify_one();
+        let waker = {
+            let mut wake = self.wake.lock().expect("watch signal lock");
+            wake.0 = true;
+            wake.1.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// Completes once the signal was flagged since the last time one completed.
+struct Flagged<'a>(&'a Signal);
+
+impl Future for Flagged<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut wake = self.0.wake.lock().expect("watch signal lock");
+        if std::mem::take(&mut wake.0) {
+            return Poll::Ready(());
+        }
+        wake.1 = Some(cx.waker().clone());
+        Poll::Pending
     }
 }
 
@@ -133,7 +159,7 @@ impl Interest {
     /// Waits until a batch flags this watcher (returns at once if one did since
     /// the last wait).
     pub async fn flagged(&self) {
-        self.signal.notify.notified().await;
+        Flagged(&self.signal).await;
     }
 }
 
