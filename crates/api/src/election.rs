@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use etcd_server::watch::KeyRange;
 use etcd_daemon::EtcdServer;
 use etcd_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use etcd_proto::etcdserverpb::request_op::Request as Op;
@@ -18,6 +17,7 @@ use etcd_proto::v3electionpb::{
     CampaignRequest, CampaignResponse, LeaderKey, LeaderRequest, LeaderResponse, ProclaimRequest,
     ProclaimResponse, ResignRequest, ResignResponse,
 };
+use etcd_server::watch::KeyRange;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};

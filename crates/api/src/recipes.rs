@@ -10,7 +10,6 @@
 
 use std::sync::Arc;
 
-use etcd_server::watch::KeyRange;
 use etcd_daemon::Caller;
 use etcd_daemon::EtcdServer;
 use etcd_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
@@ -24,6 +23,7 @@ use etcd_proto::etcdserverpb::{
     RangeResponse, RequestOp, ResponseHeader, TxnRequest, TxnResponse,
 };
 use etcd_proto::mvccpb::KeyValue;
+use etcd_server::watch::KeyRange;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::{Request, Status};
 

@@ -11,14 +11,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use etcd_server::watch::{Interest, KeyRange, WatchHub, WatchReadError};
 use etcd_daemon::{Caller, EtcdServer};
 use etcd_proto::etcdserverpb::watch_create_request::FilterType;
 use etcd_proto::etcdserverpb::watch_request::RequestUnion;
 use etcd_proto::etcdserverpb::watch_server::Watch;
-use etcd_proto::etcdserverpb::{RangeRequest, WatchCreateRequest, WatchRequest, WatchResponse};
-use etcd_proto::mvccpb::event::EventType;
-use etcd_proto::mvccpb::Event;
+use etcd_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
+use etcd_server::watch::{KeyRange, Pulled, WatchHub, WatchSpec, Watcher};
 use prost::Message;
 use std::sync::atomic::{AtomicI64, Ordering};
 use tokio::sync::{mpsc, Notify};
@@ -265,17 +263,18 @@ impl WatchStream {
         }
         let start =
             if create.start_revision == 0 { hub_revision + 1 } else { create.start_revision };
-        // Registered before the watcher reads the hub's revision (see `Watcher::run`).
-        let interest = self.server.watch_hub().register(range);
-        let watcher = Watcher {
-            id,
-            interest,
+        let spec = WatchSpec {
+            range,
+            start_revision: start,
             no_put: create.filters.contains(&(FilterType::Noput as i32)),
             no_delete: create.filters.contains(&(FilterType::Nodelete as i32)),
             prev_kv: create.prev_kv,
+        };
+        let watcher = WatcherTask {
+            id,
+            core: Watcher::new(self.server.watch_hub(), spec),
             fragment: create.fragment,
             progress_notify: create.progress_notify,
-            next_revision: start,
             delivered: Arc::new(AtomicI64::new(start - 1)),
         };
         let delivered_through = watcher.delivered.clone();
@@ -298,17 +297,14 @@ impl WatchStream {
     }
 }
 
-/// One watcher: what it watches and the next revision it must deliver.
-struct Watcher {
+/// One watcher's task: its core (what it watches, where it is) and how its
+/// responses are shaped and sent.
+struct WatcherTask {
     id: i64,
-    interest: Interest,
-    no_put: bool,
-    no_delete: bool,
-    prev_kv: bool,
+    core: Watcher,
     fragment: bool,
     progress_notify: bool,
-    next_revision: i64,
-    /// Shared with the stream: `next_revision - 1` once handed over.
+    /// Shared with the stream: the core's `next_revision - 1` once handed over.
     delivered: Arc<AtomicI64>,
 }
 
@@ -319,47 +315,15 @@ struct Sink {
     poke: Arc<Notify>,
 }
 
-impl Watcher {
+impl WatcherTask {
     /// Publishes that everything below `next_revision` was handed to the stream.
     fn mark_delivered(&self, sink: &Sink) {
-        let through = self.next_revision - 1;
+        let through = self.core.next_revision() - 1;
         let before = self.delivered.swap(through, Ordering::AcqRel);
         debug_assert!(before <= through, "a watcher's delivered revision only grows");
         if before != through {
             sink.delivered.notify_one();
         }
-    }
-
-    fn matches(&self, event: &Event) -> bool {
-        let Some(kv) = &event.kv else { return false };
-        let is_put = event.r#type == EventType::Put as i32;
-        if (is_put && self.no_put) || (!is_put && self.no_delete) {
-            return false;
-        }
-        self.interest.range().contains(&kv.key)
-    }
-
-    /// The event as this watcher delivers it: `prev_kv` only when asked for, read
-    /// from history when the event came from the backend without it.
-    fn shape(&self, server: &EtcdServer, event: &Event) -> Event {
-        let mut event = event.clone();
-        if !self.prev_kv {
-            event.prev_kv = None;
-            return event;
-        }
-        let kv = event.kv.as_ref().expect("matched events have a kv");
-        let is_create = event.r#type == EventType::Put as i32 && kv.version == 1;
-        if event.prev_kv.is_none() && !is_create {
-            let previous = RangeRequest {
-                key: kv.key.clone(),
-                revision: kv.mod_revision - 1,
-                ..Default::default()
-            };
-            if let Ok(response) = server.kv().range(&previous) {
-                event.prev_kv = response.kvs.into_iter().next();
-            }
-        }
-        event
     }
 
     /// Delivers events from `next_revision` on. Until it has read up to the
@@ -368,66 +332,50 @@ impl Watcher {
     async fn run(mut self, server: Arc<EtcdServer>, sink: Sink) {
         let tx = &sink.tx;
         let hub: &WatchHub = server.watch_hub();
-        let registered_at = hub.revision();
         let interval = server.config().watch_progress_notify_interval;
         let mut progress =
             tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         let mut sent_since_progress = false;
         let mut progress_due = false;
         loop {
-            if self.next_revision > registered_at {
-                let notified = hub.notified_revision();
-                let quiet_until = match self.interest.take_pending() {
-                    Some(flagged) => flagged - 1,
-                    None => notified,
-                };
-                self.next_revision = self.next_revision.max(quiet_until + 1);
-            }
+            self.core.skip_quiet(hub);
             self.mark_delivered(&sink);
-            let current = hub.revision();
-            if current < self.next_revision {
-                // Caught up: everything up to `next_revision - 1` was delivered.
-                if progress_due {
-                    progress_due = false;
-                    if !sent_since_progress {
-                        let header = Some(server.header(self.next_revision - 1));
-                        let note =
-                            WatchResponse { header, watch_id: self.id, ..Default::default() };
-                        if tx.send(note).await.is_err() {
-                            return;
+            let (covered, events) = match self.core.pull(hub, server.kv()) {
+                Pulled::CaughtUp => {
+                    // Everything up to `next_revision - 1` was delivered.
+                    if progress_due {
+                        progress_due = false;
+                        if !sent_since_progress {
+                            let header = Some(server.header(self.core.next_revision() - 1));
+                            let note =
+                                WatchResponse { header, watch_id: self.id, ..Default::default() };
+                            if tx.send(note).await.is_err() {
+                                return;
+                            }
                         }
+                        sent_since_progress = false;
                     }
-                    sent_since_progress = false;
+                    tokio::select! {
+                        () = self.core.interest().flagged() => {}
+                        () = sink.poke.notified() => {}
+                        _ = progress.tick(), if self.progress_notify => progress_due = true,
+                    }
+                    continue;
                 }
-                tokio::select! {
-                    () = self.interest.flagged() => {}
-                    () = sink.poke.notified() => {}
-                    _ = progress.tick(), if self.progress_notify => progress_due = true,
-                }
-                continue;
-            }
-            let (revisions, covered) = match hub.read(server.kv(), self.next_revision, current) {
-                Ok(read) => read,
-                Err(WatchReadError::Compacted) => {
+                Pulled::Compacted { compact_revision } => {
                     let compacted = WatchResponse {
-                        header: Some(server.header(current)),
+                        header: Some(server.header(hub.revision())),
                         watch_id: self.id,
                         canceled: true,
-                        compact_revision: server.kv().compact_revision(),
+                        compact_revision,
                         ..Default::default()
                     };
                     let _ = tx.send(compacted).await;
                     return;
                 }
-                Err(WatchReadError::Storage) => return,
+                Pulled::Failed => return,
+                Pulled::Events { covered, events } => (covered, events),
             };
-            let events: Vec<Event> = revisions
-                .iter()
-                .flat_map(|(_, events)| events.iter())
-                .filter(|e| self.matches(e))
-                .map(|e| self.shape(&server, e))
-                .collect();
-            self.next_revision = covered + 1;
             if events.is_empty() {
                 continue;
             }
@@ -474,7 +422,8 @@ fn fragments(response: WatchResponse, fragment: bool, limit: usize) -> Vec<Watch
 #[cfg(test)]
 mod tests {
     use super::*;
-    use etcd_proto::mvccpb::KeyValue;
+    use etcd_proto::mvccpb::event::EventType;
+    use etcd_proto::mvccpb::{Event, KeyValue};
 
     fn event(key: &str, value_bytes: usize) -> Event {
         Event {

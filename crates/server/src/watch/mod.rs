@@ -11,8 +11,10 @@
 //! were never flagged for them.
 
 mod interest;
+mod watcher;
 
 pub use interest::{Interest, KeyRange};
+pub use watcher::{Pulled, WatchSpec, Watcher};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
