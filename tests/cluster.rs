@@ -564,3 +564,34 @@ fn a_member_removed_while_down_stops_when_it_comes_back() {
         assert_eq!(members.lines().count(), 2, "{flavor:?}: {members}");
     }
 }
+
+/// A learner never campaigns, so one removed while it was down hears nothing
+/// when it comes back: the leader no longer knows it. After a few seconds
+/// without a leader it asks its peers (an empty batch each), they refuse it as
+/// removed, and it stops with etcd's message (etcd's stream readers get a 410).
+/// Found by the simulator (seed 51).
+#[test]
+fn a_learner_removed_while_down_stops_when_it_comes_back() {
+    let cluster = Cluster::start(3, &[]);
+    let endpoints = cluster.endpoints();
+    let (mut learner, learner_id) = cluster.join(&endpoints, "m3", true);
+    must_etcdctl(&endpoints, &["put", "after-join", "1"], None);
+    let caught_up = (0..100).any(|_| {
+        let got = common::etcdctl(
+            &learner.endpoint(),
+            &["get", "after-join", "--consistency=s", "--print-value-only"],
+            None,
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        String::from_utf8_lossy(&got.stdout) == "1\n"
+    });
+    assert!(caught_up, "the learner received the log");
+    learner.kill9();
+    let removed = must_etcdctl(&endpoints, &["member", "remove", &learner_id], None);
+    assert!(removed.contains("removed from cluster"), "{removed}");
+    learner.spawn();
+    let exited = learner.wait_exit(Duration::from_secs(30));
+    let log = learner.full_log().join("\n");
+    assert!(exited, "the removed learner kept running:\n{log}");
+    assert!(log.contains("the member has been permanently removed from the cluster"), "{log}");
+}

@@ -145,6 +145,15 @@ impl EtcdServer {
                 }
             }
             MemberEvent::Reset(members) => {
+                if !members.iter().any(|m| m.id == self.member_id()) {
+                    // The leader's snapshot is of a cluster this member was
+                    // removed from (the removal itself never reached it).
+                    tracing::warn!(
+                        "the member has been permanently removed from the cluster; stopping"
+                    );
+                    self.notify_removed();
+                    return None;
+                }
                 // Raft took its configuration from the snapshot's metadata;
                 // only the transport still follows the old members.
                 let transport = self.transport();

@@ -32,6 +32,8 @@ pub trait PeerSender: Send + Sync {
     fn take_unreachable(&self) -> Vec<u64>;
     /// Peers with a stream up now.
     fn active_peers(&self) -> usize;
+    /// Sends every peer an empty batch (a removed member is refused and stops).
+    fn probe(&self);
 }
 
 impl PeerSender for etcd_transport::PeerTransport {
@@ -43,6 +45,9 @@ impl PeerSender for etcd_transport::PeerTransport {
     }
     fn active_peers(&self) -> usize {
         etcd_transport::PeerTransport::active_peers(self)
+    }
+    fn probe(&self) {
+        etcd_transport::PeerTransport::probe(self);
     }
 }
 
@@ -238,6 +243,7 @@ impl RaftLoop {
                     "applied a membership change"
                 );
             }
+            Effect::ProbePeers => self.peers.probe(),
             Effect::SnapshotDropped { data } => {
                 let _ = std::fs::remove_file(String::from_utf8_lossy(&data).as_ref());
             }

@@ -29,6 +29,9 @@ const READ_INDEX_RETRY_AFTER_LEADER_CHANGE_MS: u64 = 50;
 const LEADER_CHANGE_WINDOW_MS: u64 = 2_000;
 /// Heartbeats without a leader after which this member's pending proposals fail.
 const LEADERLESS_GRACE_TICKS: u64 = 2;
+/// How long without a leader before this member asks its peers whether it was
+/// removed, and how often after that.
+const PROBE_PEERS_AFTER_MS: u64 = 3_000;
 /// How long a starting member looks for peer streams to advance its election
 /// ticks (etcd's connection read timeout).
 const TICK_ADVANCE_WINDOW_MS: u64 = 5_000;
@@ -161,6 +164,10 @@ pub enum Effect {
         /// Learners after the change.
         learners: Vec<u64>,
     },
+    /// This member has known no leader for a while: ask every peer whether it
+    /// was removed (a removed member that the leader dropped before telling it
+    /// hears nothing more, and a learner never campaigns).
+    ProbePeers,
     /// A received snapshot was replaced by a newer one before Raft used it.
     SnapshotDropped {
         /// What [`Input::Message`] carried.
@@ -267,6 +274,8 @@ pub struct RaftCore {
     leaderless_since: Option<u64>,
     /// Whether the pending proposals were failed since the leader was lost.
     failed_proposals: bool,
+    /// When peers were last asked whether this member was removed.
+    last_probe: Option<u64>,
     /// Until when to look for the peer streams that let a starting member skip
     /// most of its first election timeout.
     tick_advance_until: Option<u64>,
@@ -302,6 +311,7 @@ impl RaftCore {
             last_leader: 0,
             leaderless_since: None,
             failed_proposals: false,
+            last_probe: None,
             tick_advance_until,
             incoming_snapshot: None,
             proposals: Vec::new(),
@@ -437,6 +447,12 @@ impl RaftCore {
                 self.effects.push(Effect::ReadsFailed { readers, error: ServerError::NoLeader });
             }
             let since = *self.leaderless_since.get_or_insert(now);
+            let probe_due =
+                self.last_probe.map_or(since, |at| at.max(since)) + PROBE_PEERS_AFTER_MS;
+            if now >= probe_due {
+                self.effects.push(Effect::ProbePeers);
+                self.last_probe = Some(now);
+            }
             let grace = self.cfg.heartbeat_ms * LEADERLESS_GRACE_TICKS;
             if !self.failed_proposals && now.saturating_sub(since) >= grace {
                 self.effects.push(Effect::FailPendingProposals(ServerError::LeaderChanged));

@@ -8,6 +8,7 @@
 pub mod check;
 pub mod disk;
 pub mod member;
+pub mod watches;
 
 use std::collections::BTreeMap;
 
@@ -16,6 +17,7 @@ use etcd_server::raft_core::Input;
 
 use check::{Call, Op, RaftSafety, Ret};
 use etcd_proto::etcdrs::member_change::Kind;
+use etcd_server::watch::{KeyRange, WatchSpec, Watcher};
 use member::{sim_member_record, Bugs, Observed, Reply, SimMember, HEARTBEAT_MS};
 
 /// Whether `SIM_TRACE` is set: then every delivered message, operation and
@@ -31,6 +33,7 @@ pub const BUGS: &[&str] = &[
     "read-without-read-index",
     "deposed-leader-reads",
     "apply-twice-after-restart",
+    "skip-watch-event",
 ];
 
 /// What one seed's run is like.
@@ -59,6 +62,7 @@ pub fn bugs(names: &[String]) -> Result<Bugs, String> {
             "read-without-read-index" => bugs.read_without_read_index = true,
             "deposed-leader-reads" => bugs.leader_reads_locally = true,
             "apply-twice-after-restart" => bugs.apply_twice_after_restart = true,
+            "skip-watch-event" => bugs.skip_watch_event = true,
             other => return Err(format!("unknown bug {other:?}; --list-bugs lists them")),
         }
     }
@@ -118,6 +122,12 @@ struct World {
     applied_seen: BTreeMap<u64, usize>,
     /// The next ID for a member that joins.
     next_member: u64,
+    /// Every revision's events, for the watch checks.
+    reference: watches::Reference,
+    /// The watch clients.
+    watch_clients: Vec<watches::WatchClient>,
+    /// Injected bug `skip-watch-event`: an event still to drop.
+    skip_watch_event: bool,
     /// Members added but not started yet, with when to give up on them.
     pending_joins: BTreeMap<u64, u64>,
     /// Options the members were made with (for members that join).
@@ -156,6 +166,12 @@ impl World {
             applied_seen: BTreeMap::new(),
             next_member: MEMBERS + 1,
             pending_joins: BTreeMap::new(),
+            reference: watches::Reference::default(),
+            watch_clients: vec![
+                watches::WatchClient::new(1, KeyRange::From(b"k".to_vec()), true),
+                watches::WatchClient::new(2, KeyRange::Single(b"k1".to_vec()), false),
+            ],
+            skip_watch_event: options.bugs.skip_watch_event,
             seed,
             bugs: options.bugs,
         }
@@ -249,6 +265,17 @@ impl World {
         for id in self.ids() {
             self.member(id).run_ready(now);
             self.collect(id)?;
+            if std::mem::take(&mut self.member(id).probing) {
+                // An empty batch to every peer, refused by those that applied
+                // this member's removal (the transport's probe).
+                let refused = self
+                    .members
+                    .iter()
+                    .any(|(&peer, m)| peer != id && !self.cut(id, peer) && m.knows_removed(id));
+                if refused {
+                    self.member(id).refused_as_removed();
+                }
+            }
             if self.member(id).removed() {
                 // It applied its own removal and stops for good, as etcd does.
                 if tracing() {
@@ -259,7 +286,52 @@ impl World {
                 self.members.remove(&id);
             }
         }
+        self.watch()?;
         self.clients(faults)
+    }
+
+    /// Each watch client pulls through its member, or resumes on another one
+    /// from where it was when its member went away (and now and then anyway).
+    fn watch(&mut self) -> Result<(), String> {
+        let mut clients = std::mem::take(&mut self.watch_clients);
+        let result = clients.iter_mut().try_for_each(|client| self.watch_one(client));
+        self.watch_clients = clients;
+        result
+    }
+
+    fn watch_one(&mut self, client: &mut watches::WatchClient) -> Result<(), String> {
+        if let Some((member, incarnation)) = client.on() {
+            let gone = self
+                .members
+                .get(&member)
+                .is_none_or(|m| !m.is_up() || m.incarnation() != incarnation);
+            if gone || self.rng.below(0, 3_000) == 0 {
+                client.detach();
+            }
+        }
+        let Some((member, _)) = client.on() else {
+            let member = self.pick();
+            let spec = client.spec();
+            let incarnation = self.member(member).incarnation();
+            if let Some(watcher) = self.member(member).with_watch(|hub, _| watches_new(hub, spec)) {
+                if tracing() {
+                    eprintln!("{:>6} watch client {} on member {member}", self.now, client.id);
+                }
+                client.attach(member, incarnation, watcher);
+            }
+            return Ok(());
+        };
+        let reference = &self.reference;
+        let skip = &mut self.skip_watch_event;
+        let member = self.members.get(&member).expect("checked above");
+        let outcome = member
+            .with_watch(|hub, kv| client.pull(hub, kv, reference, skip))
+            .unwrap_or(Ok(watches::Outcome::Restart))?;
+        if matches!(outcome, watches::Outcome::Restart) {
+            client.detach();
+        }
+        mix(&mut self.summary.digest, client.batches);
+        Ok(())
     }
 
     /// Sends what a member queued, gathers its replies, checks what it applied.
@@ -300,6 +372,9 @@ impl World {
                 }
                 Observed::Revision { index, revision } => {
                     self.safety.revision(id, *index, *revision)?;
+                }
+                Observed::Events { revision, events } => {
+                    self.reference.record(id, *revision, events)?;
                 }
                 Observed::Installed { index } => {
                     self.safety.installed(id, *index);
@@ -626,6 +701,13 @@ fn simulate(seed: u64, options: &Options) -> Result<Summary, String> {
     for _ in 0..OP_TIMEOUT_MS + 2_000 {
         world.step(false)?;
     }
+    if tracing() {
+        for (id, member) in &world.members {
+            let members = member.members().unwrap_or_default();
+            let table: Vec<(u64, bool)> = members.iter().map(|m| (m.id, m.is_learner)).collect();
+            eprintln!("member {id}: {:?} table {table:?}", member.leader_and_term());
+        }
+    }
     let final_reads = world.next_op;
     let finalists = world.ids();
     for &member in &finalists {
@@ -658,4 +740,8 @@ fn simulate(seed: u64, options: &Options) -> Result<Summary, String> {
     }
     check::linearizable(&world.history)?;
     Ok(world.summary)
+}
+
+fn watches_new(hub: &etcd_server::watch::WatchHub, spec: WatchSpec) -> Watcher {
+    Watcher::new(hub, spec)
 }

@@ -14,12 +14,14 @@ use etcd_proto::etcdserverpb::request_op::Request;
 use etcd_proto::etcdserverpb::{
     CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
+use etcd_proto::mvccpb::Event;
 use etcd_raftnode::{
     ConfState, Entry, HardState, MembershipChange, Message, NodeConfig, RaftNode, Role,
 };
 use etcd_server::apply_core::{ApplyCore, ApplyCoreConfig, ApplyResult};
 use etcd_server::membership::MemberEvent;
 use etcd_server::raft_core::{Effect, Input, RaftCore, RaftCoreConfig, RaftIo};
+use etcd_server::watch::WatchHub;
 use etcd_server::{Applier, Response, ServerError};
 use etcd_storage::Backend;
 use prost::Message as _;
@@ -65,6 +67,13 @@ pub enum Observed {
         /// The store's revision then.
         revision: i64,
     },
+    /// Applied the events of `revision`.
+    Events {
+        /// The revision.
+        revision: i64,
+        /// Its events, in order.
+        events: Vec<Event>,
+    },
     /// Replaced its backend with the leader's snapshot at `index`.
     Installed {
         /// The snapshot's index.
@@ -85,11 +94,15 @@ pub struct Bugs {
     /// A restarted member's consistent index lags its data by one entry (as
     /// when it is not written with the data), so that entry is applied twice.
     pub apply_twice_after_restart: bool,
+    /// A watch client loses one event of the first batch that has any.
+    pub skip_watch_event: bool,
 }
 
 struct Running {
     raft: RaftCore,
     apply: ApplyCore,
+    /// Where applied events meet this member's watchers.
+    hub: WatchHub,
     backend: Arc<Backend>,
     /// Proposals waiting for their entry: request ID -> operation.
     waiters: BTreeMap<u64, u64>,
@@ -120,6 +133,8 @@ pub struct SimMember {
     joining: Option<Vec<Member>>,
     /// It applied its own removal.
     removed: bool,
+    /// Its core asked to probe its peers (the world delivers the probe).
+    pub probing: bool,
     log: SimLog,
     file: SimFile,
     running: Option<Running>,
@@ -142,6 +157,8 @@ struct Io<'a> {
     file: &'a mut SimFile,
     backend: &'a Arc<Backend>,
     apply: &'a mut ApplyCore,
+    hub: &'a WatchHub,
+    removed: &'a mut bool,
     outbox: &'a mut Vec<Message>,
     results: Vec<ApplyResult>,
     observed: &'a mut Vec<Observed>,
@@ -180,12 +197,17 @@ impl RaftIo for Io<'_> {
             });
         }
         let leading = self.leader == self.id;
-        let result = self.apply.apply(&committed, self.now, leading).expect("simulated apply");
+        let mut result = self.apply.apply(&committed, self.now, leading).expect("simulated apply");
         if result.outcome.applied_index > 0 {
             let revision = self.apply.kv().current_revision();
             self.observed
                 .push(Observed::Revision { index: result.outcome.applied_index, revision });
         }
+        let events = std::mem::take(&mut result.outcome.events);
+        for (revision, list) in &events {
+            self.observed.push(Observed::Events { revision: *revision, events: list.clone() });
+        }
+        self.hub.publish(events, self.apply.kv().current_revision());
         self.results.push(result);
     }
 
@@ -198,7 +220,12 @@ impl RaftIo for Io<'_> {
             .replace_with_storage(SimStorage(file.clone()))
             .expect("invariant: a received simulated backend opens");
         *self.file = file;
-        self.apply.installed(index).expect("installed snapshot loads");
+        let members = self.apply.installed(index).expect("installed snapshot loads");
+        self.hub.reset(self.apply.kv().current_revision());
+        if !members.iter().any(|m| m.id == self.id) {
+            // The snapshot's cluster no longer has this member: it was removed.
+            *self.removed = true;
+        }
         self.observed.push(Observed::Installed { index });
     }
 
@@ -243,6 +270,7 @@ impl SimMember {
             voters: voters.to_vec(),
             joining: None,
             removed: false,
+            probing: false,
             log,
             file: SimFile::default(),
             running: None,
@@ -393,9 +421,11 @@ impl SimMember {
         let snapshot_index = self.log.replay().snapshot_index;
         let raft = RaftCore::new(node, applied, raft_cfg, now);
         let apply = ApplyCore::new(applier, kv, backend.clone(), cfg, snapshot_index, now);
+        let hub = WatchHub::new(apply.kv().current_revision());
         self.running = Some(Running {
             raft,
             apply,
+            hub,
             backend,
             waiters: BTreeMap::new(),
             readers: BTreeMap::new(),
@@ -489,6 +519,12 @@ impl SimMember {
         Some((running.apply.kv().current_revision(), read_key(&running.apply, key)))
     }
 
+    /// Runs `f` with this member's watch hub and store (none while down).
+    pub fn with_watch<T>(&self, f: impl FnOnce(&WatchHub, &etcd_mvcc::KvStore) -> T) -> Option<T> {
+        let running = self.running.as_ref()?;
+        Some(f(&running.hub, running.apply.kv()))
+    }
+
     /// How many times this member has started.
     pub fn incarnation(&self) -> u64 {
         self.restarts
@@ -531,6 +567,8 @@ impl SimMember {
             file: &mut self.file,
             backend: &running.backend,
             apply: &mut running.apply,
+            hub: &running.hub,
+            removed: &mut self.removed,
             outbox: &mut self.outbox,
             results: Vec::new(),
             observed: &mut self.observed,
@@ -619,6 +657,7 @@ impl SimMember {
                         self.replies.push((op, Reply::Unknown(error.clone())));
                     }
                 }
+                Effect::ProbePeers => self.probing = true,
                 Effect::ConfigurationChanged { .. } | Effect::SnapshotDropped { .. } => {}
             }
         }

@@ -167,6 +167,17 @@ impl PeerTransport {
         }
     }
 
+    /// Sends every peer an empty batch. A peer that has applied this member's
+    /// removal refuses it with [`REMOVED_MEMBER`], and the member stops: the
+    /// way a removed member learns it when it has nothing else to send (a
+    /// learner, or a member the leader dropped before telling it), as etcd's
+    /// stream readers learn it from a 410.
+    pub fn probe(&self) {
+        for peer in self.peers().values() {
+            peer.queue.request_probe();
+        }
+    }
+
     /// Refuses the streams of member `id` from now on: it was removed from
     /// the cluster (its ID never comes back).
     pub fn mark_removed(&self, id: u64) {

@@ -51,6 +51,9 @@ pub(crate) struct PeerQueue {
     /// Since when the current connection is up (etcd's `ActiveSince`); none
     /// while it is down or before the first connect.
     connected_since: Mutex<Option<Instant>>,
+    /// An empty batch is due: the peer refuses it if this member was removed,
+    /// which tells a member that has nothing else to send (see `probe`).
+    probe: AtomicBool,
 }
 
 struct QueueState {
@@ -137,12 +140,18 @@ impl PeerQueue {
         loop {
             {
                 let state = self.lock();
-                if !state.messages.is_empty() {
+                if !state.messages.is_empty() || self.probe.load(Ordering::Acquire) {
                     return;
                 }
             }
             self.wake.notified().await;
         }
+    }
+
+    /// Asks for an empty batch to be sent (see [`PeerQueue::probe`]).
+    pub(crate) fn request_probe(&self) {
+        self.probe.store(true, Ordering::Release);
+        self.wake.notify_one();
     }
 
     /// Pops the next batch: everything queued, cut at `BATCH_SOFT_LIMIT_BYTES`.
@@ -213,6 +222,7 @@ impl PeerHandle {
             wake: Notify::new(),
             healthy: AtomicBool::new(true),
             connected_since: Mutex::new(None),
+            probe: AtomicBool::new(false),
         });
         let task = tokio::spawn(run(shared, Arc::clone(&queue)));
         PeerHandle { queue, task }
@@ -352,6 +362,22 @@ async fn pump(shared: &Shared, queue: &PeerQueue, channel: Channel) -> StreamEnd
             shared.count_dropped(queue.clear());
         }
         let messages = queue.pop_batch();
+        if messages.is_empty() && queue.probe.swap(false, Ordering::AcqRel) {
+            let probe = RaftBatch {
+                cluster_id: shared.cluster_id,
+                from: shared.local_id,
+                to: queue.id,
+                messages: Vec::new(),
+            };
+            tokio::select! {
+                result = &mut call.0 => return StreamEnd::Failed(describe_end(shared, queue.id, result)),
+                permit = tx.reserve() => match permit {
+                    Ok(permit) => permit.send(probe),
+                    Err(_) => return StreamEnd::Failed("stream closed".to_owned()),
+                },
+            }
+            continue;
+        }
         if messages.is_empty() {
             tokio::select! {
                 result = &mut call.0 => return StreamEnd::Failed(describe_end(shared, queue.id, result)),
