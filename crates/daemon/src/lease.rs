@@ -9,12 +9,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_lease::{Renewed, LEASE_CHECKPOINT_BATCH_MAX, LEASE_CHECKPOINT_RATE, LEASE_REVOKE_RATE};
+use etcd_lease::{Renewed, LEASE_CHECKPOINT_BATCH_MAX};
 use etcd_proto::etcdrs::InternalRaftRequest;
 use etcd_proto::etcdserverpb::{
     LeaseCheckpoint, LeaseCheckpointRequest, LeaseGrantRequest, LeaseKeepAliveRequest,
     LeaseRevokeRequest, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
+use etcd_server::apply_core::{lease_duties, LeaseDuties, LEASE_DUTY_INTERVAL_MS};
 use etcd_server::{Applied, ServerError};
 
 use crate::clock::monotonic_ms;
@@ -23,7 +24,7 @@ use crate::lease_peer::{remote_attempt, Attempt};
 use crate::server::EtcdServer;
 
 /// How often the leader looks for expired leases (etcd: 500 ms).
-const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_millis(LEASE_DUTY_INTERVAL_MS);
 
 /// How long a new leader waits to apply what was committed before answering a
 /// lease request (etcd's `applyTimeout`).
@@ -57,18 +58,6 @@ pub(crate) fn apply_core_config(cfg: &ServerConfig) -> etcd_server::apply_core::
 }
 
 impl EtcdServer {
-    /// Stops this member's lessor from tracking expiries once it no longer
-    /// leads. (It starts when the member, leading, applies the first entry of its
-    /// term: see the applier.)
-    fn demote_unless_leader(&self) {
-        if !self.is_leader() {
-            let mut lessor = self.lessor.lock().expect("lessor lock");
-            if lessor.is_primary() {
-                lessor.demote();
-            }
-        }
-    }
-
     /// Grants a lease through Raft; an ID of 0 lets the server choose one.
     pub async fn lease_grant(
         &self,
@@ -231,17 +220,9 @@ impl EtcdServer {
             if self.is_stopped() {
                 return;
             }
-            self.demote_unless_leader();
-            let (expired, checkpoints) = {
+            let LeaseDuties { expired, checkpoints } = {
                 let mut lessor = self.lessor.lock().expect("lessor lock");
-                if !lessor.is_primary() {
-                    continue;
-                }
-                let now = monotonic_ms();
-                // etcd's rate limits per 500 ms tick: half the revoke rate, and
-                // half the checkpoint rate in entries of at most a batch each.
-                let checkpoints = lessor.due_checkpoints(now, LEASE_CHECKPOINT_RATE / 2);
-                (lessor.expired(now, LEASE_REVOKE_RATE / 2), checkpoints)
+                lease_duties(&mut lessor, monotonic_ms(), self.is_leader())
             };
             for batch in checkpoints.chunks(LEASE_CHECKPOINT_BATCH_MAX) {
                 let batch: Vec<LeaseCheckpoint> = batch

@@ -194,3 +194,36 @@ pub fn stamp_snapshot(message: &mut etcd_raftnode::Message, copy: &Backend) -> R
     metadata.set_conf_state(crate::membership::conf_state(&members));
     Ok(())
 }
+
+/// How often the leader looks for expired leases and due checkpoints (etcd's
+/// 500 ms).
+pub const LEASE_DUTY_INTERVAL_MS: u64 = 500;
+
+/// What a member's lessor asks of it now: leases past their deadline to revoke
+/// and remaining TTLs to checkpoint, within etcd's rates per duty interval
+/// (half the per-second rates). Only a leader's lessor has any; a member that
+/// does not lead demotes its lessor first (a deposed leader stops tracking
+/// deadlines). The caller confirms leadership through the quorum before it
+/// proposes the revokes: a leader cut off from the quorum still believes it
+/// leads until check-quorum deposes it.
+pub fn lease_duties(lessor: &mut Lessor, now: u64, leading: bool) -> LeaseDuties {
+    if !leading && lessor.is_primary() {
+        lessor.demote();
+    }
+    if !lessor.is_primary() {
+        return LeaseDuties::default();
+    }
+    LeaseDuties {
+        checkpoints: lessor.due_checkpoints(now, etcd_lease::LEASE_CHECKPOINT_RATE / 2),
+        expired: lessor.expired(now, etcd_lease::LEASE_REVOKE_RATE / 2),
+    }
+}
+
+/// See [`lease_duties`].
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct LeaseDuties {
+    /// Leases past their deadline.
+    pub expired: Vec<i64>,
+    /// (lease, remaining TTL) to record.
+    pub checkpoints: Vec<(i64, i64)>,
+}

@@ -7,6 +7,7 @@
 
 pub mod check;
 pub mod disk;
+pub mod leases;
 pub mod member;
 pub mod watches;
 
@@ -18,7 +19,7 @@ use etcd_server::raft_core::Input;
 use check::{Call, Op, RaftSafety, Ret};
 use etcd_proto::etcdrs::member_change::Kind;
 use etcd_server::watch::{KeyRange, WatchSpec, Watcher};
-use member::{sim_member_record, Bugs, Observed, Reply, SimMember, HEARTBEAT_MS};
+use member::{sim_member_record, Bugs, KeepAlive, Observed, Reply, SimMember, HEARTBEAT_MS};
 
 /// Whether `SIM_TRACE` is set: then every delivered message, operation and
 /// apply is printed to stderr (read once).
@@ -34,6 +35,7 @@ pub const BUGS: &[&str] = &[
     "deposed-leader-reads",
     "apply-twice-after-restart",
     "skip-watch-event",
+    "expire-leases-early",
 ];
 
 /// What one seed's run is like.
@@ -63,6 +65,7 @@ pub fn bugs(names: &[String]) -> Result<Bugs, String> {
             "deposed-leader-reads" => bugs.leader_reads_locally = true,
             "apply-twice-after-restart" => bugs.apply_twice_after_restart = true,
             "skip-watch-event" => bugs.skip_watch_event = true,
+            "expire-leases-early" => bugs.expire_leases_early = true,
             other => return Err(format!("unknown bug {other:?}; --list-bugs lists them")),
         }
     }
@@ -80,6 +83,10 @@ pub struct Summary {
     pub faults: u64,
     /// The highest Raft index applied anywhere.
     pub last_index: u64,
+    /// Leases kept alive and then revoked after their deadline, as checked.
+    pub leases_expired: u64,
+    /// Watch batches with events, as checked.
+    pub watch_batches: u64,
     /// A digest of every observation, to show two runs of a seed are identical.
     pub digest: u64,
 }
@@ -122,6 +129,8 @@ struct World {
     applied_seen: BTreeMap<u64, usize>,
     /// The next ID for a member that joins.
     next_member: u64,
+    /// The lease client.
+    lease_client: leases::LeaseClient,
     /// Every revision's events, for the watch checks.
     reference: watches::Reference,
     /// The watch clients.
@@ -167,6 +176,7 @@ impl World {
             next_member: MEMBERS + 1,
             pending_joins: BTreeMap::new(),
             reference: watches::Reference::default(),
+            lease_client: leases::LeaseClient::default(),
             watch_clients: vec![
                 watches::WatchClient::new(1, KeyRange::From(b"k".to_vec()), true),
                 watches::WatchClient::new(2, KeyRange::Single(b"k1".to_vec()), false),
@@ -287,6 +297,7 @@ impl World {
             }
         }
         self.watch()?;
+        self.leases(faults)?;
         self.clients(faults)
     }
 
@@ -375,6 +386,13 @@ impl World {
                 }
                 Observed::Events { revision, events } => {
                     self.reference.record(id, *revision, events)?;
+                    for event in events {
+                        let deleted =
+                            event.r#type == etcd_proto::mvccpb::event::EventType::Delete as i32;
+                        if let (true, Some(kv)) = (deleted, &event.kv) {
+                            self.lease_client.key_deleted(&kv.key, self.now)?;
+                        }
+                    }
                 }
                 Observed::Installed { index } => {
                     self.safety.installed(id, *index);
@@ -385,7 +403,98 @@ impl World {
         self.applied_seen.insert(id, member.observed.len());
         let replies = std::mem::take(&mut member.replies);
         for (op, reply) in replies {
-            self.finish(op, reply);
+            if self.lease_client.by_op(op).is_some() {
+                self.lease_reply(op, reply);
+            } else {
+                self.finish(op, reply);
+            }
+        }
+        Ok(())
+    }
+
+    /// A lease's grant or the put of its key answered.
+    fn lease_reply(&mut self, op: u64, reply: Reply) {
+        let Some(lease) = self.lease_client.by_op(op) else { return };
+        let (id, key, stage) = (lease.id, lease.key.clone(), lease.stage);
+        match (stage, reply) {
+            (leases::Stage::Granting(_), Reply::Done) => {
+                self.next_op += 1;
+                let put = self.next_op;
+                if let Some(lease) = self.lease_client.leases.get_mut(&id) {
+                    lease.stage = leases::Stage::Putting(put);
+                }
+                let member = self.pick();
+                let value = format!("v{put}").into_bytes();
+                self.member(member).put_with_lease(put, &key, &value, id);
+            }
+            (leases::Stage::Putting(_), Reply::Done) => {
+                if let Some(lease) = self.lease_client.leases.get_mut(&id) {
+                    lease.stage = leases::Stage::Alive;
+                }
+            }
+            _ => {
+                if let Some(lease) = self.lease_client.leases.get_mut(&id) {
+                    lease.stage = leases::Stage::Abandoned;
+                }
+            }
+        }
+    }
+
+    /// Grants leases now and then, keeps the live ones alive through random
+    /// members (forwarded to the leader when they do not lead), and runs each
+    /// member's lease duty every 500 ms.
+    fn leases(&mut self, faults: bool) -> Result<(), String> {
+        let now = self.now;
+        for id in self.ids() {
+            let offset = (id * 37) % etcd_server::apply_core::LEASE_DUTY_INTERVAL_MS;
+            if now % etcd_server::apply_core::LEASE_DUTY_INTERVAL_MS == offset {
+                self.member(id).lease_duty(now);
+            }
+        }
+        let live = self
+            .lease_client
+            .leases
+            .values()
+            .filter(|l| l.stage != leases::Stage::Abandoned && l.keep_until > now)
+            .count();
+        if faults && live < 2 && now >= self.lease_client.next_grant {
+            self.lease_client.next_grant = now + self.rng.below(500, 3_000);
+            self.next_op += 1;
+            let op = self.next_op;
+            let keep_for = self.rng.below(0, 8_000);
+            let (id, _) = self.lease_client.start(op, now, keep_for);
+            let member = self.pick();
+            self.member(member).grant(op, id, leases::TTL_SECS);
+        }
+        let due: Vec<i64> = self
+            .lease_client
+            .leases
+            .values()
+            .filter(|l| {
+                l.stage == leases::Stage::Alive && l.next_keepalive <= now && now < l.keep_until
+            })
+            .map(|l| l.id)
+            .collect();
+        for id in due {
+            if let Some(lease) = self.lease_client.leases.get_mut(&id) {
+                lease.next_keepalive = now + 1_000;
+            }
+            let via = self.pick();
+            if !self.member(via).is_up() {
+                continue;
+            }
+            let mut answer = self.member(via).keepalive(id, now);
+            if answer == KeepAlive::NotLeader {
+                // Forwarded to the leader, if this member reaches it.
+                if let Some(leader) = self.leader().filter(|&l| l != via && !self.cut(via, l)) {
+                    answer = self.member(leader).keepalive(id, now);
+                }
+            }
+            match answer {
+                KeepAlive::Renewed => self.lease_client.renewed(id, now),
+                KeepAlive::NotFound => self.lease_client.not_found(id, now)?,
+                KeepAlive::NotLeader => {}
+            }
         }
         Ok(())
     }
@@ -698,6 +807,7 @@ fn simulate(seed: u64, options: &Options) -> Result<Summary, String> {
     // Quiet time: faults heal, every operation finishes, then each member is
     // read on every key to see that acknowledged writes survived everywhere.
     world.heal_all();
+    let healed = world.now;
     for _ in 0..OP_TIMEOUT_MS + 2_000 {
         world.step(false)?;
     }
@@ -738,6 +848,9 @@ fn simulate(seed: u64, options: &Options) -> Result<Summary, String> {
             "liveness: after healing, only {answered} of {asked} final reads were answered"
         ));
     }
+    world.lease_client.check_expired(healed, world.now)?;
+    world.summary.leases_expired = world.lease_client.expired();
+    world.summary.watch_batches = world.watch_clients.iter().map(|c| c.batches).sum();
     check::linearizable(&world.history)?;
     Ok(world.summary)
 }

@@ -72,11 +72,14 @@ fn main() -> ExitCode {
             Ok(summary) => {
                 passed += 1;
                 eprintln!(
-                    "seed {seed}: ok ({} ops, {} unknown, {} faults, index {}, digest {:016x}) [{}/{}]",
+                    "seed {seed}: ok ({} ops, {} unknown, {} faults, index {}, {} watch batches, \
+                     {} leases expired, digest {:016x}) [{}/{}]",
                     summary.completed,
                     summary.unknown,
                     summary.faults,
                     summary.last_index,
+                    summary.watch_batches,
+                    summary.leases_expired,
                     summary.digest,
                     n + 1,
                     list.len()

@@ -12,13 +12,14 @@ use etcd_proto::etcdrs::{InternalRaftRequest, Member, MemberChange, RequestHeade
 use etcd_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use etcd_proto::etcdserverpb::request_op::Request;
 use etcd_proto::etcdserverpb::{
-    CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    CompactionRequest, Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest,
+    PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
 use etcd_proto::mvccpb::Event;
 use etcd_raftnode::{
     ConfState, Entry, HardState, MembershipChange, Message, NodeConfig, RaftNode, Role,
 };
-use etcd_server::apply_core::{ApplyCore, ApplyCoreConfig, ApplyResult};
+use etcd_server::apply_core::{lease_duties, ApplyCore, ApplyCoreConfig, ApplyResult};
 use etcd_server::membership::MemberEvent;
 use etcd_server::raft_core::{Effect, Input, RaftCore, RaftCoreConfig, RaftIo};
 use etcd_server::watch::WatchHub;
@@ -32,6 +33,17 @@ use crate::disk::{SimFile, SimLog, SimStorage};
 /// Milliseconds per tick (etcd's default heartbeat) and ticks per election.
 pub const HEARTBEAT_MS: u64 = 100;
 const ELECTION_TICKS: usize = 10;
+
+/// How a keep-alive went on one member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepAlive {
+    /// Renewed for its whole TTL.
+    Renewed,
+    /// The lease does not exist (it expired, or never was).
+    NotFound,
+    /// This member does not lead: the request goes to the leader.
+    NotLeader,
+}
 
 /// What a client asked of a member, as the member answers it.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,6 +108,8 @@ pub struct Bugs {
     pub apply_twice_after_restart: bool,
     /// A watch client loses one event of the first batch that has any.
     pub skip_watch_event: bool,
+    /// The leader's lessor looks 1.5 s into the future for expired leases.
+    pub expire_leases_early: bool,
 }
 
 struct Running {
@@ -108,6 +122,9 @@ struct Running {
     waiters: BTreeMap<u64, u64>,
     /// Readers waiting for a read index: reader -> (operation, key).
     readers: BTreeMap<u64, (u64, Vec<u8>)>,
+    /// The lessor's leadership confirmations: reader -> expired leases to
+    /// revoke once the quorum confirms this member leads.
+    revokes: BTreeMap<u64, Vec<i64>>,
     /// Readers with a read index, waiting for it to be applied.
     ready_reads: Vec<(u64, u64, Vec<u8>)>,
     next_reader: u64,
@@ -429,6 +446,7 @@ impl SimMember {
             backend,
             waiters: BTreeMap::new(),
             readers: BTreeMap::new(),
+            revokes: BTreeMap::new(),
             ready_reads: Vec::new(),
             next_reader: 0,
             next_request: (self.id << 48) | (self.restarts << 32),
@@ -590,6 +608,7 @@ impl SimMember {
         let running = self.running.as_mut().expect("checked above");
         let mut snapshots = Vec::new();
         let mut changes = Vec::new();
+        let mut revoke = Vec::new();
         for result in results {
             if crate::tracing() {
                 eprintln!(
@@ -637,10 +656,17 @@ impl SimMember {
                     for reader in readers {
                         if let Some((op, key)) = running.readers.remove(&reader) {
                             running.ready_reads.push((index, op, key));
+                        } else if let Some(ids) = running.revokes.remove(&reader) {
+                            if running.raft.role() == Role::Leader {
+                                revoke.extend(ids);
+                            }
                         }
                     }
                 }
                 Effect::ReadsFailed { readers, error } => {
+                    for reader in &readers {
+                        running.revokes.remove(reader);
+                    }
                     for reader in readers {
                         if let Some((op, _)) = running.readers.remove(&reader) {
                             self.replies.push((op, Reply::Refused(error.clone())));
@@ -668,6 +694,86 @@ impl SimMember {
         for (_, op, key) in due {
             let value = read_key(&running.apply, &key);
             self.replies.push((op, Reply::Read(value)));
+        }
+        for id in revoke {
+            self.propose_untracked(InternalRaftRequest {
+                lease_revoke: Some(LeaseRevokeRequest { id }),
+                ..Default::default()
+            });
+        }
+    }
+
+    /// Proposes a request nobody waits for (a revoke of an expired lease).
+    fn propose_untracked(&mut self, mut request: InternalRaftRequest) {
+        let Some(running) = self.running.as_mut() else { return };
+        running.next_request += 1;
+        let id = running.next_request;
+        request.header = Some(RequestHeader { id, ..Default::default() });
+        self.input(Input::Propose { id, data: request.encode_to_vec() });
+    }
+
+    /// The leader's lease duty (every 500 ms, as the daemon's expiry loop):
+    /// expired leases are revoked once a ReadIndex confirms this member still
+    /// leads; a member that does not lead demotes its lessor.
+    pub fn lease_duty(&mut self, now: u64) {
+        let Some(running) = self.running.as_mut() else { return };
+        let leading = running.raft.role() == Role::Leader;
+        let now = if self.bugs.expire_leases_early { now + 1_500 } else { now };
+        let duties = {
+            let mut lessor = running.apply.lessor().lock().expect("lessor lock");
+            lease_duties(&mut lessor, now, leading)
+        };
+        if duties.expired.is_empty() {
+            return;
+        }
+        running.next_reader += 1;
+        let reader = running.next_reader;
+        running.revokes.insert(reader, duties.expired);
+        self.input(Input::ReadIndex { reader });
+    }
+
+    /// A client's lease grant, as operation `op`.
+    pub fn grant(&mut self, op: u64, lease: i64, ttl_secs: i64) {
+        let Some(running) = self.running.as_mut() else { return };
+        running.next_request += 1;
+        let id = running.next_request;
+        let request = InternalRaftRequest {
+            header: Some(RequestHeader { id, ..Default::default() }),
+            lease_grant: Some(LeaseGrantRequest { ttl: ttl_secs, id: lease }),
+            ..Default::default()
+        };
+        running.waiters.insert(id, op);
+        self.input(Input::Propose { id, data: request.encode_to_vec() });
+    }
+
+    /// A client's put of `key` attached to `lease`, as operation `op`.
+    pub fn put_with_lease(&mut self, op: u64, key: &[u8], value: &[u8], lease: i64) {
+        let Some(running) = self.running.as_mut() else { return };
+        running.next_request += 1;
+        let id = running.next_request;
+        let put =
+            PutRequest { key: key.to_vec(), value: value.to_vec(), lease, ..Default::default() };
+        let request = InternalRaftRequest {
+            header: Some(RequestHeader { id, ..Default::default() }),
+            put: Some(put),
+            ..Default::default()
+        };
+        running.waiters.insert(id, op);
+        self.input(Input::Propose { id, data: request.encode_to_vec() });
+    }
+
+    /// A keep-alive on this member's lessor, as the daemon's `renew_here`: only
+    /// a leader whose lessor tracks deadlines renews.
+    pub fn keepalive(&mut self, lease: i64, now: u64) -> KeepAlive {
+        let Some(running) = self.running.as_mut() else { return KeepAlive::NotLeader };
+        if running.raft.role() != Role::Leader {
+            return KeepAlive::NotLeader;
+        }
+        let mut lessor = running.apply.lessor().lock().expect("lessor lock");
+        match lessor.renew(lease, now) {
+            Ok(_) => KeepAlive::Renewed,
+            Err(etcd_lease::LeaseError::NotPrimary) => KeepAlive::NotLeader,
+            Err(_) => KeepAlive::NotFound,
         }
     }
 }
