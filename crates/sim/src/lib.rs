@@ -232,6 +232,12 @@ impl World {
             let message = self.network.remove(&(at, seq)).expect("first key");
             let (from, to) = (message.from, message.to);
             let known = self.members.contains_key(&to);
+            if known && self.member(to).is_up() && self.member(to).busy_until > now {
+                // Its raft thread is in an fsync: the message waits in the channel.
+                let until = self.member(to).busy_until;
+                self.network.insert((until, seq), message);
+                continue;
+            }
             let lost = !known || self.cut(from, to) || !self.member(to).is_up();
             if message.get_msg_type() == etcd_raftnode::MessageType::MsgSnapshot {
                 // The sender learns how the stream ended, as from the transport.
@@ -268,11 +274,15 @@ impl World {
             self.member(to).input(Input::Message(message));
         }
         for id in self.ids() {
-            if now % HEARTBEAT_MS == (id * 7) % HEARTBEAT_MS && self.member(id).is_up() {
+            let busy = self.member(id).busy_until > now;
+            if now % HEARTBEAT_MS == (id * 7) % HEARTBEAT_MS && self.member(id).is_up() && !busy {
                 self.member(id).input(Input::Tick);
             }
         }
         for id in self.ids() {
+            if self.member(id).busy_until > now {
+                continue;
+            }
             self.member(id).run_ready(now);
             self.collect(id)?;
             if std::mem::take(&mut self.member(id).probing) {
@@ -349,7 +359,19 @@ impl World {
     fn collect(&mut self, id: u64) -> Result<(), String> {
         let now = self.now;
         let outbox = std::mem::take(&mut self.member(id).outbox);
-        for message in outbox {
+        // The disk: a turn that fsynced keeps the member busy for the fsync's
+        // latency (usually 0-2 ms, now and then a 20-100 ms stall), and what it
+        // sent after the fsync leaves only then.
+        let cut = self.member(id).fsync_cut.take();
+        let fsync_ms = match cut {
+            None => 0,
+            Some(_) if self.rng.below(0, 100) == 0 => self.rng.below(20, 100),
+            Some(_) => self.rng.below(0, 3),
+        };
+        self.member(id).busy_until = now + fsync_ms;
+        for (n, message) in outbox.into_iter().enumerate() {
+            let waits = cut.is_some_and(|cut| n >= cut);
+            let now = if waits { now + fsync_ms } else { now };
             let snapshot = message.get_msg_type() == etcd_raftnode::MessageType::MsgSnapshot;
             if !snapshot && self.rng.below(0, 1000) < self.drop_per_mille {
                 // (A snapshot is a stream of its own: it arrives or its sender

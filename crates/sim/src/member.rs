@@ -152,6 +152,13 @@ pub struct SimMember {
     removed: bool,
     /// Its core asked to probe its peers (the world delivers the probe).
     pub probing: bool,
+    /// Set by a turn whose Ready cycles fsynced: the outbox's length then.
+    /// Messages queued before it left before the fsync (a leader's appends);
+    /// those after it wait for the disk, and the member is busy until then.
+    pub fsync_cut: Option<usize>,
+    /// The member's raft thread is in an fsync until then: it takes no tick,
+    /// message or Ready cycle.
+    pub busy_until: u64,
     log: SimLog,
     file: SimFile,
     running: Option<Running>,
@@ -176,6 +183,8 @@ struct Io<'a> {
     apply: &'a mut ApplyCore,
     hub: &'a WatchHub,
     removed: &'a mut bool,
+    /// The outbox's length at the Ready cycles' first fsync.
+    fsynced_at: &'a mut Option<usize>,
     outbox: &'a mut Vec<Message>,
     results: Vec<ApplyResult>,
     observed: &'a mut Vec<Observed>,
@@ -203,6 +212,10 @@ impl RaftIo for Io<'_> {
 
     fn persist(&mut self, entries: &[Entry], hard_state: Option<&HardState>, must_sync: bool) {
         self.log.append(entries, hard_state, must_sync);
+        if must_sync && self.fsynced_at.is_none() {
+            // What is sent from now on waits for the fsync (see `fsync_cut`).
+            *self.fsynced_at = Some(self.outbox.len());
+        }
     }
 
     fn apply(&mut self, committed: Vec<Entry>) {
@@ -288,6 +301,8 @@ impl SimMember {
             joining: None,
             removed: false,
             probing: false,
+            fsync_cut: None,
+            busy_until: 0,
             log,
             file: SimFile::default(),
             running: None,
@@ -587,6 +602,7 @@ impl SimMember {
             apply: &mut running.apply,
             hub: &running.hub,
             removed: &mut self.removed,
+            fsynced_at: &mut self.fsync_cut,
             outbox: &mut self.outbox,
             results: Vec::new(),
             observed: &mut self.observed,
