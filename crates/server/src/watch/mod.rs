@@ -335,6 +335,72 @@ mod tests {
         assert_eq!(hub.read(&kv, 4, 6).err(), Some(WatchReadError::Compacted));
     }
 
+    /// (type, key, mod revision, prev value) of the events a watcher delivers.
+    fn delivered(
+        watcher: &mut Watcher,
+        hub: &WatchHub,
+        kv: &KvStore,
+    ) -> Vec<(i32, String, i64, Option<String>)> {
+        let mut out = Vec::new();
+        loop {
+            watcher.skip_quiet(hub);
+            match watcher.pull(hub, kv) {
+                Pulled::Events { events, .. } => out.extend(events.into_iter().map(|e| {
+                    let kv = e.kv.expect("kv");
+                    let prev = e.prev_kv.map(|p| String::from_utf8_lossy(&p.value).into_owned());
+                    (e.r#type, String::from_utf8_lossy(&kv.key).into_owned(), kv.mod_revision, prev)
+                })),
+                Pulled::CaughtUp => return out,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_watcher_delivers_its_range_from_its_start_with_its_filters() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = Arc::new(etcd_storage::Backend::open(&dir.path().join("db")).expect("open"));
+        let kv = KvStore::open(backend.clone()).expect("store");
+        let hub = WatchHub::new(kv.current_revision());
+        let spec = |range: KeyRange, start: i64| WatchSpec {
+            range,
+            start_revision: start,
+            no_put: false,
+            no_delete: false,
+            prev_kv: true,
+        };
+        let mut all = Watcher::new(&hub, spec(KeyRange::From(b"a".to_vec()), 1));
+        let mut b_only = Watcher::new(
+            &hub,
+            WatchSpec { no_put: true, ..spec(KeyRange::Single(b"b".to_vec()), 1) },
+        );
+        // a@2, b@3, b@4, delete b@5, c@6
+        let ops =
+            [("a", Some("1")), ("b", Some("1")), ("b", Some("2")), ("b", None), ("c", Some("3"))];
+        apply(&kv, &backend, &hub, &ops);
+        let (put, delete) = (EventType::Put as i32, EventType::Delete as i32);
+        assert_eq!(
+            delivered(&mut all, &hub, &kv),
+            [
+                (put, "a".into(), 2, None),
+                (put, "b".into(), 3, None),
+                (put, "b".into(), 4, Some("1".into())),
+                (delete, "b".into(), 5, Some("2".into())),
+                (put, "c".into(), 6, None),
+            ]
+        );
+        assert_eq!(all.next_revision(), 7, "everything up to the head was delivered");
+        assert_eq!(delivered(&mut b_only, &hub, &kv), [(delete, "b".into(), 5, Some("2".into()))]);
+        // A watcher that starts later skips what came before; one whose start
+        // was compacted away is told so.
+        let mut late = Watcher::new(&hub, spec(KeyRange::From(b"a".to_vec()), 5));
+        assert_eq!(delivered(&mut late, &hub, &kv).len(), 2);
+        compact(&kv, &backend, 4);
+        let mut early = Watcher::new(&hub, spec(KeyRange::From(b"a".to_vec()), 2));
+        early.skip_quiet(&hub);
+        assert!(matches!(early.pull(&hub, &kv), Pulled::Compacted { compact_revision: 4 }));
+    }
+
     #[test]
     fn publishing_announces_the_revision() {
         let hub = WatchHub::new(1);
