@@ -648,7 +648,7 @@ impl World {
         }
         self.summary.faults += 1;
         let now = self.now;
-        match self.rng.below(0, 8) {
+        match self.rng.below(0, 9) {
             0 | 1 => {
                 let victim = self.pick();
                 let until = now + self.rng.below(100, 2_000);
@@ -677,6 +677,10 @@ impl World {
                 }
             }
             6 => self.reconfigure(),
+            7 => {
+                let member = self.pick();
+                self.member(member).defragment();
+            }
             _ => {
                 // The power goes out everywhere.
                 for victim in self.ids() {

@@ -558,6 +558,24 @@ impl SimMember {
         Some(f(&running.hub, running.apply.kv()))
     }
 
+    /// Rewrites the backend compactly and swaps it in, as the daemon's
+    /// defragmentation does between two applied batches: a durable copy, then
+    /// an atomic switch (the rename).
+    pub fn defragment(&mut self) {
+        let Some(running) = self.running.as_ref() else { return };
+        let copy = SimFile::default();
+        running
+            .backend
+            .copy_to_storage(SimStorage(copy.clone()))
+            .expect("invariant: copying a simulated backend cannot fail");
+        let fresh = SimFile::with_bytes(copy.durable_bytes());
+        running
+            .backend
+            .replace_with_storage(SimStorage(fresh.clone()))
+            .expect("invariant: the copy opens");
+        self.file = fresh;
+    }
+
     /// How many times this member has started.
     pub fn incarnation(&self) -> u64 {
         self.restarts
