@@ -19,6 +19,8 @@ struct FileState {
     unsynced: Vec<(usize, Vec<u8>)>,
     /// Between a crash and the restart: the dying process's writes are lost.
     frozen: bool,
+    /// The next reads that fail (a bad sector, a flaky controller).
+    failing_reads: u32,
 }
 
 impl SimFile {
@@ -29,6 +31,7 @@ impl SimFile {
             durable: bytes,
             unsynced: Vec::new(),
             frozen: false,
+            failing_reads: 0,
         })))
     }
 
@@ -62,9 +65,15 @@ impl SimFile {
         state.current = disk;
     }
 
+    /// The next `n` reads fail with an I/O error.
+    pub fn fail_reads(&self, n: u32) {
+        self.lock().failing_reads = n;
+    }
+
     /// The member starts again on what the disk kept.
     pub fn revive(&self) {
         let mut state = self.lock();
+        state.failing_reads = 0;
         state.current = state.durable.clone();
         state.frozen = false;
     }
@@ -84,7 +93,11 @@ impl redb::StorageBackend for SimStorage {
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
-        let state = self.0.lock();
+        let mut state = self.0.lock();
+        if state.failing_reads > 0 && !state.frozen {
+            state.failing_reads -= 1;
+            return Err(std::io::Error::other("simulated read error"));
+        }
         let start = offset as usize;
         let end = start + out.len();
         if end > state.current.len() {

@@ -285,6 +285,16 @@ impl World {
             }
             self.member(id).run_ready(now);
             self.collect(id)?;
+            if let Some(why) = self.member(id).fatal.take() {
+                // The daemon aborts on a storage failure while applying; it is
+                // restarted (by its supervisor) on what its disk kept.
+                if tracing() {
+                    eprintln!("{now:>6} member {id} stops: {why}");
+                }
+                let until = now + self.rng.below(100, 1_000);
+                self.crash(id, until);
+                continue;
+            }
             if std::mem::take(&mut self.member(id).probing) {
                 // An empty batch to every peer, refused by those that applied
                 // this member's removal (the transport's probe).
@@ -648,7 +658,7 @@ impl World {
         }
         self.summary.faults += 1;
         let now = self.now;
-        match self.rng.below(0, 9) {
+        match self.rng.below(0, 10) {
             0 | 1 => {
                 let victim = self.pick();
                 let until = now + self.rng.below(100, 2_000);
@@ -680,6 +690,12 @@ impl World {
             7 => {
                 let member = self.pick();
                 self.member(member).defragment();
+            }
+            8 => {
+                // A few of the member's next backend reads fail.
+                let member = self.pick();
+                let reads = self.rng.below(1, 4) as u32;
+                self.member(member).fail_reads(reads);
             }
             _ => {
                 // The power goes out everywhere.

@@ -159,6 +159,8 @@ pub struct SimMember {
     /// The member's raft thread is in an fsync until then: it takes no tick,
     /// message or Ready cycle.
     pub busy_until: u64,
+    /// A storage failure after which the daemon aborts: the world crashes it.
+    pub fatal: Option<String>,
     log: SimLog,
     file: SimFile,
     running: Option<Running>,
@@ -185,6 +187,10 @@ struct Io<'a> {
     removed: &'a mut bool,
     /// The outbox's length at the Ready cycles' first fsync.
     fsynced_at: &'a mut Option<usize>,
+    /// A failure after which the daemon would abort.
+    fatal: &'a mut Option<String>,
+    /// Peers whose snapshot could not be sent.
+    failed_snapshots: Vec<u64>,
     outbox: &'a mut Vec<Message>,
     results: Vec<ApplyResult>,
     observed: &'a mut Vec<Observed>,
@@ -198,16 +204,24 @@ impl RaftIo for Io<'_> {
     }
 
     fn send_snapshot(&mut self, mut message: Message) {
+        // A read error while copying fails this send (Raft is told, and retries).
         let copy = SimFile::default();
-        self.backend
-            .copy_to_storage(SimStorage(copy.clone()))
-            .expect("invariant: copying a simulated backend cannot fail");
         let label = Path::new("sim").join("snapshot-copy");
-        let opened = Backend::open_on(SimStorage(copy.clone()), &label).expect("copy opens");
-        etcd_server::apply_core::stamp_snapshot(&mut message, &opened).expect("copy stamps");
-        drop(opened);
-        message.mut_snapshot().data = copy.durable_bytes().into();
-        self.outbox.push(message);
+        let stamped = self
+            .backend
+            .copy_to_storage(SimStorage(copy.clone()))
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                Backend::open_on(SimStorage(copy.clone()), &label).map_err(|e| e.to_string())
+            })
+            .and_then(|opened| etcd_server::apply_core::stamp_snapshot(&mut message, &opened));
+        match stamped {
+            Ok(()) => {
+                message.mut_snapshot().data = copy.durable_bytes().into();
+                self.outbox.push(message);
+            }
+            Err(_) => self.failed_snapshots.push(message.to),
+        }
     }
 
     fn persist(&mut self, entries: &[Entry], hard_state: Option<&HardState>, must_sync: bool) {
@@ -219,6 +233,9 @@ impl RaftIo for Io<'_> {
     }
 
     fn apply(&mut self, committed: Vec<Entry>) {
+        if self.fatal.is_some() {
+            return;
+        }
         for entry in &committed {
             self.observed.push(Observed::Applied {
                 index: entry.index,
@@ -227,7 +244,15 @@ impl RaftIo for Io<'_> {
             });
         }
         let leading = self.leader == self.id;
-        let mut result = self.apply.apply(&committed, self.now, leading).expect("simulated apply");
+        let mut result = match self.apply.apply(&committed, self.now, leading) {
+            Ok(result) => result,
+            Err(err) => {
+                // The daemon aborts: continuing could apply later entries over
+                // a lost batch. The world crashes this member.
+                *self.fatal = Some(format!("failed to apply committed entries: {err}"));
+                return;
+            }
+        };
         if result.outcome.applied_index > 0 {
             let revision = self.apply.kv().current_revision();
             self.observed
@@ -250,7 +275,13 @@ impl RaftIo for Io<'_> {
             .replace_with_storage(SimStorage(file.clone()))
             .expect("invariant: a received simulated backend opens");
         *self.file = file;
-        let members = self.apply.installed(index).expect("installed snapshot loads");
+        let members = match self.apply.installed(index) {
+            Ok(members) => members,
+            Err(err) => {
+                *self.fatal = Some(err);
+                return;
+            }
+        };
         self.hub.reset(self.apply.kv().current_revision());
         if !members.iter().any(|m| m.id == self.id) {
             // The snapshot's cluster no longer has this member: it was removed.
@@ -303,6 +334,7 @@ impl SimMember {
             probing: false,
             fsync_cut: None,
             busy_until: 0,
+            fatal: None,
             log,
             file: SimFile::default(),
             running: None,
@@ -549,7 +581,15 @@ impl SimMember {
     /// A serializable read: the local store's revision and the key's value.
     pub fn read_serializable(&self, key: &[u8]) -> Option<(i64, Option<Vec<u8>>)> {
         let running = self.running.as_ref()?;
-        Some((running.apply.kv().current_revision(), read_key(&running.apply, key)))
+        let value = read_key(&running.apply, key).ok()?;
+        Some((running.apply.kv().current_revision(), value))
+    }
+
+    /// The next `n` reads of its backend fail.
+    pub fn fail_reads(&self, n: u32) {
+        if self.running.is_some() {
+            self.file.fail_reads(n);
+        }
     }
 
     /// Runs `f` with this member's watch hub and store (none while down).
@@ -560,14 +600,14 @@ impl SimMember {
 
     /// Rewrites the backend compactly and swaps it in, as the daemon's
     /// defragmentation does between two applied batches: a durable copy, then
-    /// an atomic switch (the rename).
+    /// an atomic switch (the rename). A read error while copying leaves the
+    /// backend as it was (the daemon answers the defragment with an error).
     pub fn defragment(&mut self) {
         let Some(running) = self.running.as_ref() else { return };
         let copy = SimFile::default();
-        running
-            .backend
-            .copy_to_storage(SimStorage(copy.clone()))
-            .expect("invariant: copying a simulated backend cannot fail");
+        if running.backend.copy_to_storage(SimStorage(copy.clone())).is_err() {
+            return;
+        }
         let fresh = SimFile::with_bytes(copy.durable_bytes());
         running
             .backend
@@ -591,8 +631,8 @@ impl SimMember {
         let Some(running) = self.running.as_mut() else { return };
         let leads = running.raft.role() == Role::Leader;
         if self.bugs.read_without_read_index || (self.bugs.leader_reads_locally && leads) {
-            let value = read_key(&running.apply, key);
-            self.replies.push((op, Reply::Read(value)));
+            let reply = read_key(&running.apply, key).map_or_else(Reply::Refused, Reply::Read);
+            self.replies.push((op, reply));
             return;
         }
         running.next_reader += 1;
@@ -621,6 +661,8 @@ impl SimMember {
             hub: &running.hub,
             removed: &mut self.removed,
             fsynced_at: &mut self.fsync_cut,
+            fatal: &mut self.fatal,
+            failed_snapshots: Vec::new(),
             outbox: &mut self.outbox,
             results: Vec::new(),
             observed: &mut self.observed,
@@ -629,6 +671,10 @@ impl SimMember {
         };
         let out = f(&mut running.raft, &mut io);
         let results = std::mem::take(&mut io.results);
+        let failed = std::mem::take(&mut io.failed_snapshots);
+        for to in failed {
+            running.raft.step(Input::ReportSnapshot { to, delivered: false }, &mut io);
+        }
         (out, results)
     }
 
@@ -726,8 +772,8 @@ impl SimMember {
             running.ready_reads.drain(..).partition(|(index, _, _)| *index <= applied);
         running.ready_reads = waiting;
         for (_, op, key) in due {
-            let value = read_key(&running.apply, &key);
-            self.replies.push((op, Reply::Read(value)));
+            let reply = read_key(&running.apply, &key).map_or_else(Reply::Refused, Reply::Read);
+            self.replies.push((op, reply));
         }
         for id in revoke {
             self.propose_untracked(InternalRaftRequest {
@@ -812,9 +858,11 @@ impl SimMember {
     }
 }
 
-fn read_key(apply: &ApplyCore, key: &[u8]) -> Option<Vec<u8>> {
+/// A read of `key` from the store; a storage error fails it (the client gets
+/// an error, as from the daemon).
+fn read_key(apply: &ApplyCore, key: &[u8]) -> Result<Option<Vec<u8>>, ServerError> {
     let request = RangeRequest { key: key.to_vec(), ..Default::default() };
-    let response = apply.kv().range(&request).expect("simulated read");
+    let response = apply.kv().range(&request).map_err(|_| ServerError::Stopped)?;
     if crate::tracing() {
         eprintln!(
             "       read {:?} at rev {}: {:?}",
@@ -827,5 +875,5 @@ fn read_key(apply: &ApplyCore, key: &[u8]) -> Option<Vec<u8>> {
                 .collect::<Vec<_>>()
         );
     }
-    response.kvs.into_iter().next().map(|kv| kv.value)
+    Ok(response.kvs.into_iter().next().map(|kv| kv.value))
 }
