@@ -237,7 +237,7 @@ impl EtcdServer {
             return Err(ServerError::NoLeader);
         }
         let (tx, rx) = oneshot::channel();
-        self.shared.waiters.lock().expect("waiters lock").insert(id, tx);
+        self.shared.waiters.lock().expect("waiters lock").register(id, tx);
         let outcome = tokio::time::timeout(self.cfg.request_timeout(), async {
             self.raft_tx.send(input).await.map_err(|_| ServerError::Stopped)?;
             rx.await.map_err(|_| ServerError::Stopped)
@@ -246,7 +246,7 @@ impl EtcdServer {
         let result = match outcome {
             Ok(result) => result,
             Err(_elapsed) => {
-                self.shared.waiters.lock().expect("waiters lock").remove(&id);
+                self.shared.waiters.lock().expect("waiters lock").forget(id);
                 Err(ServerError::Timeout)
             }
         };

@@ -1,6 +1,6 @@
 //! State shared between the gRPC handlers and the raft and apply loops.
 
-use std::collections::HashMap;
+use etcd_server::waiters::Waiters;
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
@@ -26,7 +26,7 @@ pub(crate) struct Shared {
     /// The index of the last entry whose effects readers can see.
     pub applied_index: watch::Sender<u64>,
     /// Proposals waiting for their entry to be applied, by request ID.
-    pub waiters: Mutex<HashMap<u64, oneshot::Sender<Applied>>>,
+    pub waiters: Mutex<Waiters<oneshot::Sender<Applied>>>,
     pub metrics: crate::metrics::Metrics,
 }
 
@@ -49,26 +49,26 @@ impl Shared {
             db_in_use: Mutex::new(None),
             commit_index: AtomicU64::new(applied_index),
             applied_index: watch::Sender::new(applied_index),
-            waiters: Mutex::new(HashMap::new()),
+            waiters: Mutex::new(Waiters::default()),
             metrics: crate::metrics::Metrics::new(extensive_metrics),
         }
     }
 
     /// Fails every proposal waiting here with `err` (this member lost its leader).
     pub fn fail_waiters(&self, err: &ServerError) {
-        let waiters: Vec<_> = self.waiters.lock().expect("waiters lock").drain().collect();
-        if !waiters.is_empty() {
-            tracing::info!(pending = waiters.len(), error = %err, "failing pending proposals");
+        let failed = self.waiters.lock().expect("waiters lock").fail_all(err);
+        if !failed.is_empty() {
+            tracing::info!(pending = failed.len(), error = %err, "failing pending proposals");
         }
-        for (id, waiter) in waiters {
-            let _ = waiter.send(Applied { id, result: Err(err.clone()), revision: 0 });
+        for (waiter, applied) in failed {
+            let _ = waiter.send(applied);
         }
     }
 
     /// Hands a result to the waiter of its proposal, if this member has one.
     pub fn wake(&self, applied: Applied) {
-        let waiter = self.waiters.lock().expect("waiters lock").remove(&applied.id);
-        if let Some(waiter) = waiter {
+        let woken = self.waiters.lock().expect("waiters lock").applied(applied);
+        if let Some((waiter, applied)) = woken {
             let _ = waiter.send(applied);
         }
     }

@@ -8,6 +8,7 @@
 //! - [`raft_core`]: the Raft half of a member (the Raft node, the ReadIndex
 //!   queue, leader-change follow-up, snapshot record and install) behind the
 //!   [`raft_core::RaftIo`] trait, driven by inputs and a millisecond clock;
+//! - [`waiters`]: the proposals waiting on this member, and who is woken with what;
 //! - [`watch`]: the watch hub, where applied events meet watchers (a ring of
 //!   recent revisions, the published revision, which watchers a batch concerns);
 //! - [`error`]: every error a client can see, as one enum (the API layer maps it
@@ -21,6 +22,7 @@ pub mod error;
 pub mod ids;
 pub mod membership;
 pub mod raft_core;
+pub mod waiters;
 pub mod watch;
 
 pub use applier::{Applied, Applier, ApplyContext, BatchOutcome, Response};

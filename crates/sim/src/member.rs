@@ -22,6 +22,7 @@ use etcd_raftnode::{
 use etcd_server::apply_core::{lease_duties, ApplyCore, ApplyCoreConfig, ApplyResult};
 use etcd_server::membership::MemberEvent;
 use etcd_server::raft_core::{Effect, Input, RaftCore, RaftCoreConfig, RaftIo};
+use etcd_server::waiters::Waiters;
 use etcd_server::watch::WatchHub;
 use etcd_server::{Applier, Response, ServerError};
 use etcd_storage::Backend;
@@ -119,7 +120,7 @@ struct Running {
     hub: WatchHub,
     backend: Arc<Backend>,
     /// Proposals waiting for their entry: request ID -> operation.
-    waiters: BTreeMap<u64, u64>,
+    waiters: Waiters<u64>,
     /// Readers waiting for a read index: reader -> (operation, key).
     readers: BTreeMap<u64, (u64, Vec<u8>)>,
     /// The lessor's leadership confirmations: reader -> expired leases to
@@ -491,7 +492,7 @@ impl SimMember {
             apply,
             hub,
             backend,
-            waiters: BTreeMap::new(),
+            waiters: Waiters::default(),
             readers: BTreeMap::new(),
             revokes: BTreeMap::new(),
             ready_reads: Vec::new(),
@@ -509,7 +510,9 @@ impl SimMember {
         self.log.crash();
         self.outbox.clear();
         let Some(running) = self.running.take() else { return Vec::new() };
-        let mut lost: Vec<u64> = running.waiters.into_values().collect();
+        let mut waiters = running.waiters;
+        let mut lost: Vec<u64> =
+            waiters.fail_all(&ServerError::Stopped).into_iter().map(|(op, _)| op).collect();
         lost.extend(running.readers.into_values().map(|(op, _)| op));
         lost.extend(running.ready_reads.into_iter().map(|(_, op, _)| op));
         lost
@@ -561,7 +564,7 @@ impl SimMember {
             }
             Call::Get => unreachable!("reads are not proposed"),
         }
-        running.waiters.insert(id, op);
+        running.waiters.register(id, op);
         self.input(Input::Propose { id, data: request.encode_to_vec() });
     }
 
@@ -699,7 +702,7 @@ impl SimMember {
                 );
             }
             for applied in result.outcome.applied {
-                if let Some(op) = running.waiters.remove(&applied.id) {
+                if let Some((op, applied)) = running.waiters.applied(applied) {
                     let reply = match applied.result {
                         Ok(Response::Txn(txn)) => Reply::Cas(txn.succeeded),
                         Ok(_) => Reply::Done,
@@ -754,13 +757,14 @@ impl SimMember {
                     }
                 }
                 Effect::ProposalFailed { id, error } => {
-                    if let Some(op) = running.waiters.remove(&id) {
+                    if let Some(op) = running.waiters.forget(id) {
                         self.replies.push((op, Reply::Refused(error)));
                     }
                 }
                 Effect::FailPendingProposals(error) => {
-                    for (_, op) in std::mem::take(&mut running.waiters) {
-                        self.replies.push((op, Reply::Unknown(error.clone())));
+                    for (op, failed) in running.waiters.fail_all(&error) {
+                        let error = failed.result.expect_err("failed with the error");
+                        self.replies.push((op, Reply::Unknown(error)));
                     }
                 }
                 Effect::ProbePeers => self.probing = true,
@@ -822,7 +826,7 @@ impl SimMember {
             lease_grant: Some(LeaseGrantRequest { ttl: ttl_secs, id: lease }),
             ..Default::default()
         };
-        running.waiters.insert(id, op);
+        running.waiters.register(id, op);
         self.input(Input::Propose { id, data: request.encode_to_vec() });
     }
 
@@ -838,7 +842,7 @@ impl SimMember {
             put: Some(put),
             ..Default::default()
         };
-        running.waiters.insert(id, op);
+        running.waiters.register(id, op);
         self.input(Input::Propose { id, data: request.encode_to_vec() });
     }
 
