@@ -142,18 +142,21 @@ impl LeaseClient {
             as u64
     }
 
-    /// At the end of a run whose faults healed at `healed`: every lease let go
-    /// before `healed - TTL` must have been revoked by `now`.
-    pub fn check_expired(&self, healed: u64, now: u64) -> Result<(), String> {
+    /// At the end of a run: every lease let go must have been revoked by `now`
+    /// if its deadline passed long enough ago, counting from `settled` (when
+    /// faults healed, or the last leader took over, whichever is later: a new
+    /// leader's lessor gives every lease its TTL again, plus an election
+    /// timeout).
+    pub fn check_expired(&self, settled: u64, now: u64) -> Result<(), String> {
         for l in self.leases.values() {
             if l.stage != Stage::Alive || l.revoked_at.is_some() {
                 continue;
             }
             let deadline = Self::alive_at(l).max(l.keep_until) + TTL_MS;
-            if deadline.max(healed) + 4_000 <= now {
+            if deadline.max(settled + TTL_MS + 1_000) + 1_500 <= now {
                 return Err(format!(
                     "leases: lease {:x}, let go at {} (last alive at {}), was never revoked \
-                     (now {now}, healed at {healed})",
+                     (now {now}, settled at {settled})",
                     l.id,
                     l.keep_until,
                     Self::alive_at(l)

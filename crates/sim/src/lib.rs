@@ -131,6 +131,9 @@ struct World {
     next_member: u64,
     /// The lease client.
     lease_client: leases::LeaseClient,
+    /// The newest term with a leader, and since when it leads.
+    leader_term: u64,
+    leader_since: u64,
     /// Every revision's events, for the watch checks.
     reference: watches::Reference,
     /// The watch clients.
@@ -177,6 +180,8 @@ impl World {
             pending_joins: BTreeMap::new(),
             reference: watches::Reference::default(),
             lease_client: leases::LeaseClient::default(),
+            leader_term: 0,
+            leader_since: 0,
             watch_clients: vec![
                 watches::WatchClient::new(1, KeyRange::From(b"k".to_vec()), true),
                 watches::WatchClient::new(2, KeyRange::Single(b"k1".to_vec()), false),
@@ -404,6 +409,11 @@ impl World {
         let member = self.members.get_mut(&id).expect("known member");
         if let Some((_, term, Role::Leader)) = member.leader_and_term() {
             self.safety.leader(term, id)?;
+            if term > self.leader_term {
+                // A new leader's lessor restarts every lease's clock.
+                self.leader_term = term;
+                self.leader_since = now;
+            }
         }
         let seen = self.applied_seen.get(&id).copied().unwrap_or(0);
         for observed in &member.observed[seen..] {
@@ -890,7 +900,7 @@ fn simulate(seed: u64, options: &Options) -> Result<Summary, String> {
             "liveness: after healing, only {answered} of {asked} final reads were answered"
         ));
     }
-    world.lease_client.check_expired(healed, world.now)?;
+    world.lease_client.check_expired(healed.max(world.leader_since), world.now)?;
     world.summary.leases_expired = world.lease_client.expired();
     world.summary.watch_batches = world.watch_clients.iter().map(|c| c.batches).sum();
     check::linearizable(&world.history)?;

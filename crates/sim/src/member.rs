@@ -810,6 +810,9 @@ impl SimMember {
         if duties.expired.is_empty() {
             return;
         }
+        if crate::tracing() {
+            eprintln!("{now:>6} member {} lease duty: expired {:?}", self.id, duties.expired);
+        }
         running.next_reader += 1;
         let reader = running.next_reader;
         running.revokes.insert(reader, duties.expired);
