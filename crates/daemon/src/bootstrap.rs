@@ -202,17 +202,15 @@ fn recover(cfg: &ServerConfig, wal_path: &Path) -> Result<Opened, StartError> {
         )
     })?;
     let (backend, kv) = open_backend(cfg)?;
-    let consistent_index = {
+    let (consistent_index, consistent_term) = {
         let txn = backend.begin_read().map_err(|e| StartError::Backend {
             path: backend_path(&cfg.data_dir),
             reason: e.to_string(),
         })?;
-        etcd_storage::consistent_index(&txn)
-            .map_err(|e| StartError::Backend {
-                path: backend_path(&cfg.data_dir),
-                reason: e.to_string(),
-            })?
-            .0
+        etcd_storage::consistent_index(&txn).map_err(|e| StartError::Backend {
+            path: backend_path(&cfg.data_dir),
+            reason: e.to_string(),
+        })?
     };
     let marker = replay.snapshot.unwrap_or_default();
     if consistent_index < marker.index {
@@ -257,18 +255,29 @@ fn recover(cfg: &ServerConfig, wal_path: &Path) -> Result<Opened, StartError> {
         hard_state,
         entries: entries.into_iter().map(to_raft_entry).collect(),
     };
+    let (state, covered) = state.cover_applied(consistent_index, consistent_term);
+    let mut snapshot_index = marker.index;
+    if covered {
+        // A leader's snapshot reached the backend but the process stopped
+        // before the WAL recorded it: record it now, so the log goes on from it.
+        let marker = SnapshotMarker {
+            index: consistent_index,
+            term: consistent_term,
+            conf_state: encode_conf_state(&state.conf_state),
+        };
+        wal.save_snapshot(&marker)
+            .and_then(|()| wal.sync())
+            .map_err(|e| wal_error(e.to_string()))?;
+        snapshot_index = consistent_index;
+        tracing::warn!(
+            index = consistent_index,
+            "the backend holds a snapshot the WAL did not record (a snapshot install was cut \
+             short); recorded it"
+        );
+    }
     let node = RaftNode::restore(&node_config(cfg, member_id, consistent_index), state)
         .map_err(|e| StartError::Raft(e.to_string()))?;
-    Ok(Opened {
-        backend,
-        kv,
-        wal,
-        node,
-        member_id,
-        cluster_id,
-        members,
-        snapshot_index: marker.index,
-    })
+    Ok(Opened { backend, kv, wal, node, member_id, cluster_id, members, snapshot_index })
 }
 
 #[cfg(test)]

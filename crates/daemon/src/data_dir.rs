@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use etcd_raftnode::{Entry, EntryType};
+pub(crate) use etcd_server::wal_entries::{to_raft_entry, to_wal_entry};
 
 /// Identifies our WAL format in the metadata record of every segment.
 const WAL_MAGIC: &[u8] = b"etcd-rs/wal/v1\0";
@@ -69,35 +69,4 @@ pub(crate) fn parse_wal_metadata(metadata: &[u8]) -> Option<(u64, u64)> {
     let member = u64::from_le_bytes(rest[..8].try_into().ok()?);
     let cluster = u64::from_le_bytes(rest[8..].try_into().ok()?);
     Some((member, cluster))
-}
-
-pub(crate) fn to_raft_entry(entry: etcd_wal::Entry) -> Entry {
-    let mut out = Entry {
-        index: entry.index,
-        term: entry.term,
-        data: entry.data.into(),
-        context: entry.context.into(),
-        ..Default::default()
-    };
-    out.set_entry_type(match entry.entry_type {
-        1 => EntryType::EntryConfChange,
-        2 => EntryType::EntryConfChangeV2,
-        _ => EntryType::EntryNormal,
-    });
-    out
-}
-
-/// The WAL's view of a raft entry.
-pub fn to_wal_entry(entry: &Entry) -> etcd_wal::Entry {
-    etcd_wal::Entry {
-        index: entry.index,
-        term: entry.term,
-        entry_type: match entry.get_entry_type() {
-            EntryType::EntryNormal => 0,
-            EntryType::EntryConfChange => 1,
-            EntryType::EntryConfChangeV2 => 2,
-        },
-        data: entry.data.to_vec(),
-        context: entry.context.to_vec(),
-    }
 }

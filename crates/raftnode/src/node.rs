@@ -45,6 +45,27 @@ pub struct RestoreState {
     pub entries: Vec<Entry>,
 }
 
+impl RestoreState {
+    /// When the state machine is ahead of the log (`applied` past its last
+    /// index), makes the state machine the snapshot: a leader's snapshot was
+    /// installed into the backend and the process stopped before the log
+    /// recorded it. The backend holds only committed entries, so it is a
+    /// snapshot of them; the log's entries it covers are dropped. Returns
+    /// whether it did (the caller then records the snapshot in its log).
+    pub fn cover_applied(mut self, applied: u64, applied_term: u64) -> (RestoreState, bool) {
+        let last = self.entries.last().map_or(self.snapshot_index, |e| e.index);
+        if applied <= last {
+            return (self, false);
+        }
+        self.snapshot_index = applied;
+        self.snapshot_term = applied_term;
+        self.entries.clear();
+        self.hard_state.commit = self.hard_state.commit.max(applied);
+        self.hard_state.term = self.hard_state.term.max(applied_term);
+        (self, true)
+    }
+}
+
 /// A member's role, as reported to the sink when it changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -569,6 +590,31 @@ mod tests {
         };
         assert_eq!(draws(7), draws(7), "the same seed gives the same elections");
         assert_ne!(draws(7), draws(8), "another seed gives other timeouts");
+    }
+
+    /// A backend ahead of the log (a snapshot install cut short) becomes the
+    /// snapshot, so Raft does not refuse a commit index past its log.
+    #[test]
+    fn a_backend_ahead_of_the_log_becomes_the_snapshot() {
+        let entry = |index| Entry { index, term: 1, ..Default::default() };
+        let state = RestoreState {
+            conf_state: ConfState::from((vec![1, 2, 3], vec![])),
+            hard_state: HardState { term: 1, commit: 10, ..Default::default() },
+            entries: (1..=12).map(entry).collect(),
+            ..Default::default()
+        };
+        let (same, covered) = state.clone().cover_applied(11, 1);
+        assert!(!covered && same.entries.len() == 12, "the log holds the applied index");
+        let (ahead, covered) = state.cover_applied(40, 2);
+        assert!(covered);
+        assert_eq!(
+            (ahead.snapshot_index, ahead.snapshot_term, ahead.hard_state.commit),
+            (40, 2, 40)
+        );
+        assert!(ahead.entries.is_empty());
+        let cfg = NodeConfig { id: 1, ..single(40) };
+        let node = RaftNode::restore(&cfg, ahead).expect("raft accepts it");
+        assert_eq!(node.commit_index(), 40);
     }
 
     fn drain(node: &mut RaftNode, sink: &mut Recorder) {

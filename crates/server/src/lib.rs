@@ -23,6 +23,7 @@ pub mod ids;
 pub mod membership;
 pub mod raft_core;
 pub mod waiters;
+pub mod wal_entries;
 pub mod watch;
 
 pub use applier::{Applied, Applier, ApplyContext, BatchOutcome, Response};

@@ -1,6 +1,8 @@
 //! Simulated disks: a backend file and a Raft log that keep what was fsynced
 //! apart from what was only written, so a crash loses exactly the latter.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use etcd_raftnode::{ConfState, Entry, HardState, RestoreState};
@@ -63,6 +65,12 @@ impl SimFile {
         }
         state.durable = disk.clone();
         state.current = disk;
+    }
+
+    /// The power fails now: nothing this process writes from here on reaches
+    /// the disk (see [`SimFile::crash`] for what the writes before it keep).
+    pub fn freeze(&self) {
+        self.lock().frozen = true;
     }
 
     /// The next `n` reads fail with an I/O error.
@@ -224,4 +232,250 @@ impl SimLog {
     pub fn release_to(&mut self, index: u64) {
         let _ = index;
     }
+}
+
+/// The contents of one simulated file.
+#[derive(Debug, Default)]
+struct FsFile {
+    current: Vec<u8>,
+    durable: Vec<u8>,
+    /// Writes since the last fsync of this file, in order.
+    unsynced: Vec<(usize, Vec<u8>)>,
+}
+
+#[derive(Debug, Default)]
+struct FsState {
+    /// The namespace as the process sees it.
+    names: BTreeMap<PathBuf, Arc<Mutex<FsFile>>>,
+    /// The namespace as the disk has it: creations, renames and removals are
+    /// durable once their directory is fsynced.
+    durable_names: BTreeMap<PathBuf, Arc<Mutex<FsFile>>>,
+    dirs: BTreeSet<PathBuf>,
+    /// Injected bug `ack-before-fsync`: fsyncs do nothing.
+    skip_fsync: bool,
+    /// The power fails at the next fsync, taking this backend file down too.
+    fail_at_next_fsync: Option<SimFile>,
+    /// The power failed: nothing more reaches the disk until the crash.
+    dead: bool,
+}
+
+/// A simulated filesystem for the real WAL code (`etcd_wal::Fs`): what a
+/// crash keeps is what was fsynced (file data by `sync_data`/`sync_all`, names
+/// by `sync_dir`), plus any subset of later writes, some torn at a sector.
+#[derive(Debug, Clone, Default)]
+pub struct SimFs(Arc<Mutex<FsState>>);
+
+/// An open file of a [`SimFs`].
+#[derive(Debug)]
+pub struct SimFsFile {
+    data: Arc<Mutex<FsFile>>,
+    fs: SimFs,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn not_found(path: &Path) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::NotFound, path.display().to_string())
+}
+
+impl SimFs {
+    /// A filesystem whose fsyncs do nothing (the injected bug).
+    pub fn set_skip_fsync(&self, skip: bool) {
+        lock(&self.0).skip_fsync = skip;
+    }
+
+    /// The power goes out: the namespace goes back to its durable state, and
+    /// each file to its fsynced bytes plus the first of its later writes, in
+    /// order, the last of them possibly torn at a sector boundary (`seed`
+    /// decides how many). A log file is written in order, and the WAL relies on
+    /// it: only its tail can be torn.
+    pub fn crash(&self, seed: u64) {
+        let mut rng = etcd_raftnode::SplitMix64::new(seed);
+        let mut state = lock(&self.0);
+        state.dead = false;
+        state.fail_at_next_fsync = None;
+        state.names = state.durable_names.clone();
+        let files: Vec<Arc<Mutex<FsFile>>> = state.names.values().cloned().collect();
+        drop(state);
+        for file in files {
+            let mut file = lock(&file);
+            let mut disk = file.durable.clone();
+            let unsynced = std::mem::take(&mut file.unsynced);
+            let reached = rng.below(0, unsynced.len() as u64 + 1) as usize;
+            for (n, (offset, data)) in unsynced.into_iter().take(reached).enumerate() {
+                let kept = if n + 1 == reached && rng.below(0, 2) == 0 {
+                    torn_at(&mut rng, offset, data.len())
+                } else {
+                    data.len()
+                };
+                if disk.len() < offset + kept {
+                    disk.resize(offset + kept, 0);
+                }
+                disk[offset..offset + kept].copy_from_slice(&data[..kept]);
+            }
+            file.durable = disk.clone();
+            file.current = disk;
+        }
+    }
+}
+
+impl SimFs {
+    /// The power fails at this member's next fsync (of its WAL, or of a
+    /// directory): that fsync and every later write of the process are lost,
+    /// `backend` too; what was written before it is kept in part (see
+    /// [`SimFs::crash`]).
+    pub fn fail_at_next_fsync(&self, backend: SimFile) {
+        lock(&self.0).fail_at_next_fsync = Some(backend);
+    }
+
+    /// Whether the power failed (the member must crash now).
+    pub fn is_dead(&self) -> bool {
+        lock(&self.0).dead
+    }
+
+    /// An fsync is issued: false when the power fails instead.
+    fn fsync_happens(&self) -> bool {
+        let mut state = lock(&self.0);
+        if state.dead {
+            return false;
+        }
+        if let Some(backend) = state.fail_at_next_fsync.take() {
+            backend.freeze();
+            state.dead = true;
+            return false;
+        }
+        !state.skip_fsync
+    }
+
+    fn alive(&self) -> bool {
+        !lock(&self.0).dead
+    }
+}
+
+impl etcd_wal::Fs for SimFs {
+    type File = SimFsFile;
+
+    fn exists(&self, path: &Path) -> bool {
+        let state = lock(&self.0);
+        state.names.contains_key(path) || state.dirs.contains(path)
+    }
+
+    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
+        lock(&self.0).dirs.insert(dir.to_path_buf());
+        Ok(())
+    }
+
+    fn list(&self, dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+        let state = lock(&self.0);
+        Ok(state
+            .names
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .map(|p| (p.file_name().unwrap_or_default().to_string_lossy().into_owned(), p.clone()))
+            .collect())
+    }
+
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        let state = lock(&self.0);
+        let file = state.names.get(path).ok_or_else(|| not_found(path))?;
+        let contents = lock(file).current.clone();
+        Ok(contents)
+    }
+
+    fn remove(&self, path: &Path) -> std::io::Result<()> {
+        lock(&self.0).names.remove(path).map(|_| ()).ok_or_else(|| not_found(path))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        let mut state = lock(&self.0);
+        let file = state.names.remove(from).ok_or_else(|| not_found(from))?;
+        state.names.insert(to.to_path_buf(), file);
+        Ok(())
+    }
+
+    fn sync_dir(&self, _dir: &Path) -> std::io::Result<()> {
+        if self.fsync_happens() {
+            let mut state = lock(&self.0);
+            state.durable_names = state.names.clone();
+        }
+        Ok(())
+    }
+
+    fn create(&self, path: &Path) -> std::io::Result<SimFsFile> {
+        let data = Arc::new(Mutex::new(FsFile::default()));
+        lock(&self.0).names.insert(path.to_path_buf(), data.clone());
+        Ok(SimFsFile { data, fs: self.clone() })
+    }
+
+    fn open_write(&self, path: &Path) -> std::io::Result<SimFsFile> {
+        let state = lock(&self.0);
+        let data = state.names.get(path).ok_or_else(|| not_found(path))?.clone();
+        Ok(SimFsFile { data, fs: self.clone() })
+    }
+}
+
+impl SimFsFile {
+    fn sync(&self) {
+        if self.fs.fsync_happens() {
+            let mut file = lock(&self.data);
+            file.durable = file.current.clone();
+            file.unsynced.clear();
+        }
+    }
+}
+
+impl etcd_wal::SegmentFile for SimFsFile {
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        // After the power failed, the process still sees its writes, but none
+        // can reach the disk (names are durable only through `sync_dir`).
+        let reaches_disk = self.fs.alive();
+        let mut file = lock(&self.data);
+        let (start, end) = (offset as usize, offset as usize + buf.len());
+        if file.current.len() < end {
+            file.current.resize(end, 0);
+        }
+        file.current[start..end].copy_from_slice(buf);
+        if reaches_disk {
+            file.unsynced.push((start, buf.to_vec()));
+        }
+        Ok(())
+    }
+
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.sync();
+        Ok(())
+    }
+
+    fn sync_all(&self) -> std::io::Result<()> {
+        self.sync();
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        lock(&self.data).current.resize(len as usize, 0);
+        Ok(())
+    }
+
+    fn preallocate(&self, len: u64) -> std::io::Result<()> {
+        let mut file = lock(&self.data);
+        if (file.current.len() as u64) < len {
+            file.current.resize(len as usize, 0);
+        }
+        Ok(())
+    }
+}
+
+/// How much of a write of `len` bytes at `offset` reached the disk when it was
+/// torn: up to one of the 512-byte sector boundaries it crosses (all or
+/// nothing when it crosses none).
+fn torn_at(rng: &mut etcd_raftnode::SplitMix64, offset: usize, len: usize) -> usize {
+    const SECTOR: usize = 512;
+    let first = offset / SECTOR * SECTOR + SECTOR;
+    let boundaries: Vec<usize> = (first..offset + len).step_by(SECTOR).collect();
+    if boundaries.is_empty() {
+        return if rng.below(0, 2) == 0 { 0 } else { len };
+    }
+    boundaries[rng.below(0, boundaries.len() as u64) as usize] - offset
 }

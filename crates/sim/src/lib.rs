@@ -129,6 +129,10 @@ struct World {
     applied_seen: BTreeMap<u64, usize>,
     /// The next ID for a member that joins.
     next_member: u64,
+    /// Answers of members whose fsync is still in progress, by member.
+    held: BTreeMap<u64, Vec<(u64, Reply)>>,
+    /// Messages those members sent after their fsync began.
+    held_messages: BTreeMap<u64, Vec<Message>>,
     /// The lease client.
     lease_client: leases::LeaseClient,
     /// The newest term with a leader, and since when it leads.
@@ -179,6 +183,8 @@ impl World {
             next_member: MEMBERS + 1,
             pending_joins: BTreeMap::new(),
             reference: watches::Reference::default(),
+            held: BTreeMap::new(),
+            held_messages: BTreeMap::new(),
             lease_client: leases::LeaseClient::default(),
             leader_term: 0,
             leader_since: 0,
@@ -226,6 +232,20 @@ impl World {
             self.maybe_fault();
         }
         self.heal();
+        // Fsyncs that took their time complete, and what waited for them goes out.
+        for id in self.ids() {
+            if self.member(id).busy_until <= now {
+                let waiting = self.held_messages.remove(&id).unwrap_or_default();
+                self.send(waiting);
+                for (op, reply) in self.held.remove(&id).unwrap_or_default() {
+                    if self.lease_client.by_op(op).is_some() {
+                        self.lease_reply(op, reply);
+                    } else {
+                        self.finish(op, reply);
+                    }
+                }
+            }
+        }
         if now.is_multiple_of(10) {
             self.start_joiners();
         }
@@ -378,15 +398,45 @@ impl World {
         // latency (usually 0-2 ms, now and then a 20-100 ms stall), and what it
         // sent after the fsync leaves only then.
         let cut = self.member(id).fsync_cut.take();
+        if self.member(id).power_failed() {
+            // The power failed at this turn's first fsync: what was sent
+            // before it left, nothing after it did, and no answer got out.
+            let mut outbox = outbox;
+            outbox.truncate(cut.unwrap_or(0));
+            self.send(outbox);
+            self.collect_observations(id, now)?;
+            let answered = std::mem::take(&mut self.member(id).replies);
+            for (op, _) in answered {
+                self.finish(op, Reply::Unknown(etcd_server::ServerError::Stopped));
+            }
+            if tracing() {
+                eprintln!("{now:>6} the power fails during member {id}'s fsync");
+            }
+            let until = now + self.rng.below(100, 1_000);
+            self.crash(id, until);
+            return Ok(());
+        }
         let fsync_ms = match cut {
             None => 0,
             Some(_) if self.rng.below(0, 100) == 0 => self.rng.below(20, 100),
             Some(_) => self.rng.below(0, 3),
         };
         self.member(id).busy_until = now + fsync_ms;
-        for (n, message) in outbox.into_iter().enumerate() {
-            let waits = cut.is_some_and(|cut| n >= cut);
-            let now = if waits { now + fsync_ms } else { now };
+        let mut outbox = outbox;
+        if let Some(cut) = cut.filter(|_| fsync_ms > 0) {
+            // What was sent after the fsync leaves when it completes (and not
+            // at all if the member crashes first).
+            let waiting = outbox.split_off(cut.min(outbox.len()));
+            self.held_messages.entry(id).or_default().extend(waiting);
+        }
+        self.send(outbox);
+        self.collect_observations(id, now)
+    }
+
+    /// Puts messages on the network: each is dropped, delayed, or duplicated.
+    fn send(&mut self, outbox: Vec<Message>) {
+        let now = self.now;
+        for message in outbox {
             let snapshot = message.get_msg_type() == etcd_raftnode::MessageType::MsgSnapshot;
             if !snapshot && self.rng.below(0, 1000) < self.drop_per_mille {
                 // (A snapshot is a stream of its own: it arrives or its sender
@@ -406,6 +456,12 @@ impl World {
             }
             self.network.insert((now + delay, self.sent), message);
         }
+    }
+
+    /// Checks what a member applied and who it believes leads, and hands on
+    /// its answers (held while its fsync is in progress).
+    fn collect_observations(&mut self, id: u64, now: u64) -> Result<(), String> {
+        let fsyncing = self.member(id).busy_until > now;
         let member = self.members.get_mut(&id).expect("known member");
         if let Some((_, term, Role::Leader)) = member.leader_and_term() {
             self.safety.leader(term, id)?;
@@ -444,6 +500,12 @@ impl World {
         }
         self.applied_seen.insert(id, member.observed.len());
         let replies = std::mem::take(&mut member.replies);
+        if fsyncing {
+            // Answered only once the fsync completes (a crash before that
+            // leaves these operations unknown).
+            self.held.entry(id).or_default().extend(replies);
+            return Ok(());
+        }
         for (op, reply) in replies {
             if self.lease_client.by_op(op).is_some() {
                 self.lease_reply(op, reply);
@@ -668,9 +730,20 @@ impl World {
         }
         self.summary.faults += 1;
         let now = self.now;
-        match self.rng.below(0, 10) {
+        match self.rng.below(0, 11) {
             0 | 1 => {
-                let victim = self.pick();
+                // Half the time, a member in the middle of an fsync if there
+                // is one (where torn writes come from).
+                let fsyncing: Vec<u64> = self
+                    .members
+                    .iter()
+                    .filter(|(_, m)| m.busy_until > now)
+                    .map(|(&id, _)| id)
+                    .collect();
+                let victim = match fsyncing.is_empty() || self.rng.below(0, 2) == 0 {
+                    true => self.pick(),
+                    false => fsyncing[self.rng.below(0, fsyncing.len() as u64) as usize],
+                };
                 let until = now + self.rng.below(100, 2_000);
                 if !self.down.contains_key(&victim) {
                     self.crash(victim, until);
@@ -700,6 +773,12 @@ impl World {
             7 => {
                 let member = self.pick();
                 self.member(member).defragment();
+            }
+            9 => {
+                // The power fails in the middle of a member's next fsync: its
+                // unsynced WAL and backend writes reach the disk in part.
+                let victim = self.pick();
+                self.member(victim).fail_at_next_fsync();
             }
             8 => {
                 // A few of the member's next backend reads fail.
@@ -782,10 +861,17 @@ impl World {
 
     fn crash(&mut self, victim: u64, until: u64) {
         if crate::tracing() {
-            eprintln!("{:>6} crash {victim} until {until}", self.now);
+            let busy = self.members.get(&victim).is_some_and(|m| m.busy_until > self.now);
+            eprintln!(
+                "{:>6} crash {victim} until {until}{}",
+                self.now,
+                if busy { " (mid-fsync)" } else { "" }
+            );
         }
         let seed = self.rng.next_u64();
-        let lost = self.member(victim).crash(seed);
+        let mut lost = self.member(victim).crash(seed);
+        lost.extend(self.held.remove(&victim).unwrap_or_default().into_iter().map(|(op, _)| op));
+        self.held_messages.remove(&victim);
         for op in lost {
             self.finish(op, Reply::Unknown(etcd_server::ServerError::Stopped));
         }

@@ -4,7 +4,7 @@
 //! recovers from what the disk kept, as the daemon's bootstrap does.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use etcd_proto::etcdrs::member_change::Kind;
@@ -17,19 +17,27 @@ use etcd_proto::etcdserverpb::{
 };
 use etcd_proto::mvccpb::Event;
 use etcd_raftnode::{
-    ConfState, Entry, HardState, MembershipChange, Message, NodeConfig, RaftNode, Role,
+    encode_conf_state, ConfState, Entry, HardState, MembershipChange, Message, NodeConfig,
+    RaftNode, RestoreState, Role,
 };
 use etcd_server::apply_core::{lease_duties, ApplyCore, ApplyCoreConfig, ApplyResult};
 use etcd_server::membership::MemberEvent;
 use etcd_server::raft_core::{Effect, Input, RaftCore, RaftCoreConfig, RaftIo};
 use etcd_server::waiters::Waiters;
+use etcd_server::wal_entries::{to_raft_entry, to_wal_entry};
 use etcd_server::watch::WatchHub;
 use etcd_server::{Applier, Response, ServerError};
 use etcd_storage::Backend;
 use prost::Message as _;
 
 use crate::check::Call;
-use crate::disk::{SimFile, SimLog, SimStorage};
+use crate::disk::{SimFile, SimFs, SimStorage};
+use etcd_wal::{SnapshotMarker, Wal};
+
+/// WAL segments are cut at this size in the simulator (the server's 64 MiB
+/// preallocation would only cost memory here), so segment cuts and releases
+/// happen often.
+const WAL_SEGMENT_BYTES: u64 = 64 * 1024;
 
 /// Milliseconds per tick (etcd's default heartbeat) and ticks per election.
 pub const HEARTBEAT_MS: u64 = 100;
@@ -114,6 +122,8 @@ pub struct Bugs {
 }
 
 struct Running {
+    /// The real WAL code on the member's simulated disk.
+    wal: Wal<SimFs>,
     raft: RaftCore,
     apply: ApplyCore,
     /// Where applied events meet this member's watchers.
@@ -162,7 +172,8 @@ pub struct SimMember {
     pub busy_until: u64,
     /// A storage failure after which the daemon aborts: the world crashes it.
     pub fatal: Option<String>,
-    log: SimLog,
+    /// The disk holding its WAL (the real WAL code, on a simulated filesystem).
+    fs: SimFs,
     file: SimFile,
     running: Option<Running>,
     /// Messages to peers, collected for the network.
@@ -180,7 +191,7 @@ pub struct SimMember {
 
 struct Io<'a> {
     id: u64,
-    log: &'a mut SimLog,
+    wal: &'a mut Wal<SimFs>,
     file: &'a mut SimFile,
     backend: &'a Arc<Backend>,
     apply: &'a mut ApplyCore,
@@ -226,7 +237,16 @@ impl RaftIo for Io<'_> {
     }
 
     fn persist(&mut self, entries: &[Entry], hard_state: Option<&HardState>, must_sync: bool) {
-        self.log.append(entries, hard_state, must_sync);
+        let entries: Vec<etcd_wal::Entry> = entries.iter().map(to_wal_entry).collect();
+        let hard_state = hard_state.map(|hs| etcd_wal::HardState {
+            term: hs.term,
+            vote: hs.vote,
+            commit: hs.commit,
+        });
+        self.wal.append(&entries, hard_state.as_ref()).expect("simulated WAL append");
+        if must_sync {
+            self.wal.sync().expect("simulated WAL fsync");
+        }
         if must_sync && self.fsynced_at.is_none() {
             // What is sent from now on waits for the fsync (see `fsync_cut`).
             *self.fsynced_at = Some(self.outbox.len());
@@ -295,11 +315,13 @@ impl RaftIo for Io<'_> {
         if crate::tracing() {
             eprintln!("{:>6} member {} saves a snapshot at {index}", self.now, self.id);
         }
-        self.log.save_snapshot(index, term, conf_state);
+        let marker = SnapshotMarker { index, term, conf_state: encode_conf_state(conf_state) };
+        self.wal.save_snapshot(&marker).expect("simulated WAL snapshot marker");
+        self.wal.sync().expect("simulated WAL fsync");
     }
 
-    fn release_log(&mut self, _index: u64) {
-        // The simulated log keeps every record; replay skips what a snapshot covers.
+    fn release_log(&mut self, index: u64) {
+        self.wal.release_to(index).expect("simulated WAL release");
     }
 
     fn active_peers(&self) -> usize {
@@ -325,8 +347,8 @@ fn apply_config() -> ApplyCoreConfig {
 impl SimMember {
     /// A new member of a new cluster of `voters`.
     pub fn new(id: u64, voters: &[u64], seed: u64, bugs: Bugs) -> SimMember {
-        let mut log = SimLog::default();
-        log.skip_fsync = bugs.ack_before_fsync;
+        let fs = SimFs::default();
+        fs.set_skip_fsync(bugs.ack_before_fsync);
         SimMember {
             id,
             voters: voters.to_vec(),
@@ -336,7 +358,7 @@ impl SimMember {
             fsync_cut: None,
             busy_until: 0,
             fatal: None,
-            log,
+            fs,
             file: SimFile::default(),
             running: None,
             outbox: Vec::new(),
@@ -418,9 +440,41 @@ impl SimMember {
             Backend::open_on(SimStorage(self.file.clone()), &label).expect("simulated backend"),
         );
         let kv = Arc::new(etcd_mvcc::KvStore::open(backend.clone()).expect("store opens"));
-        let state = self.log.replay();
-        // Never started (a member that only voted has a hard state to keep).
-        let fresh = self.log.is_empty();
+        // Never started: no WAL on the disk (the WAL is created durably at the
+        // first start; a member that only voted has a hard state to keep).
+        let wal_dir = PathBuf::from(format!("/sim/m{}/wal", self.id));
+        let fresh = !Wal::exists_on(&self.fs, &wal_dir);
+        let (mut wal, state) = if fresh {
+            let wal = Wal::create_on(self.fs.clone(), &wal_dir, b"sim", WAL_SEGMENT_BYTES)
+                .expect("simulated WAL created");
+            (wal, RestoreState::default())
+        } else {
+            let (mut wal, replay) =
+                Wal::open_on(self.fs.clone(), &wal_dir).expect("the WAL replays after a crash");
+            wal.set_segment_bytes_max(WAL_SEGMENT_BYTES);
+            if crate::tracing() && replay.torn_bytes > 0 {
+                eprintln!(
+                    "{now:>6} member {} WAL: cut a torn tail of {} bytes",
+                    self.id, replay.torn_bytes
+                );
+            }
+            let marker = replay.snapshot.unwrap_or_default();
+            let hs = replay.hard_state.unwrap_or_default();
+            let state = RestoreState {
+                snapshot_index: marker.index,
+                snapshot_term: marker.term,
+                conf_state: ConfState::default(),
+                hard_state: HardState {
+                    term: hs.term,
+                    vote: hs.vote,
+                    commit: hs.commit,
+                    ..Default::default()
+                },
+                entries: replay.entries.into_iter().map(to_raft_entry).collect(),
+            };
+            (wal, state)
+        };
+        let mut snapshot_index = state.snapshot_index;
         if fresh && etcd_server::membership::read(&backend).map_or(true, |m| m.is_empty()) {
             let members: Vec<Member> = match &self.joining {
                 Some(members) => members.clone(),
@@ -473,6 +527,18 @@ impl SimMember {
             let members = etcd_server::membership::read(&backend).expect("members");
             let mut state = state;
             state.conf_state = etcd_server::membership::conf_state(&members);
+            // As the daemon's recovery: a backend ahead of the log holds a
+            // snapshot the log did not record; it is recorded now.
+            let txn = backend.begin_read().expect("read");
+            let (index, term) = etcd_storage::consistent_index(&txn).expect("consistent index");
+            drop(txn);
+            let (state, covered) = state.cover_applied(index, term);
+            if covered {
+                let conf_state = encode_conf_state(&state.conf_state);
+                let marker = SnapshotMarker { index, term, conf_state };
+                wal.save_snapshot(&marker).and_then(|()| wal.sync()).expect("marker recorded");
+                snapshot_index = index;
+            }
             RaftNode::restore(&node_cfg, state).expect("restore")
         };
         let raft_cfg = RaftCoreConfig {
@@ -483,11 +549,11 @@ impl SimMember {
             initial_election_tick_advance: false,
             read_context_start: self.restarts << 32,
         };
-        let snapshot_index = self.log.replay().snapshot_index;
         let raft = RaftCore::new(node, applied, raft_cfg, now);
         let apply = ApplyCore::new(applier, kv, backend.clone(), cfg, snapshot_index, now);
         let hub = WatchHub::new(apply.kv().current_revision());
         self.running = Some(Running {
+            wal,
             raft,
             apply,
             hub,
@@ -507,7 +573,7 @@ impl SimMember {
     /// operations that were in flight here (their outcome is unknown).
     pub fn crash(&mut self, seed: u64) -> Vec<u64> {
         self.file.crash(seed);
-        self.log.crash();
+        self.fs.crash(seed ^ 0x5eed_0f_10c);
         self.outbox.clear();
         let Some(running) = self.running.take() else { return Vec::new() };
         let mut waiters = running.waiters;
@@ -619,6 +685,18 @@ impl SimMember {
         self.file = fresh;
     }
 
+    /// The power fails at this member's next fsync (see [`SimFs::fail_at_next_fsync`]).
+    pub fn fail_at_next_fsync(&self) {
+        if self.running.is_some() {
+            self.fs.fail_at_next_fsync(self.file.clone());
+        }
+    }
+
+    /// Whether the power failed during its last turn: it must crash now.
+    pub fn power_failed(&self) -> bool {
+        self.fs.is_dead()
+    }
+
     /// How many times this member has started.
     pub fn incarnation(&self) -> u64 {
         self.restarts
@@ -657,7 +735,7 @@ impl SimMember {
         let running = self.running.as_mut().expect("invariant: inputs go to running members");
         let mut io = Io {
             id: self.id,
-            log: &mut self.log,
+            wal: &mut running.wal,
             file: &mut self.file,
             backend: &running.backend,
             apply: &mut running.apply,

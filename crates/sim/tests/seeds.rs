@@ -25,6 +25,12 @@ const REGRESSIONS: &[(u64, &str)] = &[
          a leader; tests/cluster.rs has the same on real processes)",
     ),
     (
+        430,
+        "the power failed between installing a leader's snapshot into the backend and \
+         recording it in the WAL: the member could not restart (raft refused a commit index \
+         past its log); recovery now takes a backend ahead of the log as the snapshot",
+    ),
+    (
         131,
         "the simulator's own restart treated a member that had only voted as new, losing its \
          vote (two leaders in term 1): the checker caught the simulator",

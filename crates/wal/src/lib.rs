@@ -76,12 +76,13 @@
 //! `<=` the release index, never the last segment, and never past the newest saved snapshot
 //! marker.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+pub mod fs;
 mod record;
 mod segment;
+
+pub use fs::{Fs, OsFs, SegmentFile};
 
 pub use record::MAX_RECORD_BYTES;
 pub use segment::SegmentInfo;
@@ -284,12 +285,13 @@ impl ReplayState {
 
 /// An open write-ahead log, positioned for appends at the logical end of its last segment.
 #[derive(Debug)]
-pub struct Wal {
+pub struct Wal<F: Fs = OsFs> {
+    fs: F,
     dir: PathBuf,
     metadata: Vec<u8>,
     /// All segments, oldest first; the last one is `file`.
     segments: Vec<SegmentInfo>,
-    file: File,
+    file: F::File,
     /// Logical end of the data in `file`: the end of its last record, where the next write goes
     /// (excluding `buf`). The file itself is usually longer: zero-filled preallocated space.
     file_len: u64,
@@ -306,7 +308,7 @@ pub struct Wal {
     failed: bool,
 }
 
-impl Wal {
+impl Wal<OsFs> {
     /// Creates a new WAL in `dir` (created if missing; error if it already contains WAL
     /// segments), with segments of [`SEGMENT_BYTES_MAX`].
     pub fn create(dir: &Path, metadata: &[u8]) -> Result<Wal> {
@@ -320,21 +322,40 @@ impl Wal {
         metadata: &[u8],
         segment_bytes_max: u64,
     ) -> Result<Wal> {
-        let created = !dir.exists();
-        std::fs::create_dir_all(dir).map_err(segment::io_err("create directory", dir))?;
-        if Self::exists(dir) {
+        Wal::create_on(OsFs, dir, metadata, segment_bytes_max)
+    }
+
+    /// Opens an existing WAL, replays it, repairs a torn tail, and returns it ready for
+    /// appends.
+    pub fn open(dir: &Path) -> Result<(Wal, Replay)> {
+        Wal::open_on(OsFs, dir)
+    }
+
+    /// True if `dir` holds at least one WAL segment.
+    pub fn exists(dir: &Path) -> bool {
+        Wal::exists_on(&OsFs, dir)
+    }
+}
+
+impl<F: Fs> Wal<F> {
+    /// [`Wal::create_with_segment_bytes_max`] on the files of `fs`.
+    pub fn create_on(fs: F, dir: &Path, metadata: &[u8], segment_bytes_max: u64) -> Result<Wal<F>> {
+        let created = !fs.exists(dir);
+        fs.create_dir_all(dir).map_err(segment::io_err("create directory", dir))?;
+        if Self::exists_on(&fs, dir) {
             return Err(Error::AlreadyExists(dir.to_path_buf()));
         }
-        segment::remove_tmp_files(dir)?;
+        segment::remove_tmp_files(&fs, dir)?;
         let mut header = Vec::new();
         record::encode_metadata(&mut header, metadata)?;
-        let (file, info) = segment::create(dir, 0, 0, &header, segment_bytes_max)?;
+        let (file, info) = segment::create(&fs, dir, 0, 0, &header, segment_bytes_max)?;
         if created {
             if let Some(parent) = dir.parent() {
-                segment::sync_dir(parent)?;
+                segment::sync_dir(&fs, parent)?;
             }
         }
         Ok(Wal {
+            fs,
             dir: dir.to_path_buf(),
             metadata: metadata.to_vec(),
             segments: vec![info],
@@ -351,10 +372,9 @@ impl Wal {
         })
     }
 
-    /// Opens an existing WAL, replays it, repairs a torn tail, and returns it ready for
-    /// appends.
-    pub fn open(dir: &Path) -> Result<(Wal, Replay)> {
-        let mut segments = segment::list(dir)?;
+    /// [`Wal::open`] on the files of `fs`.
+    pub fn open_on(fs: F, dir: &Path) -> Result<(Wal<F>, Replay)> {
+        let mut segments = segment::list(&fs, dir)?;
         if segments.is_empty() {
             return Err(Error::NotFound(dir.to_path_buf()));
         }
@@ -372,7 +392,7 @@ impl Wal {
                 });
             }
         }
-        segment::remove_tmp_files(dir)?;
+        segment::remove_tmp_files(&fs, dir)?;
 
         let mut state = ReplayState::default();
         let mut lens = Vec::with_capacity(segments.len());
@@ -380,7 +400,7 @@ impl Wal {
         let n = segments.len();
         for (i, seg) in segments.iter().enumerate() {
             let is_last = i + 1 == n;
-            let data = std::fs::read(&seg.path).map_err(segment::io_err("read", &seg.path))?;
+            let data = fs.read(&seg.path).map_err(segment::io_err("read", &seg.path))?;
             let scanned = segment::scan(&seg.path, &data, is_last)?;
             match scanned.records.first() {
                 Some((_, Record::Metadata(_))) => {}
@@ -415,6 +435,7 @@ impl Wal {
                 // A segment left without any record is removed below instead.
                 if scanned.valid_end > 0 {
                     segment::repair_torn_tail(
+                        &fs,
                         &seg.path,
                         scanned.valid_end as u64,
                         data.len() as u64,
@@ -429,15 +450,15 @@ impl Wal {
         if lens.last() == Some(&0) {
             let empty = segments.pop().expect("at least two segments");
             lens.pop();
-            std::fs::remove_file(&empty.path)
+            fs.remove(&empty.path)
                 .map_err(segment::io_err("remove empty torn segment", &empty.path))?;
-            segment::sync_dir(dir)?;
+            segment::sync_dir(&fs, dir)?;
         }
 
         let mut replay = state.finish(dir)?;
         replay.torn_bytes = torn_bytes;
         let last = segments.last().expect("at least one segment");
-        let file = segment::open_write(&last.path)?;
+        let file = segment::open_write(&fs, &last.path)?;
         let last_index = replay
             .entries
             .last()
@@ -445,6 +466,7 @@ impl Wal {
             .or(replay.snapshot.as_ref().map(|s| s.index))
             .unwrap_or(0);
         let wal = Wal {
+            fs,
             dir: dir.to_path_buf(),
             metadata: replay.metadata.clone(),
             file,
@@ -462,9 +484,9 @@ impl Wal {
         Ok((wal, replay))
     }
 
-    /// True if `dir` holds at least one WAL segment.
-    pub fn exists(dir: &Path) -> bool {
-        segment::list(dir).is_ok_and(|s| !s.is_empty())
+    /// True if `dir` holds at least one WAL segment on `fs`.
+    pub fn exists_on(fs: &F, dir: &Path) -> bool {
+        segment::list(fs, dir).is_ok_and(|s| !s.is_empty())
     }
 
     /// Appends entries and then (if given) the hard state. Buffered: not durable until
@@ -546,10 +568,9 @@ impl Wal {
         }
         // Oldest first, so a crash part-way leaves a contiguous suffix.
         for seg in self.segments.drain(..n) {
-            std::fs::remove_file(&seg.path)
-                .map_err(segment::io_err("remove segment", &seg.path))?;
+            self.fs.remove(&seg.path).map_err(segment::io_err("remove segment", &seg.path))?;
         }
-        segment::sync_dir(&self.dir)
+        segment::sync_dir(&self.fs, &self.dir)
     }
 
     /// Sets the size after which a new segment is cut (default [`SEGMENT_BYTES_MAX`]), which
@@ -622,8 +643,15 @@ impl Wal {
             record::encode_hard_state(&mut header, hs)?;
         }
         let seq = self.segments.last().expect("current segment").seq + 1;
-        match segment::create(&self.dir, seq, self.last_index + 1, &header, self.segment_bytes_max)
-        {
+        let created = segment::create(
+            &self.fs,
+            &self.dir,
+            seq,
+            self.last_index + 1,
+            &header,
+            self.segment_bytes_max,
+        );
+        match created {
             Ok((file, info)) => {
                 self.file = file;
                 self.file_len = header.len() as u64;

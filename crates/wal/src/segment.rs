@@ -1,8 +1,8 @@
 //! Segment files: naming, listing, atomic creation and scanning.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use crate::fs::{Fs, SegmentFile};
 
 use crate::record::{self, Decoded, Record};
 use crate::{Error, Result};
@@ -43,13 +43,11 @@ pub(crate) fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Erro
 }
 
 /// Lists the segments in `dir` sorted by sequence number. Non-segment files are ignored.
-pub(crate) fn list(dir: &Path) -> Result<Vec<SegmentInfo>> {
+pub(crate) fn list(fs: &impl Fs, dir: &Path) -> Result<Vec<SegmentInfo>> {
     let mut out = Vec::new();
-    for ent in fs::read_dir(dir).map_err(io_err("read directory", dir))? {
-        let ent = ent.map_err(io_err("read directory", dir))?;
-        let name = ent.file_name();
-        if let Some((seq, first_index)) = name.to_str().and_then(parse_name) {
-            out.push(SegmentInfo { seq, first_index, path: ent.path() });
+    for (name, path) in fs.list(dir).map_err(io_err("read directory", dir))? {
+        if let Some((seq, first_index)) = parse_name(&name) {
+            out.push(SegmentInfo { seq, first_index, path });
         }
     }
     out.sort_by_key(|s| s.seq);
@@ -57,80 +55,51 @@ pub(crate) fn list(dir: &Path) -> Result<Vec<SegmentInfo>> {
 }
 
 /// Removes half-initialised segments left by a crash during [`create`].
-pub(crate) fn remove_tmp_files(dir: &Path) -> Result<()> {
-    for ent in fs::read_dir(dir).map_err(io_err("read directory", dir))? {
-        let ent = ent.map_err(io_err("read directory", dir))?;
-        let name = ent.file_name();
-        let is_tmp =
-            name.to_str().and_then(|n| n.strip_suffix(TMP_SUFFIX)).and_then(parse_name).is_some();
+pub(crate) fn remove_tmp_files(fs: &impl Fs, dir: &Path) -> Result<()> {
+    for (name, path) in fs.list(dir).map_err(io_err("read directory", dir))? {
+        let is_tmp = name.strip_suffix(TMP_SUFFIX).and_then(parse_name).is_some();
         if is_tmp {
-            fs::remove_file(ent.path())
-                .map_err(io_err("remove leftover temp segment", &ent.path()))?;
+            fs.remove(&path).map_err(io_err("remove leftover temp segment", &path))?;
         }
     }
     Ok(())
 }
 
 /// Fsyncs a directory so that file creations, renames and removals in it are durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("fsync directory", dir))
+pub(crate) fn sync_dir(fs: &impl Fs, dir: &Path) -> Result<()> {
+    fs.sync_dir(dir).map_err(io_err("fsync directory", dir))
 }
 
 /// Creates segment `seq` holding `header` (already-framed records) and preallocated to
-/// `prealloc` bytes (see [`preallocate`]): writes and preallocates a temp file, fsyncs it, renames
+/// `prealloc` bytes (see [`SegmentFile::preallocate`]): writes and preallocates a temp file, fsyncs it, renames
 /// it into place and fsyncs the directory, so a segment under its final name is always fully
 /// initialised. Returns the file opened for writing; the caller writes from `header.len()` on.
-pub(crate) fn create(
+pub(crate) fn create<F: Fs>(
+    fs: &F,
     dir: &Path,
     seq: u64,
     first_index: u64,
     header: &[u8],
     prealloc: u64,
-) -> Result<(File, SegmentInfo)> {
+) -> Result<(F::File, SegmentInfo)> {
     let name = file_name(seq, first_index);
     let path = dir.join(&name);
     let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
     {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(io_err("create temp segment", &tmp))?;
-        f.write_all(header).map_err(io_err("write temp segment", &tmp))?;
-        preallocate(&f, prealloc, &tmp)?;
+        let f = fs.create(&tmp).map_err(io_err("create temp segment", &tmp))?;
+        f.write_all_at(header, 0).map_err(io_err("write temp segment", &tmp))?;
+        f.preallocate(prealloc).map_err(io_err("preallocate segment", &tmp))?;
         f.sync_all().map_err(io_err("fsync temp segment", &tmp))?;
     }
-    fs::rename(&tmp, &path).map_err(io_err("rename temp segment into", &path))?;
-    sync_dir(dir)?;
-    let file = open_write(&path)?;
+    fs.rename(&tmp, &path).map_err(io_err("rename temp segment into", &path))?;
+    sync_dir(fs, dir)?;
+    let file = open_write(fs, &path)?;
     Ok((file, SegmentInfo { seq, first_index, path }))
 }
 
-/// Opens a segment for writing. Not `O_APPEND`: a segment is preallocated, so the caller writes
-/// at the logical end of its data (the end of the last record), not at the end of the file.
-pub(crate) fn open_write(path: &Path) -> Result<File> {
-    OpenOptions::new().write(true).open(path).map_err(io_err("open segment for writing", path))
-}
-
-/// Allocates disk blocks for the first `len` bytes of `file`, extending it to `len` bytes if it
-/// is shorter (the new bytes read as zeros), so that later writes in that range do not change
-/// the file size and `fdatasync` need not journal one. Real allocation (`fallocate` with an
-/// empty mode), not a sparse `set_len`. A filesystem that cannot preallocate (`EOPNOTSUPP`,
-/// `EINVAL`, `ENOSYS`) leaves the file as it is: writes then extend it, which is only slower.
-/// Nothing is ever written, so no zeros are streamed to disk.
-pub(crate) fn preallocate(file: &File, len: u64, path: &Path) -> Result<()> {
-    use rustix::fs::{fallocate, FallocateFlags};
-    use rustix::io::Errno;
-    if len == 0 {
-        return Ok(());
-    }
-    match fallocate(file, FallocateFlags::empty(), 0, len) {
-        Ok(()) => Ok(()),
-        Err(e) if e == Errno::OPNOTSUPP || e == Errno::INVAL || e == Errno::NOSYS => Ok(()),
-        Err(e) => Err(io_err("preallocate segment", path)(e.into())),
-    }
+/// Opens a segment for writing, at the logical end of its data (the caller's offset).
+pub(crate) fn open_write<F: Fs>(fs: &F, path: &Path) -> Result<F::File> {
+    fs.open_write(path).map_err(io_err("open segment for writing", path))
 }
 
 /// A block of zeros to compare against: slice equality is a `memcmp`, far faster than a
@@ -218,13 +187,15 @@ pub(crate) fn scan(path: &Path, data: &[u8], is_last: bool) -> Result<Scanned> {
 /// Repairs a torn segment: truncates it to `valid_end` bytes, preallocates it again to
 /// `prealloc` bytes (its size before the repair) so later appends stay within allocated space,
 /// and fsyncs it. The bytes after `valid_end` then read as zeros.
-pub(crate) fn repair_torn_tail(path: &Path, valid_end: u64, prealloc: u64) -> Result<()> {
-    let f = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(io_err("open segment to repair its torn tail", path))?;
+pub(crate) fn repair_torn_tail(
+    fs: &impl Fs,
+    path: &Path,
+    valid_end: u64,
+    prealloc: u64,
+) -> Result<()> {
+    let f = fs.open_write(path).map_err(io_err("open segment to repair its torn tail", path))?;
     f.set_len(valid_end).map_err(io_err("truncate torn tail of segment", path))?;
-    preallocate(&f, prealloc, path)?;
+    f.preallocate(prealloc).map_err(io_err("preallocate segment", path))?;
     f.sync_all().map_err(io_err("fsync repaired segment", path))
 }
 
