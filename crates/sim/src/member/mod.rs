@@ -17,18 +17,22 @@ use etcd_proto::etcdserverpb::{
 };
 use etcd_proto::mvccpb::Event;
 use etcd_raftnode::{
-    encode_conf_state, ConfState, Entry, HardState, MembershipChange, Message, NodeConfig,
-    RaftNode, RestoreState, Role,
+    encode_conf_state, ConfState, HardState, MembershipChange, Message, NodeConfig, RaftNode,
+    RestoreState, Role,
 };
 use etcd_server::apply_core::{lease_duties, ApplyCore, ApplyCoreConfig, ApplyResult};
 use etcd_server::membership::MemberEvent;
-use etcd_server::raft_core::{Effect, Input, RaftCore, RaftCoreConfig, RaftIo};
+use etcd_server::raft_core::{Effect, Input, RaftCore, RaftCoreConfig};
 use etcd_server::waiters::Waiters;
-use etcd_server::wal_entries::{to_raft_entry, to_wal_entry};
+use etcd_server::wal_entries::to_raft_entry;
 use etcd_server::watch::WatchHub;
 use etcd_server::{Applier, Response, ServerError};
 use etcd_storage::Backend;
 use prost::Message as _;
+
+mod io;
+
+use io::Io;
 
 use crate::check::Call;
 use crate::disk::{SimFile, SimFs, SimStorage};
@@ -187,150 +191,6 @@ pub struct SimMember {
     restarts: u64,
     /// The simulated time of the current step.
     now: u64,
-}
-
-struct Io<'a> {
-    id: u64,
-    wal: &'a mut Wal<SimFs>,
-    file: &'a mut SimFile,
-    backend: &'a Arc<Backend>,
-    apply: &'a mut ApplyCore,
-    hub: &'a WatchHub,
-    removed: &'a mut bool,
-    /// The outbox's length at the Ready cycles' first fsync.
-    fsynced_at: &'a mut Option<usize>,
-    /// A failure after which the daemon would abort.
-    fatal: &'a mut Option<String>,
-    /// Peers whose snapshot could not be sent.
-    failed_snapshots: Vec<u64>,
-    outbox: &'a mut Vec<Message>,
-    results: Vec<ApplyResult>,
-    observed: &'a mut Vec<Observed>,
-    leader: u64,
-    now: u64,
-}
-
-impl RaftIo for Io<'_> {
-    fn send(&mut self, messages: Vec<Message>) {
-        self.outbox.extend(messages);
-    }
-
-    fn send_snapshot(&mut self, mut message: Message) {
-        // A read error while copying fails this send (Raft is told, and retries).
-        let copy = SimFile::default();
-        let label = Path::new("sim").join("snapshot-copy");
-        let stamped = self
-            .backend
-            .copy_to_storage(SimStorage(copy.clone()))
-            .map_err(|e| e.to_string())
-            .and_then(|()| {
-                Backend::open_on(SimStorage(copy.clone()), &label).map_err(|e| e.to_string())
-            })
-            .and_then(|opened| etcd_server::apply_core::stamp_snapshot(&mut message, &opened));
-        match stamped {
-            Ok(()) => {
-                message.mut_snapshot().data = copy.durable_bytes().into();
-                self.outbox.push(message);
-            }
-            Err(_) => self.failed_snapshots.push(message.to),
-        }
-    }
-
-    fn persist(&mut self, entries: &[Entry], hard_state: Option<&HardState>, must_sync: bool) {
-        let entries: Vec<etcd_wal::Entry> = entries.iter().map(to_wal_entry).collect();
-        let hard_state = hard_state.map(|hs| etcd_wal::HardState {
-            term: hs.term,
-            vote: hs.vote,
-            commit: hs.commit,
-        });
-        self.wal.append(&entries, hard_state.as_ref()).expect("simulated WAL append");
-        if must_sync {
-            self.wal.sync().expect("simulated WAL fsync");
-        }
-        if must_sync && self.fsynced_at.is_none() {
-            // What is sent from now on waits for the fsync (see `fsync_cut`).
-            *self.fsynced_at = Some(self.outbox.len());
-        }
-    }
-
-    fn apply(&mut self, committed: Vec<Entry>) {
-        if self.fatal.is_some() {
-            return;
-        }
-        for entry in &committed {
-            self.observed.push(Observed::Applied {
-                index: entry.index,
-                term: entry.term,
-                data: entry.data.to_vec(),
-            });
-        }
-        let leading = self.leader == self.id;
-        let mut result = match self.apply.apply(&committed, self.now, leading) {
-            Ok(result) => result,
-            Err(err) => {
-                // The daemon aborts: continuing could apply later entries over
-                // a lost batch. The world crashes this member.
-                *self.fatal = Some(format!("failed to apply committed entries: {err}"));
-                return;
-            }
-        };
-        if result.outcome.applied_index > 0 {
-            let revision = self.apply.kv().current_revision();
-            self.observed
-                .push(Observed::Revision { index: result.outcome.applied_index, revision });
-        }
-        let events = std::mem::take(&mut result.outcome.events);
-        for (revision, list) in &events {
-            self.observed.push(Observed::Events { revision: *revision, events: list.clone() });
-        }
-        self.hub.publish(events, self.apply.kv().current_revision());
-        self.results.push(result);
-    }
-
-    fn install_backend(&mut self, index: u64, data: Vec<u8>) {
-        if crate::tracing() {
-            eprintln!("{:>6} member {} installs a snapshot at {index}", self.now, self.id);
-        }
-        let file = SimFile::with_bytes(data);
-        self.backend
-            .replace_with_storage(SimStorage(file.clone()))
-            .expect("invariant: a received simulated backend opens");
-        *self.file = file;
-        let members = match self.apply.installed(index) {
-            Ok(members) => members,
-            Err(err) => {
-                *self.fatal = Some(err);
-                return;
-            }
-        };
-        self.hub.reset(self.apply.kv().current_revision());
-        if !members.iter().any(|m| m.id == self.id) {
-            // The snapshot's cluster no longer has this member: it was removed.
-            *self.removed = true;
-        }
-        self.observed.push(Observed::Installed { index });
-    }
-
-    fn save_snapshot(&mut self, index: u64, term: u64, conf_state: &ConfState) {
-        if crate::tracing() {
-            eprintln!("{:>6} member {} saves a snapshot at {index}", self.now, self.id);
-        }
-        let marker = SnapshotMarker { index, term, conf_state: encode_conf_state(conf_state) };
-        self.wal.save_snapshot(&marker).expect("simulated WAL snapshot marker");
-        self.wal.sync().expect("simulated WAL fsync");
-    }
-
-    fn release_log(&mut self, index: u64) {
-        self.wal.release_to(index).expect("simulated WAL release");
-    }
-
-    fn active_peers(&self) -> usize {
-        0
-    }
-
-    fn leader_changed(&mut self, leader: u64, _role: Role) {
-        self.leader = leader;
-    }
 }
 
 fn apply_config() -> ApplyCoreConfig {
@@ -573,7 +433,7 @@ impl SimMember {
     /// operations that were in flight here (their outcome is unknown).
     pub fn crash(&mut self, seed: u64) -> Vec<u64> {
         self.file.crash(seed);
-        self.fs.crash(seed ^ 0x5eed_0f_10c);
+        self.fs.crash(seed ^ 0x0005_eed0_f10c);
         self.outbox.clear();
         let Some(running) = self.running.take() else { return Vec::new() };
         let mut waiters = running.waiters;
