@@ -365,8 +365,11 @@ pub(crate) fn mark_removed_members(transport: &PeerTransport, backend: &etcd_sto
 /// A store read's error as clients see it: etcd's errors (compacted, future
 /// revision) as they are; a backend failure is logged and answered as stopped.
 pub(crate) fn read_error(err: etcd_mvcc::MvccError) -> ServerError {
-    ServerError::from_mvcc(&err).unwrap_or_else(|| {
-        tracing::error!(error = %err, "backend read failed");
-        ServerError::Stopped
-    })
+    match ServerError::from_mvcc(&err) {
+        Some(answer) => answer,
+        // redb refuses every later operation after an I/O error until it is
+        // reopened, so this member could serve nothing more: it stops, to be
+        // restarted on its disk (found by the simulator, seed 20949).
+        None => crate::inputs::fatal("the backend failed a read", err),
+    }
 }

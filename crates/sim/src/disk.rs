@@ -330,6 +330,11 @@ impl SimFs {
         lock(&self.0).fail_at_next_fsync = Some(backend);
     }
 
+    /// The power will not fail after all (the world heals).
+    pub fn disarm(&self) {
+        lock(&self.0).fail_at_next_fsync = None;
+    }
+
     /// Whether the power failed (the member must crash now).
     pub fn is_dead(&self) -> bool {
         lock(&self.0).dead

@@ -181,6 +181,9 @@ impl World {
     pub(crate) fn heal_all(&mut self) {
         self.isolated.clear();
         self.drop_per_mille = 0;
+        for member in self.members.values() {
+            member.disarm_power_failure();
+        }
         for until in self.down.values_mut() {
             *until = 0;
         }

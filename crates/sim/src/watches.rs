@@ -180,7 +180,7 @@ impl WatchClient {
                     let progress = watcher.next_revision() - 1;
                     if progress >= self.next {
                         let compacted = kv.compact_revision();
-                        check_batch(self, reference, progress, &[], compacted)
+                        check_batch(self, reference, progress, &[], compacted, kv)
                             .map_err(|e| format!("{e} (at a progress notification)"))?;
                         self.next = progress + 1;
                     }
@@ -198,7 +198,7 @@ impl WatchClient {
                         events.remove(0);
                     }
                     let compacted = kv.compact_revision();
-                    check_batch(self, reference, covered, &events, compacted)?;
+                    check_batch(self, reference, covered, &events, compacted, kv)?;
                     if !events.is_empty() {
                         self.batches += 1;
                     }
@@ -216,6 +216,7 @@ fn check_batch(
     covered: i64,
     events: &[Event],
     compacted: i64,
+    kv_store: &etcd_mvcc::KvStore,
 ) -> Result<(), String> {
     let from = client.next;
     let got: Vec<(i64, Ev)> =
@@ -248,6 +249,24 @@ fn check_batch(
             // History at or before the compaction revision may be gone.
             let explained = got.is_none() && previous <= compacted;
             if got != expected && !explained {
+                if crate::tracing() {
+                    let at = |rev: i64| {
+                        let request = etcd_proto::etcdserverpb::RangeRequest {
+                            key: kv.key.clone(),
+                            revision: rev,
+                            ..Default::default()
+                        };
+                        kv_store.range(&request).map(|r| r.kvs).map_err(|e| e.to_string())
+                    };
+                    eprintln!(
+                        "prev_kv debug: compacted {compacted} current {} at {}: {:?}; at {}: {:?}",
+                        kv_store.current_revision(),
+                        previous,
+                        at(previous),
+                        previous - 1,
+                        at(previous - 1)
+                    );
+                }
                 return Err(format!(
                     "watch guarantees (prev_kv): client {} got prev_kv {:?} for {:?} at revision \
                      {}, the value before was {:?}",

@@ -31,6 +31,17 @@ const REGRESSIONS: &[(u64, &str)] = &[
          past its log); recovery now takes a backend ahead of the log as the snapshot",
     ),
     (
+        21317,
+        "after a backend read error a watcher asking for prev_kv got an event without it; \
+         the watcher now fails instead, and a member whose backend fails a read stops (redb \
+         serves nothing more until reopened)",
+    ),
+    (
+        20949,
+        "the simulator armed a power failure before healing that struck in the quiet period \
+         (faults are disarmed when the world heals)",
+    ),
+    (
         131,
         "the simulator's own restart treated a member that had only voted as new, losing its \
          vote (two leaders in term 1): the checker caught the simulator",

@@ -4,7 +4,7 @@
 //! filters select, fills `prev_kv` when asked, and moves its position past
 //! what it read, so every revision is delivered once and in order.
 
-use etcd_mvcc::KvStore;
+use etcd_mvcc::{KvStore, MvccError};
 use etcd_proto::etcdserverpb::RangeRequest;
 use etcd_proto::mvccpb::event::EventType;
 use etcd_proto::mvccpb::Event;
@@ -105,12 +105,15 @@ impl Watcher {
             }
             Err(WatchReadError::Storage) => return Pulled::Failed,
         };
-        let events = revisions
+        let shaped: Result<Vec<Event>, MvccError> = revisions
             .iter()
             .flat_map(|(_, events)| events.iter())
             .filter(|e| self.matches(e))
             .map(|e| self.shape(kv, e))
             .collect();
+        // A store that cannot read the previous value fails the watcher rather
+        // than deliver an event without the `prev_kv` it asked for.
+        let Ok(events) = shaped else { return Pulled::Failed };
         assert!(covered >= self.next_revision, "invariant: a watcher's position only grows");
         self.next_revision = covered + 1;
         Pulled::Events { covered, events }
@@ -127,11 +130,11 @@ impl Watcher {
 
     /// The event as this watcher delivers it: `prev_kv` only when asked for,
     /// read from history when the event came from the backend without it.
-    fn shape(&self, store: &KvStore, event: &Event) -> Event {
+    fn shape(&self, store: &KvStore, event: &Event) -> Result<Event, MvccError> {
         let mut event = event.clone();
         if !self.spec.prev_kv {
             event.prev_kv = None;
-            return event;
+            return Ok(event);
         }
         let kv = event.kv.as_ref().expect("matched events have a kv");
         let is_create = event.r#type == EventType::Put as i32 && kv.version == 1;
@@ -141,10 +144,13 @@ impl Watcher {
                 revision: kv.mod_revision - 1,
                 ..Default::default()
             };
-            if let Ok(response) = store.range(&previous) {
-                event.prev_kv = response.kvs.into_iter().next();
+            match store.range(&previous) {
+                Ok(response) => event.prev_kv = response.kvs.into_iter().next(),
+                // The previous version was compacted away: etcd too leaves it out.
+                Err(MvccError::Compacted) => {}
+                Err(err) => return Err(err),
             }
         }
-        event
+        Ok(event)
     }
 }

@@ -552,6 +552,13 @@ impl SimMember {
         }
     }
 
+    /// Cancels a power failure armed by [`SimMember::fail_at_next_fsync`] and
+    /// read errors still to come (the world heals).
+    pub fn disarm_power_failure(&self) {
+        self.fs.disarm();
+        self.file.fail_reads(0);
+    }
+
     /// Whether the power failed during its last turn: it must crash now.
     pub fn power_failed(&self) -> bool {
         self.fs.is_dead()
@@ -572,8 +579,8 @@ impl SimMember {
         let Some(running) = self.running.as_mut() else { return };
         let leads = running.raft.role() == Role::Leader;
         if self.bugs.read_without_read_index || (self.bugs.leader_reads_locally && leads) {
-            let reply = read_key(&running.apply, key).map_or_else(Reply::Refused, Reply::Read);
-            self.replies.push((op, reply));
+            let reply = read_key(&running.apply, key);
+            self.answer_read(op, reply);
             return;
         }
         running.next_reader += 1;
@@ -714,8 +721,9 @@ impl SimMember {
             running.ready_reads.drain(..).partition(|(index, _, _)| *index <= applied);
         running.ready_reads = waiting;
         for (_, op, key) in due {
-            let reply = read_key(&running.apply, &key).map_or_else(Reply::Refused, Reply::Read);
-            self.replies.push((op, reply));
+            let reply = read_key(&running.apply, &key);
+            self.fatal = self.fatal.take().or(reply.as_ref().err().map(|e| format!("{e}")));
+            self.replies.push((op, reply.map_or_else(Reply::Refused, Reply::Read)));
         }
         for id in revoke {
             self.propose_untracked(InternalRaftRequest {
@@ -723,6 +731,15 @@ impl SimMember {
                 ..Default::default()
             });
         }
+    }
+
+    /// Answers a read; a storage failure stops the member (the daemon aborts:
+    /// redb serves nothing more after an I/O error until reopened).
+    fn answer_read(&mut self, op: u64, read: Result<Option<Vec<u8>>, ServerError>) {
+        if let Err(err) = &read {
+            self.fatal = Some(format!("the backend failed a read: {err}"));
+        }
+        self.replies.push((op, read.map_or_else(Reply::Refused, Reply::Read)));
     }
 
     /// Proposes a request nobody waits for (a revoke of an expired lease).
