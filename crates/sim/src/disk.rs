@@ -1,14 +1,14 @@
-//! Simulated disks: a backend file and a Raft log that keep what was fsynced
-//! apart from what was only written, so a crash loses exactly the latter.
+//! Simulated disks: the backend's redb file ([`SimFile`]) and the WAL's
+//! filesystem ([`SimFs`]) keep what was fsynced apart from what was only
+//! written, and a crash decides what of the latter reached the disk.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use etcd_raftnode::{ConfState, Entry, HardState, RestoreState};
-
 /// A redb file on the simulated disk. Writes land in `current`; `sync_data`
-/// makes them durable; a crash puts `current` back to the durable bytes.
+/// makes them durable; a crash keeps the durable bytes plus any subset of the
+/// later writes, some torn.
 #[derive(Debug, Clone, Default)]
 pub struct SimFile(Arc<Mutex<FileState>>);
 
@@ -145,92 +145,6 @@ impl redb::StorageBackend for SimStorage {
         state.current[start..end].copy_from_slice(data);
         state.unsynced.push((start, data.to_vec()));
         Ok(())
-    }
-}
-
-/// One record of the simulated Raft log.
-#[derive(Debug, Clone)]
-enum Record {
-    Entries(Vec<Entry>),
-    HardState(HardState),
-    Snapshot { index: u64, term: u64, conf_state: ConfState },
-}
-
-/// The Raft log on the simulated disk: records, of which a prefix is durable.
-#[derive(Debug, Clone, Default)]
-pub struct SimLog {
-    records: Vec<Record>,
-    durable: usize,
-    /// Injected bug `ack-before-fsync`: fsyncs do nothing.
-    pub skip_fsync: bool,
-}
-
-impl SimLog {
-    /// Appends entries and a hard state; durable when `sync`.
-    pub fn append(&mut self, entries: &[Entry], hard_state: Option<&HardState>, sync: bool) {
-        if !entries.is_empty() {
-            self.records.push(Record::Entries(entries.to_vec()));
-        }
-        if let Some(hs) = hard_state {
-            self.records.push(Record::HardState(hs.clone()));
-        }
-        if sync {
-            self.sync();
-        }
-    }
-
-    /// Records a snapshot, durably.
-    pub fn save_snapshot(&mut self, index: u64, term: u64, conf_state: &ConfState) {
-        self.records.push(Record::Snapshot { index, term, conf_state: conf_state.clone() });
-        self.sync();
-    }
-
-    fn sync(&mut self) {
-        if !self.skip_fsync {
-            self.durable = self.records.len();
-        }
-    }
-
-    /// Whether nothing was ever written.
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
-    }
-
-    /// Drops what is not durable.
-    pub fn crash(&mut self) {
-        self.records.truncate(self.durable);
-    }
-
-    /// What a restarted member recovers: the newest snapshot, the newest hard
-    /// state, and the entries after the snapshot (a later append at an index
-    /// replaces everything from there on, as Raft overwrites a follower's log).
-    pub fn replay(&self) -> RestoreState {
-        let mut state = RestoreState::default();
-        for record in &self.records {
-            match record {
-                Record::Entries(entries) => {
-                    let Some(first) = entries.first() else { continue };
-                    state.entries.retain(|e| e.index < first.index);
-                    state
-                        .entries
-                        .extend(entries.iter().filter(|e| e.index > state.snapshot_index).cloned());
-                }
-                Record::HardState(hs) => state.hard_state = hs.clone(),
-                Record::Snapshot { index, term, conf_state } => {
-                    state.snapshot_index = *index;
-                    state.snapshot_term = *term;
-                    state.conf_state = conf_state.clone();
-                    state.entries.retain(|e| e.index > *index);
-                }
-            }
-        }
-        state
-    }
-
-    /// Compacts records a durable snapshot at `index` covers (the WAL's
-    /// segment release).
-    pub fn release_to(&mut self, index: u64) {
-        let _ = index;
     }
 }
 
