@@ -21,12 +21,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use etcd_mvcc::KvStore;
-use etcd_raftnode::encode_conf_state;
 use etcd_server::membership;
 use etcd_snapshot::etcd_wal::{self as etcd_log, EtcdWal};
 use etcd_snapshot::file::Format;
 use etcd_storage::Backend;
-use etcd_wal::{HardState, SnapshotMarker, Wal};
+use etcd_wal::{HardState, Wal};
 
 use crate::data_dir::{backend_path, wal_metadata, StartError};
 
@@ -189,7 +188,7 @@ fn convert(db: &Path, wal_dir: &Path, out: &Path) -> Result<(), StartError> {
     let mut ours = Wal::create(&new_wal, &wal_metadata(wal.member_id, wal.cluster_id))
         .map_err(|e| wal_err(e.to_string()))?;
     let conf_state = membership::conf_state(&members);
-    let marker = SnapshotMarker { index, term, conf_state: encode_conf_state(&conf_state) };
+    let marker = etcd_server::wal_entries::snapshot_marker(index, term, &conf_state);
     ours.save_snapshot(&marker).map_err(|e| wal_err(e.to_string()))?;
     let (hs_term, vote, _) = wal.hard_state;
     let hard_state = HardState { term: hs_term.max(term), vote, commit: index };

@@ -11,15 +11,14 @@ use std::sync::Arc;
 
 use etcd_mvcc::KvStore;
 use etcd_proto::etcdrs::Member;
-use etcd_raftnode::{
-    decode_conf_state, encode_conf_state, HardState, NodeConfig, RaftNode, RestoreState,
-};
+use etcd_raftnode::{decode_conf_state, NodeConfig, RaftNode};
+use etcd_server::wal_entries::{restore_state, snapshot_marker};
 use etcd_server::{ids, membership};
 use etcd_storage::Backend;
-use etcd_wal::{SnapshotMarker, Wal};
+use etcd_wal::Wal;
 
 use crate::config::{ClusterState, ServerConfig};
-use crate::data_dir::{backend_path, parse_wal_metadata, to_raft_entry, wal_metadata, StartError};
+use crate::data_dir::{backend_path, parse_wal_metadata, wal_metadata, StartError};
 
 /// A member's state once its data directory is open.
 pub struct Opened {
@@ -178,7 +177,7 @@ fn create(
     let mut wal = Wal::create(wal_path, &wal_metadata(member_id, cluster_id))
         .map_err(|e| wal_error(e.to_string()))?;
     let conf_state = membership::conf_state(&members);
-    let marker = SnapshotMarker { index: 0, term: 0, conf_state: encode_conf_state(&conf_state) };
+    let marker = snapshot_marker(0, 0, &conf_state);
     wal.save_snapshot(&marker).map_err(|e| wal_error(e.to_string()))?;
     wal.sync().map_err(|e| wal_error(e.to_string()))?;
     let node = RaftNode::bootstrap_with(&node_config(cfg, member_id, 0), conf_state)
@@ -246,25 +245,13 @@ fn recover(cfg: &ServerConfig, wal_path: &Path) -> Result<Opened, StartError> {
         .map_err(StartError::Config)?;
         (entries, hs) = (forced.entries, forced.hard_state);
     }
-    let hard_state =
-        HardState { term: hs.term, vote: hs.vote, commit: hs.commit, ..Default::default() };
-    let state = RestoreState {
-        snapshot_index: marker.index,
-        snapshot_term: marker.term,
-        conf_state,
-        hard_state,
-        entries: entries.into_iter().map(to_raft_entry).collect(),
-    };
+    let state = restore_state(&marker, &hs, entries, conf_state);
     let (state, covered) = state.cover_applied(consistent_index, consistent_term);
     let mut snapshot_index = marker.index;
     if covered {
         // A leader's snapshot reached the backend but the process stopped
         // before the WAL recorded it: record it now, so the log goes on from it.
-        let marker = SnapshotMarker {
-            index: consistent_index,
-            term: consistent_term,
-            conf_state: encode_conf_state(&state.conf_state),
-        };
+        let marker = snapshot_marker(consistent_index, consistent_term, &state.conf_state);
         wal.save_snapshot(&marker)
             .and_then(|()| wal.sync())
             .map_err(|e| wal_error(e.to_string()))?;

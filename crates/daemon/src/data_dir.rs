@@ -1,10 +1,8 @@
 //! The data directory's layout (etcd's: `member/wal/` and `member/snap/db`), the
-//! WAL's metadata record that marks a WAL as ours, the conversion between Raft's
-//! entries and the WAL's, and why a member could not start.
+//! WAL's metadata record that marks a WAL as ours, and why a member could not
+//! start.
 
 use std::path::{Path, PathBuf};
-
-pub(crate) use etcd_server::wal_entries::{to_raft_entry, to_wal_entry};
 
 /// Identifies our WAL format in the metadata record of every segment.
 const WAL_MAGIC: &[u8] = b"etcd-rs/wal/v1\0";

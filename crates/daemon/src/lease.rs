@@ -54,6 +54,7 @@ pub(crate) fn apply_core_config(cfg: &ServerConfig) -> etcd_server::apply_core::
         promote_extend_ms: cfg.election_timeout.as_millis() as u64,
         min_lease_ttl_secs: min_ttl_secs(cfg),
         lease_checkpoint: cfg.lease_checkpoint,
+        auth_token_ttl_ms: cfg.auth_token_ttl.as_millis() as u64,
     }
 }
 

@@ -11,13 +11,13 @@ use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_raftnode::{encode_conf_state, ConfState, Entry, HardState, Message, Role};
+use etcd_raftnode::{ConfState, Entry, HardState, Message, Role};
 use etcd_server::raft_core::{Effect, Input, RaftCore, RaftIo};
+use etcd_server::wal_entries::{snapshot_marker, to_wal_entry, to_wal_hard_state};
 use etcd_server::{Applied, ServerError};
-use etcd_wal::{SnapshotMarker, Wal};
+use etcd_wal::Wal;
 use tokio::sync::mpsc;
 
-use crate::data_dir::to_wal_entry;
 use crate::inputs::{fatal, ApplyTask, RaftInput, Reader};
 use crate::shared::Shared;
 
@@ -71,11 +71,7 @@ impl RaftIo for DaemonIo<'_> {
 
     fn persist(&mut self, entries: &[Entry], hard_state: Option<&HardState>, must_sync: bool) {
         let entries: Vec<etcd_wal::Entry> = entries.iter().map(to_wal_entry).collect();
-        let hard_state = hard_state.map(|hs| etcd_wal::HardState {
-            term: hs.term,
-            vote: hs.vote,
-            commit: hs.commit,
-        });
+        let hard_state = hard_state.map(to_wal_hard_state);
         if let Err(err) = self.wal.append(&entries, hard_state.as_ref()) {
             fatal("failed to append to the WAL", err);
         }
@@ -111,7 +107,7 @@ impl RaftIo for DaemonIo<'_> {
     }
 
     fn save_snapshot(&mut self, index: u64, term: u64, conf_state: &ConfState) {
-        let marker = SnapshotMarker { index, term, conf_state: encode_conf_state(conf_state) };
+        let marker = snapshot_marker(index, term, conf_state);
         if let Err(err) = self.wal.save_snapshot(&marker).and_then(|()| self.wal.sync()) {
             fatal("failed to record a snapshot in the WAL", err);
         }

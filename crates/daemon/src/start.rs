@@ -4,10 +4,9 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use etcd_server::Applier;
 use etcd_transport::PeerTransport;
 use tokio::sync::mpsc;
 
@@ -35,21 +34,17 @@ impl EtcdServer {
         let opened = bootstrap::open(&cfg)?;
         let backend_error =
             |reason: String| StartError::Backend { path: cfg.data_dir.clone(), reason };
-        let apply_cfg = crate::lease::apply_core_config(&cfg);
-        let lessor =
-            etcd_server::apply_core::recover_lessor(&opened.backend, &opened.kv, &apply_cfg)
-                .map_err(backend_error)?;
-        let lessor = Arc::new(Mutex::new(lessor));
-        let auth = opened
-            .backend
-            .begin_read()
-            .and_then(|txn| etcd_auth::AuthStore::load(&txn, cfg.auth_token_ttl.as_millis() as u64))
-            .map_err(|e| backend_error(e.to_string()))?;
-        let auth = Arc::new(RwLock::new(auth));
-        let applier =
-            Applier::new(opened.backend.clone(), opened.kv.clone(), lessor.clone(), auth.clone())
-                .map_err(|e| backend_error(e.to_string()))?;
-        let shared = Arc::new(Shared::new(applier.consistent_index(), cfg.extensive_metrics));
+        let apply_core = etcd_server::apply_core::ApplyCore::open(
+            opened.kv.clone(),
+            opened.backend.clone(),
+            crate::lease::apply_core_config(&cfg),
+            opened.snapshot_index,
+            crate::clock::monotonic_ms(),
+        )
+        .map_err(backend_error)?;
+        let (lessor, auth) = (apply_core.lessor().clone(), apply_core.auth().clone());
+        let applied = apply_core.applied_index();
+        let shared = Arc::new(Shared::new(applied, cfg.extensive_metrics));
         shared.db_size_bytes.store(opened.backend.size_bytes().unwrap_or(0), Ordering::Relaxed);
         let watch_hub = Arc::new(WatchHub::new(opened.kv.current_revision()));
         let (raft_tx, raft_rx) = mpsc::channel(RAFT_INPUTS_MAX);
@@ -80,7 +75,7 @@ impl EtcdServer {
         };
         let core = etcd_server::raft_core::RaftCore::new(
             opened.node,
-            applier.consistent_index(),
+            applied,
             core_cfg,
             crate::clock::monotonic_ms(),
         );
@@ -104,14 +99,6 @@ impl EtcdServer {
             next_reader: 0,
         };
         let (member_events_tx, member_events_rx) = mpsc::channel(MEMBER_EVENTS_MAX);
-        let apply_core = etcd_server::apply_core::ApplyCore::new(
-            applier,
-            opened.kv.clone(),
-            opened.backend.clone(),
-            apply_cfg,
-            opened.snapshot_index,
-            crate::clock::monotonic_ms(),
-        );
         let apply_loop = ApplyLoop {
             member_id: opened.member_id,
             core: apply_core,

@@ -171,6 +171,11 @@ impl Applier {
         Ok(())
     }
 
+    /// The auth store this applier changes.
+    pub fn auth(&self) -> &Arc<RwLock<AuthStore>> {
+        &self.auth
+    }
+
     /// The lessor this applier attaches keys in.
     pub fn lessor(&self) -> &Arc<Mutex<Lessor>> {
         &self.lessor

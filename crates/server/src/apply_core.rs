@@ -35,6 +35,8 @@ pub struct ApplyCoreConfig {
     pub min_lease_ttl_secs: i64,
     /// Whether and how the lessor checkpoints remaining TTLs.
     pub lease_checkpoint: Option<etcd_lease::Checkpointing>,
+    /// How long simple auth tokens live, in milliseconds.
+    pub auth_token_ttl_ms: u64,
 }
 
 /// What applying one batch did.
@@ -59,18 +61,35 @@ pub struct ApplyCore {
 }
 
 impl ApplyCore {
-    /// Resumes after the backend's consistent index; the log's newest snapshot
-    /// is at `snapshot_index`.
-    pub fn new(
-        applier: Applier,
+    /// Opens the apply half on a backend and its store: the lessor and the
+    /// auth store are loaded from it, and applying resumes after its
+    /// consistent index; the log's newest snapshot is at `snapshot_index`.
+    pub fn open(
         kv: Arc<KvStore>,
         backend: Arc<Backend>,
         cfg: ApplyCoreConfig,
         snapshot_index: u64,
         now: u64,
-    ) -> ApplyCore {
+    ) -> Result<ApplyCore, String> {
+        let lessor = recover_lessor(&backend, &kv, &cfg)?;
+        let auth = backend
+            .begin_read()
+            .and_then(|txn| etcd_auth::AuthStore::load(&txn, cfg.auth_token_ttl_ms))
+            .map_err(|e| e.to_string())?;
+        let applier = Applier::new(
+            backend.clone(),
+            kv.clone(),
+            Arc::new(std::sync::Mutex::new(lessor)),
+            Arc::new(std::sync::RwLock::new(auth)),
+        )
+        .map_err(|e| e.to_string())?;
         let durable_index = applier.consistent_index();
-        ApplyCore { applier, kv, backend, cfg, snapshot_index, durable_index, durable_at: now }
+        Ok(ApplyCore { applier, kv, backend, cfg, snapshot_index, durable_index, durable_at: now })
+    }
+
+    /// The auth store the applier changes (shared with the API's checks).
+    pub fn auth(&self) -> &Arc<std::sync::RwLock<etcd_auth::AuthStore>> {
+        self.applier.auth()
     }
 
     /// The index of the last applied entry.

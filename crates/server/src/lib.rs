@@ -22,6 +22,7 @@ pub mod error;
 pub mod ids;
 pub mod membership;
 pub mod raft_core;
+mod read_queue;
 pub mod waiters;
 pub mod wal_entries;
 pub mod watch;

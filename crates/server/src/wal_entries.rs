@@ -1,6 +1,7 @@
-//! Raft's entries as the WAL stores them, and back.
+//! Raft's entries, hard state and snapshot records as the WAL stores them,
+//! and back: one place for the daemon and the simulator.
 
-use etcd_raftnode::{Entry, EntryType};
+use etcd_raftnode::{encode_conf_state, ConfState, Entry, EntryType, HardState, RestoreState};
 
 /// The Raft entry a WAL entry holds.
 pub fn to_raft_entry(entry: etcd_wal::Entry) -> Entry {
@@ -31,5 +32,38 @@ pub fn to_wal_entry(entry: &Entry) -> etcd_wal::Entry {
         },
         data: entry.data.to_vec(),
         context: entry.context.to_vec(),
+    }
+}
+
+/// The WAL's view of Raft's hard state.
+pub fn to_wal_hard_state(hs: &HardState) -> etcd_wal::HardState {
+    etcd_wal::HardState { term: hs.term, vote: hs.vote, commit: hs.commit }
+}
+
+/// The Raft hard state a WAL record holds.
+pub fn to_raft_hard_state(hs: &etcd_wal::HardState) -> HardState {
+    HardState { term: hs.term, vote: hs.vote, commit: hs.commit, ..Default::default() }
+}
+
+/// The WAL record of a snapshot at `index` (term `term`) with this membership.
+pub fn snapshot_marker(index: u64, term: u64, conf_state: &ConfState) -> etcd_wal::SnapshotMarker {
+    etcd_wal::SnapshotMarker { index, term, conf_state: encode_conf_state(conf_state) }
+}
+
+/// What Raft restarts from: the WAL's newest snapshot marker, hard state and
+/// the entries after the marker, with the membership the caller read from the
+/// backend (as of its consistent index, newer than the marker's).
+pub fn restore_state(
+    marker: &etcd_wal::SnapshotMarker,
+    hard_state: &etcd_wal::HardState,
+    entries: Vec<etcd_wal::Entry>,
+    conf_state: ConfState,
+) -> RestoreState {
+    RestoreState {
+        snapshot_index: marker.index,
+        snapshot_term: marker.term,
+        conf_state,
+        hard_state: to_raft_hard_state(hard_state),
+        entries: entries.into_iter().map(to_raft_entry).collect(),
     }
 }

@@ -1,7 +1,7 @@
 //! The apply half of the member core on its own: committed entries in, store
 //! changes, results, snapshots and lease duties out.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 
 use etcd_proto::etcdrs::member_change::Kind;
 use etcd_proto::etcdrs::{InternalRaftRequest, Member, MemberChange, RequestHeader};
@@ -11,11 +11,9 @@ use etcd_proto::etcdserverpb::{
     Compare, DeleteRangeRequest, LeaseGrantRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
 use etcd_raftnode::{Entry, EntryType, MembershipChange, Message, MessageType};
-use etcd_server::apply_core::{
-    lease_duties, recover_lessor, stamp_snapshot, ApplyCore, ApplyCoreConfig,
-};
+use etcd_server::apply_core::{lease_duties, stamp_snapshot, ApplyCore, ApplyCoreConfig};
 use etcd_server::membership::MemberEvent;
-use etcd_server::{Applier, Response};
+use etcd_server::Response;
 use etcd_storage::Backend;
 use prost::Message as _;
 
@@ -33,6 +31,7 @@ fn config() -> ApplyCoreConfig {
         promote_extend_ms: 1_000,
         min_lease_ttl_secs: 2,
         lease_checkpoint: None,
+        auth_token_ttl_ms: 300_000,
     }
 }
 
@@ -40,17 +39,7 @@ fn member() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let backend = Arc::new(Backend::open(&dir.path().join("db")).expect("backend"));
     let kv = Arc::new(etcd_mvcc::KvStore::open(backend.clone()).expect("store"));
-    let lessor = recover_lessor(&backend, &kv, &config()).expect("lessor");
-    let auth =
-        etcd_auth::AuthStore::load(&backend.begin_read().expect("read"), 300_000).expect("auth");
-    let applier = Applier::new(
-        backend.clone(),
-        kv.clone(),
-        Arc::new(Mutex::new(lessor)),
-        Arc::new(RwLock::new(auth)),
-    )
-    .expect("applier");
-    let core = ApplyCore::new(applier, kv, backend.clone(), config(), 0, 0);
+    let core = ApplyCore::open(kv, backend.clone(), config(), 0, 0).expect("apply half");
     Fixture { core, backend, _dir: dir }
 }
 

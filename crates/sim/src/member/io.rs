@@ -5,13 +5,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use etcd_raftnode::{encode_conf_state, ConfState, Entry, HardState, Message, Role};
+use etcd_raftnode::{ConfState, Entry, HardState, Message, Role};
 use etcd_server::apply_core::{ApplyCore, ApplyResult};
 use etcd_server::raft_core::RaftIo;
-use etcd_server::wal_entries::to_wal_entry;
+use etcd_server::wal_entries::{snapshot_marker, to_wal_entry, to_wal_hard_state};
 use etcd_server::watch::WatchHub;
 use etcd_storage::Backend;
-use etcd_wal::{SnapshotMarker, Wal};
+use etcd_wal::Wal;
 
 use super::Observed;
 use crate::disk::{SimFile, SimFs, SimStorage};
@@ -65,11 +65,7 @@ impl RaftIo for Io<'_> {
 
     fn persist(&mut self, entries: &[Entry], hard_state: Option<&HardState>, must_sync: bool) {
         let entries: Vec<etcd_wal::Entry> = entries.iter().map(to_wal_entry).collect();
-        let hard_state = hard_state.map(|hs| etcd_wal::HardState {
-            term: hs.term,
-            vote: hs.vote,
-            commit: hs.commit,
-        });
+        let hard_state = hard_state.map(to_wal_hard_state);
         self.wal.append(&entries, hard_state.as_ref()).expect("simulated WAL append");
         if must_sync {
             self.wal.sync().expect("simulated WAL fsync");
@@ -142,7 +138,7 @@ impl RaftIo for Io<'_> {
         if crate::tracing() {
             eprintln!("{:>6} member {} saves a snapshot at {index}", self.now, self.id);
         }
-        let marker = SnapshotMarker { index, term, conf_state: encode_conf_state(conf_state) };
+        let marker = snapshot_marker(index, term, conf_state);
         self.wal.save_snapshot(&marker).expect("simulated WAL snapshot marker");
         self.wal.sync().expect("simulated WAL fsync");
     }

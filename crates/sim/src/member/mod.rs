@@ -3,40 +3,34 @@
 //! around them. Crashing it drops every in-memory structure; restarting it
 //! recovers from what the disk kept, as the daemon's bootstrap does.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 
 use etcd_proto::etcdrs::member_change::Kind;
 use etcd_proto::etcdrs::{InternalRaftRequest, Member, MemberChange, RequestHeader};
-use etcd_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
-use etcd_proto::etcdserverpb::request_op::Request;
-use etcd_proto::etcdserverpb::{
-    CompactionRequest, Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest,
-    PutRequest, RangeRequest, RequestOp, TxnRequest,
-};
+use etcd_proto::etcdserverpb::{LeaseRevokeRequest, RangeRequest};
 use etcd_proto::mvccpb::Event;
 use etcd_raftnode::{
-    encode_conf_state, ConfState, HardState, MembershipChange, Message, NodeConfig, RaftNode,
-    RestoreState, Role,
+    ConfState, MembershipChange, Message, NodeConfig, RaftNode, RestoreState, Role,
 };
-use etcd_server::apply_core::{lease_duties, ApplyCore, ApplyCoreConfig, ApplyResult};
+use etcd_server::apply_core::{ApplyCore, ApplyCoreConfig, ApplyResult};
 use etcd_server::membership::MemberEvent;
 use etcd_server::raft_core::{Effect, Input, RaftCore, RaftCoreConfig};
 use etcd_server::waiters::Waiters;
-use etcd_server::wal_entries::to_raft_entry;
+use etcd_server::wal_entries::{restore_state, snapshot_marker};
 use etcd_server::watch::WatchHub;
-use etcd_server::{Applier, Response, ServerError};
+use etcd_server::{Response, ServerError};
 use etcd_storage::Backend;
 use prost::Message as _;
 
 mod io;
+mod requests;
 
 use io::Io;
 
-use crate::check::Call;
 use crate::disk::{SimFile, SimFs, SimStorage};
-use etcd_wal::{SnapshotMarker, Wal};
+use etcd_wal::Wal;
 
 /// WAL segments are cut at this size in the simulator (the server's 64 MiB
 /// preallocation would only cost memory here), so segment cuts and releases
@@ -125,7 +119,19 @@ pub struct Bugs {
     pub expire_leases_early: bool,
 }
 
+/// The members whose removal the backend records (read once per change, not
+/// per message: every delivered message asks).
+fn removed_members(backend: &Backend) -> BTreeSet<u64> {
+    backend
+        .begin_read()
+        .and_then(|txn| etcd_storage::ReadTables::members_removed_list(&txn))
+        .map(|ids| ids.into_iter().collect())
+        .unwrap_or_default()
+}
+
 struct Running {
+    /// Members whose removal this member applied.
+    removed_peers: BTreeSet<u64>,
     /// The real WAL code on the member's simulated disk.
     wal: Wal<SimFs>,
     raft: RaftCore,
@@ -201,6 +207,7 @@ fn apply_config() -> ApplyCoreConfig {
         promote_extend_ms: HEARTBEAT_MS * ELECTION_TICKS as u64,
         min_lease_ttl_secs: 2,
         lease_checkpoint: None,
+        auth_token_ttl_ms: 300_000,
     }
 }
 
@@ -245,12 +252,7 @@ impl SimMember {
     /// Whether this member has applied the removal of `peer` (its transport
     /// would then refuse the peer's streams, and the peer stop).
     pub fn knows_removed(&self, peer: u64) -> bool {
-        let Some(running) = self.running.as_ref() else { return false };
-        running
-            .backend
-            .begin_read()
-            .and_then(|txn| etcd_storage::ReadTables::members_removed_list(&txn))
-            .is_ok_and(|removed| removed.contains(&peer))
+        self.running.as_ref().is_some_and(|r| r.removed_peers.contains(&peer))
     }
 
     /// Stops this member for good: a peer refused it as removed.
@@ -320,18 +322,8 @@ impl SimMember {
             }
             let marker = replay.snapshot.unwrap_or_default();
             let hs = replay.hard_state.unwrap_or_default();
-            let state = RestoreState {
-                snapshot_index: marker.index,
-                snapshot_term: marker.term,
-                conf_state: ConfState::default(),
-                hard_state: HardState {
-                    term: hs.term,
-                    vote: hs.vote,
-                    commit: hs.commit,
-                    ..Default::default()
-                },
-                entries: replay.entries.into_iter().map(to_raft_entry).collect(),
-            };
+            // The membership comes from the backend below, as in the daemon.
+            let state = restore_state(&marker, &hs, replay.entries, ConfState::default());
             (wal, state)
         };
         let mut snapshot_index = state.snapshot_index;
@@ -354,18 +346,28 @@ impl SimMember {
                 txn.commit(true).expect("commit");
             }
         }
-        let cfg = apply_config();
-        let lessor = etcd_server::apply_core::recover_lessor(&backend, &kv, &cfg).expect("lessor");
-        let auth = etcd_auth::AuthStore::load(&backend.begin_read().expect("read"), 300_000)
-            .expect("auth");
-        let applier = Applier::new(
-            backend.clone(),
-            kv.clone(),
-            Arc::new(Mutex::new(lessor)),
-            Arc::new(RwLock::new(auth)),
-        )
-        .expect("applier");
-        let applied = applier.consistent_index();
+        let state = if fresh {
+            state
+        } else {
+            // The membership as of the backend, and (as the daemon's recovery) a
+            // backend ahead of the log taken as the snapshot, recorded now.
+            let members = etcd_server::membership::read(&backend).expect("members");
+            let mut state = state;
+            state.conf_state = etcd_server::membership::conf_state(&members);
+            let txn = backend.begin_read().expect("read");
+            let (index, term) = etcd_storage::consistent_index(&txn).expect("consistent index");
+            drop(txn);
+            let (state, covered) = state.cover_applied(index, term);
+            if covered {
+                let marker = snapshot_marker(index, term, &state.conf_state);
+                wal.save_snapshot(&marker).and_then(|()| wal.sync()).expect("marker recorded");
+                snapshot_index = index;
+            }
+            state
+        };
+        let apply = ApplyCore::open(kv, backend.clone(), apply_config(), snapshot_index, now)
+            .expect("the apply half opens");
+        let applied = apply.applied_index();
         self.restarts += 1;
         let node_cfg = NodeConfig {
             id: self.id,
@@ -384,21 +386,6 @@ impl SimMember {
                 None => RaftNode::bootstrap(&node_cfg, &self.voters).expect("bootstrap"),
             }
         } else {
-            let members = etcd_server::membership::read(&backend).expect("members");
-            let mut state = state;
-            state.conf_state = etcd_server::membership::conf_state(&members);
-            // As the daemon's recovery: a backend ahead of the log holds a
-            // snapshot the log did not record; it is recorded now.
-            let txn = backend.begin_read().expect("read");
-            let (index, term) = etcd_storage::consistent_index(&txn).expect("consistent index");
-            drop(txn);
-            let (state, covered) = state.cover_applied(index, term);
-            if covered {
-                let conf_state = encode_conf_state(&state.conf_state);
-                let marker = SnapshotMarker { index, term, conf_state };
-                wal.save_snapshot(&marker).and_then(|()| wal.sync()).expect("marker recorded");
-                snapshot_index = index;
-            }
             RaftNode::restore(&node_cfg, state).expect("restore")
         };
         let raft_cfg = RaftCoreConfig {
@@ -410,9 +397,9 @@ impl SimMember {
             read_context_start: self.restarts << 32,
         };
         let raft = RaftCore::new(node, applied, raft_cfg, now);
-        let apply = ApplyCore::new(applier, kv, backend.clone(), cfg, snapshot_index, now);
         let hub = WatchHub::new(apply.kv().current_revision());
         self.running = Some(Running {
+            removed_peers: removed_members(&backend),
             wal,
             raft,
             apply,
@@ -447,71 +434,6 @@ impl SimMember {
     /// The leader this member knows of, and its term.
     pub fn leader_and_term(&self) -> Option<(u64, u64, Role)> {
         self.running.as_ref().map(|r| (r.raft.leader(), r.raft.term(), r.raft.role()))
-    }
-
-    /// A client's write (put, delete or compare-and-swap), as operation `op`.
-    pub fn write(&mut self, op: u64, key: &[u8], call: &Call) {
-        let Some(running) = self.running.as_mut() else { return };
-        running.next_request += 1;
-        let id = running.next_request;
-        let mut request = InternalRaftRequest {
-            header: Some(RequestHeader { id, ..Default::default() }),
-            ..Default::default()
-        };
-        let put = |value: &[u8]| PutRequest {
-            key: key.to_vec(),
-            value: value.to_vec(),
-            ..Default::default()
-        };
-        match call {
-            Call::Put(value) => request.put = Some(put(value)),
-            Call::Delete => {
-                request.delete_range =
-                    Some(DeleteRangeRequest { key: key.to_vec(), ..Default::default() })
-            }
-            Call::Cas { expect, new } => {
-                let (target, target_union) = match expect {
-                    Some(value) => (CompareTarget::Value, TargetUnion::Value(value.clone())),
-                    None => (CompareTarget::Version, TargetUnion::Version(0)),
-                };
-                let compare = Compare {
-                    result: CompareResult::Equal as i32,
-                    target: target as i32,
-                    key: key.to_vec(),
-                    target_union: Some(target_union),
-                    ..Default::default()
-                };
-                let success = RequestOp { request: Some(Request::RequestPut(put(new))) };
-                request.txn = Some(TxnRequest {
-                    compare: vec![compare],
-                    success: vec![success],
-                    failure: vec![],
-                });
-            }
-            Call::Get => unreachable!("reads are not proposed"),
-        }
-        running.waiters.register(id, op);
-        self.input(Input::Propose { id, data: request.encode_to_vec() });
-    }
-
-    /// Proposes a compaction at `revision` (nobody waits for it).
-    pub fn compact(&mut self, revision: i64) {
-        let Some(running) = self.running.as_mut() else { return };
-        running.next_request += 1;
-        let id = running.next_request;
-        let request = InternalRaftRequest {
-            header: Some(RequestHeader { id, ..Default::default() }),
-            compaction: Some(CompactionRequest { revision, physical: false }),
-            ..Default::default()
-        };
-        self.input(Input::Propose { id, data: request.encode_to_vec() });
-    }
-
-    /// A serializable read: the local store's revision and the key's value.
-    pub fn read_serializable(&self, key: &[u8]) -> Option<(i64, Option<Vec<u8>>)> {
-        let running = self.running.as_ref()?;
-        let value = read_key(&running.apply, key).ok()?;
-        Some((running.apply.kv().current_revision(), value))
     }
 
     /// The next `n` reads of its backend fail.
@@ -574,21 +496,6 @@ impl SimMember {
         self.running.as_ref().map(|r| r.apply.kv().current_revision())
     }
 
-    /// A client's linearizable read of `key`, as operation `op`.
-    pub fn read(&mut self, op: u64, key: &[u8]) {
-        let Some(running) = self.running.as_mut() else { return };
-        let leads = running.raft.role() == Role::Leader;
-        if self.bugs.read_without_read_index || (self.bugs.leader_reads_locally && leads) {
-            let reply = read_key(&running.apply, key);
-            self.answer_read(op, reply);
-            return;
-        }
-        running.next_reader += 1;
-        let reader = running.next_reader;
-        running.readers.insert(reader, (op, key.to_vec()));
-        self.input(Input::ReadIndex { reader });
-    }
-
     /// Hands the member an input (a tick, a peer's message, a request).
     pub fn input(&mut self, input: Input) {
         let (_, results) = self.with_io(|raft, io| raft.step(input, io));
@@ -632,8 +539,16 @@ impl SimMember {
             return;
         }
         self.now = now;
+        let observed_before = self.observed.len();
         let (effects, results) = self.with_io(|raft, io| raft.run_ready(now, io));
         let running = self.running.as_mut().expect("checked above");
+        let membership_changed = results.iter().any(|r| !r.outcome.member_events.is_empty())
+            || self.observed[observed_before..]
+                .iter()
+                .any(|o| matches!(o, Observed::Installed { .. }));
+        if membership_changed {
+            running.removed_peers = removed_members(&running.backend);
+        }
         let mut snapshots = Vec::new();
         let mut changes = Vec::new();
         let mut revoke = Vec::new();
@@ -730,92 +645,6 @@ impl SimMember {
                 lease_revoke: Some(LeaseRevokeRequest { id }),
                 ..Default::default()
             });
-        }
-    }
-
-    /// Answers a read; a storage failure stops the member (the daemon aborts:
-    /// redb serves nothing more after an I/O error until reopened).
-    fn answer_read(&mut self, op: u64, read: Result<Option<Vec<u8>>, ServerError>) {
-        if let Err(err) = &read {
-            self.fatal = Some(format!("the backend failed a read: {err}"));
-        }
-        self.replies.push((op, read.map_or_else(Reply::Refused, Reply::Read)));
-    }
-
-    /// Proposes a request nobody waits for (a revoke of an expired lease).
-    fn propose_untracked(&mut self, mut request: InternalRaftRequest) {
-        let Some(running) = self.running.as_mut() else { return };
-        running.next_request += 1;
-        let id = running.next_request;
-        request.header = Some(RequestHeader { id, ..Default::default() });
-        self.input(Input::Propose { id, data: request.encode_to_vec() });
-    }
-
-    /// The leader's lease duty (every 500 ms, as the daemon's expiry loop):
-    /// expired leases are revoked once a ReadIndex confirms this member still
-    /// leads; a member that does not lead demotes its lessor.
-    pub fn lease_duty(&mut self, now: u64) {
-        let Some(running) = self.running.as_mut() else { return };
-        let leading = running.raft.role() == Role::Leader;
-        let now = if self.bugs.expire_leases_early { now + 1_500 } else { now };
-        let duties = {
-            let mut lessor = running.apply.lessor().lock().expect("lessor lock");
-            lease_duties(&mut lessor, now, leading)
-        };
-        if duties.expired.is_empty() {
-            return;
-        }
-        if crate::tracing() {
-            eprintln!("{now:>6} member {} lease duty: expired {:?}", self.id, duties.expired);
-        }
-        running.next_reader += 1;
-        let reader = running.next_reader;
-        running.revokes.insert(reader, duties.expired);
-        self.input(Input::ReadIndex { reader });
-    }
-
-    /// A client's lease grant, as operation `op`.
-    pub fn grant(&mut self, op: u64, lease: i64, ttl_secs: i64) {
-        let Some(running) = self.running.as_mut() else { return };
-        running.next_request += 1;
-        let id = running.next_request;
-        let request = InternalRaftRequest {
-            header: Some(RequestHeader { id, ..Default::default() }),
-            lease_grant: Some(LeaseGrantRequest { ttl: ttl_secs, id: lease }),
-            ..Default::default()
-        };
-        running.waiters.register(id, op);
-        self.input(Input::Propose { id, data: request.encode_to_vec() });
-    }
-
-    /// A client's put of `key` attached to `lease`, as operation `op`.
-    pub fn put_with_lease(&mut self, op: u64, key: &[u8], value: &[u8], lease: i64) {
-        let Some(running) = self.running.as_mut() else { return };
-        running.next_request += 1;
-        let id = running.next_request;
-        let put =
-            PutRequest { key: key.to_vec(), value: value.to_vec(), lease, ..Default::default() };
-        let request = InternalRaftRequest {
-            header: Some(RequestHeader { id, ..Default::default() }),
-            put: Some(put),
-            ..Default::default()
-        };
-        running.waiters.register(id, op);
-        self.input(Input::Propose { id, data: request.encode_to_vec() });
-    }
-
-    /// A keep-alive on this member's lessor, as the daemon's `renew_here`: only
-    /// a leader whose lessor tracks deadlines renews.
-    pub fn keepalive(&mut self, lease: i64, now: u64) -> KeepAlive {
-        let Some(running) = self.running.as_mut() else { return KeepAlive::NotLeader };
-        if running.raft.role() != Role::Leader {
-            return KeepAlive::NotLeader;
-        }
-        let mut lessor = running.apply.lessor().lock().expect("lessor lock");
-        match lessor.renew(lease, now) {
-            Ok(_) => KeepAlive::Renewed,
-            Err(etcd_lease::LeaseError::NotPrimary) => KeepAlive::NotLeader,
-            Err(_) => KeepAlive::NotFound,
         }
     }
 }
