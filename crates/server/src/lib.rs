@@ -11,6 +11,8 @@
 //! - [`waiters`]: the proposals waiting on this member, and who is woken with what;
 //! - [`watch`]: the watch hub, where applied events meet watchers (a ring of
 //!   recent revisions, the published revision, which watchers a batch concerns);
+//! - [`compactor`]: automatic compaction's schedule (which revision the leader
+//!   proposes to compact to, and when);
 //! - [`error`]: every error a client can see, as one enum (the API layer maps it
 //!   to etcd's gRPC codes and messages).
 
@@ -18,6 +20,7 @@ pub mod alarms;
 pub mod applier;
 pub mod apply_core;
 pub mod auth;
+pub mod compactor;
 pub mod error;
 pub mod ids;
 pub mod membership;

@@ -8,7 +8,8 @@ use crate::{leases, mix, tracing, watches, watches_new, InFlight, World, KEYS, O
 
 impl World {
     /// Each watch client pulls through its member, or resumes on another one
-    /// from where it was when its member went away (and now and then anyway).
+    /// from where it was when its member went away (and now and then anyway,
+    /// sometimes from an older revision).
     pub(crate) fn watch(&mut self) -> Result<(), String> {
         let mut clients = std::mem::take(&mut self.watch_clients);
         let result = clients.iter_mut().try_for_each(|client| self.watch_one(client));
@@ -22,8 +23,15 @@ impl World {
                 .members
                 .get(&member)
                 .is_none_or(|m| !m.is_up() || m.incarnation() != incarnation);
-            if gone || self.rng.below(0, 3_000) == 0 {
+            if gone {
                 client.detach();
+            } else if self.rng.below(0, 3_000) == 0 {
+                // The client moves; half the time it starts over from an
+                // older revision.
+                match self.rng.below(0, 2) {
+                    0 => client.detach(),
+                    _ => client.rewind(self.rng.below(1, client.next() as u64 + 1) as i64),
+                }
             }
         }
         let Some((member, _)) = client.on() else {
@@ -89,6 +97,7 @@ impl World {
             if now % etcd_server::apply_core::LEASE_DUTY_INTERVAL_MS == offset {
                 self.member(id).lease_duty(now);
             }
+            self.member(id).compaction_duty(now);
         }
         let live = self
             .lease_client
@@ -125,7 +134,8 @@ impl World {
             let mut answer = self.member(via).keepalive(id, now);
             if answer == KeepAlive::NotLeader {
                 // Forwarded to the leader, if this member reaches it.
-                if let Some(leader) = self.leader().filter(|&l| l != via && !self.cut(via, l)) {
+                if let Some(leader) = self.leader().filter(|&l| l != via && self.round_trip(via, l))
+                {
                     answer = self.member(leader).keepalive(id, now);
                 }
             }

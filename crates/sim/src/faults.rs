@@ -1,5 +1,5 @@
 //! The faults the world injects: crashes (of one member, of all, in the middle
-//! of an fsync), partitions, message loss, leader transfer, compaction,
+//! of an fsync), partitions (whole or one-way), message loss, leader transfer, compaction,
 //! defragmentation, read errors, membership changes; and healing.
 
 use etcd_proto::etcdrs::member_change::Kind;
@@ -36,7 +36,17 @@ impl World {
             }
             2 => {
                 let victim = self.pick();
-                self.isolated.insert(victim, now + self.rng.below(500, 4_000));
+                let until = now + self.rng.below(500, 4_000);
+                if self.rng.below(0, 2) == 0 {
+                    self.isolated.insert(victim, until);
+                } else {
+                    // A one-way link failure: the victim's messages to one
+                    // peer are lost, that peer's to the victim still arrive.
+                    let peer = self.pick();
+                    if peer != victim {
+                        self.one_way.insert((victim, peer), until);
+                    }
+                }
             }
             3 => self.drop_per_mille = self.rng.below(0, 100),
             4 => {
@@ -167,6 +177,7 @@ impl World {
     pub(crate) fn heal(&mut self) {
         let now = self.now;
         self.isolated.retain(|_, until| *until > now);
+        self.one_way.retain(|_, until| *until > now);
         let back: Vec<u64> =
             self.down.iter().filter(|(_, until)| **until <= now).map(|(&id, _)| id).collect();
         for id in back {
@@ -180,6 +191,7 @@ impl World {
 
     pub(crate) fn heal_all(&mut self) {
         self.isolated.clear();
+        self.one_way.clear();
         self.drop_per_mille = 0;
         for member in self.members.values() {
             member.disarm_power_failure();

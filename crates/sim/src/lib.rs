@@ -112,6 +112,9 @@ struct World {
     sent: u64,
     /// Members cut off from the others until the given time.
     isolated: BTreeMap<u64, u64>,
+    /// One-way link failures: messages from the first member to the second
+    /// are lost until the given time.
+    one_way: BTreeMap<(u64, u64), u64>,
     /// Members down until the given time.
     down: BTreeMap<u64, u64>,
     drop_per_mille: u64,
@@ -170,6 +173,7 @@ impl World {
             network: BTreeMap::new(),
             sent: 0,
             isolated: BTreeMap::new(),
+            one_way: BTreeMap::new(),
             down: BTreeMap::new(),
             drop_per_mille: 0,
             history: Vec::new(),
@@ -221,8 +225,16 @@ impl World {
             .map(|(&id, _)| id)
     }
 
-    fn cut(&self, a: u64, b: u64) -> bool {
-        self.isolated.contains_key(&a) || self.isolated.contains_key(&b)
+    /// Whether a message from `from` to `to` is lost to a partition.
+    fn cut(&self, from: u64, to: u64) -> bool {
+        self.isolated.contains_key(&from)
+            || self.isolated.contains_key(&to)
+            || self.one_way.contains_key(&(from, to))
+    }
+
+    /// Whether a request from `a` to `b` and its answer would get through.
+    fn round_trip(&self, a: u64, b: u64) -> bool {
+        !self.cut(a, b) && !self.cut(b, a)
     }
 
     /// One simulated millisecond.
@@ -324,10 +336,9 @@ impl World {
             if std::mem::take(&mut self.member(id).probing) {
                 // An empty batch to every peer, refused by those that applied
                 // this member's removal (the transport's probe).
-                let refused = self
-                    .members
-                    .iter()
-                    .any(|(&peer, m)| peer != id && !self.cut(id, peer) && m.knows_removed(id));
+                let refused = self.members.iter().any(|(&peer, m)| {
+                    peer != id && self.round_trip(id, peer) && m.knows_removed(id)
+                });
                 if refused {
                     self.member(id).refused_as_removed();
                 }

@@ -12,6 +12,8 @@
 //! - bookmarkable: a caught-up watcher's position (what a progress notification
 //!   reports) means every event up to it was delivered: checked as a batch
 //!   with no events up to it;
+//! - resumable: now and then a client watches again from an older revision
+//!   and is checked from there;
 //! - `prev_kv`: the key's value just before the event, when history has it.
 
 use std::collections::BTreeMap;
@@ -127,6 +129,18 @@ impl WatchClient {
     pub fn detach(&mut self) {
         self.watcher = None;
         self.on = None;
+    }
+
+    /// The next revision it expects.
+    pub fn next(&self) -> i64 {
+        self.next
+    }
+
+    /// Drops its watcher and watches again from `revision` (at most where it
+    /// is): events it was already given are delivered again, and checked again.
+    pub fn rewind(&mut self, revision: i64) {
+        self.detach();
+        self.next = revision.clamp(1, self.next);
     }
 
     /// Watches through `member` (run `incarnation`) from where it was.

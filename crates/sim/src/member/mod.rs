@@ -15,6 +15,7 @@ use etcd_raftnode::{
     ConfState, MembershipChange, Message, NodeConfig, RaftNode, RestoreState, Role,
 };
 use etcd_server::apply_core::{ApplyCore, ApplyCoreConfig, ApplyResult};
+use etcd_server::compactor::{CompactionMode, Compactor};
 use etcd_server::membership::MemberEvent;
 use etcd_server::raft_core::{Effect, Input, RaftCore, RaftCoreConfig};
 use etcd_server::waiters::Waiters;
@@ -129,6 +130,29 @@ fn removed_members(backend: &Backend) -> BTreeSet<u64> {
         .unwrap_or_default()
 }
 
+/// Who waits for a proposal.
+#[derive(Debug, Clone, Copy)]
+enum Waiter {
+    /// A client's operation.
+    Client(u64),
+    /// The member's automatic compaction, to this revision.
+    Compaction(i64),
+}
+
+/// The automatic compaction a member runs (the same for every member of a
+/// seed, as one configuration serves a cluster): periodic with a retention of
+/// 1-4 s, or revision mode keeping 20-200 revisions checked every 0.5-2 s.
+fn compaction_mode(seed: u64) -> CompactionMode {
+    let pick = |bits: u32, n: u64| (seed >> bits) % n;
+    match pick(8, 2) {
+        0 => CompactionMode::Periodic { retention_ms: 1_000 + pick(16, 3_000) },
+        _ => CompactionMode::Revision {
+            retain: 20 + pick(24, 180) as i64,
+            check_ms: 500 + pick(32, 1_500),
+        },
+    }
+}
+
 struct Running {
     /// Members whose removal this member applied.
     removed_peers: BTreeSet<u64>,
@@ -139,8 +163,10 @@ struct Running {
     /// Where applied events meet this member's watchers.
     hub: WatchHub,
     backend: Arc<Backend>,
-    /// Proposals waiting for their entry: request ID -> operation.
-    waiters: Waiters<u64>,
+    /// Proposals waiting for their entry: request ID -> who waits.
+    waiters: Waiters<Waiter>,
+    /// Automatic compaction's schedule (the daemon's compactor task).
+    compactor: Compactor,
     /// Readers waiting for a read index: reader -> (operation, key).
     readers: BTreeMap<u64, (u64, Vec<u8>)>,
     /// The lessor's leadership confirmations: reader -> expired leases to
@@ -194,6 +220,9 @@ pub struct SimMember {
     pub observed: Vec<Observed>,
     bugs: Bugs,
     seed: u64,
+    /// Its automatic compaction (from the seed's bits the member ID leaves
+    /// alone, so the same on every member of a run).
+    compaction: CompactionMode,
     restarts: u64,
     /// The simulated time of the current step.
     now: u64,
@@ -233,6 +262,7 @@ impl SimMember {
             observed: Vec::new(),
             bugs,
             seed,
+            compaction: compaction_mode(seed),
             restarts: 0,
             now: 0,
         }
@@ -406,6 +436,7 @@ impl SimMember {
             hub,
             backend,
             waiters: Waiters::default(),
+            compactor: Compactor::new(self.compaction, now),
             readers: BTreeMap::new(),
             revokes: BTreeMap::new(),
             ready_reads: Vec::new(),
@@ -424,8 +455,14 @@ impl SimMember {
         self.outbox.clear();
         let Some(running) = self.running.take() else { return Vec::new() };
         let mut waiters = running.waiters;
-        let mut lost: Vec<u64> =
-            waiters.fail_all(&ServerError::Stopped).into_iter().map(|(op, _)| op).collect();
+        let mut lost: Vec<u64> = waiters
+            .fail_all(&ServerError::Stopped)
+            .into_iter()
+            .filter_map(|(waiter, _)| match waiter {
+                Waiter::Client(op) => Some(op),
+                Waiter::Compaction(_) => None,
+            })
+            .collect();
         lost.extend(running.readers.into_values().map(|(op, _)| op));
         lost.extend(running.ready_reads.into_iter().map(|(_, op, _)| op));
         lost
@@ -562,7 +599,12 @@ impl SimMember {
                 );
             }
             for applied in result.outcome.applied {
-                if let Some((op, applied)) = running.waiters.applied(applied) {
+                let waiting = running.waiters.applied(applied);
+                if let Some((Waiter::Compaction(revision), applied)) = &waiting {
+                    let ok = matches!(applied.result, Ok(_) | Err(ServerError::Compacted));
+                    running.compactor.finished(*revision, ok, now);
+                }
+                if let Some((Waiter::Client(op), applied)) = waiting {
                     let reply = match applied.result {
                         Ok(Response::Txn(txn)) => Reply::Cas(txn.succeeded),
                         Ok(_) => Reply::Done,
@@ -616,15 +658,22 @@ impl SimMember {
                         }
                     }
                 }
-                Effect::ProposalFailed { id, error } => {
-                    if let Some(op) = running.waiters.forget(id) {
-                        self.replies.push((op, Reply::Refused(error)));
+                Effect::ProposalFailed { id, error } => match running.waiters.forget(id) {
+                    Some(Waiter::Client(op)) => self.replies.push((op, Reply::Refused(error))),
+                    Some(Waiter::Compaction(revision)) => {
+                        running.compactor.finished(revision, false, now)
                     }
-                }
+                    None => {}
+                },
                 Effect::FailPendingProposals(error) => {
-                    for (op, failed) in running.waiters.fail_all(&error) {
+                    for (waiter, failed) in running.waiters.fail_all(&error) {
                         let error = failed.result.expect_err("failed with the error");
-                        self.replies.push((op, Reply::Unknown(error)));
+                        match waiter {
+                            Waiter::Client(op) => self.replies.push((op, Reply::Unknown(error))),
+                            Waiter::Compaction(revision) => {
+                                running.compactor.finished(revision, false, now)
+                            }
+                        }
                     }
                 }
                 Effect::ProbePeers => self.probing = true,

@@ -16,7 +16,7 @@ use etcd_server::raft_core::Input;
 use etcd_server::ServerError;
 use prost::Message as _;
 
-use super::{read_key, KeepAlive, Reply, SimMember};
+use super::{read_key, KeepAlive, Reply, SimMember, Waiter};
 use crate::check::Call;
 
 impl SimMember {
@@ -61,11 +61,32 @@ impl SimMember {
             }
             Call::Get => unreachable!("reads are not proposed"),
         }
-        running.waiters.register(id, op);
+        running.waiters.register(id, Waiter::Client(op));
         self.input(Input::Propose { id, data: request.encode_to_vec() });
     }
 
-    /// Proposes a compaction at `revision` (nobody waits for it).
+    /// The member's automatic compaction (the daemon's compactor task): when
+    /// its schedule says so and this member leads, a compaction is proposed.
+    pub fn compaction_duty(&mut self, now: u64) {
+        let Some(running) = self.running.as_mut() else { return };
+        let leading = running.raft.role() == Role::Leader;
+        let revision = running.apply.kv().current_revision();
+        let Some(target) = running.compactor.tick(now, revision, leading) else { return };
+        if crate::tracing() {
+            eprintln!("{now:>6} member {} auto compaction to {target}", self.id);
+        }
+        running.next_request += 1;
+        let id = running.next_request;
+        let request = InternalRaftRequest {
+            header: Some(RequestHeader { id, ..Default::default() }),
+            compaction: Some(CompactionRequest { revision: target, physical: false }),
+            ..Default::default()
+        };
+        running.waiters.register(id, Waiter::Compaction(target));
+        self.input(Input::Propose { id, data: request.encode_to_vec() });
+    }
+
+    /// Proposes a compaction at `revision` (an operator's; nobody waits for it).
     pub fn compact(&mut self, revision: i64) {
         let Some(running) = self.running.as_mut() else { return };
         running.next_request += 1;
@@ -151,7 +172,7 @@ impl SimMember {
             lease_grant: Some(LeaseGrantRequest { ttl: ttl_secs, id: lease }),
             ..Default::default()
         };
-        running.waiters.register(id, op);
+        running.waiters.register(id, Waiter::Client(op));
         self.input(Input::Propose { id, data: request.encode_to_vec() });
     }
 
@@ -167,7 +188,7 @@ impl SimMember {
             put: Some(put),
             ..Default::default()
         };
-        running.waiters.register(id, op);
+        running.waiters.register(id, Waiter::Client(op));
         self.input(Input::Propose { id, data: request.encode_to_vec() });
     }
 
