@@ -2,7 +2,9 @@
 # workload with `bench`, and printing the ratio table.
 # shellcheck shell=bash
 
-ETCD=/usr/bin/etcd
+# The binary compared against: real etcd unless ETCD names another (an older
+# build of this server, say, to measure a change before and after).
+ETCD=${ETCD:-/usr/bin/etcd}
 [ -x "$ETCD" ] || { echo "real etcd not found: sudo apt-get install etcd-server" >&2; exit 1; }
 echo "building release binaries..." >&2
 cargo build --release --bin etcd --bin bench >&2

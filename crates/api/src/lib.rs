@@ -7,6 +7,7 @@
 pub mod auth;
 mod authority;
 pub mod cluster;
+mod coalesce;
 pub mod election;
 mod gateway;
 mod grpc_metrics;
@@ -26,6 +27,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use authority::DropInvalidAuthority;
+use coalesce::CoalescedWrites;
 use etcd_daemon::EtcdServer;
 use etcd_proto::etcdserverpb::auth_server::AuthServer;
 use etcd_proto::etcdserverpb::cluster_server::ClusterServer;
@@ -94,21 +96,23 @@ pub async fn serve(
     // One arm per socket kind and security: each yields its own stream type.
     match (listener, tls) {
         (Listener::Tcp(l), Some(acceptor)) => {
-            let incoming =
-                etcd_tls::incoming(l, acceptor).map(|a| a.map(DropInvalidAuthority::new));
+            let incoming = etcd_tls::incoming(l, acceptor)
+                .map(|a| a.map(|io| CoalescedWrites::new(DropInvalidAuthority::new(io))));
             builder.serve_with_incoming_shutdown(incoming, shutdown).await
         }
         (Listener::Tcp(l), None) => {
-            let incoming = etcd_tls::accepted(l).map(|a| a.map(DropInvalidAuthority::new));
+            let incoming = etcd_tls::accepted(l)
+                .map(|a| a.map(|io| CoalescedWrites::new(DropInvalidAuthority::new(io))));
             builder.serve_with_incoming_shutdown(incoming, shutdown).await
         }
         (Listener::Unix(u), Some(acceptor)) => {
-            let incoming =
-                etcd_tls::incoming(u, acceptor).map(|a| a.map(DropInvalidAuthority::new));
+            let incoming = etcd_tls::incoming(u, acceptor)
+                .map(|a| a.map(|io| CoalescedWrites::new(DropInvalidAuthority::new(io))));
             builder.serve_with_incoming_shutdown(incoming, shutdown).await
         }
         (Listener::Unix(u), None) => {
-            let incoming = etcd_tls::accepted(u).map(|a| a.map(DropInvalidAuthority::new));
+            let incoming = etcd_tls::accepted(u)
+                .map(|a| a.map(|io| CoalescedWrites::new(DropInvalidAuthority::new(io))));
             builder.serve_with_incoming_shutdown(incoming, shutdown).await
         }
     }
