@@ -58,7 +58,8 @@ run() { # kind round
   echo "round $round: $kind, loading $keys keys of $value_bytes bytes..." >&2
   start "$bin" "$dir" "$port"
   "$bench" --endpoints "127.0.0.1:$port" --clients 64 --conns 8 put --key-size 16 \
-    --val-size "$value_bytes" --total "$keys" --key-space-size "$keys" --sequential-keys >/dev/null
+    --val-size "$value_bytes" --total "$keys" --key-space-size "$keys" --sequential-keys \
+    >/dev/null 2>"$dir/bench.log"
   local loaded_rss; loaded_rss=$(kb "$pid" VmRSS)
   stop
   local disk; disk=$(du -sk "$dir/data" | cut -f1)
@@ -69,8 +70,8 @@ run() { # kind round
   local t0; t0=$(date +%s.%N)
   etcdctl --endpoints "127.0.0.1:$port" --command-timeout=600s get "" --prefix >/dev/null
   local range_s; range_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b - a}')
-  local got; got=$(etcdctl --endpoints "127.0.0.1:$port" get "" --prefix --count-only -w fields |
-    awk '/"Count"/ {print $3}')
+  local got; got=$(etcdctl --endpoints "127.0.0.1:$port" --command-timeout=600s get "" --prefix \
+    --keys-only -w json | grep -o '"count":[0-9]*' | cut -d: -f2)
   [ "$got" = "$keys" ] || echo "  warning: $got keys counted, $keys expected" >&2
   local range_peak; range_peak=$(kb "$pid" VmHWM)
   stop

@@ -7,6 +7,19 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableM
 use crate::error::{Result, StorageError, VersionFound};
 use crate::schema::{self, AuthTable, KEY, LEASE, MEMBERS, MEMBERS_REMOVED, META};
 
+/// The memory redb may hold for caching pages and buffering a commit's writes.
+/// redb's default is 1 GiB, which a big store fills and keeps; reads past the
+/// cache go to the operating system's page cache, which the kernel can give
+/// back under pressure, so a small cache costs little speed and bounds RSS.
+pub const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A redb builder with this backend's settings.
+fn builder() -> redb::Builder {
+    let mut builder = Database::builder();
+    builder.set_cache_size(CACHE_BYTES);
+    builder
+}
+
 /// The backend file: one redb database holding every table of [`crate::schema`].
 ///
 /// `Backend` is `Send + Sync`. Any number of [`ReadTxn`]s may run while one
@@ -57,7 +70,7 @@ impl Backend {
     pub fn open(path: &Path) -> Result<Backend> {
         let existed = std::fs::metadata(path).map(|m| m.len() > 0).unwrap_or(false);
         let db =
-            Database::builder().create(path).map_err(|e| classify_open_error(path, existed, e))?;
+            builder().create(path).map_err(|e| classify_open_error(path, existed, e))?;
         let backend = Backend {
             db: std::sync::RwLock::new(std::sync::Arc::new(db)),
             path: path.to_path_buf(),
@@ -70,7 +83,7 @@ impl Backend {
     /// disks. `label` names it in errors; nothing is read from that path.
     pub fn open_on(storage: impl redb::StorageBackend, label: &Path) -> Result<Backend> {
         let existed = storage.len().map(|len| len > 0).unwrap_or(false);
-        let db = Database::builder()
+        let db = builder()
             .create_with_backend(storage)
             .map_err(|e| classify_open_error(label, existed, e))?;
         let backend = Backend {
@@ -84,7 +97,7 @@ impl Backend {
     /// Replaces this backend's contents with the backend on `storage` (a
     /// snapshot received from the leader, on the simulator's disks).
     pub fn replace_with_storage(&self, storage: impl redb::StorageBackend) -> Result<()> {
-        let db = Database::builder()
+        let db = builder()
             .create_with_backend(storage)
             .map_err(|e| classify_open_error(&self.path, true, e))?;
         *self.db.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
@@ -113,7 +126,7 @@ impl Backend {
                 source: e,
             })?;
         }
-        let db = Database::builder()
+        let db = builder()
             .create(&self.path)
             .map_err(|e| classify_open_error(&self.path, true, e))?;
         *slot = std::sync::Arc::new(db);
@@ -219,12 +232,12 @@ impl Backend {
                 ),
             });
         }
-        self.copy_into(Database::builder().create(dest)?)
+        self.copy_into(builder().create(dest)?)
     }
 
     /// [`Backend::copy_to`] onto any redb storage (the simulator's disks).
     pub fn copy_to_storage(&self, storage: impl redb::StorageBackend) -> Result<()> {
-        self.copy_into(Database::builder().create_with_backend(storage)?)
+        self.copy_into(builder().create_with_backend(storage)?)
     }
 
     fn copy_into(&self, out: Database) -> Result<()> {
