@@ -13,6 +13,7 @@ mod gateway;
 mod grpc_metrics;
 pub mod http;
 pub mod kv;
+mod kv_range;
 mod learner;
 pub mod lease;
 pub mod lock;
@@ -73,6 +74,7 @@ pub async fn serve(
     let http_routes = http::router(server.clone(), tls.is_some());
     let gate = axum::middleware::from_fn_with_state(server.clone(), learner::gate);
     let server_for_metrics = server.clone();
+    let server_for_range = server.clone();
     let watch = WatchServer::new(watch::WatchService::new(server))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(usize::MAX);
@@ -86,7 +88,12 @@ pub async fn serve(
         .add_service(lock)
         .add_service(election);
     let counted = axum::middleware::from_fn_with_state(server_for_metrics, grpc_metrics::count);
-    let routes = tonic::service::Routes::from(routes.into_axum_router().layer(gate).layer(counted));
+    // KV.Range answers from the stored encodings (see kv_range.rs); the
+    // route takes precedence over the generated KV service's wildcard.
+    let range =
+        axum::routing::post(kv_range::serve).with_state((server_for_range, max_message_bytes));
+    let router = routes.into_axum_router().route(kv_range::PATH, range);
+    let routes = tonic::service::Routes::from(router.layer(gate).layer(counted));
     let builder = tonic::transport::Server::builder()
         .accept_http1(true)
         .max_concurrent_streams(Some(max_streams))

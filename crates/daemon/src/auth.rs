@@ -8,13 +8,13 @@ use std::sync::RwLock;
 use base64::Engine;
 use etcd_auth::{Access, AuthError, AuthInfo, AuthStore, SimpleTokens, SIMPLE_TOKEN_PREFIX_LEN};
 use etcd_proto::etcdrs::{InternalAuthenticateRequest, InternalRaftRequest};
-use etcd_proto::etcdserverpb::{RangeRequest, RangeResponse};
+use etcd_proto::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
 use etcd_server::auth::AuthReply;
 use etcd_server::{Applied, Response, ServerError};
 use rand::Rng;
 
 use crate::clock::monotonic_ms;
-use crate::server::EtcdServer;
+use crate::server::{read_error, EtcdServer};
 
 /// The letters of a simple token's prefix (etcd's alphabet).
 const TOKEN_LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
@@ -128,14 +128,38 @@ impl EtcdServer {
         request: &RangeRequest,
         caller: &Caller,
     ) -> Result<RangeResponse, ServerError> {
+        let info = self.before_range(request, caller).await?;
+        let response = self.read_range(request)?;
+        self.check_still_current(&info)?;
+        Ok(response)
+    }
+
+    /// [`EtcdServer::range_as`] answering with the header and the encoding of
+    /// the rest of the `RangeResponse` (see [`etcd_mvcc::KvStore::range_encoded`]).
+    pub async fn range_encoded_as(
+        &self,
+        request: &RangeRequest,
+        caller: &Caller,
+    ) -> Result<(ResponseHeader, Vec<u8>), ServerError> {
+        let info = self.before_range(request, caller).await?;
+        let (body, revision) = self.kv.range_encoded(request).map_err(read_error)?;
+        self.check_still_current(&info)?;
+        Ok((self.header(revision), body))
+    }
+
+    /// What comes before a Range's read: the barrier (unless serializable)
+    /// and the permission check; the credentials it was checked with.
+    async fn before_range(
+        &self,
+        request: &RangeRequest,
+        caller: &Caller,
+    ) -> Result<AuthInfo, ServerError> {
         if !request.serializable {
             self.read_barrier().await?;
         }
         let info = self.credentials(caller).await?;
         self.check_read(&info, &request.key, &request.range_end)?;
-        let response = self.read_range(request)?;
-        self.check_still_current(&info)?;
-        Ok(response)
+        Ok(info)
     }
 
     /// The credentials the member itself acts with (revoking expired

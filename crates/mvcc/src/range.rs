@@ -118,6 +118,63 @@ pub(crate) fn decode_kv(v: &[u8]) -> Result<KeyValue, MvccError> {
     KeyValue::decode(v).map_err(|e| MvccError::Corrupt(format!("bad KeyValue: {e}")))
 }
 
+/// Whether `req` is answered by the stored `KeyValue` encodings as they are:
+/// in key order, unfiltered, with values, not just a count. The store keeps
+/// each revision as an encoded `KeyValue`, so such an answer is a copy of
+/// those bytes ([`fetch_encoded`]), never decoded or held twice.
+pub(crate) fn plain(req: &RangeRequest) -> bool {
+    let key_order = req.sort_target == SortTarget::Key as i32
+        && (req.sort_order == SortOrder::None as i32 || req.sort_order == SortOrder::Ascend as i32);
+    key_order && !req.count_only && !req.keys_only && !has_filters(req)
+}
+
+/// Steps 3 to 5 for a [`plain`] request, straight into the encoding of a
+/// `RangeResponse` without its header: each stored value of `plan.revs` (in
+/// key order, at most `limit`) as a `kvs` entry, then `more` and `count`.
+/// Byte for byte what encoding [`finish`]'s answer gives.
+pub(crate) fn fetch_encoded(
+    txn: Option<&impl ReadTables>,
+    req: &RangeRequest,
+    plan: &RangePlan,
+) -> Result<Vec<u8>, MvccError> {
+    debug_assert!(plain(req), "only plain ranges are answered from the stored encodings");
+    use prost::encoding::{encode_key, encode_varint, int64, WireType};
+    let limit = usize::try_from(req.limit).ok().filter(|&l| l > 0).unwrap_or(usize::MAX);
+    let more = plan.revs.len() > limit;
+    let revs = &plan.revs[..plan.revs.len().min(limit)];
+    let mut out = Vec::new();
+    let mut missing = None;
+    assert!(txn.is_some() || revs.is_empty(), "invariant: revisions to fetch come with a read");
+    if let Some(txn) = txn.filter(|_| !revs.is_empty()) {
+        let mut keys = revs.iter().map(|r| r.to_key(false));
+        let mut at = 0;
+        txn.key_get_each(&mut keys, &mut |value| {
+            let Some(value) = value else {
+                missing = Some(revs[at]);
+                return false;
+            };
+            encode_key(2, WireType::LengthDelimited, &mut out);
+            encode_varint(value.len() as u64, &mut out);
+            out.extend_from_slice(value);
+            at += 1;
+            true
+        })?;
+    }
+    if let Some(r) = missing {
+        return Err(MvccError::Corrupt(format!(
+            "revision {}.{} is indexed but not stored",
+            r.main, r.sub
+        )));
+    }
+    if more {
+        prost::encoding::bool::encode(3, &true, &mut out);
+    }
+    if plan.count != 0 {
+        int64::encode(4, &plan.count, &mut out);
+    }
+    Ok(out)
+}
+
 /// Steps 3 to 5. The header is left `None`.
 pub(crate) fn finish(
     req: &RangeRequest,

@@ -11,7 +11,7 @@ use crate::schema::{self, AuthTable, KEY, LEASE, MEMBERS, MEMBERS_REMOVED, META}
 /// redb's default is 1 GiB, which a big store fills and keeps; reads past the
 /// cache go to the operating system's page cache, which the kernel can give
 /// back under pressure, so a small cache costs little speed and bounds RSS.
-pub const CACHE_BYTES: usize = 64 * 1024 * 1024;
+pub const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// A redb builder with this backend's settings.
 fn builder() -> redb::Builder {
@@ -69,8 +69,7 @@ impl Backend {
     /// a redb database written by this schema version.
     pub fn open(path: &Path) -> Result<Backend> {
         let existed = std::fs::metadata(path).map(|m| m.len() > 0).unwrap_or(false);
-        let db =
-            builder().create(path).map_err(|e| classify_open_error(path, existed, e))?;
+        let db = builder().create(path).map_err(|e| classify_open_error(path, existed, e))?;
         let backend = Backend {
             db: std::sync::RwLock::new(std::sync::Arc::new(db)),
             path: path.to_path_buf(),
@@ -126,9 +125,8 @@ impl Backend {
                 source: e,
             })?;
         }
-        let db = builder()
-            .create(&self.path)
-            .map_err(|e| classify_open_error(&self.path, true, e))?;
+        let db =
+            builder().create(&self.path).map_err(|e| classify_open_error(&self.path, true, e))?;
         *slot = std::sync::Arc::new(db);
         Ok(())
     }
@@ -416,6 +414,14 @@ pub trait ReadTables: sealed::Sealed {
     fn key_get(&self, rev_key: &[u8]) -> Result<Option<Vec<u8>>>;
     /// Several entries of the `key` table (one table open), in the order asked.
     fn key_get_many(&self, rev_keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>>;
+    /// Looks up each of `rev_keys` in the `key` table and hands `f` the
+    /// stored bytes (none: absent) without copying them; stops when `f`
+    /// returns false.
+    fn key_get_each(
+        &self,
+        rev_keys: &mut dyn Iterator<Item = Vec<u8>>,
+        f: &mut dyn FnMut(Option<&[u8]>) -> bool,
+    ) -> Result<()>;
     /// Visits `key` table entries with `start <= key < end` (no upper bound if
     /// `end` is `None`) in key order until `f` returns false.
     fn key_scan(
@@ -481,6 +487,20 @@ macro_rules! impl_read_tables {
                     out.push(t.get(k.as_slice())?.map(|v| v.value().to_vec()));
                 }
                 Ok(out)
+            }
+            fn key_get_each(
+                &self,
+                rev_keys: &mut dyn Iterator<Item = Vec<u8>>,
+                f: &mut dyn FnMut(Option<&[u8]>) -> bool,
+            ) -> Result<()> {
+                let t = self.txn.open_table(KEY)?;
+                for k in rev_keys {
+                    let found = t.get(k.as_slice())?;
+                    if !f(found.as_ref().map(|v| v.value())) {
+                        break;
+                    }
+                }
+                Ok(())
             }
             fn key_scan(
                 &self,

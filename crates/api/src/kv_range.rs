@@ -1,0 +1,148 @@
+//! `KV.Range` over gRPC without tonic's codec. The store keeps every revision
+//! as an encoded `KeyValue`, so a range's answer is mostly those bytes one
+//! after the other ([`etcd_mvcc::KvStore::range_encoded`]); this route sends
+//! them as they are, behind the encoded header, in one gRPC message. Going
+//! through tonic's codec would decode every value into a `KeyValue`, then
+//! encode the whole answer into a second buffer: a range over millions of
+//! keys held three times. Here it is held once, and never decoded.
+//!
+//! Everything else is the generated service's: the same checks in the same
+//! order (learner, request validation, barrier, permission), the same status
+//! codes and messages, the gRPC framing of a unary call.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{self, HeaderMap, HeaderValue};
+use etcd_daemon::EtcdServer;
+use etcd_proto::etcdserverpb::RangeRequest;
+use http_body::Frame;
+use prost::Message;
+use tonic::Status;
+
+use crate::auth::caller;
+use crate::status::to_status;
+use crate::validate;
+
+/// The path tonic's router would send to the generated KV service.
+pub(crate) const PATH: &str = "/etcdserverpb.KV/Range";
+
+/// gRPC's message prefix: a compression flag and a 32-bit length.
+const PREFIX_BYTES: usize = 5;
+
+/// Serves one `KV.Range` call; requests larger than `max_message_bytes` are
+/// refused as tonic refuses them.
+pub(crate) async fn serve(
+    State((server, max_message_bytes)): State<(Arc<EtcdServer>, usize)>,
+    request: http::Request<Body>,
+) -> http::Response<Body> {
+    match answer(server, max_message_bytes, request).await {
+        Ok(response) => response,
+        Err(status) => status.into_http(),
+    }
+}
+
+async fn answer(
+    server: Arc<EtcdServer>,
+    max_message_bytes: usize,
+    request: http::Request<Body>,
+) -> Result<http::Response<Body>, Status> {
+    let (parts, body) = request.into_parts();
+    if let Some(encoding) = parts.headers.get("grpc-encoding") {
+        if encoding != "identity" {
+            let name = encoding.to_str().unwrap_or("?");
+            return Err(Status::unimplemented(format!(
+                "Content is compressed with `{name}` which isn't supported"
+            )));
+        }
+    }
+    let bytes = axum::body::to_bytes(body, max_message_bytes.saturating_add(PREFIX_BYTES + 1))
+        .await
+        .map_err(|e| Status::internal(format!("failed to read the request: {e}")))?;
+    let request = decode(&bytes, max_message_bytes)?;
+    let caller = caller(&tonic::Request::from_http(http::Request::from_parts(parts, ())));
+    if !request.serializable {
+        server.check_not_learner().map_err(|e| to_status(&e))?;
+    }
+    validate::check_range(&request).map_err(|e| to_status(&e))?;
+    let (header, kvs) =
+        server.range_encoded_as(&request, &caller).await.map_err(|e| to_status(&e))?;
+    let mut head = Vec::with_capacity(PREFIX_BYTES + 64);
+    head.resize(PREFIX_BYTES, 0);
+    prost::encoding::message::encode(1, &header, &mut head);
+    let length = head.len() - PREFIX_BYTES + kvs.len();
+    let length = u32::try_from(length).map_err(|_| {
+        Status::resource_exhausted(format!(
+            "grpc: trying to send message larger than max ({length} vs. {})",
+            u32::MAX
+        ))
+    })?;
+    head[1..PREFIX_BYTES].copy_from_slice(&length.to_be_bytes());
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    let frames = VecDeque::from([
+        Frame::data(Bytes::from(head)),
+        Frame::data(Bytes::from(kvs)),
+        Frame::trailers(trailers),
+    ]);
+    let mut response = http::Response::new(Body::new(Frames(frames)));
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    Ok(response)
+}
+
+/// The one `RangeRequest` of a unary call's body, refused as tonic refuses a
+/// bad one.
+fn decode(bytes: &[u8], max_message_bytes: usize) -> Result<RangeRequest, Status> {
+    if bytes.len() < PREFIX_BYTES {
+        return Err(Status::internal("Missing request message."));
+    }
+    match bytes[0] {
+        0 => {}
+        1 => {
+            return Err(Status::internal(
+                "protocol error: received message with compressed-flag but no grpc-encoding was specified",
+            ))
+        }
+        flag => {
+            return Err(Status::internal(format!(
+                "protocol error: received message with invalid compression flag: {flag} (valid flags are 0 and 1), while sending request"
+            )))
+        }
+    }
+    let length =
+        u32::from_be_bytes(bytes[1..PREFIX_BYTES].try_into().expect("four bytes")) as usize;
+    if length > max_message_bytes {
+        return Err(Status::out_of_range(format!(
+            "Error, decoded message length too large: found {length} bytes, the limit is: {max_message_bytes} bytes"
+        )));
+    }
+    let message = bytes
+        .get(PREFIX_BYTES..PREFIX_BYTES + length)
+        .ok_or_else(|| Status::internal("Missing request message."))?;
+    RangeRequest::decode(message).map_err(|e| Status::internal(e.to_string()))
+}
+
+/// A response body of frames known up front.
+struct Frames(VecDeque<Frame<Bytes>>);
+
+impl http_body::Body for Frames {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Poll::Ready(self.get_mut().0.pop_front().map(Ok))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+}
