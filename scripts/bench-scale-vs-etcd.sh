@@ -6,8 +6,8 @@
 #   - restart: stop (SIGTERM), start again, seconds until it answers a
 #     linearizable get, and RSS once it does;
 #   - a full `etcdctl get "" --prefix` of every key on the freshly restarted
-#     member: the server's peak RSS during it (VmHWM, the restart's own peak
-#     being lower) and how long it took;
+#     member: the server's peak RSS during it (VmHWM, reset through
+#     /proc/<pid>/clear_refs just before) and how long it took;
 #   - ours only: the same read as one RangeStream (`bench range --stream`), on
 #     another fresh restart, and its peak RSS.
 # Rounds alternate who goes first; the medians and the ratios ours / etcd are
@@ -67,6 +67,7 @@ run() { # kind round
   start "$bin" "$dir" "$port"
   local restart_s=$ready_s restart_rss; sleep 1; restart_rss=$(kb "$pid" VmRSS)
   echo "  reading every key..." >&2
+  echo 5 >"/proc/$pid/clear_refs" # the peak RSS starts again from here
   local t0; t0=$(date +%s.%N)
   etcdctl --endpoints "127.0.0.1:$port" --command-timeout=600s get "" --prefix >/dev/null
   local range_s; range_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b - a}')
@@ -79,6 +80,7 @@ run() { # kind round
   if [ "$kind" = ours ]; then
     echo "  reading every key as a RangeStream..." >&2
     start "$bin" "$dir" "$port"
+    echo 5 >"/proc/$pid/clear_refs"
     "$bench" --endpoints "127.0.0.1:$port" range '\0' '\0' --stream --total 1 >/dev/null
     stream_peak=$(kb "$pid" VmHWM)
     stop

@@ -11,7 +11,13 @@
 
 use std::collections::HashSet;
 
+use smallvec::SmallVec;
+
 use crate::revision::Revision;
+
+/// A generation's revisions: most keys have one live revision (history is
+/// compacted), held inline with no allocation of its own.
+pub type Revisions = SmallVec<[Revision; 1]>;
 
 /// One life of a key.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -21,7 +27,7 @@ pub struct Generation {
     /// Revision of the put that created the key in this generation.
     pub created: Revision,
     /// Revisions in increasing order; for a finished generation the last is the tombstone.
-    pub revs: Vec<Revision>,
+    pub revs: Revisions,
 }
 
 impl Generation {
@@ -41,11 +47,13 @@ pub struct KeyRev {
     pub version: i64,
 }
 
-/// The history of one key (the key bytes themselves are the map key in [`crate::index::Index`]).
+/// The history of one key (the key bytes themselves are the map key in
+/// [`crate::index::Index`]). A million keys means a million of these, so the
+/// common one (one generation, one revision) is held inline, with no
+/// allocation beyond the index's own node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyIndex {
-    modified: Revision,
-    generations: Vec<Generation>,
+    generations: SmallVec<[Generation; 1]>,
 }
 
 impl Default for KeyIndex {
@@ -57,7 +65,7 @@ impl Default for KeyIndex {
 impl KeyIndex {
     /// A key with no history.
     pub fn new() -> Self {
-        KeyIndex { modified: Revision::default(), generations: vec![Generation::default()] }
+        KeyIndex { generations: smallvec::smallvec![Generation::default()] }
     }
 
     /// The generations, oldest first (for tests and diagnostics).
@@ -67,25 +75,25 @@ impl KeyIndex {
 
     /// Newest revision recorded for this key.
     pub fn modified(&self) -> Revision {
-        self.modified
+        self.generations.iter().rev().find_map(|g| g.revs.last().copied()).unwrap_or_default()
     }
 
     /// Records a put at `rev`, which must be newer than every recorded revision.
     pub fn put(&mut self, rev: Revision) {
-        debug_assert!(rev > self.modified, "put {rev:?} not after {:?}", self.modified);
+        debug_assert!(rev > self.modified(), "put {rev:?} not after {:?}", self.modified());
         let g = self.generations.last_mut().expect("a key index always has a generation");
         if g.revs.is_empty() {
             g.created = rev;
         }
         g.revs.push(rev);
         g.ver += 1;
-        self.modified = rev;
     }
 
     /// Rebuilds a key from its newest stored put (used on open): the current
     /// generation was created at `created`, and `ver` is the version at `modified`.
     pub fn restore(created: Revision, modified: Revision, ver: i64) -> Self {
-        KeyIndex { modified, generations: vec![Generation { ver, created, revs: vec![modified] }] }
+        let revs = smallvec::smallvec![modified];
+        KeyIndex { generations: smallvec::smallvec![Generation { ver, created, revs }] }
     }
 
     /// Records the deletion of the key at `rev`, ending the current
@@ -184,8 +192,11 @@ impl KeyIndex {
             let g = &mut self.generations[gi];
             keep.insert(g.revs[ri]);
             g.revs.drain(..ri);
+            // Back inline once history is compacted to one revision.
+            g.revs.shrink_to_fit();
         }
         self.generations.drain(..gi);
+        self.generations.shrink_to_fit();
     }
 
     /// True when no revision is left (only an empty current generation):
@@ -220,8 +231,6 @@ impl KeyIndex {
                 }
             }
         }
-        self.modified =
-            self.generations.iter().rev().find_map(|g| g.revs.last().copied()).unwrap_or_default();
         self.is_empty()
     }
 }

@@ -71,10 +71,8 @@ pub(crate) fn plan(
         let revs = index.range_limited(range, at, n).iter().map(|(_, kr)| kr.modified).collect();
         return Ok(RangePlan { revs, count });
     }
-    let found = index.range(range, at);
-    let count = found.len() as i64;
-    let revs = found.iter().map(|(_, kr)| kr.modified).collect();
-    Ok(RangePlan { revs, count })
+    let revs = index.revisions(range, at);
+    Ok(RangePlan { count: revs.len() as i64, revs })
 }
 
 /// Whether `req` filters by mod or create revision.
