@@ -40,10 +40,14 @@ start_cluster() { # flavor binary base-port
 
 workloads=(
   "put-1-client|$((TOTAL / 10))|--clients=1 --conns=1 put --key-size=8 --val-size=256 --total=$((TOTAL / 10))"
+  "put-16-clients|$TOTAL|--clients=16 --conns=4 put --key-size=8 --val-size=256 --key-space-size=100000 --total=$TOTAL"
   "put-64-clients|$TOTAL|--clients=64 --conns=8 put --key-size=8 --val-size=256 --key-space-size=100000 --total=$TOTAL"
+  "txn-put-16|$TOTAL|--clients=16 --conns=4 txn-put --key-size=8 --val-size=256 --key-space-size=100000 --total=$TOTAL"
   "range-linearizable-64|$TOTAL|--clients=64 --conns=8 range foo --consistency=l --total=$TOTAL"
   "range-serializable-64|$TOTAL|--clients=64 --conns=8 range foo --consistency=s --total=$TOTAL"
   "lease-keepalive-30|$TOTAL|--clients=30 --conns=3 lease-keepalive --total=$TOTAL"
+  # 1,000 watchers spread over the members, puts one at a time: events per second.
+  "watch-fanout-1000|$((TOTAL / 20 * 1000))|--clients=1000 --conns=8 watch-latency --total=$((TOTAL / 20)) --put-rate=100000"
 )
 
 # ONLY=<substring> keeps the workloads whose name contains it.

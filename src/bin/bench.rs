@@ -21,8 +21,8 @@ use etcd_proto::etcdserverpb::lease_client::LeaseClient;
 use etcd_proto::etcdserverpb::watch_client::WatchClient;
 use etcd_proto::etcdserverpb::watch_request::RequestUnion;
 use etcd_proto::etcdserverpb::{
-    LeaseGrantRequest, LeaseKeepAliveRequest, PutRequest, RangeRequest, WatchCreateRequest,
-    WatchRequest,
+    request_op, LeaseGrantRequest, LeaseKeepAliveRequest, PutRequest, RangeRequest, RequestOp,
+    TxnRequest, WatchCreateRequest, WatchRequest,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -66,6 +66,24 @@ enum Command {
         /// Use sequential keys.
         #[arg(long)]
         sequential_keys: bool,
+    },
+    /// Benchmark txn-put: transactions of puts, with no compares (etcd's tool).
+    TxnPut {
+        /// Key size of each put.
+        #[arg(long, default_value_t = 8)]
+        key_size: usize,
+        /// Value size of each put.
+        #[arg(long, default_value_t = 8)]
+        val_size: usize,
+        /// Total number of txn requests.
+        #[arg(long, default_value_t = 10_000)]
+        total: u64,
+        /// Maximum possible keys.
+        #[arg(long, default_value_t = 1)]
+        key_space_size: u64,
+        /// Number of puts per txn.
+        #[arg(long, default_value_t = 1)]
+        txn_ops: u64,
     },
     /// Benchmark range.
     Range {
@@ -180,6 +198,7 @@ type MakeOp = Arc<dyn Fn(u64) -> Op + Send + Sync>;
 
 enum Op {
     Put(PutRequest),
+    Txn(TxnRequest),
     Range(RangeRequest),
     /// Read every chunk of a RangeStream.
     RangeStream(RangeRequest),
@@ -387,6 +406,21 @@ async fn run(cli: Cli) -> Result<(), String> {
             });
             (*total, make)
         }
+        Command::TxnPut { key_size, val_size, total, key_space_size, txn_ops } => {
+            let (key_size, value) = (*key_size, vec![b'x'; *val_size]);
+            let (space, ops) = (*key_space_size, *txn_ops);
+            let make: MakeOp = Arc::new(move |n| {
+                let put = |i: u64| RequestOp {
+                    request: Some(request_op::Request::RequestPut(PutRequest {
+                        key: put_key(n * ops + i, key_size, space, false),
+                        value: value.clone(),
+                        ..Default::default()
+                    })),
+                };
+                Op::Txn(TxnRequest { success: (0..ops).map(put).collect(), ..Default::default() })
+            });
+            (*total, make)
+        }
         Command::Range { key, end_range, consistency, total, limit, count_only, stream } => {
             let serializable = match consistency.as_str() {
                 "l" => false,
@@ -464,6 +498,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 let begin = Instant::now();
                 let ok = match make(n) {
                     Op::Put(r) => client.put(with_token(r, &token)).await.is_ok(),
+                    Op::Txn(r) => client.txn(with_token(r, &token)).await.is_ok(),
                     Op::Range(r) => client.range(with_token(r, &token)).await.is_ok(),
                     Op::RangeStream(r) => read_stream(&mut client, with_token(r, &token)).await,
                     Op::KeepAlive => keep_alive_once(&mut leases, lease).await,
