@@ -7,7 +7,7 @@
 # cores, so this is the honest ratio) and peak RSS, with the ratios ours / etcd,
 # plus the disk's fsync latency, the floor of a single client's write.
 #
-# usage: scripts/bench-vs-etcd.sh [total-requests] [rounds]   (default 20000 3)
+# usage: [ONLY=put] [ETCD=binary] scripts/bench-vs-etcd.sh [total-requests] [rounds]   (default 20000 3)
 # The table is also written to target/bench-vs-etcd.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,6 +46,12 @@ workloads=(
   # The same puts while 10,000 watchers (100 streams x 100) wait on keys nobody writes.
   "put-64-10k-idle-watchers|$TOTAL|--clients=64 --conns=8 put --key-size=8 --val-size=256 --key-space-size=100000 --total=$TOTAL"
 )
+
+# ONLY=<substring> keeps the workloads whose name contains it.
+if [ -n "${ONLY:-}" ]; then
+  kept=(); for w in "${workloads[@]}"; do [[ ${w%%|*} == *"$ONLY"* ]] && kept+=("$w"); done
+  workloads=("${kept[@]}")
+fi
 
 # with_idle_watchers <endpoint> <command...>: runs the command while 10,000 idle
 # watchers are open on the endpoint.
