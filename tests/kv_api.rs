@@ -250,3 +250,35 @@ async fn periodic_auto_compaction_compacts_history_older_than_the_retention() {
     assert!(compacted, "history older than the retention was not compacted");
     assert_eq!(c.get("k", None).await.expect("get").kvs()[0].value(), b"4");
 }
+
+/// A Range request larger than the receive limit (`--max-request-bytes` plus
+/// etcd's 512 KiB of gRPC overhead) is refused with etcd's code and text, and
+/// one just under it is served, as by real etcd.
+#[tokio::test]
+async fn an_oversized_range_request_is_refused_as_etcd_refuses_it() {
+    let limit = 1024 + 512 * 1024;
+    let mut answers = Vec::new();
+    for flavor in [Flavor::RealEtcd, Flavor::Ours] {
+        if flavor.binary().is_none() {
+            eprintln!("real etcd is not installed; comparing with its known answer");
+            answers.push((tonic::Code::ResourceExhausted, String::new()));
+            continue;
+        }
+        let server = Server::start_with(flavor, &["--max-request-bytes=1024"]);
+        let mut c = server.client().await;
+        let big = vec![b'k'; limit];
+        let err = c.get(big, None).await.expect_err("a request over the limit");
+        let status = status_of(err);
+        // Just under the limit: a key of the request's size minus its framing.
+        let fits = vec![b'k'; limit - 16];
+        let got = c.get(fits, None).await.expect("a request under the limit");
+        assert!(got.kvs().is_empty());
+        answers.push((status.code(), status.message().to_string()));
+    }
+    let (etcd, ours) = (&answers[0], &answers[1]);
+    assert_eq!(ours.0, tonic::Code::ResourceExhausted);
+    assert!(ours.1.starts_with("grpc: received message larger than max ("), "{}", ours.1);
+    if !etcd.1.is_empty() {
+        assert_eq!(ours, etcd);
+    }
+}

@@ -35,7 +35,7 @@ pub(crate) const PATH: &str = "/etcdserverpb.KV/Range";
 const PREFIX_BYTES: usize = 5;
 
 /// Serves one `KV.Range` call; requests larger than `max_message_bytes` are
-/// refused as tonic refuses them.
+/// refused as etcd refuses them.
 pub(crate) async fn serve(
     State((server, max_message_bytes)): State<(Arc<EtcdServer>, usize)>,
     request: http::Request<Body>,
@@ -60,9 +60,7 @@ async fn answer(
             )));
         }
     }
-    let bytes = axum::body::to_bytes(body, max_message_bytes.saturating_add(PREFIX_BYTES + 1))
-        .await
-        .map_err(|e| Status::internal(format!("failed to read the request: {e}")))?;
+    let bytes = read_message(body, max_message_bytes).await?;
     let request = decode(&bytes, max_message_bytes)?;
     let caller = caller(&tonic::Request::from_http(http::Request::from_parts(parts, ())));
     if !request.serializable {
@@ -96,8 +94,42 @@ async fn answer(
     Ok(response)
 }
 
-/// The one `RangeRequest` of a unary call's body, refused as tonic refuses a
-/// bad one.
+/// Reads the body up to the end of its first message: the prefix first, so a
+/// message declared larger than the limit is refused before it is read.
+async fn read_message(body: Body, max_message_bytes: usize) -> Result<Vec<u8>, Status> {
+    use tokio_stream::StreamExt;
+    let mut chunks = body.into_data_stream();
+    let mut bytes = Vec::new();
+    loop {
+        if bytes.len() >= PREFIX_BYTES {
+            let declared = u32::from_be_bytes(bytes[1..PREFIX_BYTES].try_into().expect("four"));
+            let declared = declared as usize;
+            if declared > max_message_bytes {
+                return Err(too_large(declared, max_message_bytes));
+            }
+            if bytes.len() >= PREFIX_BYTES + declared {
+                return Ok(bytes);
+            }
+        }
+        match chunks.next().await {
+            Some(Ok(chunk)) => bytes.extend_from_slice(&chunk),
+            Some(Err(e)) => {
+                return Err(Status::internal(format!("failed to read the request: {e}")))
+            }
+            None => return Ok(bytes),
+        }
+    }
+}
+
+/// etcd's (grpc-go's) refusal of a request larger than its receive limit.
+fn too_large(found: usize, limit: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "grpc: received message larger than max ({found} vs. {limit})"
+    ))
+}
+
+/// The one `RangeRequest` of a unary call's body; a malformed one is refused
+/// as tonic refuses it.
 fn decode(bytes: &[u8], max_message_bytes: usize) -> Result<RangeRequest, Status> {
     if bytes.len() < PREFIX_BYTES {
         return Err(Status::internal("Missing request message."));
@@ -118,9 +150,7 @@ fn decode(bytes: &[u8], max_message_bytes: usize) -> Result<RangeRequest, Status
     let length =
         u32::from_be_bytes(bytes[1..PREFIX_BYTES].try_into().expect("four bytes")) as usize;
     if length > max_message_bytes {
-        return Err(Status::out_of_range(format!(
-            "Error, decoded message length too large: found {length} bytes, the limit is: {max_message_bytes} bytes"
-        )));
+        return Err(too_large(length, max_message_bytes));
     }
     let message = bytes
         .get(PREFIX_BYTES..PREFIX_BYTES + length)
