@@ -282,3 +282,35 @@ async fn an_oversized_range_request_is_refused_as_etcd_refuses_it() {
         assert_eq!(ours, etcd);
     }
 }
+
+/// On 3 members, writes through a follower: only the leader's compactor
+/// proposes, and every member (followers read serializably, from their own
+/// store) compacts the same history and keeps the newest value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_auto_compaction_compacts_every_member_of_a_cluster() {
+    let flags = ["--auto-compaction-mode=periodic", "--auto-compaction-retention=1s"];
+    let cluster = tokio::task::block_in_place(|| common::Cluster::start(3, &flags));
+    let leader =
+        tokio::task::block_in_place(|| cluster.leader(Duration::from_secs(10))).expect("a leader");
+    let follower = &cluster.members[(leader + 1) % 3];
+    let mut c = follower.client().await;
+    let first = c.put("k", "0", None).await.expect("put").header().expect("header").revision();
+    for i in 1..5 {
+        c.put("k", format!("{i}"), None).await.expect("put");
+    }
+    for member in &cluster.members {
+        let mut m = member.client().await;
+        let old = GetOptions::new().with_revision(first).with_serializable();
+        let mut compacted = false;
+        for _ in 0..100 {
+            if m.get("k", Some(old.clone())).await.is_err() {
+                compacted = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(compacted, "a member kept history older than the retention");
+        let now = m.get("k", Some(GetOptions::new().with_serializable())).await.expect("get");
+        assert_eq!(now.kvs()[0].value(), b"4");
+    }
+}

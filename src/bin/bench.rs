@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use etcd_proto::etcdserverpb::kv_client::KvClient;
 use etcd_proto::etcdserverpb::lease_client::LeaseClient;
 use etcd_proto::etcdserverpb::watch_client::WatchClient;
@@ -47,40 +47,48 @@ struct Cli {
     command: Command,
 }
 
+/// The puts of `put` and `txn-put` (etcd's flags for both).
+#[derive(Debug, Clone, Copy, Args)]
+struct Puts {
+    /// Key size of each put.
+    #[arg(long, default_value_t = 8)]
+    key_size: usize,
+    /// Value size of each put.
+    #[arg(long, default_value_t = 8)]
+    val_size: usize,
+    /// Total number of requests.
+    #[arg(long, default_value_t = 10_000)]
+    total: u64,
+    /// Maximum possible keys.
+    #[arg(long, default_value_t = 1)]
+    key_space_size: u64,
+}
+
+impl Puts {
+    /// The `n`th put (its key random in the key space, or the `n`th key).
+    fn request(&self, n: u64, sequential: bool) -> PutRequest {
+        PutRequest {
+            key: put_key(n, self.key_size, self.key_space_size, sequential),
+            value: vec![b'x'; self.val_size],
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Benchmark put.
     Put {
-        /// Key size of put request.
-        #[arg(long, default_value_t = 8)]
-        key_size: usize,
-        /// Value size of put request.
-        #[arg(long, default_value_t = 8)]
-        val_size: usize,
-        /// Total number of put requests.
-        #[arg(long, default_value_t = 10_000)]
-        total: u64,
-        /// Maximum possible keys.
-        #[arg(long, default_value_t = 1)]
-        key_space_size: u64,
+        #[command(flatten)]
+        puts: Puts,
         /// Use sequential keys.
         #[arg(long)]
         sequential_keys: bool,
     },
     /// Benchmark txn-put: transactions of puts, with no compares (etcd's tool).
     TxnPut {
-        /// Key size of each put.
-        #[arg(long, default_value_t = 8)]
-        key_size: usize,
-        /// Value size of each put.
-        #[arg(long, default_value_t = 8)]
-        val_size: usize,
-        /// Total number of txn requests.
-        #[arg(long, default_value_t = 10_000)]
-        total: u64,
-        /// Maximum possible keys.
-        #[arg(long, default_value_t = 1)]
-        key_space_size: u64,
+        #[command(flatten)]
+        puts: Puts,
         /// Number of puts per txn.
         #[arg(long, default_value_t = 1)]
         txn_ops: u64,
@@ -394,32 +402,22 @@ async fn run(cli: Cli) -> Result<(), String> {
         return watch_latency(&cli, *total, *put_rate, key, value).await;
     }
     let (total, make): (u64, MakeOp) = match &cli.command {
-        Command::Put { key_size, val_size, total, key_space_size, sequential_keys } => {
-            let (key_size, value) = (*key_size, vec![b'x'; *val_size]);
-            let (space, seq) = (*key_space_size, *sequential_keys);
-            let make: MakeOp = Arc::new(move |n| {
-                Op::Put(PutRequest {
-                    key: put_key(n, key_size, space, seq),
-                    value: value.clone(),
-                    ..Default::default()
-                })
-            });
-            (*total, make)
+        Command::Put { puts, sequential_keys } => {
+            let (puts, seq) = (*puts, *sequential_keys);
+            let make: MakeOp = Arc::new(move |n| Op::Put(puts.request(n, seq)));
+            (puts.total, make)
         }
-        Command::TxnPut { key_size, val_size, total, key_space_size, txn_ops } => {
-            let (key_size, value) = (*key_size, vec![b'x'; *val_size]);
-            let (space, ops) = (*key_space_size, *txn_ops);
+        Command::TxnPut { puts, txn_ops } => {
+            let (puts, ops) = (*puts, *txn_ops);
             let make: MakeOp = Arc::new(move |n| {
                 let put = |i: u64| RequestOp {
-                    request: Some(request_op::Request::RequestPut(PutRequest {
-                        key: put_key(n * ops + i, key_size, space, false),
-                        value: value.clone(),
-                        ..Default::default()
-                    })),
+                    request: Some(request_op::Request::RequestPut(
+                        puts.request(n * ops + i, false),
+                    )),
                 };
                 Op::Txn(TxnRequest { success: (0..ops).map(put).collect(), ..Default::default() })
             });
-            (*total, make)
+            (puts.total, make)
         }
         Command::Range { key, end_range, consistency, total, limit, count_only, stream } => {
             let serializable = match consistency.as_str() {

@@ -75,10 +75,7 @@ impl Kv for KvService {
     ) -> Result<tonic::Response<BoxStream<RangeStreamResponse>>, Status> {
         let caller = caller(&request);
         let request = request.into_inner();
-        if !request.serializable {
-            self.server.check_not_learner().map_err(|e| to_status(&e))?;
-        }
-        validate::check_range(&request).map_err(|e| to_status(&e))?;
+        check_range(&self.server, &request)?;
         if let Some(why) = etcd_daemon::range_stream::unstreamable(&request) {
             return Err(Status::unimplemented(why));
         }
@@ -107,10 +104,7 @@ impl Kv for KvService {
     ) -> Result<tonic::Response<RangeResponse>, Status> {
         let caller = caller(&request);
         let request = request.into_inner();
-        if !request.serializable {
-            self.server.check_not_learner().map_err(|e| to_status(&e))?;
-        }
-        validate::check_range(&request).map_err(|e| to_status(&e))?;
+        check_range(&self.server, &request)?;
         let response = self.server.range_as(&request, &caller).await.map_err(|e| to_status(&e))?;
         Ok(tonic::Response::new(response))
     }
@@ -188,4 +182,13 @@ impl Kv for KvService {
             (other, _) => Err(unexpected(&other)),
         }
     }
+}
+
+/// What every Range (unary, streamed, over the raw route) checks first: a
+/// learner serves only serializable reads, then etcd's request rules.
+pub(crate) fn check_range(server: &EtcdServer, request: &RangeRequest) -> Result<(), Status> {
+    if !request.serializable {
+        server.check_not_learner().map_err(|e| to_status(&e))?;
+    }
+    validate::check_range(request).map_err(|e| to_status(&e))
 }

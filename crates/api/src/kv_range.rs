@@ -26,7 +26,6 @@ use tonic::Status;
 
 use crate::auth::caller;
 use crate::status::to_status;
-use crate::validate;
 
 /// The path tonic's router would send to the generated KV service.
 pub(crate) const PATH: &str = "/etcdserverpb.KV/Range";
@@ -62,13 +61,9 @@ async fn answer(
             )));
         }
     }
-    let bytes = read_message(body, max_message_bytes).await?;
-    let request = decode(&bytes, max_message_bytes)?;
+    let request = read_request(body, max_message_bytes).await?;
     let caller = caller(&tonic::Request::from_http(http::Request::from_parts(parts, ())));
-    if !request.serializable {
-        server.check_not_learner().map_err(|e| to_status(&e))?;
-    }
-    validate::check_range(&request).map_err(|e| to_status(&e))?;
+    crate::kv::check_range(&server, &request)?;
     let (header, kvs) =
         server.range_encoded_as(&request, &caller).await.map_err(|e| to_status(&e))?;
     let mut head = Vec::with_capacity(PREFIX_BYTES + 64 + kvs.len().min(SMALL_ANSWER_BYTES));
@@ -103,47 +98,35 @@ async fn answer(
     Ok(response)
 }
 
-/// Reads the body up to the end of its first message: the prefix first, so a
-/// message declared larger than the limit is refused before it is read.
-async fn read_message(body: Body, max_message_bytes: usize) -> Result<Vec<u8>, Status> {
+/// The one `RangeRequest` of a unary call's body, read up to the end of its
+/// message: the prefix first, so a message declared larger than the limit is
+/// refused before it is read. A malformed one is refused as tonic refuses it.
+async fn read_request(body: Body, max_message_bytes: usize) -> Result<RangeRequest, Status> {
     use tokio_stream::StreamExt;
     let mut chunks = body.into_data_stream();
     let mut bytes = Vec::new();
+    let mut length = None;
     loop {
-        if bytes.len() >= PREFIX_BYTES {
-            let declared = u32::from_be_bytes(bytes[1..PREFIX_BYTES].try_into().expect("four"));
-            let declared = declared as usize;
-            if declared > max_message_bytes {
-                return Err(too_large(declared, max_message_bytes));
-            }
-            if bytes.len() >= PREFIX_BYTES + declared {
-                return Ok(bytes);
-            }
+        if length.is_none() && bytes.len() >= PREFIX_BYTES {
+            length = Some(declared_length(&bytes[..PREFIX_BYTES], max_message_bytes)?);
+        }
+        if let Some(message) = length.and_then(|len| bytes.get(PREFIX_BYTES..PREFIX_BYTES + len)) {
+            return RangeRequest::decode(message).map_err(|e| Status::internal(e.to_string()));
         }
         match chunks.next().await {
             Some(Ok(chunk)) => bytes.extend_from_slice(&chunk),
             Some(Err(e)) => {
                 return Err(Status::internal(format!("failed to read the request: {e}")))
             }
-            None => return Ok(bytes),
+            None => return Err(Status::internal("Missing request message.")),
         }
     }
 }
 
-/// etcd's (grpc-go's) refusal of a request larger than its receive limit.
-fn too_large(found: usize, limit: usize) -> Status {
-    Status::resource_exhausted(format!(
-        "grpc: received message larger than max ({found} vs. {limit})"
-    ))
-}
-
-/// The one `RangeRequest` of a unary call's body; a malformed one is refused
-/// as tonic refuses it.
-fn decode(bytes: &[u8], max_message_bytes: usize) -> Result<RangeRequest, Status> {
-    if bytes.len() < PREFIX_BYTES {
-        return Err(Status::internal("Missing request message."));
-    }
-    match bytes[0] {
+/// The length a gRPC message prefix declares, once its compression flag and
+/// the length pass.
+fn declared_length(prefix: &[u8], max_message_bytes: usize) -> Result<usize, Status> {
+    match prefix[0] {
         0 => {}
         1 => {
             return Err(Status::internal(
@@ -156,15 +139,15 @@ fn decode(bytes: &[u8], max_message_bytes: usize) -> Result<RangeRequest, Status
             )))
         }
     }
-    let length =
-        u32::from_be_bytes(bytes[1..PREFIX_BYTES].try_into().expect("four bytes")) as usize;
+    let length = u32::from_be_bytes(prefix[1..PREFIX_BYTES].try_into().expect("four bytes"));
+    let length = length as usize;
     if length > max_message_bytes {
-        return Err(too_large(length, max_message_bytes));
+        // etcd's (grpc-go's) refusal of a request larger than its receive limit.
+        return Err(Status::resource_exhausted(format!(
+            "grpc: received message larger than max ({length} vs. {max_message_bytes})"
+        )));
     }
-    let message = bytes
-        .get(PREFIX_BYTES..PREFIX_BYTES + length)
-        .ok_or_else(|| Status::internal("Missing request message."))?;
-    RangeRequest::decode(message).map_err(|e| Status::internal(e.to_string()))
+    Ok(length)
 }
 
 /// A response body of frames known up front.

@@ -203,10 +203,7 @@ impl<'a> Batch<'a> {
     /// The live entries of a range at the op's read revision, with values.
     fn live_kvs(&self, op: &Op, range: KeyRange<'_>) -> Result<Vec<KeyValue>, MvccError> {
         let at = self.read_rev(op);
-        let revs: Vec<Revision> = {
-            let g = self.store.read_shared();
-            g.index.range(range, at).into_iter().map(|(_, kr)| kr.modified).collect()
-        };
+        let revs = self.store.read_shared().index.revisions(range, at);
         range::fetch(self.write_txn(), &revs)
     }
 

@@ -85,7 +85,9 @@ impl Index {
         self.keys.get(key)
     }
 
-    /// Keys of `range` that exist at `at`, in key order, with what is visible.
+    /// Keys of `range` that exist at `at`, in key order, with what is visible
+    /// (reads need only [`Index::revisions`]).
+    #[cfg(test)]
     pub fn range(&self, range: KeyRange<'_>, at: i64) -> Vec<(Vec<u8>, KeyRev)> {
         let mut out = Vec::new();
         self.visit(range, |k, ki| {
@@ -277,39 +279,5 @@ mod tests {
         assert_eq!(kept, HashSet::from([Revision::new(4, 0)]));
         assert_eq!(ix.len(), 1);
         assert!(ix.key_index(b"a").is_none());
-    }
-}
-#[cfg(test)]
-mod tmp_mem {
-    fn rss_kb() -> u64 {
-        let s = std::fs::read_to_string("/proc/self/status").unwrap();
-        s.lines()
-            .find(|l| l.starts_with("VmRSS"))
-            .unwrap()
-            .split_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap()
-    }
-    #[test]
-    #[ignore]
-    fn index_bytes_per_key() {
-        let before = rss_kb();
-        let mut ix = super::Index::new();
-        for i in 0..1_000_000u64 {
-            let key = format!("{:016}", i);
-            ix.insert(
-                key.into_bytes(),
-                crate::key_index::KeyIndex::restore(
-                    crate::revision::Revision::new(i as i64 + 2, 0),
-                    crate::revision::Revision::new(i as i64 + 2, 0),
-                    1,
-                ),
-            );
-        }
-        let after = rss_kb();
-        eprintln!("bytes per key: {}", (after - before) * 1024 / 1_000_000);
-        assert_eq!(ix.len(), 1_000_000);
     }
 }

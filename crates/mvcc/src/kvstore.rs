@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use etcd_proto::etcdserverpb::{RangeRequest, RangeResponse};
 use etcd_proto::mvccpb::{event::EventType, Event, KeyValue};
-use etcd_storage::{schema, Backend, ReadTables};
+use etcd_storage::{schema, Backend, ReadTables, ReadTxn};
 
 use crate::error::MvccError;
 use crate::index::{Index, KeyRange};
@@ -254,22 +254,25 @@ impl KvStore {
             debug_assert!(response.header.is_none());
             return Ok((response.encode_to_vec(), current));
         }
-        let (plan, rtx, current) = {
-            let g = self.read_shared();
-            let plan = range::plan(req, &g.index, g.current_rev, g.compact_rev)?;
-            let rtx = if plan.revs.is_empty() { None } else { Some(self.backend.begin_read()?) };
-            (plan, rtx, g.current_rev)
-        };
+        let (plan, rtx, current) = self.plan_range(req)?;
         Ok((range::fetch_encoded(rtx.as_ref(), req, &plan)?, current))
     }
 
+    /// A range's plan under the index lock, with a backend read opened before
+    /// the lock is let go when there is anything to fetch, and the current
+    /// revision: the read sees exactly the revision the plan was made at.
+    fn plan_range(
+        &self,
+        req: &RangeRequest,
+    ) -> Result<(range::RangePlan, Option<ReadTxn>, i64), MvccError> {
+        let g = self.read_shared();
+        let plan = range::plan(req, &g.index, g.current_rev, g.compact_rev)?;
+        let rtx = if plan.revs.is_empty() { None } else { Some(self.backend.begin_read()?) };
+        Ok((plan, rtx, g.current_rev))
+    }
+
     fn range_uncounted(&self, req: &RangeRequest) -> Result<(RangeResponse, i64), MvccError> {
-        let (plan, rtx, current) = {
-            let g = self.read_shared();
-            let plan = range::plan(req, &g.index, g.current_rev, g.compact_rev)?;
-            let rtx = if plan.revs.is_empty() { None } else { Some(self.backend.begin_read()?) };
-            (plan, rtx, g.current_rev)
-        };
+        let (plan, rtx, current) = self.plan_range(req)?;
         let kvs = match rtx {
             Some(rtx) => range::fetch(&rtx, &plan.revs)?,
             None => Vec::new(),

@@ -105,14 +105,8 @@ fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
 impl Batch<'_> {
     fn compare(&self, c: &Compare) -> Result<bool, MvccError> {
         let at = self.rev;
-        let revs: Vec<_> = {
-            let g = self.store.read_shared();
-            g.index
-                .range(KeyRange::new(&c.key, &c.range_end), at)
-                .into_iter()
-                .map(|(_, kr)| kr.modified)
-                .collect()
-        };
+        let revs =
+            self.store.read_shared().index.revisions(KeyRange::new(&c.key, &c.range_end), at);
         if revs.is_empty() {
             if c.target == CompareTarget::Value as i32 {
                 return Ok(false);

@@ -76,11 +76,6 @@ impl Compactor {
         }
     }
 
-    /// The mode it runs.
-    pub fn mode(&self) -> CompactionMode {
-        self.mode
-    }
-
     /// Periodic mode's sampling interval: a tenth of the retention (of at
     /// most an hour), at least a millisecond.
     fn sample_ms(retention_ms: u64) -> u64 {

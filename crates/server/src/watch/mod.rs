@@ -303,12 +303,18 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn the_compaction_revision_is_served_from_memory_as_the_backend_holds_it() {
+    /// A fresh store on a temporary backend and its hub.
+    fn store_and_hub() -> (tempfile::TempDir, Arc<etcd_storage::Backend>, KvStore, WatchHub) {
         let dir = tempfile::tempdir().expect("tempdir");
         let backend = Arc::new(etcd_storage::Backend::open(&dir.path().join("db")).expect("open"));
         let kv = KvStore::open(backend.clone()).expect("store");
         let hub = WatchHub::new(kv.current_revision());
+        (dir, backend, kv, hub)
+    }
+
+    #[test]
+    fn the_compaction_revision_is_served_from_memory_as_the_backend_holds_it() {
+        let (_dir, backend, kv, hub) = store_and_hub();
         // a@2, b@3, b@4, delete a@5, b@6
         let ops =
             [("a", Some("1")), ("b", Some("1")), ("b", Some("2")), ("a", None), ("b", Some("3"))];
@@ -358,10 +364,7 @@ mod tests {
 
     #[test]
     fn a_watcher_delivers_its_range_from_its_start_with_its_filters() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let backend = Arc::new(etcd_storage::Backend::open(&dir.path().join("db")).expect("open"));
-        let kv = KvStore::open(backend.clone()).expect("store");
-        let hub = WatchHub::new(kv.current_revision());
+        let (_dir, backend, kv, hub) = store_and_hub();
         let spec = |range: KeyRange, start: i64| WatchSpec {
             range,
             start_revision: start,

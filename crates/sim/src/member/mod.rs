@@ -684,16 +684,17 @@ impl SimMember {
         let (due, waiting): (Vec<_>, Vec<_>) =
             running.ready_reads.drain(..).partition(|(index, _, _)| *index <= applied);
         running.ready_reads = waiting;
-        for (_, op, key) in due {
-            let reply = read_key(&running.apply, &key);
-            self.fatal = self.fatal.take().or(reply.as_ref().err().map(|e| format!("{e}")));
-            self.replies.push((op, reply.map_or_else(Reply::Refused, Reply::Read)));
+        let reads: Vec<_> =
+            due.into_iter().map(|(_, op, key)| (op, read_key(&running.apply, &key))).collect();
+        for (op, read) in reads {
+            self.answer_read(op, read);
         }
         for id in revoke {
-            self.propose_untracked(InternalRaftRequest {
-                lease_revoke: Some(LeaseRevokeRequest { id }),
-                ..Default::default()
-            });
+            let revoke = LeaseRevokeRequest { id };
+            self.propose(
+                InternalRaftRequest { lease_revoke: Some(revoke), ..Default::default() },
+                None,
+            );
         }
     }
 }

@@ -19,16 +19,18 @@ use prost::Message as _;
 use super::{read_key, KeepAlive, Reply, SimMember, Waiter};
 use crate::check::Call;
 
+/// A (non-physical) compaction to `revision`.
+fn compaction(revision: i64) -> InternalRaftRequest {
+    InternalRaftRequest {
+        compaction: Some(CompactionRequest { revision, physical: false }),
+        ..Default::default()
+    }
+}
+
 impl SimMember {
     /// A client's write (put, delete or compare-and-swap), as operation `op`.
     pub fn write(&mut self, op: u64, key: &[u8], call: &Call) {
-        let Some(running) = self.running.as_mut() else { return };
-        running.next_request += 1;
-        let id = running.next_request;
-        let mut request = InternalRaftRequest {
-            header: Some(RequestHeader { id, ..Default::default() }),
-            ..Default::default()
-        };
+        let mut request = InternalRaftRequest::default();
         let put = |value: &[u8]| PutRequest {
             key: key.to_vec(),
             value: value.to_vec(),
@@ -61,8 +63,7 @@ impl SimMember {
             }
             Call::Get => unreachable!("reads are not proposed"),
         }
-        running.waiters.register(id, Waiter::Client(op));
-        self.input(Input::Propose { id, data: request.encode_to_vec() });
+        self.propose(request, Some(Waiter::Client(op)));
     }
 
     /// The member's automatic compaction (the daemon's compactor task): when
@@ -75,28 +76,12 @@ impl SimMember {
         if crate::tracing() {
             eprintln!("{now:>6} member {} auto compaction to {target}", self.id);
         }
-        running.next_request += 1;
-        let id = running.next_request;
-        let request = InternalRaftRequest {
-            header: Some(RequestHeader { id, ..Default::default() }),
-            compaction: Some(CompactionRequest { revision: target, physical: false }),
-            ..Default::default()
-        };
-        running.waiters.register(id, Waiter::Compaction(target));
-        self.input(Input::Propose { id, data: request.encode_to_vec() });
+        self.propose(compaction(target), Some(Waiter::Compaction(target)));
     }
 
     /// Proposes a compaction at `revision` (an operator's; nobody waits for it).
     pub fn compact(&mut self, revision: i64) {
-        let Some(running) = self.running.as_mut() else { return };
-        running.next_request += 1;
-        let id = running.next_request;
-        let request = InternalRaftRequest {
-            header: Some(RequestHeader { id, ..Default::default() }),
-            compaction: Some(CompactionRequest { revision, physical: false }),
-            ..Default::default()
-        };
-        self.input(Input::Propose { id, data: request.encode_to_vec() });
+        self.propose(compaction(revision), None);
     }
 
     /// A serializable read: the local store's revision and the key's value.
@@ -125,17 +110,23 @@ impl SimMember {
     /// redb serves nothing more after an I/O error until reopened).
     pub(super) fn answer_read(&mut self, op: u64, read: Result<Option<Vec<u8>>, ServerError>) {
         if let Err(err) = &read {
-            self.fatal = Some(format!("the backend failed a read: {err}"));
+            // The first failure is the one that stops the member.
+            self.fatal.get_or_insert_with(|| format!("the backend failed a read: {err}"));
         }
         self.replies.push((op, read.map_or_else(Reply::Refused, Reply::Read)));
     }
 
-    /// Proposes a request nobody waits for (a revoke of an expired lease).
-    pub(super) fn propose_untracked(&mut self, mut request: InternalRaftRequest) {
+    /// Proposes `request` under this member's next request ID; `waiter`
+    /// (none: nobody waits, as for a revoke of an expired lease) is told the
+    /// outcome.
+    pub(super) fn propose(&mut self, mut request: InternalRaftRequest, waiter: Option<Waiter>) {
         let Some(running) = self.running.as_mut() else { return };
         running.next_request += 1;
         let id = running.next_request;
         request.header = Some(RequestHeader { id, ..Default::default() });
+        if let Some(waiter) = waiter {
+            running.waiters.register(id, waiter);
+        }
         self.input(Input::Propose { id, data: request.encode_to_vec() });
     }
 
@@ -164,32 +155,21 @@ impl SimMember {
 
     /// A client's lease grant, as operation `op`.
     pub fn grant(&mut self, op: u64, lease: i64, ttl_secs: i64) {
-        let Some(running) = self.running.as_mut() else { return };
-        running.next_request += 1;
-        let id = running.next_request;
         let request = InternalRaftRequest {
-            header: Some(RequestHeader { id, ..Default::default() }),
             lease_grant: Some(LeaseGrantRequest { ttl: ttl_secs, id: lease }),
             ..Default::default()
         };
-        running.waiters.register(id, Waiter::Client(op));
-        self.input(Input::Propose { id, data: request.encode_to_vec() });
+        self.propose(request, Some(Waiter::Client(op)));
     }
 
     /// A client's put of `key` attached to `lease`, as operation `op`.
     pub fn put_with_lease(&mut self, op: u64, key: &[u8], value: &[u8], lease: i64) {
-        let Some(running) = self.running.as_mut() else { return };
-        running.next_request += 1;
-        let id = running.next_request;
         let put =
             PutRequest { key: key.to_vec(), value: value.to_vec(), lease, ..Default::default() };
-        let request = InternalRaftRequest {
-            header: Some(RequestHeader { id, ..Default::default() }),
-            put: Some(put),
-            ..Default::default()
-        };
-        running.waiters.register(id, Waiter::Client(op));
-        self.input(Input::Propose { id, data: request.encode_to_vec() });
+        self.propose(
+            InternalRaftRequest { put: Some(put), ..Default::default() },
+            Some(Waiter::Client(op)),
+        );
     }
 
     /// A keep-alive on this member's lessor, as the daemon's `renew_here`: only
