@@ -1,6 +1,7 @@
 //! `/metrics` carries the counters etcd's dashboards read: go-grpc-prometheus's
 //! `grpc_server_*` per method and status code, and `etcd_mvcc_*_total`; the same
-//! client operations give the same lines as real etcd 3.4.
+//! client operations give the same lines as real etcd 3.4. `--enable-pprof`
+//! serves a CPU profile that `go tool pprof` reads, as real etcd's.
 
 mod common;
 
@@ -128,5 +129,71 @@ fn metrics_extensive_adds_grpc_handling_time_histograms_as_etcd() {
             "unary",
         );
         assert_eq!(value(&text, &count), Some(1), "{flavor:?}");
+    }
+}
+
+/// `curl` of `url`: the HTTP status and the body.
+fn get(url: &str) -> (u16, Vec<u8>) {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "-", "-w", "\n%{http_code}", url])
+        .output()
+        .expect("curl");
+    let body = out.stdout;
+    let split = body.iter().rposition(|b| *b == b'\n').expect("status line");
+    let status = String::from_utf8_lossy(&body[split + 1..]).trim().parse().expect("status");
+    (status, body[..split].to_vec())
+}
+
+#[test]
+fn enable_pprof_serves_a_cpu_profile_that_go_tool_pprof_reads() {
+    let go = Command::new("go").arg("version").output().is_ok_and(|o| o.status.success());
+    for flavor in [Flavor::Ours, Flavor::RealEtcd] {
+        if flavor == Flavor::RealEtcd && common::real_etcd().is_none() {
+            continue;
+        }
+        let off = Server::start_with(flavor, &[]);
+        let (status, _) = get(&format!("http://{}/debug/pprof/profile?seconds=1", off.endpoint()));
+        assert_eq!(status, 404, "{flavor:?}: profiles without --enable-pprof");
+
+        let server = Server::start_with(flavor, &["--enable-pprof"]);
+        let ep = server.endpoint();
+        // Load while the profile runs, so there is something to sample.
+        let load = {
+            let ep = ep.clone();
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while Instant::now() < deadline {
+                    must_etcdctl(&ep, &["put", "k", "v"], None);
+                }
+            })
+        };
+        let (status, profile) = get(&format!("http://{ep}/debug/pprof/profile?seconds=2"));
+        load.join().expect("load");
+        assert_eq!(status, 200, "{flavor:?}: {}", String::from_utf8_lossy(&profile));
+        assert!(!profile.is_empty(), "{flavor:?}: an empty profile");
+        let (status, cmdline) = get(&format!("http://{ep}/debug/pprof/cmdline"));
+        assert_eq!(status, 200, "{flavor:?}");
+        assert!(String::from_utf8_lossy(&cmdline).contains("--enable-pprof"), "{flavor:?}");
+        if !go {
+            eprintln!("go is not installed: not reading the profile with go tool pprof");
+            continue;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("profile");
+        std::fs::write(&file, &profile).expect("write profile");
+        let out = Command::new("go")
+            .args(["tool", "pprof", "-raw"])
+            .arg(&file)
+            .env("HOME", dir.path())
+            .output()
+            .expect("go tool pprof");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{flavor:?}: go tool pprof: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("samples/count cpu/nanoseconds"), "{flavor:?}: {text}");
+        assert!(text.contains("Period: 10000000"), "{flavor:?}: sampled at 100 Hz: {text}");
     }
 }

@@ -115,7 +115,11 @@ pub fn router(server: Arc<EtcdServer>, secure: bool) -> Router {
         .with_state(server.clone())
         .merge(crate::probes::router(server.clone()));
     let router = match gateway {
-        true => router.merge(crate::gateway::router(server)),
+        true => router.merge(crate::gateway::router(server.clone())),
+        false => router,
+    };
+    let router = match server.config().enable_pprof {
+        true => router.merge(crate::pprof::router()),
         false => router,
     };
     router.layer(axum::middleware::from_fn_with_state(policy, access_control))

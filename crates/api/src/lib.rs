@@ -18,6 +18,8 @@ mod learner;
 pub mod lease;
 pub mod lock;
 pub mod maintenance;
+mod ping_policy;
+mod pprof;
 mod probes;
 mod recipes;
 pub mod status;
@@ -39,6 +41,7 @@ use etcd_proto::etcdserverpb::watch_server::WatchServer;
 use etcd_proto::v3electionpb::election_server::ElectionServer;
 use etcd_proto::v3lockpb::lock_server::LockServer;
 use etcd_tls::Listener;
+use ping_policy::PingPolicy;
 use tokio_stream::StreamExt;
 
 pub use maintenance::{CLUSTER_VERSION, SERVER_VERSION};
@@ -49,6 +52,13 @@ pub(crate) type BoxStream<T> =
 
 /// gRPC framing and header overhead etcd allows on top of `--max-request-bytes`.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// What sits between a client connection and HTTP/2, outermost first.
+fn layered<IO>(io: IO, min_ping_time: std::time::Duration) -> Layered<IO> {
+    CoalescedWrites::new(PingPolicy::new(DropInvalidAuthority::new(io), min_ping_time))
+}
+
+type Layered<IO> = CoalescedWrites<PingPolicy<DropInvalidAuthority<IO>>>;
 
 /// Serves the client API on `listener` until `shutdown` resolves, over TLS when
 /// `tls` is given (an `https://` or `unixs://` listen URL).
@@ -62,6 +72,7 @@ pub async fn serve(
     let max_streams = server.config().max_concurrent_streams;
     let keepalive_interval = server.config().grpc_keepalive_interval;
     let keepalive_timeout = server.config().grpc_keepalive_timeout;
+    let min_ping_time = server.config().grpc_keepalive_min_time;
     let kv = KvServer::new(kv::KvService::new(server.clone()))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(usize::MAX);
@@ -103,23 +114,21 @@ pub async fn serve(
     // One arm per socket kind and security: each yields its own stream type.
     match (listener, tls) {
         (Listener::Tcp(l), Some(acceptor)) => {
-            let incoming = etcd_tls::incoming(l, acceptor)
-                .map(|a| a.map(|io| CoalescedWrites::new(DropInvalidAuthority::new(io))));
+            let incoming =
+                etcd_tls::incoming(l, acceptor).map(|a| a.map(|io| layered(io, min_ping_time)));
             builder.serve_with_incoming_shutdown(incoming, shutdown).await
         }
         (Listener::Tcp(l), None) => {
-            let incoming = etcd_tls::accepted(l)
-                .map(|a| a.map(|io| CoalescedWrites::new(DropInvalidAuthority::new(io))));
+            let incoming = etcd_tls::accepted(l).map(|a| a.map(|io| layered(io, min_ping_time)));
             builder.serve_with_incoming_shutdown(incoming, shutdown).await
         }
         (Listener::Unix(u), Some(acceptor)) => {
-            let incoming = etcd_tls::incoming(u, acceptor)
-                .map(|a| a.map(|io| CoalescedWrites::new(DropInvalidAuthority::new(io))));
+            let incoming =
+                etcd_tls::incoming(u, acceptor).map(|a| a.map(|io| layered(io, min_ping_time)));
             builder.serve_with_incoming_shutdown(incoming, shutdown).await
         }
         (Listener::Unix(u), None) => {
-            let incoming = etcd_tls::accepted(u)
-                .map(|a| a.map(|io| CoalescedWrites::new(DropInvalidAuthority::new(io))));
+            let incoming = etcd_tls::accepted(u).map(|a| a.map(|io| layered(io, min_ping_time)));
             builder.serve_with_incoming_shutdown(incoming, shutdown).await
         }
     }

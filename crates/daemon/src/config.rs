@@ -88,11 +88,16 @@ pub struct ServerConfig {
     /// `--grpc-keepalive-interval`: how long a client connection may be idle
     /// before the server pings it (none: never).
     pub grpc_keepalive_interval: Option<Duration>,
+    /// `--grpc-keepalive-min-time`: how often a client may ping (gRPC's
+    /// enforcement policy; zero means gRPC's own five minutes).
+    pub grpc_keepalive_min_time: Duration,
     /// `--grpc-keepalive-timeout`: how long the server waits for the ping's
     /// answer before closing the connection.
     pub grpc_keepalive_timeout: Duration,
     /// `--enable-grpc-gateway`: serve the JSON gateway on the client port.
     pub enable_grpc_gateway: bool,
+    /// `--enable-pprof`: serve `/debug/pprof/` (a CPU profile) on the client port.
+    pub enable_pprof: bool,
     /// `--pre-vote`: Raft's pre-vote phase (default on, as etcd 3.5).
     pub pre_vote: bool,
     /// `--host-whitelist`: host names a plain-HTTP request may name (empty: any).
@@ -156,7 +161,9 @@ impl ServerConfig {
             corrupt_check_time: None,
             grpc_keepalive_interval: Some(Duration::from_secs(2 * 60 * 60)),
             grpc_keepalive_timeout: Duration::from_secs(20),
+            grpc_keepalive_min_time: Duration::from_secs(5),
             enable_grpc_gateway: true,
+            enable_pprof: false,
             pre_vote: true,
             host_whitelist: Vec::new(),
             cors: Vec::new(),

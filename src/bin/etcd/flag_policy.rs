@@ -6,11 +6,6 @@
 /// etcd flags that take a value and are accepted, not acted on, with what that
 /// means for the operator (logged as a warning).
 const IGNORED_VALUE_FLAGS: &[(&str, &str)] = &[
-    (
-        "grpc-keepalive-min-time",
-        "clients that ping more often than this are not disconnected (no ping-rate \
-         enforcement); --grpc-keepalive-interval and --grpc-keepalive-timeout do act",
-    ),
     ("discovery-fallback", "it only matters with --discovery, which this server refuses"),
     (
         "experimental-compaction-batch-limit",
@@ -19,13 +14,8 @@ const IGNORED_VALUE_FLAGS: &[(&str, &str)] = &[
 ];
 
 /// Boolean etcd flags that are accepted, not acted on, with what that means.
-const IGNORED_BOOL_FLAGS: &[(&str, &str)] = &[
-    ("enable-v2", "the v2 API is not served (v3 only, as etcd 3.6)"),
-    (
-        "enable-pprof",
-        "Go's /debug/pprof profiles do not exist in this server; profile it with perf instead",
-    ),
-];
+const IGNORED_BOOL_FLAGS: &[(&str, &str)] =
+    &[("enable-v2", "the v2 API is not served (v3 only, as etcd 3.6)")];
 
 /// Why an accepted etcd flag has no effect here, for its warning.
 pub fn ignored_because(name: &str) -> &'static str {

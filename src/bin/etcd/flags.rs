@@ -249,6 +249,14 @@ pub struct Flags {
         value_parser = parse_go_duration
     )]
     pub experimental_corrupt_check_time: Duration,
+    /// Minimum interval duration that a client should wait before pinging server.
+    #[arg(
+        long,
+        env = "ETCD_GRPC_KEEPALIVE_MIN_TIME",
+        default_value = "5s",
+        value_parser = parse_go_duration
+    )]
+    pub grpc_keepalive_min_time: Duration,
     /// Frequency duration of server-to-client ping to check if a connection is alive
     /// (0 to disable).
     #[arg(
@@ -277,6 +285,17 @@ pub struct Flags {
         action = clap::ArgAction::Set
     )]
     pub enable_grpc_gateway: bool,
+    /// Enable runtime profiling data via HTTP server. Address is at client URL +
+    /// "/debug/pprof/" (here: a CPU profile and the command line).
+    #[arg(
+        long,
+        env = "ETCD_ENABLE_PPROF",
+        default_value_t = false,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub enable_pprof: bool,
     /// Enable to run an additional Raft election phase (on by default, as in etcd 3.5).
     #[arg(
         long,
@@ -512,6 +531,7 @@ impl Flags {
             unsafe_no_fsync: self.unsafe_no_fsync,
             force_new_cluster: self.force_new_cluster,
             enable_grpc_gateway: self.enable_grpc_gateway,
+            enable_pprof: self.enable_pprof,
             pre_vote: self.pre_vote,
             host_whitelist: comma_list(&self.host_whitelist),
             cors: cors_origins(&self.cors)?,
@@ -523,6 +543,7 @@ impl Flags {
             grpc_keepalive_interval: (!self.grpc_keepalive_interval.is_zero())
                 .then_some(self.grpc_keepalive_interval),
             grpc_keepalive_timeout: self.grpc_keepalive_timeout,
+            grpc_keepalive_min_time: self.grpc_keepalive_min_time,
             initial_corrupt_check: self.experimental_initial_corrupt_check,
             corrupt_check_time: (!self.experimental_corrupt_check_time.is_zero())
                 .then_some(self.experimental_corrupt_check_time),
@@ -552,7 +573,7 @@ mod tests {
         let (ignored, unknown) = check_env(
             vars(&[
                 ("ETCD_NAME", "a"),
-                ("ETCD_ENABLE_PPROF", "true"),
+                ("ETCD_ENABLE_V2", "true"),
                 ("ETCD_NO_SUCH_FLAG", "1"),
                 ("ETCDCTL_API", "3"),
                 ("ETCD_PROXY", "off"),
@@ -561,7 +582,7 @@ mod tests {
             &[],
         )
         .expect("nothing refused");
-        assert_eq!(ignored, ["enable-pprof"]);
+        assert_eq!(ignored, ["enable-v2"]);
         assert_eq!(unknown, ["ETCD_NO_SUCH_FLAG"]);
         let shadowed = check_env(
             vars(&[("ETCD_DISCOVERY", "https://d/x")]),
