@@ -1,10 +1,12 @@
 //! Maintenance operations an operator runs against a live member: `etcdctl
 //! defrag` shrinks the backend after compaction without changing what it holds,
 //! writes go on around it, and the defragmented backend survives kill -9.
+//! Compaction removes history in batches (`--experimental-compaction-batch-limit`)
+//! counted as real etcd counts them.
 
 mod common;
 
-use common::{must_etcdctl, Server};
+use common::{must_etcdctl, Flavor, Server};
 use etcd_client::{Client, CompactionOptions, GetOptions};
 
 async fn db_size(client: &mut Client) -> i64 {
@@ -198,4 +200,58 @@ async fn a_follower_fills_a_small_quota_by_bytes_in_use_and_every_member_refuses
     let refused = tokio::task::block_in_place(|| common::etcdctl(&via, &["put", "k", "v"], None));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("etcdserver: mvcc: database space exceeded"), "{stderr}");
+}
+
+/// The value of the sample `name` in the member's /metrics.
+fn metric(endpoint: &str, name: &str) -> Option<f64> {
+    let out = std::process::Command::new("curl")
+        .args(["-s", &format!("http://{endpoint}/metrics")])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_removes_history_in_batches_of_the_limit_as_etcd_does() {
+    for flavor in [Flavor::Ours, Flavor::RealEtcd] {
+        if flavor == Flavor::RealEtcd && common::real_etcd().is_none() {
+            continue;
+        }
+        let mut server = tokio::task::block_in_place(|| {
+            Server::start_with(flavor, &["--experimental-compaction-batch-limit=10"])
+        });
+        let mut client = server.client().await;
+        // 1,000 revisions of one key (2..=1001); a compaction at the last keeps one.
+        let mut revision = 0;
+        for i in 0..1000 {
+            let put = client.put("k", format!("{i}"), None).await.expect("put");
+            revision = put.header().expect("header").revision();
+        }
+        client.put("after", "1", None).await.expect("put");
+        client
+            .compact(revision, Some(CompactionOptions::new().with_physical()))
+            .await
+            .expect("compact");
+        let ep = server.endpoint();
+        let keys = "etcd_debugging_mvcc_db_compaction_keys_total";
+        let pauses = "etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds_count";
+        let total = "etcd_debugging_mvcc_db_compaction_total_duration_milliseconds_count";
+        let (keys, pauses, total) = tokio::task::block_in_place(|| {
+            (metric(&ep, keys), metric(&ep, pauses), metric(&ep, total))
+        });
+        assert_eq!(keys, Some(999.0), "{flavor:?}: revisions removed");
+        // 1,000 rows at 10 a batch: 100 full batches pause, the 101st finds none.
+        assert_eq!(pauses, Some(100.0), "{flavor:?}: batches before the last");
+        assert_eq!(total, Some(1.0), "{flavor:?}: compactions finished");
+        let before = fingerprint(&mut client).await;
+        let old = client.get("k", Some(GetOptions::new().with_revision(revision - 1))).await;
+        assert!(old.is_err(), "{flavor:?}: a compacted revision was read");
+        tokio::task::block_in_place(|| {
+            server.kill9();
+            server.restart();
+        });
+        let mut client = server.client().await;
+        assert_eq!(fingerprint(&mut client).await, before, "{flavor:?}: after a restart");
+    }
 }

@@ -173,9 +173,13 @@ impl Kv for KvService {
     ) -> Result<tonic::Response<CompactionResponse>, Status> {
         let info = credentials(&self.server, &request).await?;
         let compaction = request.into_inner();
+        let physical = compaction.physical;
         let request = InternalRaftRequest { compaction: Some(compaction), ..Default::default() };
         match self.propose(request, &info).await? {
             (Response::Compact(mut response), revision) => {
+                if physical {
+                    self.server.compaction_removed().await.map_err(|e| to_status(&e))?;
+                }
                 response.header = Some(self.server.header(revision));
                 Ok(tonic::Response::new(response))
             }

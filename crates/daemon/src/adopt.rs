@@ -182,6 +182,8 @@ fn convert(db: &Path, wal_dir: &Path, out: &Path) -> Result<(), StartError> {
             .compact(rev)
             .map_err(|e| backend_err(format!("finishing the compaction at {rev}: {e}")))?;
         batch.commit(true).map_err(|e| backend_err(e.to_string()))?;
+        kv.finish_compaction()
+            .map_err(|e| backend_err(format!("finishing the compaction at {rev}: {e}")))?;
     }
     let members = membership::read(&backend).map_err(backend_err)?;
     let new_wal = out.join("wal");

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
+use etcd_mvcc::CompactStep;
 use etcd_server::apply_core::ApplyCore;
 use etcd_server::membership::MemberEvent;
 use tokio::sync::mpsc;
@@ -28,6 +29,8 @@ pub(crate) struct ApplyLoop {
     pub raft_tx: mpsc::Sender<RaftInput>,
     pub member_events: mpsc::Sender<MemberEvent>,
     pub warning_apply_duration: std::time::Duration,
+    /// When the compaction being removed in batches started.
+    pub compaction_started: Option<std::time::Instant>,
 }
 
 impl ApplyLoop {
@@ -37,6 +40,17 @@ impl ApplyLoop {
         loop {
             let task = match pending.take() {
                 Some(task) => task,
+                None if self.core.kv().compaction_in_progress().is_some() => {
+                    match self.tasks.try_recv() {
+                        Ok(task) => task,
+                        Err(std::sync::mpsc::TryRecvError::Empty) => {
+                            // Nothing to apply: the compaction's next batch.
+                            self.compact_step();
+                            continue;
+                        }
+                        Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+                    }
+                }
                 None => match self.tasks.recv() {
                     Ok(task) => task,
                     Err(_) => break,
@@ -72,8 +86,38 @@ impl ApplyLoop {
             if !keep_going {
                 break;
             }
+            // Under load, one batch of a compaction between applies: it moves
+            // on without holding the applies up for more than a batch.
+            if self.core.kv().compaction_in_progress().is_some() {
+                self.compact_step();
+            }
         }
         tracing::info!("apply loop stopped");
+    }
+
+    /// Removes one batch of a compaction's rows (timed as etcd times them);
+    /// wakes physical compactions waiting for the end.
+    fn compact_step(&mut self) {
+        let started = std::time::Instant::now();
+        let first = *self.compaction_started.get_or_insert(started);
+        let metrics = &self.shared.metrics;
+        match self.core.compact_step() {
+            Ok(CompactStep::More { removed }) => {
+                metrics.compaction_keys.inc_by(removed);
+                metrics.compaction_pause_ms.observe(started.elapsed().as_secs_f64() * 1000.0);
+            }
+            Ok(CompactStep::Finished { revision, removed }) => {
+                metrics.compaction_keys.inc_by(removed);
+                let took = first.elapsed();
+                metrics.compaction_total_ms.observe(took.as_secs_f64() * 1000.0);
+                self.compaction_started = None;
+                tracing::info!(compact_revision = revision, took = ?took, "finished scheduled compaction");
+                self.record_db_size();
+                self.shared.compactions_finished.send_modify(|n| *n += 1);
+            }
+            Ok(CompactStep::Idle) => {}
+            Err(err) => fatal("failed to compact", err),
+        }
     }
 
     fn record_db_size(&self) {
@@ -145,6 +189,8 @@ impl ApplyLoop {
         }
         let revision = self.core.kv().current_revision();
         self.watch_hub.reset(revision);
+        // The snapshot may have brought a compaction of its own, or none.
+        self.shared.compactions_finished.send_modify(|n| *n += 1);
         self.record_db_size();
         self.shared.applied_index.send_replace(self.core.applied_index());
         tracing::info!(

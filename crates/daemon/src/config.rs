@@ -96,6 +96,9 @@ pub struct ServerConfig {
     pub grpc_keepalive_timeout: Duration,
     /// `--enable-grpc-gateway`: serve the JSON gateway on the client port.
     pub enable_grpc_gateway: bool,
+    /// `--experimental-compaction-batch-limit`: rows of the `key` table one
+    /// compaction batch visits (etcd's default 1000).
+    pub compaction_batch_limit: usize,
     /// `--enable-pprof`: serve `/debug/pprof/` (a CPU profile) on the client port.
     pub enable_pprof: bool,
     /// `--pre-vote`: Raft's pre-vote phase (default on, as etcd 3.5).
@@ -164,6 +167,7 @@ impl ServerConfig {
             grpc_keepalive_min_time: Duration::from_secs(5),
             enable_grpc_gateway: true,
             enable_pprof: false,
+            compaction_batch_limit: etcd_mvcc::DEFAULT_COMPACTION_BATCH_LIMIT,
             pre_vote: true,
             host_whitelist: Vec::new(),
             cors: Vec::new(),

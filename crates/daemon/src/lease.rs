@@ -55,6 +55,7 @@ pub(crate) fn apply_core_config(cfg: &ServerConfig) -> etcd_server::apply_core::
         min_lease_ttl_secs: min_ttl_secs(cfg),
         lease_checkpoint: cfg.lease_checkpoint,
         auth_token_ttl_ms: cfg.auth_token_ttl.as_millis() as u64,
+        compaction_batch_limit: cfg.compaction_batch_limit,
     }
 }
 

@@ -33,6 +33,9 @@ pub(crate) struct Metrics {
     pub mvcc_deletes: IntCounter,
     pub mvcc_txns: IntCounter,
     pub slow_applies: IntCounter,
+    pub compaction_keys: IntCounter,
+    pub compaction_pause_ms: Histogram,
+    pub compaction_total_ms: Histogram,
 }
 
 /// go-grpc-prometheus's server counters, which etcd exports for its gRPC
@@ -221,10 +224,21 @@ fn version(registry: &Registry, subsystem: &str, label: &str, value: &str) {
 
 /// etcd's latency buckets: 1 ms doubling up to about 8 s.
 fn latency(registry: &Registry, subsystem: &str, name: &str, help: &str) -> Histogram {
+    histogram(registry, subsystem, name, help, (0.001, 14))
+}
+
+/// A histogram with exponential buckets, `(first bound, count)`, doubling.
+fn histogram(
+    registry: &Registry,
+    subsystem: &str,
+    name: &str,
+    help: &str,
+    (start, count): (f64, usize),
+) -> Histogram {
     let opts = HistogramOpts::new(name, help)
         .namespace("etcd")
         .subsystem(subsystem)
-        .buckets(exponential_buckets(0.001, 2.0, 14).expect("valid buckets"));
+        .buckets(exponential_buckets(start, 2.0, count).expect("valid buckets"));
     let histogram = Histogram::with_opts(opts).expect("a valid histogram");
     registry.register(Box::new(histogram.clone())).expect("a unique metric");
     histogram
@@ -337,6 +351,26 @@ impl Metrics {
                 "server",
                 "slow_apply_total",
                 "The total number of slow apply requests (likely overloaded from slow disk).",
+            ),
+            compaction_keys: counter(
+                &r,
+                "debugging_mvcc",
+                "db_compaction_keys_total",
+                "Total number of db keys compacted.",
+            ),
+            compaction_pause_ms: histogram(
+                &r,
+                "debugging_mvcc",
+                "db_compaction_pause_duration_milliseconds",
+                "Bucketed histogram of db compaction pause duration.",
+                (1.0, 13),
+            ),
+            compaction_total_ms: histogram(
+                &r,
+                "debugging_mvcc",
+                "db_compaction_total_duration_milliseconds",
+                "Bucketed histogram of db compaction total duration.",
+                (100.0, 14),
             ),
             mvcc_ranges: counter(
                 &r,

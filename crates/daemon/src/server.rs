@@ -295,6 +295,16 @@ impl EtcdServer {
         self.shared.leader_id.load(Ordering::Relaxed) == self.member_id
     }
 
+    /// Waits until no compaction has rows left to remove on this member (the
+    /// answer to a physical compaction; etcd waits for its compaction job too).
+    pub async fn compaction_removed(&self) -> Result<(), ServerError> {
+        let mut finished = self.shared.compactions_finished.subscribe();
+        while self.kv().compaction_in_progress().is_some() {
+            finished.changed().await.map_err(|_| ServerError::Stopped)?;
+        }
+        Ok(())
+    }
+
     /// Waits until this member has applied everything committed before now
     /// (ReadIndex), so a following read is linearizable.
     pub async fn read_barrier(&self) -> Result<(), ServerError> {

@@ -25,6 +25,9 @@ pub(crate) struct Shared {
     pub commit_index: AtomicU64,
     /// The index of the last entry whose effects readers can see.
     pub applied_index: watch::Sender<u64>,
+    /// How many compactions finished removing their rows (a physical
+    /// compaction's answer waits for the next one).
+    pub compactions_finished: watch::Sender<u64>,
     /// Proposals waiting for their entry to be applied, by request ID.
     pub waiters: Mutex<Waiters<oneshot::Sender<Applied>>>,
     pub metrics: crate::metrics::Metrics,
@@ -49,6 +52,7 @@ impl Shared {
             db_in_use: Mutex::new(None),
             commit_index: AtomicU64::new(applied_index),
             applied_index: watch::Sender::new(applied_index),
+            compactions_finished: watch::Sender::new(0),
             waiters: Mutex::new(Waiters::default()),
             metrics: crate::metrics::Metrics::new(extensive_metrics),
         }

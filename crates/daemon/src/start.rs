@@ -108,6 +108,7 @@ impl EtcdServer {
             raft_tx: raft_tx.clone(),
             member_events: member_events_tx,
             warning_apply_duration: cfg.warning_apply_duration,
+            compaction_started: None,
         };
         let spawn_error =
             |e: std::io::Error| StartError::DataDir { path: cfg.data_dir.clone(), source: e };

@@ -26,7 +26,7 @@ use prost::Message;
 
 use crate::error::MvccError;
 use crate::index::KeyRange;
-use crate::kvstore::{KvStore, OpCounters};
+use crate::kvstore::{KvStore, OpCounters, PhysicalCompaction};
 use crate::range;
 use crate::revision::Revision;
 
@@ -313,23 +313,13 @@ impl<'a> Batch<'a> {
         if rev > self.rev {
             return Err(MvccError::FutureRev);
         }
-        let r = self.compact_backend(rev);
-        self.guard(r)?;
+        let r = self
+            .write_txn()
+            .meta_put(schema::META_SCHEDULED_COMPACT_REV, &Revision::new(rev, 0).to_key(false));
+        self.guard(r.map_err(MvccError::from))?;
         self.compact_rev = rev;
         self.pending_compact = Some(rev);
         Ok(CompactionResponse { header: None })
-    }
-
-    fn compact_backend(&mut self, rev: i64) -> Result<(), MvccError> {
-        let keep = self.store.read_shared().index.keep(rev);
-        let start = Revision::new(0, 0).to_key(false);
-        let end = Revision::new(rev + 1, 0).to_key(false);
-        let txn = self.write_txn();
-        txn.key_retain_range(&start, &end, &mut |k| {
-            Revision::from_key(k).is_some_and(|(r, _)| keep.contains(&r))
-        })?;
-        txn.meta_put(schema::META_FINISHED_COMPACT_REV, &Revision::new(rev, 0).to_key(false))?;
-        Ok(())
     }
 
     /// Commits the write transaction (durably if asked), then publishes the
@@ -353,9 +343,13 @@ impl<'a> Batch<'a> {
                 self.finished = true;
                 return Err(e.into());
             }
-            g.index.compact(c);
+            let keep = g.index.compact(c);
             g.compact_rev = c;
             g.current_rev = self.rev;
+            // A compaction still removing rows is superseded: this one's
+            // batches start over and remove what the older one would have.
+            *store.physical.lock().expect("compaction lock poisoned") =
+                Some(PhysicalCompaction { rev: c, keep, resume: Vec::new() });
         } else {
             if let Err(e) = txn.commit(durable) {
                 return Err(e.into()); // Drop undoes the index changes

@@ -14,11 +14,17 @@
 //! the published one because publishing follows the commit.
 //!
 //! Compaction is the one change that removes data. A batch that compacts
-//! deletes the backend rows inside its write transaction but changes the
-//! index only at commit, holding the write lock across the redb commit, the
-//! index compaction and the publication of the new compacted revision. So a
-//! reader holding the read lock sees either the old index, the old compacted
-//! revision and a snapshot with the rows, or all three new.
+//! records the compaction (`scheduledCompactRev`) in its write transaction
+//! and changes the index only at commit, holding the write lock across the
+//! redb commit, the index compaction and the publication of the new
+//! compacted revision. So a reader holding the read lock sees either the old
+//! index and compacted revision or both new; it never reads below the
+//! compacted revision, so the rows still there do not matter to it. Those
+//! rows go afterwards, in batches of their own transactions
+//! ([`KvStore::compact_step`], etcd's `--experimental-compaction-batch-limit`),
+//! so a compaction of millions of revisions never stalls the apply loop; the
+//! last batch records `finishedCompactRev`, and a restart before it resumes
+//! the batches.
 //!
 //! If a batch is dropped without committing, the revisions it added to the
 //! index are removed again (the write transaction is discarded by redb).
@@ -68,8 +74,46 @@ pub struct KvStore {
     pub(crate) backend: Arc<Backend>,
     pub(crate) shared: RwLock<Shared>,
     pub(crate) batch_lock: Mutex<()>,
+    /// The compaction whose rows are still being removed. Locked after
+    /// `batch_lock` and `shared`, never before.
+    pub(crate) physical: Mutex<Option<PhysicalCompaction>>,
     pub(crate) ops: OpCounters,
 }
+
+/// A compaction whose index change is done and whose `key` rows are removed
+/// batch by batch.
+#[derive(Debug)]
+pub(crate) struct PhysicalCompaction {
+    /// The compacted revision.
+    pub rev: i64,
+    /// The revisions `<= rev` the compaction keeps.
+    pub keep: HashSet<Revision>,
+    /// The `key` table position the next batch starts at.
+    pub resume: Vec<u8>,
+}
+
+/// What one [`KvStore::compact_step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompactStep {
+    /// No compaction has rows left to remove.
+    Idle,
+    /// A batch removed; more follow.
+    More {
+        /// Rows this batch removed.
+        removed: u64,
+    },
+    /// The last batch of a compaction removed.
+    Finished {
+        /// The compacted revision.
+        revision: i64,
+        /// Rows this batch removed.
+        removed: u64,
+    },
+}
+
+/// Rows of the `key` table one compaction batch visits when no limit is set
+/// (etcd's default `--experimental-compaction-batch-limit`).
+pub const DEFAULT_COMPACTION_BATCH_LIMIT: usize = 1000;
 
 /// Operations the store has served, as etcd counts them for its
 /// `etcd_mvcc_{range,put,delete,txn}_total` metrics: every range, put and
@@ -116,11 +160,12 @@ impl KvStore {
     /// compacted revision if that is newer (compaction may have removed the
     /// newest rows), or 1 for an empty store (the first write gets revision 2).
     pub fn open(backend: Arc<Backend>) -> Result<KvStore, MvccError> {
-        let shared = load(&backend)?;
+        let (shared, physical) = load(&backend)?;
         Ok(KvStore {
             backend,
             shared: RwLock::new(shared),
             batch_lock: Mutex::new(()),
+            physical: Mutex::new(physical),
             ops: OpCounters::default(),
         })
     }
@@ -129,25 +174,80 @@ impl KvStore {
     /// replaced wholesale (a snapshot from the leader was installed).
     pub fn reload(&self) -> Result<(), MvccError> {
         let _no_batch = self.batch_lock.lock().expect("batch lock poisoned");
-        let shared = load(&self.backend)?;
+        let (shared, physical) = load(&self.backend)?;
         *self.write_shared() = shared;
+        *self.physical.lock().expect("compaction lock poisoned") = physical;
+        Ok(())
+    }
+
+    /// The revision of the compaction whose rows are still being removed.
+    pub fn compaction_in_progress(&self) -> Option<i64> {
+        self.physical.lock().expect("compaction lock poisoned").as_ref().map(|p| p.rev)
+    }
+
+    /// Removes one batch of the rows a compaction left: visits at most `limit`
+    /// rows of the `key` table in their own write transaction (not fsynced: a
+    /// restart resumes from `scheduledCompactRev`), and records
+    /// `finishedCompactRev` with the last batch. Waits while a batch is open.
+    pub fn compact_step(&self, limit: usize) -> Result<CompactStep, MvccError> {
+        let _no_batch = self.batch_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut physical = self.physical.lock().expect("compaction lock poisoned");
+        let Some(p) = physical.as_mut() else {
+            return Ok(CompactStep::Idle);
+        };
+        let end = Revision::new(p.rev + 1, 0).to_key(false);
+        let txn = self.backend.begin_write()?;
+        let keep = &p.keep;
+        let retained = txn.key_retain_range(&p.resume, &end, limit.max(1), &mut |k| {
+            Revision::from_key(k).is_some_and(|(r, _)| keep.contains(&r))
+        })?;
+        match retained.resume_after {
+            Some(mut last) => {
+                txn.commit(false)?;
+                last.push(0); // the first key after it
+                p.resume = last;
+                Ok(CompactStep::More { removed: retained.removed })
+            }
+            None => {
+                let rev = p.rev;
+                txn.meta_put(
+                    schema::META_FINISHED_COMPACT_REV,
+                    &Revision::new(rev, 0).to_key(false),
+                )?;
+                txn.commit(false)?;
+                *physical = None;
+                Ok(CompactStep::Finished { revision: rev, removed: retained.removed })
+            }
+        }
+    }
+
+    /// Removes every row compactions left, batch after batch, and makes that
+    /// durable (tools that need the compaction finished before they go on).
+    pub fn finish_compaction(&self) -> Result<(), MvccError> {
+        while self.compact_step(DEFAULT_COMPACTION_BATCH_LIMIT)? != CompactStep::Idle {}
+        self.backend.begin_write()?.commit(true)?;
         Ok(())
     }
 }
 
-/// Reads the index and revisions a store on `backend` starts from.
-fn load(backend: &Backend) -> Result<Shared, MvccError> {
+/// A compaction revision recorded in meta entry `name` (-1 if none).
+fn meta_compaction(rtx: &ReadTxn, name: &str) -> Result<i64, MvccError> {
+    match rtx.meta_get(name)? {
+        None => Ok(-1),
+        Some(b) => Ok(Revision::from_key(&b)
+            .ok_or_else(|| MvccError::Corrupt(format!("bad {name}")))?
+            .0
+            .main),
+    }
+}
+
+/// Reads the index and revisions a store on `backend` starts from, and the
+/// compaction whose rows are left to remove, if any.
+fn load(backend: &Backend) -> Result<(Shared, Option<PhysicalCompaction>), MvccError> {
     {
         let rtx = backend.begin_read()?;
-        let compact_rev = match rtx.meta_get(schema::META_FINISHED_COMPACT_REV)? {
-            None => -1,
-            Some(b) => {
-                Revision::from_key(&b)
-                    .ok_or_else(|| MvccError::Corrupt("bad finishedCompactRev".into()))?
-                    .0
-                    .main
-            }
-        };
+        let mut compact_rev = meta_compaction(&rtx, schema::META_FINISHED_COMPACT_REV)?;
+        let scheduled = meta_compaction(&rtx, schema::META_SCHEDULED_COMPACT_REV)?;
         let mut index = Index::new();
         let mut current_rev = 1i64;
         let mut last_main = i64::MIN;
@@ -170,8 +270,16 @@ fn load(backend: &Backend) -> Result<Shared, MvccError> {
             Ok(true)
         })?;
         drop(rtx);
+        let mut physical = None;
+        if scheduled > compact_rev {
+            // Stopped between the index change and the last batch: the index
+            // is compacted again and the batches resume from the start.
+            let keep = index.compact(scheduled);
+            physical = Some(PhysicalCompaction { rev: scheduled, keep, resume: Vec::new() });
+            compact_rev = scheduled;
+        }
         let current_rev = current_rev.max(compact_rev);
-        Ok(Shared { index, current_rev, compact_rev })
+        Ok((Shared { index, current_rev, compact_rev }, physical))
     }
 }
 

@@ -26,7 +26,9 @@ mod txn;
 
 pub use batch::{Batch, LeaseChange};
 pub use error::MvccError;
-pub use kvstore::{HashKv, KvStore, OpCounts, RangeChunk};
+pub use kvstore::{
+    CompactStep, HashKv, KvStore, OpCounts, RangeChunk, DEFAULT_COMPACTION_BATCH_LIMIT,
+};
 pub use revision::Revision;
 
 #[cfg(test)]

@@ -37,6 +37,9 @@ pub struct ApplyCoreConfig {
     pub lease_checkpoint: Option<etcd_lease::Checkpointing>,
     /// How long simple auth tokens live, in milliseconds.
     pub auth_token_ttl_ms: u64,
+    /// Rows of the `key` table one compaction batch visits
+    /// (`--experimental-compaction-batch-limit`).
+    pub compaction_batch_limit: usize,
 }
 
 /// What applying one batch did.
@@ -152,6 +155,14 @@ impl ApplyCore {
             snapshot = Some((outcome.applied_index, outcome.applied_term));
         }
         Ok(ApplyResult { outcome, snapshot })
+    }
+
+    /// Removes one batch of the rows a compaction left ([`KvStore::compact_step`]);
+    /// the shell calls it between applies while a compaction is in progress.
+    pub fn compact_step(&mut self) -> Result<etcd_mvcc::CompactStep, String> {
+        self.kv
+            .compact_step(self.cfg.compaction_batch_limit)
+            .map_err(|e| format!("failed to remove compacted revisions: {e}"))
     }
 
     /// Reloads everything derived from the backend after it was replaced with

@@ -32,6 +32,7 @@ fn config() -> ApplyCoreConfig {
         min_lease_ttl_secs: 2,
         lease_checkpoint: None,
         auth_token_ttl_ms: 300_000,
+        compaction_batch_limit: 1000,
     }
 }
 

@@ -121,12 +121,18 @@ pub fn export(
     sink.bucket(layout::META)?;
     let (index, term) = etcd_storage::consistent_index(txn)?;
     summary.consistent_index = index;
-    let compacted = txn.meta_get(schema::META_FINISHED_COMPACT_REV)?;
+    let finished = txn.meta_get(schema::META_FINISHED_COMPACT_REV)?;
+    // A data dir from before compactions were batched has no scheduled revision:
+    // its compactions finished in the transaction that scheduled them.
+    let scheduled = txn.meta_get(schema::META_SCHEDULED_COMPACT_REV)?.or_else(|| finished.clone());
     // Sorted by name: consistent_index, finishedCompactRev, scheduledCompactRev, term.
     sink.put(layout::META_CONSISTENT_INDEX.as_bytes(), &index.to_be_bytes())?;
-    if let Some(rev) = &compacted {
-        // Our compaction finishes in the transaction that schedules it.
+    if let Some(rev) = &finished {
         sink.put(layout::META_FINISHED_COMPACT_REV.as_bytes(), rev)?;
+    }
+    if let Some(rev) = &scheduled {
+        // Newer than the finished one while batches are left: whoever opens the
+        // file (etcd or this server) resumes them.
         sink.put(layout::META_SCHEDULED_COMPACT_REV.as_bytes(), rev)?;
     }
     sink.put(layout::META_TERM.as_bytes(), &term.to_be_bytes())?;

@@ -372,25 +372,42 @@ impl WriteTxn {
         Ok(self.txn.open_table(KEY)?.remove(rev_key)?.is_some())
     }
 
-    /// Visits the `key` table entries in `[start, end)` in key order and
-    /// removes those for which `keep(key)` is false. Returns how many were removed.
+    /// Visits at most `limit` entries of the `key` table in `[start, end)`, in
+    /// key order, and removes those for which `keep(key)` is false (one batch
+    /// of a compaction).
     pub fn key_retain_range(
         &self,
         start: &[u8],
         end: &[u8],
+        limit: usize,
         keep: &mut dyn FnMut(&[u8]) -> bool,
-    ) -> Result<u64> {
-        let mut removed = 0u64;
+    ) -> Result<Retained> {
         let mut t = self.txn.open_table(KEY)?;
-        t.retain_in(start..end, |k, _| {
-            let kept = keep(k);
-            if !kept {
-                removed += 1;
+        let (mut doomed, mut visited, mut last) = (Vec::new(), 0, None);
+        for entry in t.range(start..end)?.take(limit) {
+            let (k, _) = entry?;
+            visited += 1;
+            if !keep(k.value()) {
+                doomed.push(k.value().to_vec());
             }
-            kept
-        })?;
-        Ok(removed)
+            last = Some(k.value().to_vec());
+        }
+        for k in &doomed {
+            t.remove(k.as_slice())?;
+        }
+        let resume_after = if visited == limit { last } else { None };
+        Ok(Retained { removed: doomed.len() as u64, resume_after })
     }
+}
+
+/// What one [`WriteTxn::key_retain_range`] did.
+#[derive(Debug, PartialEq)]
+pub struct Retained {
+    /// Entries removed.
+    pub removed: u64,
+    /// The last entry visited when the limit stopped the visit (entries after
+    /// it in the range are still to visit); none when the range was done.
+    pub resume_after: Option<Vec<u8>>,
 }
 
 mod sealed {

@@ -13,7 +13,7 @@ pub mod schema;
 
 pub use backend::{
     consistent_index, members_delete, members_list, members_put, meta_get, meta_put,
-    set_consistent_index, Backend, ReadTables, ReadTxn, WriteTxn,
+    set_consistent_index, Backend, ReadTables, ReadTxn, Retained, WriteTxn,
 };
 pub use error::{Result, StorageError, VersionFound};
 

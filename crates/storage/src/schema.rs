@@ -87,6 +87,11 @@ pub const META_CONSISTENT_INDEX: &str = "consistent_index";
 /// meta: revision of the last finished compaction, as a 17-byte revision key
 /// with `sub = 0` (etcd's `finishedCompactRev`). Written by the mvcc crate.
 pub const META_FINISHED_COMPACT_REV: &str = "finishedCompactRev";
+/// meta: revision of the last compaction scheduled (etcd's
+/// `scheduledCompactRev`): the index is compacted there at once, the `key`
+/// table in batches after it; newer than `finishedCompactRev` while batches
+/// are left (a restart resumes them).
+pub const META_SCHEDULED_COMPACT_REV: &str = "scheduledCompactRev";
 
 /// meta: the active alarms, a prost-encoded `etcdserverpb.AlarmResponse` listing
 /// them (written by the server crate; absent when none was ever raised).

@@ -122,12 +122,13 @@ fn key_scan_retain_and_delete() {
     })
     .unwrap();
     assert_eq!(seen, vec![(2, 0, false), (3, 0, false), (3, 1, true)]);
-    let removed = w
-        .key_retain_range(&encode_rev_key(0, 0, false), &encode_rev_key(4, 0, false), &mut |k| {
-            schema::decode_rev_key(k).unwrap().0 == 3
-        })
-        .unwrap();
-    assert_eq!(removed, 2);
+    let (start, end) = (encode_rev_key(0, 0, false), encode_rev_key(4, 0, false));
+    let mut keep_3 = |k: &[u8]| schema::decode_rev_key(k).unwrap().0 == 3;
+    let first = w.key_retain_range(&start, &end, 2, &mut keep_3).unwrap();
+    let resume = encode_rev_key(2, 0, false);
+    assert_eq!(first, Retained { removed: 2, resume_after: Some(resume.clone()) });
+    let rest = w.key_retain_range(&resume, &end, 3, &mut keep_3).unwrap();
+    assert_eq!(rest, Retained { removed: 0, resume_after: None }, "3 and its tombstone kept");
     assert!(w.key_delete(&encode_rev_key(5, 0, false)).unwrap());
     assert!(!w.key_delete(&encode_rev_key(5, 0, false)).unwrap());
     assert_eq!(w.key_count().unwrap(), 3);

@@ -5,13 +5,8 @@
 
 /// etcd flags that take a value and are accepted, not acted on, with what that
 /// means for the operator (logged as a warning).
-const IGNORED_VALUE_FLAGS: &[(&str, &str)] = &[
-    ("discovery-fallback", "it only matters with --discovery, which this server refuses"),
-    (
-        "experimental-compaction-batch-limit",
-        "a compaction runs as one backend transaction, not in batches of revisions",
-    ),
-];
+const IGNORED_VALUE_FLAGS: &[(&str, &str)] =
+    &[("discovery-fallback", "it only matters with --discovery, which this server refuses")];
 
 /// Boolean etcd flags that are accepted, not acted on, with what that means.
 const IGNORED_BOOL_FLAGS: &[(&str, &str)] =

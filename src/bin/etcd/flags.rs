@@ -101,6 +101,9 @@ pub struct Flags {
     /// Maximum number of operations permitted in a transaction.
     #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: usize,
+    /// Sets the maximum revisions deleted in each compaction batch (0: the default).
+    #[arg(long, env = "ETCD_EXPERIMENTAL_COMPACTION_BATCH_LIMIT", default_value_t = 1000)]
+    pub experimental_compaction_batch_limit: usize,
     /// Configures log level. Only supports debug, info, warn, error, panic, or fatal.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -516,6 +519,10 @@ impl Flags {
             max_request_bytes: self.max_request_bytes,
             max_concurrent_streams: self.max_concurrent_streams,
             max_txn_ops: self.max_txn_ops,
+            compaction_batch_limit: match self.experimental_compaction_batch_limit {
+                0 => etcd_mvcc::DEFAULT_COMPACTION_BATCH_LIMIT,
+                limit => limit,
+            },
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
             election_timeout: Duration::from_millis(self.election_timeout),
             join: None,

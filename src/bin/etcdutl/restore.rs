@@ -235,7 +235,7 @@ fn settle_revisions(db: &Path, unfinished: Option<i64>, bump: u64) -> Result<(i6
         let mut batch = kv.begin_batch(&backend).map_err(|e| e.to_string())?;
         batch.compact(rev).map_err(|e| format!("compacting at {rev}: {e}"))?;
         batch.commit(true).map_err(|e| e.to_string())?;
-        Ok(())
+        kv.finish_compaction().map_err(|e| format!("compacting at {rev}: {e}"))
     };
     if let Some(rev) = unfinished {
         compact(rev.min(kv.current_revision()))?;

@@ -1,13 +1,27 @@
 use etcd_proto::etcdserverpb::{request_op::Request, RangeRequest, RequestOp, TxnRequest};
 
 use super::*;
-use crate::MvccError;
+use crate::{CompactStep, MvccError};
 
 fn compact(e: &Env, rev: i64) -> Result<(), MvccError> {
     let mut b = e.store.begin_batch(&e.backend)?;
     b.compact(rev)?;
     b.commit(false)?;
     Ok(())
+}
+
+/// The `key` table's rows: (main revision, tombstone).
+fn rows(e: &Env) -> Vec<(i64, bool)> {
+    use etcd_storage::ReadTables;
+    let rtx = e.backend.begin_read().unwrap();
+    let mut revs = vec![];
+    rtx.key_scan(&[], None, &mut |k, _| {
+        let (r, t) = crate::Revision::from_key(k).unwrap();
+        revs.push((r.main, t));
+        true
+    })
+    .unwrap();
+    revs
 }
 
 fn all_at(e: &Env, rev: i64) -> Result<Vec<etcd_proto::mvccpb::KeyValue>, MvccError> {
@@ -48,21 +62,24 @@ fn compaction_rules_and_errors() {
     }
     assert!(matches!(compact(&e, 5), Err(MvccError::Compacted)));
     assert!(matches!(compact(&e, 4), Err(MvccError::Compacted)));
+    // The index is compacted at once, the rows in batches afterwards; the
+    // hash does not see the rows still there.
+    assert_eq!(e.store.compaction_in_progress(), Some(5));
+    assert_eq!(rows(&e).len(), 8, "no row removed yet");
+    let hash = e.store.hash_kv(0).unwrap();
+    // Revisions 2, 3 and 5 go (a's history and tombstone), b@4 stays.
+    assert_eq!(e.store.compact_step(2).unwrap(), CompactStep::More { removed: 2 });
+    assert_eq!(e.store.compact_step(2).unwrap(), CompactStep::More { removed: 1 });
+    let last = CompactStep::Finished { revision: 5, removed: 0 };
+    assert_eq!(e.store.compact_step(2).unwrap(), last);
+    assert_eq!(e.store.compact_step(2).unwrap(), CompactStep::Idle);
+    assert_eq!(e.store.compaction_in_progress(), None);
+    assert_eq!(e.store.hash_kv(0).unwrap(), hash);
     // what is left in the backend: b@4 (newest <= 5 of a live key) and everything > 5
-    {
-        let rtx = e.backend.begin_read().unwrap();
-        use etcd_storage::ReadTables;
-        let mut revs = vec![];
-        rtx.key_scan(&[], None, &mut |k, _| {
-            let (r, t) = crate::Revision::from_key(k).unwrap();
-            revs.push((r.main, t));
-            true
-        })
-        .unwrap();
-        assert_eq!(revs, vec![(4, false), (6, false), (7, false), (8, true), (9, false)]);
-    }
+    assert_eq!(rows(&e), vec![(4, false), (6, false), (7, false), (8, true), (9, false)]);
     // compacting past a tombstone removes the key from the index
     compact(&e, 8).unwrap();
+    e.store.finish_compaction().unwrap();
     assert_eq!(e.store.index_len(), 2);
     assert_eq!(all_at(&e, 8).unwrap(), before[8]);
     assert_eq!(all_at(&e, 0).unwrap(), before[9]);
@@ -87,6 +104,36 @@ fn compaction_survives_reopen() {
     // versions stay right after compaction + reopen
     assert_eq!(e.put("b", "3"), 10);
     assert_eq!(e.get("b").unwrap(), kv("b", "3", 4, 10, 3));
+}
+
+#[test]
+fn a_compaction_stopped_between_batches_resumes_after_reopen() {
+    let e = fixture();
+    compact(&e, 6).unwrap();
+    assert!(matches!(e.store.compact_step(1).unwrap(), CompactStep::More { .. }));
+    let hash = e.store.hash_kv(0).unwrap();
+    let e = e.reopen();
+    assert_eq!(e.store.compaction_in_progress(), Some(6), "scheduled, not finished");
+    assert_eq!(e.store.compact_revision(), 6);
+    assert!(matches!(all_at(&e, 5), Err(MvccError::Compacted)));
+    assert_eq!(e.store.hash_kv(0).unwrap(), hash);
+    e.store.finish_compaction().unwrap();
+    assert_eq!(rows(&e), vec![(6, false), (7, false), (8, true), (9, false)]);
+    let e = e.reopen();
+    assert_eq!(e.store.compaction_in_progress(), None);
+    assert_eq!(e.store.compact_revision(), 6);
+}
+
+#[test]
+fn a_newer_compaction_supersedes_one_still_removing_rows() {
+    let e = fixture();
+    compact(&e, 5).unwrap();
+    assert!(matches!(e.store.compact_step(3).unwrap(), CompactStep::More { .. }));
+    compact(&e, 8).unwrap();
+    assert_eq!(e.store.compaction_in_progress(), Some(8));
+    e.store.finish_compaction().unwrap();
+    // b@6 is the newest of b at 8; a and c have no live revision at 8.
+    assert_eq!(rows(&e), vec![(6, false), (9, false)]);
 }
 
 #[test]

@@ -237,6 +237,9 @@ fn apply_config() -> ApplyCoreConfig {
         min_lease_ttl_secs: 2,
         lease_checkpoint: None,
         auth_token_ttl_ms: 300_000,
+        // Small batches: a compaction's rows go over many steps, across
+        // crashes, snapshots and newer compactions.
+        compaction_batch_limit: 3,
     }
 }
 
@@ -678,6 +681,13 @@ impl SimMember {
                 }
                 Effect::ProbePeers => self.probing = true,
                 Effect::ConfigurationChanged { .. } | Effect::SnapshotDropped { .. } => {}
+            }
+        }
+        if running.apply.kv().compaction_in_progress().is_some() && self.fatal.is_none() {
+            // One batch of a compaction's rows per step, as the daemon's apply
+            // loop does between applies.
+            if let Err(err) = running.apply.compact_step() {
+                self.fatal = Some(err);
             }
         }
         let applied = running.apply.applied_index();
