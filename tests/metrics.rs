@@ -86,6 +86,17 @@ fn grpc_and_mvcc_counters_count_what_real_etcd_counts() {
         expect(grpc_line("grpc_server_started_total", None, "Watch", watch_svc, "bidi_stream"), 1);
         expect("etcd_mvcc_put_total".into(), 3);
         expect("etcd_mvcc_delete_total".into(), 2);
+        if flavor == Flavor::Ours {
+            // This server's own breakdown of where the writes' time went: five
+            // client proposals (3 puts, 2 deletes) and the member's own, each
+            // stage seen.
+            let stage =
+                |s: &str| format!("etcdrs_write_stage_duration_seconds_count{{stage=\"{s}\"}}");
+            let stages = ["total", "wake", "propose_queue", "raft_turn", "wal_persist"];
+            for s in stages.into_iter().chain(["apply_queue", "apply"]) {
+                assert!(value(&text, &stage(s)).is_some_and(|n| n >= 5), "{s}: {text}");
+            }
+        }
     }
 }
 

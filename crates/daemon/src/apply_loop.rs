@@ -57,11 +57,13 @@ impl ApplyLoop {
                 },
             };
             let keep_going = match task {
-                ApplyTask::Entries(mut entries) => {
+                ApplyTask::Entries(mut entries, handed_on) => {
+                    let stages = &self.shared.metrics.write_stages;
+                    stages.apply_queue.observe(handed_on.elapsed().as_secs_f64());
                     // Merge queued batches into one transaction, up to any other task.
                     while entries.len() < ENTRIES_PER_BATCH_MAX {
                         match self.tasks.try_recv() {
-                            Ok(ApplyTask::Entries(more)) => entries.extend(more),
+                            Ok(ApplyTask::Entries(more, _)) => entries.extend(more),
                             Ok(other) => {
                                 pending = Some(other);
                                 break;
@@ -134,6 +136,7 @@ impl ApplyLoop {
             Err(err) => fatal("failed to apply committed entries", err),
         };
         let outcome = result.outcome;
+        self.shared.metrics.write_stages.apply.observe(started.elapsed().as_secs_f64());
         // etcd warns per request; the applier runs a batch in one transaction, so
         // the batch is what is timed (without its backend commit, which etcd too
         // leaves out: its commits are batched apart from the requests).

@@ -4,16 +4,20 @@
 //! refer to each other.
 
 use etcd_raftnode::{Entry, MembershipChange};
-use etcd_server::ServerError;
+use etcd_server::{Applied, ServerError};
 use tokio::sync::oneshot;
+
+/// Where a proposal's result goes, with the instant it was sent.
+pub(crate) type Waiter = oneshot::Sender<(Applied, std::time::Instant)>;
 
 /// A linearizable reader waiting for the index it must see applied.
 pub(crate) type Reader = oneshot::Sender<Result<u64, ServerError>>;
 
 /// What other tasks ask of the raft loop.
 pub(crate) enum RaftInput {
-    /// Propose an encoded `InternalRaftRequest` whose waiter is registered under `id`.
-    Propose { id: u64, data: Vec<u8> },
+    /// Propose an encoded `InternalRaftRequest` whose waiter is registered
+    /// under `id`, sent `at`.
+    Propose { id: u64, data: Vec<u8>, at: std::time::Instant },
     /// Ask for a read index; answered with the index to wait for.
     ReadIndex(Reader),
     /// The backend is durable up to `index`: record a snapshot and release the WAL.
@@ -37,8 +41,8 @@ pub(crate) enum RaftInput {
 
 /// Work handed to the apply loop, in log order.
 pub(crate) enum ApplyTask {
-    /// Committed entries to apply.
-    Entries(Vec<Entry>),
+    /// Committed entries to apply, handed on at the instant given.
+    Entries(Vec<Entry>, std::time::Instant),
     /// A leader's snapshot to install: the received backend file, at `index`; the
     /// raft loop waits on `done` before recording the snapshot.
     Install { index: u64, path: std::path::PathBuf, done: std::sync::mpsc::SyncSender<()> },

@@ -70,6 +70,7 @@ impl RaftIo for DaemonIo<'_> {
     }
 
     fn persist(&mut self, entries: &[Entry], hard_state: Option<&HardState>, must_sync: bool) {
+        let persisting = Instant::now();
         let entries: Vec<etcd_wal::Entry> = entries.iter().map(to_wal_entry).collect();
         let hard_state = hard_state.map(to_wal_hard_state);
         if let Err(err) = self.wal.append(&entries, hard_state.as_ref()) {
@@ -82,13 +83,15 @@ impl RaftIo for DaemonIo<'_> {
             }
             self.shared.metrics.wal_fsync_seconds.observe(started.elapsed().as_secs_f64());
         }
+        let took = persisting.elapsed().as_secs_f64();
+        self.shared.metrics.write_stages.wal_persist.observe(took);
     }
 
     fn apply(&mut self, committed: Vec<Entry>) {
         if let Some(last) = committed.last() {
             self.shared.commit_index.fetch_max(last.index, Ordering::Relaxed);
         }
-        if self.apply_tx.send(ApplyTask::Entries(committed)).is_err() {
+        if self.apply_tx.send(ApplyTask::Entries(committed, Instant::now())).is_err() {
             fatal("the apply loop stopped", "channel closed");
         }
     }
@@ -196,6 +199,7 @@ impl RaftLoop {
     /// Steps the core with a turn's inputs, runs its Ready cycles and carries
     /// out its effects.
     fn run_turn(&mut self, turn: Vec<Input>) {
+        let started = Instant::now();
         let mut io = DaemonIo {
             wal: &mut self.wal,
             peers: self.peers.as_ref(),
@@ -212,6 +216,7 @@ impl RaftLoop {
         }
         self.shared.term.store(self.core.term(), Ordering::Relaxed);
         self.shared.commit_index.fetch_max(self.core.commit_index(), Ordering::Relaxed);
+        self.shared.metrics.write_stages.raft_turn.observe(started.elapsed().as_secs_f64());
     }
 
     fn effect(&mut self, effect: Effect) {
@@ -250,7 +255,11 @@ impl RaftLoop {
     /// pass-throughs are answered here.
     fn input(&mut self, input: RaftInput) -> Option<Input> {
         Some(match input {
-            RaftInput::Propose { id, data } => Input::Propose { id, data },
+            RaftInput::Propose { id, data, at } => {
+                let queued = at.elapsed().as_secs_f64();
+                self.shared.metrics.write_stages.propose_queue.observe(queued);
+                Input::Propose { id, data }
+            }
             RaftInput::ReadIndex(reply) => {
                 self.next_reader += 1;
                 self.readers.insert(self.next_reader, reply);

@@ -222,7 +222,7 @@ impl EtcdServer {
         if data.len() > self.cfg.max_request_bytes {
             return Err(ServerError::RequestTooLarge);
         }
-        self.wait_applied(id, RaftInput::Propose { id, data }).await
+        self.wait_applied(id, RaftInput::Propose { id, data, at: std::time::Instant::now() }).await
     }
 
     /// Registers a waiter for request `id`, hands `input` to the raft loop and waits
@@ -236,11 +236,16 @@ impl EtcdServer {
         if self.shared.leader_id.load(Ordering::Relaxed) == 0 {
             return Err(ServerError::NoLeader);
         }
+        let started = std::time::Instant::now();
         let (tx, rx) = oneshot::channel();
         self.shared.waiters.lock().expect("waiters lock").register(id, tx);
         let outcome = tokio::time::timeout(self.cfg.request_timeout(), async {
             self.raft_tx.send(input).await.map_err(|_| ServerError::Stopped)?;
-            rx.await.map_err(|_| ServerError::Stopped)
+            let (applied, woken) = rx.await.map_err(|_| ServerError::Stopped)?;
+            let stages = &self.shared.metrics.write_stages;
+            stages.wake.observe(woken.elapsed().as_secs_f64());
+            stages.total.observe(started.elapsed().as_secs_f64());
+            Ok(applied)
         })
         .await;
         let result = match outcome {

@@ -5,7 +5,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
 use etcd_server::{Applied, ServerError};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
+
+use crate::inputs::Waiter;
 
 /// Published progress and the waiters of in-flight proposals.
 pub(crate) struct Shared {
@@ -29,7 +31,7 @@ pub(crate) struct Shared {
     /// compaction's answer waits for the next one).
     pub compactions_finished: watch::Sender<u64>,
     /// Proposals waiting for their entry to be applied, by request ID.
-    pub waiters: Mutex<Waiters<oneshot::Sender<Applied>>>,
+    pub waiters: Mutex<Waiters<Waiter>>,
     pub metrics: crate::metrics::Metrics,
 }
 
@@ -64,8 +66,9 @@ impl Shared {
         if !failed.is_empty() {
             tracing::info!(pending = failed.len(), error = %err, "failing pending proposals");
         }
+        let now = std::time::Instant::now();
         for (waiter, applied) in failed {
-            let _ = waiter.send(applied);
+            let _ = waiter.send((applied, now));
         }
     }
 
@@ -73,7 +76,7 @@ impl Shared {
     pub fn wake(&self, applied: Applied) {
         let woken = self.waiters.lock().expect("waiters lock").applied(applied);
         if let Some((waiter, applied)) = woken {
-            let _ = waiter.send(applied);
+            let _ = waiter.send((applied, std::time::Instant::now()));
         }
     }
 }
