@@ -507,14 +507,16 @@ impl KvStore {
     /// current revision), in revision order, read from the backend (for
     /// watchers catching up). Delete events hold the key and the deletion
     /// revision; `prev_kv` is not filled. Fails with `Compacted` if `from` is
-    /// below the compacted revision, as etcd's watch does.
+    /// below the compacted revision, as etcd's watch does. The compacted
+    /// revision itself reads as its compaction leaves it, without its deletes,
+    /// whether or not the compaction's batches have removed them yet.
     pub fn events_range(&self, from: i64, to: i64) -> Result<Vec<Event>, MvccError> {
-        let (rtx, to) = {
+        let (rtx, to, compacted) = {
             let g = self.read_shared();
             if from < g.compact_rev {
                 return Err(MvccError::Compacted);
             }
-            (self.backend.begin_read()?, to.min(g.current_rev))
+            (self.backend.begin_read()?, to.min(g.current_rev), g.compact_rev)
         };
         let mut out = Vec::new();
         if from > to {
@@ -523,6 +525,9 @@ impl KvStore {
         let start = Revision::new(from.max(0), 0).to_key(false);
         let end = Revision::new(to + 1, 0).to_key(false);
         scan_revisions(&rtx, &start, Some(&end), &mut |r, tombstone, v| {
+            if tombstone && r.main <= compacted {
+                return Ok(true); // a compaction at this revision removes it
+            }
             let kv = range::decode_kv(v)?;
             out.push(if tombstone {
                 Event {

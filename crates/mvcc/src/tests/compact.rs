@@ -125,6 +125,23 @@ fn a_compaction_stopped_between_batches_resumes_after_reopen() {
 }
 
 #[test]
+fn the_compaction_revision_reads_without_its_deletes_while_batches_are_left() {
+    let e = fixture();
+    compact(&e, 8).unwrap();
+    let read = |e: &Env| {
+        let events = e.store.events_range(8, 9).unwrap();
+        events
+            .iter()
+            .map(|ev| (ev.kv.as_ref().unwrap().mod_revision, ev.r#type))
+            .collect::<Vec<_>>()
+    };
+    let before = read(&e);
+    assert_eq!(before, vec![(9, 0)], "c's delete at 8 goes with the compaction");
+    e.store.finish_compaction().unwrap();
+    assert_eq!(read(&e), before);
+}
+
+#[test]
 fn a_newer_compaction_supersedes_one_still_removing_rows() {
     let e = fixture();
     compact(&e, 5).unwrap();
