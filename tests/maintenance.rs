@@ -255,3 +255,48 @@ async fn compaction_removes_history_in_batches_of_the_limit_as_etcd_does() {
         assert_eq!(fingerprint(&mut client).await, before, "{flavor:?}: after a restart");
     }
 }
+
+/// On 3 members, a compaction asked of a follower: every member removes the
+/// same history in batches of the limit, and the follower answers a physical
+/// compaction only once its own rows are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_member_of_a_cluster_compacts_in_batches() {
+    let cluster = tokio::task::block_in_place(|| {
+        common::Cluster::start(3, &["--experimental-compaction-batch-limit=10"])
+    });
+    let leader = tokio::task::block_in_place(|| cluster.leader(std::time::Duration::from_secs(10)))
+        .expect("a leader");
+    let follower = &cluster.members[(leader + 1) % 3];
+    let mut client = follower.client().await;
+    // 100 revisions of one key; a compaction at the last keeps one.
+    let mut revision = 0;
+    for i in 0..100 {
+        let put = client.put("k", format!("{i}"), None).await.expect("put");
+        revision = put.header().expect("header").revision();
+    }
+    client
+        .compact(revision, Some(CompactionOptions::new().with_physical()))
+        .await
+        .expect("compact");
+    let keys = "etcd_debugging_mvcc_db_compaction_keys_total";
+    let pauses = "etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds_count";
+    let ep = follower.endpoint();
+    let counted = tokio::task::block_in_place(|| (metric(&ep, keys), metric(&ep, pauses)));
+    assert_eq!(counted, (Some(99.0), Some(10.0)), "the follower, when it answered");
+    for member in &cluster.members {
+        let ep = member.endpoint();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut counted = (None, None);
+        while std::time::Instant::now() < deadline {
+            counted = tokio::task::block_in_place(|| (metric(&ep, keys), metric(&ep, pauses)));
+            if counted == (Some(99.0), Some(10.0)) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(counted, (Some(99.0), Some(10.0)), "member {ep}: 99 revisions in 10+1 batches");
+        let mut m = member.client().await;
+        let old = GetOptions::new().with_revision(revision - 1).with_serializable();
+        assert!(m.get("k", Some(old)).await.is_err(), "member {ep} read a compacted revision");
+    }
+}

@@ -356,15 +356,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for DropInvalidAuthority<IO> {
     }
 }
 
-impl<IO: tonic::transport::server::Connected> tonic::transport::server::Connected
-    for DropInvalidAuthority<IO>
-{
-    type ConnectInfo = IO::ConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
-    }
-}
+forward_connect_info!(DropInvalidAuthority);
 
 #[cfg(test)]
 mod tests;

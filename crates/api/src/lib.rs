@@ -4,6 +4,23 @@
 //! (the only place errors become gRPC statuses) and fills the response header.
 //! Nothing here writes to storage: writes go through Raft.
 
+/// A wrapper around a client connection (a struct with the connection in
+/// `inner`) tells tonic what the connection itself tells (peer address,
+/// certificates).
+macro_rules! forward_connect_info {
+    ($wrapper:ident) => {
+        impl<IO: tonic::transport::server::Connected> tonic::transport::server::Connected
+            for $wrapper<IO>
+        {
+            type ConnectInfo = IO::ConnectInfo;
+
+            fn connect_info(&self) -> Self::ConnectInfo {
+                self.inner.connect_info()
+            }
+        }
+    };
+}
+
 pub mod auth;
 mod authority;
 pub mod cluster;

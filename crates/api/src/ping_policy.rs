@@ -100,32 +100,55 @@ enum Preface {
     NotHttp2,
 }
 
+/// gRPC's count of a client's early pings.
+struct Strikes {
+    min_time: Duration,
+    last_ping: Option<Instant>,
+    count: u8,
+    /// The server sent headers or data since the last client ping.
+    reset: bool,
+}
+
+impl Strikes {
+    /// A client ping at `now` (`idle`: no stream open); true on the strike too many.
+    fn ping(&mut self, now: Instant, idle: bool) -> bool {
+        let last = self.last_ping.replace(now);
+        if std::mem::take(&mut self.reset) {
+            self.count = 0;
+            return false;
+        }
+        let min_time = if idle { IDLE_PING_MIN_TIME } else { self.min_time };
+        if last.is_some_and(|last| now < last + min_time) {
+            self.count = self.count.saturating_add(1);
+        }
+        self.count > MAX_PING_STRIKES
+    }
+}
+
 /// The policy's state for one connection, apart from the I/O (unit-tested alone).
 struct Policy {
-    min_time: Duration,
     preface: Preface,
     reads: FrameScanner,
     writes: FrameScanner,
     open: HashSet<u32>,
     last_client_stream: u32,
-    last_ping: Option<Instant>,
-    strikes: u8,
-    /// The server sent headers or data since the last client ping.
-    reset_strikes: bool,
+    strikes: Strikes,
 }
 
 impl Policy {
     fn new(min_time: Duration) -> Self {
         Policy {
-            min_time: if min_time.is_zero() { DEFAULT_MIN_TIME } else { min_time },
             preface: Preface::Reading(0),
             reads: FrameScanner::default(),
             writes: FrameScanner::default(),
             open: HashSet::new(),
             last_client_stream: 0,
-            last_ping: None,
-            strikes: 0,
-            reset_strikes: false,
+            strikes: Strikes {
+                min_time: if min_time.is_zero() { DEFAULT_MIN_TIME } else { min_time },
+                last_ping: None,
+                count: 0,
+                reset: false,
+            },
         }
     }
 
@@ -144,37 +167,20 @@ impl Policy {
         if !matches!(self.preface, Preface::Done) {
             return false;
         }
-        let mut frames = Vec::new();
-        self.reads.scan(bytes, |h| frames.push(h));
+        let Policy { reads, open, last_client_stream, strikes, .. } = self;
         let mut broken = false;
-        for frame in frames {
-            match frame.kind {
-                HEADERS if frame.stream_id > self.last_client_stream => {
-                    self.last_client_stream = frame.stream_id;
-                    self.open.insert(frame.stream_id);
-                }
-                RST_STREAM => {
-                    self.open.remove(&frame.stream_id);
-                }
-                PING if frame.flags & ACK == 0 => broken |= self.ping(now),
-                _ => {}
+        reads.scan(bytes, |frame| match frame.kind {
+            HEADERS if frame.stream_id > *last_client_stream => {
+                *last_client_stream = frame.stream_id;
+                open.insert(frame.stream_id);
             }
-        }
+            RST_STREAM => {
+                open.remove(&frame.stream_id);
+            }
+            PING if frame.flags & ACK == 0 => broken |= strikes.ping(now, open.is_empty()),
+            _ => {}
+        });
         broken
-    }
-
-    /// A client ping at `now`; true on the strike too many.
-    fn ping(&mut self, now: Instant) -> bool {
-        let last = self.last_ping.replace(now);
-        if std::mem::take(&mut self.reset_strikes) {
-            self.strikes = 0;
-            return false;
-        }
-        let min_time = if self.open.is_empty() { IDLE_PING_MIN_TIME } else { self.min_time };
-        if last.is_some_and(|last| now < last + min_time) {
-            self.strikes += 1;
-        }
-        self.strikes > MAX_PING_STRIKES
     }
 
     /// Takes bytes the server wrote.
@@ -182,7 +188,7 @@ impl Policy {
         if matches!(self.preface, Preface::NotHttp2) {
             return;
         }
-        let (open, reset) = (&mut self.open, &mut self.reset_strikes);
+        let (open, reset) = (&mut self.open, &mut self.strikes.reset);
         self.writes.scan(bytes, |frame| match frame.kind {
             DATA | HEADERS => {
                 *reset = true;
@@ -359,15 +365,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for PingPolicy<IO> {
     }
 }
 
-impl<IO: tonic::transport::server::Connected> tonic::transport::server::Connected
-    for PingPolicy<IO>
-{
-    type ConnectInfo = IO::ConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
-    }
-}
+forward_connect_info!(PingPolicy);
 
 #[cfg(test)]
 mod tests {
@@ -454,6 +452,14 @@ mod tests {
         let broken: Vec<bool> = bytes.chunks(7).map(|c| policy.client_sent(c, now)).collect();
         assert_eq!(broken.iter().filter(|b| **b).count(), 1);
         assert!(policy.reads.at_boundary());
+    }
+
+    #[test]
+    fn a_flood_of_pings_in_one_read_breaks_the_policy_once_counted() {
+        let (mut policy, now) = with_stream(Duration::from_secs(5));
+        let flood: Vec<u8> = (0..1000).flat_map(|_| ping()).collect();
+        assert!(policy.client_sent(&flood, now));
+        assert_eq!(policy.strikes.count, u8::MAX, "counted without overflowing");
     }
 
     #[test]
