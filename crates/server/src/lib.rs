@@ -8,6 +8,9 @@
 //! - [`raft_core`]: the Raft half of a member (the Raft node, the ReadIndex
 //!   queue, leader-change follow-up, snapshot record and install) behind the
 //!   [`raft_core::RaftIo`] trait, driven by inputs and a millisecond clock;
+//! - [`member_core`]: the whole member as one state machine (both halves and
+//!   what coordinates them), `step(input, now, io) -> effects`, for single-threaded
+//!   drivers (the simulator, unit tests);
 //! - [`waiters`]: the proposals waiting on this member, and who is woken with what;
 //! - [`watch`]: the watch hub, where applied events meet watchers (a ring of
 //!   recent revisions, the published revision, which watchers a batch concerns);
@@ -23,6 +26,7 @@ pub mod auth;
 pub mod compactor;
 pub mod error;
 pub mod ids;
+pub mod member_core;
 pub mod membership;
 pub mod raft_core;
 mod read_queue;

@@ -323,7 +323,7 @@ impl World {
             }
             self.member(id).run_ready(now);
             self.collect(id)?;
-            if let Some(why) = self.member(id).fatal.take() {
+            if let Some(why) = self.member(id).take_fatal() {
                 // The daemon aborts on a storage failure while applying; it is
                 // restarted (by its supervisor) on what its disk kept.
                 if tracing() {

@@ -1,29 +1,25 @@
-//! One simulated member: the daemon's two cores (Raft half and apply half) on a
-//! simulated disk, with the waiter registry and read queue the daemon keeps
-//! around them. Crashing it drops every in-memory structure; restarting it
-//! recovers from what the disk kept, as the daemon's bootstrap does.
+//! One simulated member: the server's member core
+//! ([`etcd_server::member_core::MemberCore`]) on a simulated disk, recovered at
+//! each start as the daemon's bootstrap recovers. Crashing it drops every
+//! in-memory structure; restarting it recovers from what the disk kept. Client
+//! operations become the core's inputs, and its effects become replies.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use etcd_proto::etcdrs::member_change::Kind;
-use etcd_proto::etcdrs::{InternalRaftRequest, Member, MemberChange, RequestHeader};
-use etcd_proto::etcdserverpb::{LeaseRevokeRequest, RangeRequest};
+use etcd_proto::etcdrs::Member;
+use etcd_proto::etcdserverpb::RangeRequest;
 use etcd_proto::mvccpb::Event;
-use etcd_raftnode::{
-    ConfState, MembershipChange, Message, NodeConfig, RaftNode, RestoreState, Role,
-};
-use etcd_server::apply_core::{ApplyCore, ApplyCoreConfig, ApplyResult};
+use etcd_raftnode::{ConfState, Message, NodeConfig, RaftNode, RestoreState, Role};
+use etcd_server::apply_core::{ApplyCore, ApplyCoreConfig};
 use etcd_server::compactor::{CompactionMode, Compactor};
-use etcd_server::membership::MemberEvent;
-use etcd_server::raft_core::{Effect, Input, RaftCore, RaftCoreConfig};
-use etcd_server::waiters::Waiters;
+use etcd_server::member_core::{MemberCore, MemberEffect, MemberInput};
+use etcd_server::raft_core::{Input, RaftCore, RaftCoreConfig};
 use etcd_server::wal_entries::{restore_state, snapshot_marker};
 use etcd_server::watch::WatchHub;
 use etcd_server::{Response, ServerError};
 use etcd_storage::Backend;
-use prost::Message as _;
 
 mod io;
 mod requests;
@@ -120,24 +116,9 @@ pub struct Bugs {
     pub expire_leases_early: bool,
 }
 
-/// The members whose removal the backend records (read once per change, not
-/// per message: every delivered message asks).
-fn removed_members(backend: &Backend) -> BTreeSet<u64> {
-    backend
-        .begin_read()
-        .and_then(|txn| etcd_storage::ReadTables::members_removed_list(&txn))
-        .map(|ids| ids.into_iter().collect())
-        .unwrap_or_default()
-}
-
-/// Who waits for a proposal.
-#[derive(Debug, Clone, Copy)]
-enum Waiter {
-    /// A client's operation.
-    Client(u64),
-    /// The member's automatic compaction, to this revision.
-    Compaction(i64),
-}
+/// Who waits on the member core: a client's operation, and for a read the key
+/// it reads.
+type Op = (u64, Vec<u8>);
 
 /// The automatic compaction a member runs (the same for every member of a
 /// seed, as one configuration serves a cluster): periodic with a retention of
@@ -154,28 +135,9 @@ fn compaction_mode(seed: u64) -> CompactionMode {
 }
 
 struct Running {
-    /// Members whose removal this member applied.
-    removed_peers: BTreeSet<u64>,
     /// The real WAL code on the member's simulated disk.
     wal: Wal<SimFs>,
-    raft: RaftCore,
-    apply: ApplyCore,
-    /// Where applied events meet this member's watchers.
-    hub: WatchHub,
-    backend: Arc<Backend>,
-    /// Proposals waiting for their entry: request ID -> who waits.
-    waiters: Waiters<Waiter>,
-    /// Automatic compaction's schedule (the daemon's compactor task).
-    compactor: Compactor,
-    /// Readers waiting for a read index: reader -> (operation, key).
-    readers: BTreeMap<u64, (u64, Vec<u8>)>,
-    /// The lessor's leadership confirmations: reader -> expired leases to
-    /// revoke once the quorum confirms this member leads.
-    revokes: BTreeMap<u64, Vec<i64>>,
-    /// Readers with a read index, waiting for it to be applied.
-    ready_reads: Vec<(u64, u64, Vec<u8>)>,
-    next_reader: u64,
-    next_request: u64,
+    core: MemberCore<Op>,
 }
 
 /// The members-table record of simulated member `id`.
@@ -195,7 +157,7 @@ pub struct SimMember {
     voters: Vec<u64>,
     /// A member that joins a running cluster: the members table it starts with.
     joining: Option<Vec<Member>>,
-    /// It applied its own removal.
+    /// It applied its own removal, or a peer refused it as removed.
     removed: bool,
     /// Its core asked to probe its peers (the world delivers the probe).
     pub probing: bool,
@@ -206,8 +168,6 @@ pub struct SimMember {
     /// The member's raft thread is in an fsync until then: it takes no tick,
     /// message or Ready cycle.
     pub busy_until: u64,
-    /// A storage failure after which the daemon aborts: the world crashes it.
-    pub fatal: Option<String>,
     /// The disk holding its WAL (the real WAL code, on a simulated filesystem).
     fs: SimFs,
     file: SimFile,
@@ -256,7 +216,6 @@ impl SimMember {
             probing: false,
             fsync_cut: None,
             busy_until: 0,
-            fatal: None,
             fs,
             file: SimFile::default(),
             running: None,
@@ -279,13 +238,13 @@ impl SimMember {
 
     /// Whether it applied its own removal (it stops for good).
     pub fn removed(&self) -> bool {
-        self.removed
+        self.removed || self.running.as_ref().is_some_and(|r| r.core.removed())
     }
 
     /// Whether this member has applied the removal of `peer` (its transport
     /// would then refuse the peer's streams, and the peer stop).
     pub fn knows_removed(&self, peer: u64) -> bool {
-        self.running.as_ref().is_some_and(|r| r.removed_peers.contains(&peer))
+        self.running.as_ref().is_some_and(|r| r.core.knows_removed(peer))
     }
 
     /// Stops this member for good: a peer refused it as removed.
@@ -296,28 +255,12 @@ impl SimMember {
     /// The members table as this member has applied it.
     pub fn members(&self) -> Option<Vec<Member>> {
         let running = self.running.as_ref()?;
-        etcd_server::membership::read(&running.backend).ok()
+        etcd_server::membership::read(running.core.backend()).ok()
     }
 
     /// Proposes a membership change (nobody waits for it).
     pub fn change_membership(&mut self, kind: Kind, member: Member) {
-        let Some(running) = self.running.as_mut() else { return };
-        running.next_request += 1;
-        let id = running.next_request;
-        let raft_kind = match kind {
-            Kind::AddLearner => MembershipChange::AddLearner,
-            Kind::Add | Kind::Promote => MembershipChange::AddVoter,
-            Kind::Remove => MembershipChange::Remove,
-            Kind::Update => return,
-        };
-        let node_id = member.id;
-        let change = MemberChange {
-            header: Some(RequestHeader { id, ..Default::default() }),
-            kind: kind as i32,
-            member: Some(member),
-        };
-        let context = change.encode_to_vec();
-        self.input(Input::ProposeMembershipChange { id, kind: raft_kind, node_id, context });
+        self.step(MemberInput::ChangeMembership { kind, member });
     }
 
     /// Whether the member runs.
@@ -430,22 +373,10 @@ impl SimMember {
             read_context_start: self.restarts << 32,
         };
         let raft = RaftCore::new(node, applied, raft_cfg, now);
-        let hub = WatchHub::new(apply.kv().current_revision());
-        self.running = Some(Running {
-            removed_peers: removed_members(&backend),
-            wal,
-            raft,
-            apply,
-            hub,
-            backend,
-            waiters: Waiters::default(),
-            compactor: Compactor::new(self.compaction, now),
-            readers: BTreeMap::new(),
-            revokes: BTreeMap::new(),
-            ready_reads: Vec::new(),
-            next_reader: 0,
-            next_request: (self.id << 48) | (self.restarts << 32),
-        });
+        let compactor = Compactor::new(self.compaction, now);
+        let first_request = (self.id << 48) | (self.restarts << 32);
+        let core = MemberCore::new(raft, apply, compactor, first_request, now);
+        self.running = Some(Running { wal, core });
     }
 
     /// The process dies with the power: memory is gone, the log loses what was
@@ -457,23 +388,15 @@ impl SimMember {
         self.fs.crash(seed ^ 0x0005_eed0_f10c);
         self.outbox.clear();
         let Some(running) = self.running.take() else { return Vec::new() };
-        let mut waiters = running.waiters;
-        let mut lost: Vec<u64> = waiters
-            .fail_all(&ServerError::Stopped)
-            .into_iter()
-            .filter_map(|(waiter, _)| match waiter {
-                Waiter::Client(op) => Some(op),
-                Waiter::Compaction(_) => None,
-            })
-            .collect();
-        lost.extend(running.readers.into_values().map(|(op, _)| op));
-        lost.extend(running.ready_reads.into_iter().map(|(_, op, _)| op));
-        lost
+        running.core.into_waiting().into_iter().map(|(op, _)| op).collect()
     }
 
     /// The leader this member knows of, and its term.
     pub fn leader_and_term(&self) -> Option<(u64, u64, Role)> {
-        self.running.as_ref().map(|r| (r.raft.leader(), r.raft.term(), r.raft.role()))
+        self.running.as_ref().map(|r| {
+            let raft = r.core.raft();
+            (raft.leader(), raft.term(), raft.role())
+        })
     }
 
     /// The next `n` reads of its backend fail.
@@ -486,7 +409,7 @@ impl SimMember {
     /// Runs `f` with this member's watch hub and store (none while down).
     pub fn with_watch<T>(&self, f: impl FnOnce(&WatchHub, &etcd_mvcc::KvStore) -> T) -> Option<T> {
         let running = self.running.as_ref()?;
-        Some(f(&running.hub, running.apply.kv()))
+        Some(f(running.core.hub(), running.core.apply().kv()))
     }
 
     /// Rewrites the backend compactly and swaps it in, as the daemon's
@@ -496,14 +419,12 @@ impl SimMember {
     pub fn defragment(&mut self) {
         let Some(running) = self.running.as_ref() else { return };
         let copy = SimFile::default();
-        if running.backend.copy_to_storage(SimStorage(copy.clone())).is_err() {
+        let backend = running.core.backend();
+        if backend.copy_to_storage(SimStorage(copy.clone())).is_err() {
             return;
         }
         let fresh = SimFile::with_bytes(copy.durable_bytes());
-        running
-            .backend
-            .replace_with_storage(SimStorage(fresh.clone()))
-            .expect("invariant: the copy opens");
+        backend.replace_with_storage(SimStorage(fresh.clone())).expect("invariant: the copy opens");
         self.file = fresh;
     }
 
@@ -533,44 +454,59 @@ impl SimMember {
 
     /// The store's current revision, if running.
     pub fn revision(&self) -> Option<i64> {
-        self.running.as_ref().map(|r| r.apply.kv().current_revision())
+        self.running.as_ref().map(|r| r.core.apply().kv().current_revision())
     }
 
-    /// Hands the member an input (a tick, a peer's message, a request).
+    /// Hands the member a Raft input (a tick, a peer's message, a report).
     pub fn input(&mut self, input: Input) {
-        let (_, results) = self.with_io(|raft, io| raft.step(input, io));
-        assert!(results.is_empty(), "invariant: entries are applied in Ready cycles only");
+        self.step(MemberInput::Raft(input));
     }
 
-    fn with_io<T>(
-        &mut self,
-        f: impl FnOnce(&mut RaftCore, &mut Io<'_>) -> T,
-    ) -> (T, Vec<ApplyResult>) {
+    /// Steps the core (which must run) with its I/O on this member's disk and
+    /// network, and turns its effects into replies.
+    fn step(&mut self, input: MemberInput<Op>) {
         let running = self.running.as_mut().expect("invariant: inputs go to running members");
         let mut io = Io {
             id: self.id,
             wal: &mut running.wal,
             file: &mut self.file,
-            backend: &running.backend,
-            apply: &mut running.apply,
-            hub: &running.hub,
-            removed: &mut self.removed,
             fsynced_at: &mut self.fsync_cut,
-            fatal: &mut self.fatal,
-            failed_snapshots: Vec::new(),
             outbox: &mut self.outbox,
-            results: Vec::new(),
             observed: &mut self.observed,
-            leader: running.raft.leader(),
             now: self.now,
         };
-        let out = f(&mut running.raft, &mut io);
-        let results = std::mem::take(&mut io.results);
-        let failed = std::mem::take(&mut io.failed_snapshots);
-        for to in failed {
-            running.raft.step(Input::ReportSnapshot { to, delivered: false }, &mut io);
+        let effects = running.core.step(input, self.now, &mut io);
+        for effect in effects {
+            match effect {
+                MemberEffect::Applied { waiter: (op, _), applied } => {
+                    let reply = match applied.result {
+                        Ok(Response::Txn(txn)) => Reply::Cas(txn.succeeded),
+                        Ok(_) => Reply::Done,
+                        Err(err) => Reply::Unknown(err),
+                    };
+                    self.replies.push((op, reply));
+                }
+                MemberEffect::Refused { waiter: (op, _), error }
+                | MemberEffect::ReadFailed { waiter: (op, _), error } => {
+                    self.replies.push((op, Reply::Refused(error)))
+                }
+                MemberEffect::Failed { waiter: (op, _), error } => {
+                    self.replies.push((op, Reply::Unknown(error)))
+                }
+                MemberEffect::ReadReady { waiter: (op, key) } => {
+                    let running = self.running.as_ref().expect("running");
+                    let read = read_key(running.core.apply(), &key);
+                    self.answer_read(op, read);
+                }
+                MemberEffect::ProbePeers => self.probing = true,
+            }
         }
-        (out, results)
+    }
+
+    /// The storage failure after which the daemon aborts, if one happened:
+    /// the world crashes the member.
+    pub fn take_fatal(&mut self) -> Option<String> {
+        self.running.as_mut().and_then(|r| r.core.take_fatal())
     }
 
     /// Runs the member's Ready cycles and answers what can be answered.
@@ -579,133 +515,7 @@ impl SimMember {
             return;
         }
         self.now = now;
-        let observed_before = self.observed.len();
-        let (effects, results) = self.with_io(|raft, io| raft.run_ready(now, io));
-        let running = self.running.as_mut().expect("checked above");
-        let membership_changed = results.iter().any(|r| !r.outcome.member_events.is_empty())
-            || self.observed[observed_before..]
-                .iter()
-                .any(|o| matches!(o, Observed::Installed { .. }));
-        if membership_changed {
-            running.removed_peers = removed_members(&running.backend);
-        }
-        let mut snapshots = Vec::new();
-        let mut changes = Vec::new();
-        let mut revoke = Vec::new();
-        for result in results {
-            if crate::tracing() {
-                eprintln!(
-                    "{now:>6} member {} applied to {} rev {}",
-                    self.id,
-                    result.outcome.applied_index,
-                    running.apply.kv().current_revision()
-                );
-            }
-            for applied in result.outcome.applied {
-                let waiting = running.waiters.applied(applied);
-                if let Some((Waiter::Compaction(revision), applied)) = &waiting {
-                    let ok = matches!(applied.result, Ok(_) | Err(ServerError::Compacted));
-                    running.compactor.finished(*revision, ok, now);
-                }
-                if let Some((Waiter::Client(op), applied)) = waiting {
-                    let reply = match applied.result {
-                        Ok(Response::Txn(txn)) => Reply::Cas(txn.succeeded),
-                        Ok(_) => Reply::Done,
-                        Err(err) => Reply::Unknown(err),
-                    };
-                    self.replies.push((op, reply));
-                }
-            }
-            if let Some((index, term)) = result.snapshot {
-                snapshots.push((index, term));
-            }
-            for event in &result.outcome.member_events {
-                if let Some((kind, node_id)) = event.raft_change() {
-                    changes.push(Input::ApplyMembershipChange { kind, node_id });
-                }
-                if *event == MemberEvent::Removed(self.id) {
-                    self.removed = true;
-                }
-            }
-        }
-        for (index, term) in snapshots {
-            self.input(Input::Snapshot { index, term });
-        }
-        for change in changes {
-            self.input(change);
-        }
-        let running = self.running.as_mut().expect("checked above");
-        for effect in effects {
-            match effect {
-                Effect::ReadsReady { readers, index } => {
-                    if crate::tracing() {
-                        eprintln!("{now:>6} member {} read index {index} for {readers:?} (applied {}, commit {})", self.id, running.apply.applied_index(), running.raft.commit_index());
-                    }
-                    for reader in readers {
-                        if let Some((op, key)) = running.readers.remove(&reader) {
-                            running.ready_reads.push((index, op, key));
-                        } else if let Some(ids) = running.revokes.remove(&reader) {
-                            if running.raft.role() == Role::Leader {
-                                revoke.extend(ids);
-                            }
-                        }
-                    }
-                }
-                Effect::ReadsFailed { readers, error } => {
-                    for reader in &readers {
-                        running.revokes.remove(reader);
-                    }
-                    for reader in readers {
-                        if let Some((op, _)) = running.readers.remove(&reader) {
-                            self.replies.push((op, Reply::Refused(error.clone())));
-                        }
-                    }
-                }
-                Effect::ProposalFailed { id, error } => match running.waiters.forget(id) {
-                    Some(Waiter::Client(op)) => self.replies.push((op, Reply::Refused(error))),
-                    Some(Waiter::Compaction(revision)) => {
-                        running.compactor.finished(revision, false, now)
-                    }
-                    None => {}
-                },
-                Effect::FailPendingProposals(error) => {
-                    for (waiter, failed) in running.waiters.fail_all(&error) {
-                        let error = failed.result.expect_err("failed with the error");
-                        match waiter {
-                            Waiter::Client(op) => self.replies.push((op, Reply::Unknown(error))),
-                            Waiter::Compaction(revision) => {
-                                running.compactor.finished(revision, false, now)
-                            }
-                        }
-                    }
-                }
-                Effect::ProbePeers => self.probing = true,
-                Effect::ConfigurationChanged { .. } | Effect::SnapshotDropped { .. } => {}
-            }
-        }
-        if running.apply.kv().compaction_in_progress().is_some() && self.fatal.is_none() {
-            // One batch of a compaction's rows per step, as the daemon's apply
-            // loop does between applies.
-            if let Err(err) = running.apply.compact_step() {
-                self.fatal = Some(err);
-            }
-        }
-        let applied = running.apply.applied_index();
-        let (due, waiting): (Vec<_>, Vec<_>) =
-            running.ready_reads.drain(..).partition(|(index, _, _)| *index <= applied);
-        running.ready_reads = waiting;
-        let reads: Vec<_> =
-            due.into_iter().map(|(_, op, key)| (op, read_key(&running.apply, &key))).collect();
-        for (op, read) in reads {
-            self.answer_read(op, read);
-        }
-        for id in revoke {
-            let revoke = LeaseRevokeRequest { id };
-            self.propose(
-                InternalRaftRequest { lease_revoke: Some(revoke), ..Default::default() },
-                None,
-            );
-        }
+        self.step(MemberInput::Ready);
     }
 }
 
