@@ -56,7 +56,14 @@ pub fn open(cfg: &ServerConfig) -> Result<Opened, StartError> {
     // A real etcd member's data dir becomes ours in place (its files are kept).
     crate::adopt::adopt_if_etcd(&cfg.data_dir, cfg.wal_dir.as_deref())?;
     let wal_path = cfg.wal_path();
-    let mut opened = if Wal::exists(&wal_path) {
+    let exists = Wal::exists(&wal_path).map_err(|e| StartError::Wal {
+        path: wal_path.clone(),
+        reason: format!(
+            "cannot tell whether it holds a WAL ({e}); check the directory's permissions and \
+             the disk, then start again (nothing was written)"
+        ),
+    })?;
+    let mut opened = if exists {
         recover(cfg, &wal_path)
     } else {
         match (&cfg.initial_cluster_state, &cfg.join) {

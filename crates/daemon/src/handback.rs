@@ -70,7 +70,11 @@ pub fn hand_back_to_etcd(
             wal_path.display()
         )));
     }
-    if !Wal::exists(&wal_path) {
+    let exists = Wal::exists(&wal_path).map_err(|e| StartError::Wal {
+        path: wal_path.clone(),
+        reason: format!("cannot read it ({e}); check its permissions and the disk"),
+    })?;
+    if !exists {
         return Err(StartError::Config(format!(
             "{} holds no member of this server (no WAL at {})",
             data_dir.display(),

@@ -171,6 +171,8 @@ struct FsState {
     fail_at_next_fsync: Option<SimFile>,
     /// The power failed: nothing more reaches the disk until the crash.
     dead: bool,
+    /// The next reads (of a file, or of a directory's listing) fail.
+    failing_reads: u32,
 }
 
 /// A simulated filesystem for the real WAL code (`etcd_wal::Fs`): what a
@@ -201,10 +203,12 @@ impl SimFs {
     }
 
     /// The power goes out: the namespace goes back to its durable state, and
-    /// each file to its fsynced bytes plus the first of its later writes, in
-    /// order, the last of them possibly torn at a sector boundary (`seed`
-    /// decides how many). A log file is written in order, and the WAL relies on
-    /// it: only its tail can be torn.
+    /// each file to its fsynced bytes plus, usually, the first of its later
+    /// writes in order, the last of them possibly torn at a sector boundary
+    /// (`seed` decides how many); one time in four, any subset of the sectors
+    /// those writes touched instead, as a page cache flushing out of order
+    /// leaves them (the WAL must take a hole in its unsynced tail for the end
+    /// of the log, as etcd's does, and not for corruption).
     pub fn crash(&self, seed: u64) {
         let mut rng = etcd_raftnode::SplitMix64::new(seed);
         let mut state = lock(&self.0);
@@ -217,6 +221,15 @@ impl SimFs {
             let mut file = lock(&file);
             let mut disk = file.durable.clone();
             let unsynced = std::mem::take(&mut file.unsynced);
+            if rng.below(0, 4) == 0 {
+                // The page cache flushed whole sectors in any order: each
+                // sector the writes since the fsync touched holds its new
+                // bytes or its old ones (zeros, in preallocated space).
+                flush_sectors_in_any_order(&mut rng, &mut disk, &unsynced);
+                file.durable = disk.clone();
+                file.current = disk;
+                continue;
+            }
             let reached = rng.below(0, unsynced.len() as u64 + 1) as usize;
             for (n, (offset, data)) in unsynced.into_iter().take(reached).enumerate() {
                 let kept = if n + 1 == reached && rng.below(0, 2) == 0 {
@@ -268,6 +281,21 @@ impl SimFs {
         !state.skip_fsync
     }
 
+    /// A read is issued: an error while reads are set to fail.
+    fn read_happens(&self) -> std::io::Result<()> {
+        let mut state = lock(&self.0);
+        if state.failing_reads > 0 {
+            state.failing_reads -= 1;
+            return Err(std::io::Error::other("simulated read error"));
+        }
+        Ok(())
+    }
+
+    /// The next `n` reads of the WAL's files or directory fail with an I/O error.
+    pub fn fail_reads(&self, n: u32) {
+        lock(&self.0).failing_reads = n;
+    }
+
     fn alive(&self) -> bool {
         !lock(&self.0).dead
     }
@@ -287,6 +315,7 @@ impl etcd_wal::Fs for SimFs {
     }
 
     fn list(&self, dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+        self.read_happens()?;
         let state = lock(&self.0);
         Ok(state
             .names
@@ -297,6 +326,7 @@ impl etcd_wal::Fs for SimFs {
     }
 
     fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        self.read_happens()?;
         let state = lock(&self.0);
         let file = state.names.get(path).ok_or_else(|| not_found(path))?;
         let contents = lock(file).current.clone();
@@ -383,6 +413,36 @@ impl etcd_wal::SegmentFile for SimFsFile {
             file.current.resize(len as usize, 0);
         }
         Ok(())
+    }
+}
+
+/// Applies to `disk` a random subset of the 512-byte sectors `writes` touched,
+/// each with its bytes after every write.
+fn flush_sectors_in_any_order(
+    rng: &mut etcd_raftnode::SplitMix64,
+    disk: &mut Vec<u8>,
+    writes: &[(usize, Vec<u8>)],
+) {
+    const SECTOR: usize = 512;
+    let mut target = disk.clone();
+    let mut dirty = BTreeSet::new();
+    for (offset, data) in writes.iter().filter(|(_, data)| !data.is_empty()) {
+        let end = offset + data.len();
+        if target.len() < end {
+            target.resize(end, 0);
+        }
+        target[*offset..end].copy_from_slice(data);
+        dirty.extend(offset / SECTOR..=(end - 1) / SECTOR);
+    }
+    for sector in dirty {
+        if rng.below(0, 2) == 0 {
+            continue;
+        }
+        let (start, end) = (sector * SECTOR, ((sector + 1) * SECTOR).min(target.len()));
+        if disk.len() < end {
+            disk.resize(end, 0);
+        }
+        disk[start..end].copy_from_slice(&target[start..end]);
     }
 }
 

@@ -76,10 +76,18 @@ impl World {
                 self.member(victim).fail_at_next_fsync();
             }
             8 => {
-                // A few of the member's next backend reads fail.
+                // A few of the member's next backend reads fail; or it
+                // restarts and the first reads of its WAL fail, so it does
+                // not start until they succeed.
                 let member = self.pick();
                 let reads = self.rng.below(1, 4) as u32;
-                self.member(member).fail_reads(reads);
+                if self.rng.below(0, 2) == 0 {
+                    self.member(member).fail_reads(reads);
+                } else if !self.down.contains_key(&member) {
+                    let until = now + self.rng.below(100, 1_000);
+                    self.crash(member, until);
+                    self.member(member).fail_wal_reads(reads);
+                }
             }
             _ => {
                 // The power goes out everywhere.
@@ -143,7 +151,7 @@ impl World {
                     }
                     let mut new =
                         SimMember::joining(id, members, self.seed ^ (id << 56), self.bugs);
-                    new.start(now);
+                    new.start(now).expect("a new member starts on an empty disk");
                     self.members.insert(id, new);
                 }
                 None if deadline > now => {
@@ -185,7 +193,14 @@ impl World {
             if crate::tracing() {
                 eprintln!("{now:>6} start {id}");
             }
-            self.member(id).start(now);
+            if let Err(why) = self.member(id).start(now) {
+                // Its supervisor starts it again a little later.
+                if crate::tracing() {
+                    eprintln!("{now:>6} member {id} does not start: {why}");
+                }
+                let until = now + self.rng.below(100, 500);
+                self.down.insert(id, until);
+            }
         }
     }
 

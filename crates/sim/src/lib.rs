@@ -520,7 +520,7 @@ thread_local! {
 fn simulate(seed: u64, options: &Options) -> Result<Summary, String> {
     let mut world = World::new(seed, options);
     for id in world.ids() {
-        world.member(id).start(0);
+        world.member(id).start(0).expect("a new member starts on an empty disk");
     }
     while world.now < options.duration_ms {
         world.step(true)?;

@@ -52,6 +52,20 @@ const REGRESSIONS: &[(u64, &str)] = &[
          backend while the compaction's batches had not removed it yet (before batching it \
          never saw it): the compaction revision now reads as its compaction leaves it",
     ),
+    (
+        218,
+        "a crash flushed the WAL's unsynced sectors out of order, leaving a hole before a \
+         later valid record; the WAL refused to start on it as corruption. A missing sector \
+         in the last segment now ends the log there (etcd's torn-entry rule)",
+    ),
+    (
+        11,
+        "a read error on the WAL's directory at restart made Wal::exists say there was no \
+         WAL: the member bootstrapped as new over its data (raft panicked; in seeds 1 and 12 \
+         creating the WAL failed). An unreadable WAL directory is now an error and the \
+         member does not start until it can read it",
+    ),
+    (3, "the same as seed 11, failing while creating the new WAL"),
 ];
 
 fn quick() -> Options {

@@ -61,13 +61,16 @@
 //! Bytes after the last valid record of a segment that are **all zero** are preallocated space
 //! (the normal end of every segment): they are neither a torn tail nor corruption, in any
 //! segment, and are left alone. Otherwise, a damaged or incomplete record in the **last**
-//! segment with no valid record anywhere after it is a torn tail, as left by a crash during an
-//! append: the segment is truncated to the end of the last valid record, preallocated again to
+//! segment is a torn tail, as left by a crash during an append, when no valid record follows it
+//! anywhere, or when one of the 512-byte sectors it occupies holds only zeros (a crash flushed
+//! the writes since the last fsync out of order, and that sector never reached the disk; what
+//! follows was not fsynced either, since a segment is fsynced before the next is cut; etcd's
+//! torn-entry rule): the segment is truncated to the end of the last valid record, preallocated again to
 //! its former size (so the torn bytes now read as zeros) and fsynced; [`Replay::torn_bytes`]
 //! counts the bytes from the end of the last valid record to the last non-zero byte. (If that
 //! leaves the last segment without even its metadata record and an older segment exists, the
-//! empty last segment is removed.) Any other damage — in a non-last segment, or followed by a
-//! valid record — is [`Error::Corrupt`]: records are never silently dropped from the middle of
+//! empty last segment is removed.) Any other damage — in a non-last segment, or bytes changed
+//! rather than missing with a valid record after them — is [`Error::Corrupt`]: records are never silently dropped from the middle of
 //! the log. The log then continues at the logical end of the last segment.
 //!
 //! # Retention
@@ -331,8 +334,8 @@ impl Wal<OsFs> {
         Wal::open_on(OsFs, dir)
     }
 
-    /// True if `dir` holds at least one WAL segment.
-    pub fn exists(dir: &Path) -> bool {
+    /// Whether `dir` holds at least one WAL segment (see [`Wal::exists_on`]).
+    pub fn exists(dir: &Path) -> Result<bool> {
         Wal::exists_on(&OsFs, dir)
     }
 }
@@ -342,7 +345,7 @@ impl<F: Fs> Wal<F> {
     pub fn create_on(fs: F, dir: &Path, metadata: &[u8], segment_bytes_max: u64) -> Result<Wal<F>> {
         let created = !fs.exists(dir);
         fs.create_dir_all(dir).map_err(segment::io_err("create directory", dir))?;
-        if Self::exists_on(&fs, dir) {
+        if Self::exists_on(&fs, dir)? {
             return Err(Error::AlreadyExists(dir.to_path_buf()));
         }
         segment::remove_tmp_files(&fs, dir)?;
@@ -484,9 +487,15 @@ impl<F: Fs> Wal<F> {
         Ok((wal, replay))
     }
 
-    /// True if `dir` holds at least one WAL segment on `fs`.
-    pub fn exists_on(fs: &F, dir: &Path) -> bool {
-        segment::list(fs, dir).is_ok_and(|s| !s.is_empty())
+    /// Whether `dir` holds at least one WAL segment on `fs`: false only when `dir` does not
+    /// exist or holds none. A directory that cannot be read is an error, not "no WAL": a
+    /// member that took it for one would start over as a new member on top of its data (the
+    /// simulator found it with a read error at restart).
+    pub fn exists_on(fs: &F, dir: &Path) -> Result<bool> {
+        if !fs.exists(dir) {
+            return Ok(false);
+        }
+        Ok(!segment::list(fs, dir)?.is_empty())
     }
 
     /// Appends entries and then (if given) the hard state. Buffered: not durable until

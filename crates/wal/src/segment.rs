@@ -141,8 +141,9 @@ const ADVICE: &str = "restore this member from a snapshot or remove it from the 
 
 /// Decodes every record of a segment. Bytes after the last valid record that are all zero are
 /// preallocated space, in any segment: the segment simply ends there. Otherwise, in the last
-/// segment a damaged or incomplete record with no valid record anywhere after it is a torn tail
-/// (`torn = true`); any other damage is [`Error::Corrupt`].
+/// segment a damaged or incomplete record is a torn tail (`torn = true`) when no valid record
+/// follows it anywhere, or when a sector of it is missing (all zero: a crash flushed later
+/// sectors but not that one); any other damage is [`Error::Corrupt`].
 pub(crate) fn scan(path: &Path, data: &[u8], is_last: bool) -> Result<Scanned> {
     let mut records = Vec::new();
     let mut off = 0usize;
@@ -173,6 +174,13 @@ pub(crate) fn scan(path: &Path, data: &[u8], is_last: bool) -> Result<Scanned> {
         // a non-zero length, so none can start after the last non-zero byte: search only up to
         // it, not through the whole preallocated tail.
         let garbage_end = trim_zeros_end(data);
+        if is_torn_write(data, off, garbage_end) {
+            // A sector of this record never reached the disk while later ones did (a crash
+            // with writes since the last fsync flushed out of order): the log ends here, and
+            // what follows was never fsynced either (a segment is fsynced before the next
+            // one is cut, and every fsync covers all earlier writes). etcd's torn-entry rule.
+            return Ok(Scanned { records, valid_end: off, torn: true, garbage_end });
+        }
         if let Some(next) = (off + 1..garbage_end).find(|&o| record::is_valid_record(&data[o..])) {
             return Err(corrupt(format!(
                 "{reason} and is followed by a valid record at offset {next}: the log is \
@@ -182,6 +190,34 @@ pub(crate) fn scan(path: &Path, data: &[u8], is_last: bool) -> Result<Scanned> {
         return Ok(Scanned { records, valid_end: off, torn: true, garbage_end });
     }
     Ok(Scanned { records, valid_end: off, torn: false, garbage_end: off })
+}
+
+/// Sector size assumed for torn writes: a crash leaves each sector of a write whole, old or new.
+const SECTOR_BYTES: usize = 512;
+
+/// Whether the damaged record at `off` was torn by a crash: a sector it occupies holds only
+/// zeros in the record's part of it (preallocated space the write never reached). Its extent is
+/// its header, and its body too when the length field is plausible, up to `garbage_end` (the
+/// segment's last non-zero byte). Damage without such a
+/// sector (bytes changed, not missing) is corruption.
+fn is_torn_write(data: &[u8], off: usize, garbage_end: usize) -> bool {
+    let len = data
+        .get(off..off + 4)
+        .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+        .filter(|&len| len > 0 && len <= record::MAX_RECORD_BYTES)
+        .unwrap_or(0);
+    // Only up to the last non-zero byte: the preallocated space after it is no evidence (a
+    // length field changed to a large value would reach into it).
+    let end = (off + record::HEADER_LEN + len).min(garbage_end);
+    let mut start = off;
+    while start < end {
+        let sector_end = ((start / SECTOR_BYTES + 1) * SECTOR_BYTES).min(end);
+        if is_all_zero(&data[start..sector_end]) {
+            return true;
+        }
+        start = sector_end;
+    }
+    false
 }
 
 /// Repairs a torn segment: truncates it to `valid_end` bytes, preallocates it again to

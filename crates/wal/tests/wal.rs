@@ -118,7 +118,7 @@ fn round_trip_across_syncs_and_reopens() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("wal");
     let mut wal = Wal::create(&dir, b"cluster-7/member-3").unwrap();
-    assert!(Wal::exists(&dir));
+    assert!(Wal::exists(&dir).unwrap());
     let mut written = Vec::new();
     for batch in 0..5u64 {
         let ents: Vec<Entry> = (batch * 4 + 1..=batch * 4 + 4).map(|i| ent(i, batch + 1)).collect();
@@ -184,7 +184,7 @@ fn later_entries_overwrite_conflicting_ones() {
 fn create_refuses_existing_log_and_open_refuses_empty_dir() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    assert!(!Wal::exists(dir));
+    assert!(!Wal::exists(dir).unwrap());
     assert!(matches!(Wal::open(dir), Err(Error::NotFound(_))));
     assert!(Wal::open(&dir.join("missing")).is_err());
     let wal = Wal::create(dir, b"m").unwrap();
@@ -793,5 +793,53 @@ fn older_segment_with_a_zero_tail_replays() {
             let msg = assert_corrupt(Wal::open(copy.path()));
             assert!(msg.contains("not the newest"), "{msg}");
         }
+    }
+}
+
+/// A crash flushed the writes since the last fsync out of order: a sector in the middle of the
+/// last segment's tail never reached the disk (zeros) while later ones did. The log ends before
+/// the first record that sector belonged to, as etcd's torn-entry rule has it, and the records
+/// after it (never fsynced) are dropped; a byte changed instead of missing stays corruption
+/// (`flipped_byte_in_an_early_record_is_corruption`).
+#[test]
+fn a_missing_sector_in_the_last_segment_ends_the_log_there() {
+    let src = tempfile::tempdir().unwrap();
+    let (ents, _) = build_log(src.path(), 120, Some(64 * 1024));
+    let seg = segment_files(src.path()).pop().unwrap();
+    let good = fs::read(&seg).unwrap();
+    let ends = record_ends(&good);
+    let logical = *ends.last().unwrap();
+    assert!(logical > 4 * 512, "the log spans several sectors ({logical} bytes)");
+    for sector in 1..logical / 512 {
+        let (start, end) = (sector * 512, sector * 512 + 512);
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = good.clone();
+        bytes[start..end].fill(0);
+        let path = dir.path().join(seg.file_name().unwrap());
+        fs::write(&path, &bytes).unwrap();
+        let (mut wal, replay) = Wal::open(dir.path()).expect("a missing sector is a torn tail");
+        // The log ends at the first record the zeros changed (bytes that were zero already,
+        // as in the high bytes of a hard state's numbers, change nothing).
+        let starts = std::iter::once(0).chain(ends.iter().copied());
+        let cut = starts
+            .zip(ends.iter().copied())
+            .find(|&(s, e)| bytes[s..e] != good[s..e])
+            .map(|(s, _)| s)
+            .unwrap();
+        assert_eq!(replay.torn_bytes as usize, nonzero_len(&bytes) - cut, "sector {sector}");
+        let kept = replay.entries.len();
+        assert_eq!(replay.entries[..], ents[..kept], "sector {sector}: a prefix");
+        assert!(kept < ents.len(), "sector {sector}: the tail is gone");
+        let repaired = fs::read(&path).unwrap();
+        assert_eq!(repaired[..cut], good[..cut], "sector {sector}: intact records kept");
+        assert!(is_zero(&repaired[cut..]), "sector {sector}: nothing after the cut");
+        // The log goes on after it.
+        let next = ent(kept as u64 + 1, 99);
+        wal.append(std::slice::from_ref(&next), None).unwrap();
+        wal.sync().unwrap();
+        drop(wal);
+        let (_, again) = Wal::open(dir.path()).unwrap();
+        assert_eq!(again.entries.last(), Some(&next), "sector {sector}");
+        assert_eq!(again.torn_bytes, 0);
     }
 }

@@ -87,7 +87,10 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
 /// and membership from the running members it was given in --initial-cluster.
 async fn fetch_join_info(cfg: &mut ServerConfig) -> Result<(), String> {
     let wal = cfg.wal_path();
-    if cfg.initial_cluster_state != ClusterState::Existing || etcd_wal::Wal::exists(&wal) {
+    let exists = etcd_wal::Wal::exists(&wal).map_err(|e| {
+        format!("cannot read {}: {e}; check its permissions and the disk", wal.display())
+    })?;
+    if cfg.initial_cluster_state != ClusterState::Existing || exists {
         return Ok(());
     }
     let peers: Vec<String> = cfg

@@ -268,8 +268,10 @@ impl SimMember {
         self.running.is_some()
     }
 
-    /// Starts (or restarts) the member from its disk.
-    pub fn start(&mut self, now: u64) {
+    /// Starts (or restarts) the member from its disk. An error reading its
+    /// WAL (an I/O error, not corruption) keeps it down, as the daemon exits
+    /// with it; its supervisor tries again later.
+    pub fn start(&mut self, now: u64) -> Result<(), String> {
         assert!(self.running.is_none(), "invariant: a member starts once");
         self.now = now;
         self.file.revive();
@@ -281,14 +283,18 @@ impl SimMember {
         // Never started: no WAL on the disk (the WAL is created durably at the
         // first start; a member that only voted has a hard state to keep).
         let wal_dir = PathBuf::from(format!("/sim/m{}/wal", self.id));
-        let fresh = !Wal::exists_on(&self.fs, &wal_dir);
+        let fresh = !Wal::exists_on(&self.fs, &wal_dir)
+            .map_err(|e| format!("cannot read the WAL directory: {e}"))?;
         let (mut wal, state) = if fresh {
             let wal = Wal::create_on(self.fs.clone(), &wal_dir, b"sim", WAL_SEGMENT_BYTES)
                 .expect("simulated WAL created");
             (wal, RestoreState::default())
         } else {
-            let (mut wal, replay) =
-                Wal::open_on(self.fs.clone(), &wal_dir).expect("the WAL replays after a crash");
+            let (mut wal, replay) = match Wal::open_on(self.fs.clone(), &wal_dir) {
+                Ok(opened) => opened,
+                Err(etcd_wal::Error::Io(err)) => return Err(format!("cannot read the WAL: {err}")),
+                Err(err) => panic!("the WAL replays after a crash: {err:?}"),
+            };
             wal.set_segment_bytes_max(WAL_SEGMENT_BYTES);
             if crate::tracing() && replay.torn_bytes > 0 {
                 eprintln!(
@@ -377,6 +383,7 @@ impl SimMember {
         let first_request = (self.id << 48) | (self.restarts << 32);
         let core = MemberCore::new(raft, apply, compactor, first_request, now);
         self.running = Some(Running { wal, core });
+        Ok(())
     }
 
     /// The process dies with the power: memory is gone, the log loses what was
@@ -428,6 +435,11 @@ impl SimMember {
         self.file = fresh;
     }
 
+    /// The next `n` reads of its WAL fail (they happen when it starts).
+    pub fn fail_wal_reads(&self, n: u32) {
+        self.fs.fail_reads(n);
+    }
+
     /// The power fails at this member's next fsync (see [`SimFs::fail_at_next_fsync`]).
     pub fn fail_at_next_fsync(&self) {
         if self.running.is_some() {
@@ -439,6 +451,7 @@ impl SimMember {
     /// read errors still to come (the world heals).
     pub fn disarm_power_failure(&self) {
         self.fs.disarm();
+        self.fs.fail_reads(0);
         self.file.fail_reads(0);
     }
 
