@@ -843,3 +843,57 @@ fn a_missing_sector_in_the_last_segment_ends_the_log_there() {
         assert_eq!(again.torn_bytes, 0);
     }
 }
+
+/// The operating system's files, except that a directory cannot be listed (a permission
+/// or I/O error on the WAL directory).
+#[derive(Debug)]
+struct Unlistable;
+
+impl etcd_wal::Fs for Unlistable {
+    type File = <etcd_wal::OsFs as etcd_wal::Fs>::File;
+    fn exists(&self, path: &Path) -> bool {
+        etcd_wal::OsFs.exists(path)
+    }
+    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
+        etcd_wal::OsFs.create_dir_all(dir)
+    }
+    fn list(&self, _: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+        Err(std::io::Error::other("cannot read the directory"))
+    }
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        etcd_wal::OsFs.read(path)
+    }
+    fn remove(&self, path: &Path) -> std::io::Result<()> {
+        etcd_wal::OsFs.remove(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        etcd_wal::OsFs.rename(from, to)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        etcd_wal::OsFs.sync_dir(dir)
+    }
+    fn create(&self, path: &Path) -> std::io::Result<Self::File> {
+        etcd_wal::OsFs.create(path)
+    }
+    fn open_write(&self, path: &Path) -> std::io::Result<Self::File> {
+        etcd_wal::OsFs.open_write(path)
+    }
+}
+
+/// A WAL directory that cannot be read is not "no WAL": a member that took it for one would
+/// start over as a new member on top of its data (found by the simulator, seed 11).
+#[test]
+fn an_unreadable_wal_directory_is_an_error_not_an_empty_log() {
+    use etcd_wal::Fs as _;
+    let tmp = tempfile::tempdir().unwrap();
+    build_log(tmp.path(), 3, None);
+    let before = segment_files(tmp.path());
+    assert!(Wal::exists_on(&etcd_wal::OsFs, tmp.path()).unwrap());
+    assert!(Wal::exists_on(&Unlistable, tmp.path()).is_err());
+    assert!(Wal::create_on(Unlistable, tmp.path(), b"meta", 1 << 16).is_err());
+    assert!(Wal::open_on(Unlistable, tmp.path()).is_err());
+    assert_eq!(segment_files(tmp.path()), before, "nothing written");
+    // A directory that does not exist holds no WAL.
+    assert!(!Wal::exists_on(&Unlistable, &tmp.path().join("absent")).unwrap());
+    assert!(!etcd_wal::OsFs.exists(&tmp.path().join("absent")));
+}
