@@ -352,6 +352,12 @@ impl<W> MemberCore<W> {
         self.now = now;
         let installs_before = self.installs;
         let (raft_effects, results) = self.with_raft(io, |raft, io| raft.run_ready(now, io));
+        assert!(
+            self.apply.applied_index() <= self.raft.commit_index(),
+            "invariant: applied ({}) <= committed ({})",
+            self.apply.applied_index(),
+            self.raft.commit_index()
+        );
         let membership_changed = self.installs > installs_before
             || results.iter().any(|r| !r.outcome.member_events.is_empty());
         if membership_changed {
