@@ -11,7 +11,7 @@ use crate::schema::{self, AuthTable, KEY, LEASE, MEMBERS, MEMBERS_REMOVED, META}
 /// redb's default is 1 GiB, which a big store fills and keeps; reads past the
 /// cache go to the operating system's page cache, which the kernel can give
 /// back under pressure, so a small cache costs little speed and bounds RSS.
-pub const CACHE_BYTES: usize = 16 * 1024 * 1024;
+pub const CACHE_BYTES: usize = 8 * 1024 * 1024;
 
 /// A redb builder with this backend's settings.
 fn builder() -> redb::Builder {
