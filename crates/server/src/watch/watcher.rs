@@ -131,11 +131,12 @@ impl Watcher {
     /// The event as this watcher delivers it: `prev_kv` only when asked for,
     /// read from history when the event came from the backend without it.
     fn shape(&self, store: &KvStore, event: &Event) -> Result<Event, MvccError> {
-        let mut event = event.clone();
         if !self.spec.prev_kv {
-            event.prev_kv = None;
-            return Ok(event);
+            // Every watcher of a fan-out shapes the event: copy the previous
+            // value only for those that asked for it.
+            return Ok(Event { r#type: event.r#type, kv: event.kv.clone(), prev_kv: None });
         }
+        let mut event = event.clone();
         let kv = event.kv.as_ref().expect("matched events have a kv");
         let is_create = event.r#type == EventType::Put as i32 && kv.version == 1;
         if event.prev_kv.is_none() && !is_create {
