@@ -228,6 +228,18 @@ impl Cluster {
         self.step(id, MemberInput::Propose { request: Box::new(request), waiter: Some(waiter) });
     }
 
+    /// Grants lease `lease` of `ttl` seconds on member `id` and puts `key`
+    /// on it (waiters 1 and 2), both applied.
+    fn grant_and_put(&mut self, id: u64, lease: i64, ttl: i64, key: &str) {
+        let grant = LeaseGrantRequest { ttl, id: lease };
+        let request = InternalRaftRequest { lease_grant: Some(grant), ..Default::default() };
+        self.step(id, MemberInput::Propose { request: Box::new(request), waiter: Some(1) });
+        self.run(20);
+        self.put_lease(id, 2, key, "v", lease);
+        self.run(20);
+        assert!(matches!(told(self, id, 2), Some(MemberEffect::Applied { .. })));
+    }
+
     fn get(&self, id: u64, key: &str) -> Option<String> {
         let request = RangeRequest { key: key.into(), ..Default::default() };
         let response = self.nodes[&id].core.apply().kv().range(&request).expect("range");
@@ -346,13 +358,7 @@ fn the_lease_duty_revokes_an_expired_lease_once_the_quorum_confirms_the_leader()
     let mut cluster = Cluster::new(&[1, 2, 3]);
     cluster.run(3_000);
     let leader = cluster.leader().expect("a leader");
-    let grant = LeaseGrantRequest { ttl: 1, id: 42 };
-    let request = InternalRaftRequest { lease_grant: Some(grant), ..Default::default() };
-    cluster.step(leader, MemberInput::Propose { request: Box::new(request), waiter: Some(1) });
-    cluster.run(20);
-    cluster.put_lease(leader, 2, "leased", "v", 42);
-    cluster.run(20);
-    assert!(matches!(told(&cluster, leader, 2), Some(MemberEffect::Applied { .. })));
+    cluster.grant_and_put(leader, 42, 1, "leased");
     assert_eq!(cluster.get(leader, "leased").as_deref(), Some("v"));
     // Kept alive past its TTL, it stays.
     for _ in 0..4 {
@@ -380,12 +386,7 @@ fn the_leader_cut_off_revokes_nothing_while_the_new_leader_extends_the_lease() {
     let mut cluster = Cluster::new(&[1, 2, 3]);
     cluster.run(3_000);
     let old = cluster.leader().expect("a leader");
-    let grant = LeaseGrantRequest { ttl: 3, id: 9 };
-    let request = InternalRaftRequest { lease_grant: Some(grant), ..Default::default() };
-    cluster.step(old, MemberInput::Propose { request: Box::new(request), waiter: Some(1) });
-    cluster.run(20);
-    cluster.put_lease(old, 2, "leased", "v", 9);
-    cluster.run(20);
+    cluster.grant_and_put(old, 9, 3, "leased");
     // The old leader, cut off, still believes it leads for a while; its
     // expired leases would be revoked only through the quorum it lost.
     cluster.cut.insert(old);

@@ -260,7 +260,7 @@ impl SimMember {
 
     /// Proposes a membership change (nobody waits for it).
     pub fn change_membership(&mut self, kind: Kind, member: Member) {
-        self.step(MemberInput::ChangeMembership { kind, member });
+        self.step(MemberInput::ChangeMembership { kind, member }, self.now);
     }
 
     /// Whether the member runs.
@@ -472,12 +472,12 @@ impl SimMember {
 
     /// Hands the member a Raft input (a tick, a peer's message, a report).
     pub fn input(&mut self, input: Input) {
-        self.step(MemberInput::Raft(input));
+        self.step(MemberInput::Raft(input), self.now);
     }
 
     /// Steps the core (which must run) with its I/O on this member's disk and
     /// network, and turns its effects into replies.
-    fn step(&mut self, input: MemberInput<Op>) {
+    fn step(&mut self, input: MemberInput<Op>, now: u64) {
         let running = self.running.as_mut().expect("invariant: inputs go to running members");
         let mut io = Io {
             id: self.id,
@@ -486,9 +486,9 @@ impl SimMember {
             fsynced_at: &mut self.fsync_cut,
             outbox: &mut self.outbox,
             observed: &mut self.observed,
-            now: self.now,
+            now,
         };
-        let effects = running.core.step(input, self.now, &mut io);
+        let effects = running.core.step(input, now, &mut io);
         for effect in effects {
             match effect {
                 MemberEffect::Applied { waiter: (op, _), applied } => {
@@ -528,7 +528,7 @@ impl SimMember {
             return;
         }
         self.now = now;
-        self.step(MemberInput::Ready);
+        self.step(MemberInput::Ready, now);
     }
 }
 

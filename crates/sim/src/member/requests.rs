@@ -68,8 +68,7 @@ impl SimMember {
     /// its schedule says so and this member leads, a compaction is proposed.
     pub fn compaction_duty(&mut self, now: u64) {
         if self.running.is_some() {
-            self.now = now;
-            self.step(MemberInput::CompactionDuty);
+            self.step(MemberInput::CompactionDuty, now);
         }
     }
 
@@ -94,7 +93,7 @@ impl SimMember {
             self.answer_read(op, reply);
             return;
         }
-        self.step(MemberInput::Read { waiter: (op, key.to_vec()) });
+        self.step(MemberInput::Read { waiter: (op, key.to_vec()) }, self.now);
     }
 
     /// Answers a read; a storage failure stops the member (the daemon aborts:
@@ -113,7 +112,8 @@ impl SimMember {
     pub(super) fn propose(&mut self, request: InternalRaftRequest, op: Option<u64>) {
         if self.running.is_some() {
             let request = Box::new(request);
-            self.step(MemberInput::Propose { request, waiter: op.map(|op| (op, Vec::new())) });
+            let waiter = op.map(|op| (op, Vec::new()));
+            self.step(MemberInput::Propose { request, waiter }, self.now);
         }
     }
 
@@ -125,9 +125,7 @@ impl SimMember {
             return;
         }
         let now = if self.bugs.expire_leases_early { now + 1_500 } else { now };
-        let saved = std::mem::replace(&mut self.now, now);
-        self.step(MemberInput::LeaseDuty);
-        self.now = saved;
+        self.step(MemberInput::LeaseDuty, now);
     }
 
     /// A client's lease grant, as operation `op`.
