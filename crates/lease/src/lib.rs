@@ -235,6 +235,10 @@ pub struct Lessor {
     checkpointing: Option<Checkpointing>,
     /// `(due_ms, id)` of the checkpoints to record while primary.
     checkpoints: BTreeSet<(u64, i64)>,
+    /// The lease each attached key is attached to (the inverse of the
+    /// leases' key sets), so a put learns the key's old lease without
+    /// reading its previous value.
+    attached: BTreeMap<Vec<u8>, i64>,
 }
 
 impl Lessor {
@@ -248,6 +252,7 @@ impl Lessor {
             retry_interval_ms: EXPIRED_LEASE_RETRY_INTERVAL_MS,
             checkpointing: None,
             checkpoints: BTreeSet::new(),
+            attached: BTreeMap::new(),
         }
     }
 
@@ -366,6 +371,9 @@ impl Lessor {
         if let Some(at) = lease.check_at_ms {
             self.queue.remove(&(at, id));
         }
+        for key in &lease.keys {
+            self.attached.remove(key);
+        }
         Ok(lease.keys.into_iter().collect())
     }
 
@@ -385,17 +393,32 @@ impl Lessor {
     }
 
     /// Attaches `key` to lease `id`; no-op for id 0 or an unknown lease.
+    /// A key is attached to at most one lease: attaching it to another first
+    /// detaches it from the one it had.
     pub fn attach(&mut self, id: i64, key: &[u8]) {
         if let Some(l) = self.leases.get_mut(&id) {
             l.keys.insert(key.to_vec());
+            if let Some(old) = self.attached.insert(key.to_vec(), id).filter(|&old| old != id) {
+                if let Some(l) = self.leases.get_mut(&old) {
+                    l.keys.remove(key);
+                }
+            }
         }
     }
 
     /// Detaches `key` from lease `id`; no-op if it is not attached.
     pub fn detach(&mut self, id: i64, key: &[u8]) {
         if let Some(l) = self.leases.get_mut(&id) {
-            l.keys.remove(key);
+            if l.keys.remove(key) {
+                let removed = self.attached.remove(key);
+                assert_eq!(removed, Some(id), "invariant: a key's lease is recorded both ways");
+            }
         }
+    }
+
+    /// The lease `key` is attached to (0 for none).
+    pub fn lease_of(&self, key: &[u8]) -> i64 {
+        self.attached.get(key).copied().unwrap_or(0)
     }
 
     /// Leader-only KeepAlive: the lease now expires at `now_ms` + TTL; returns

@@ -85,6 +85,31 @@ fn revoke_returns_exactly_attached_keys_of_that_lease() {
     assert_eq!(keys, vec![b"k1".to_vec(), b"k3".to_vec()]);
     assert_eq!(le.time_to_live(2, 0, true).unwrap().keys, vec![b"other".to_vec()]);
     assert_eq!(le.leases(), vec![2]);
+    assert_eq!([b"k1", b"k2", b"k3"].map(|k| le.lease_of(k)), [0, 0, 0]);
+    assert_eq!(le.lease_of(b"other"), 2);
+}
+
+#[test]
+fn a_key_is_attached_to_one_lease_and_knows_which() {
+    let e = env();
+    let mut le = Lessor::new(1);
+    write(&e.backend, |t| {
+        le.grant(t, 1, 10, 0).unwrap();
+        le.grant(t, 2, 10, 0).unwrap();
+    });
+    le.attach(1, b"k");
+    assert_eq!(le.lease_of(b"k"), 1);
+    // attaching elsewhere moves the key
+    le.attach(2, b"k");
+    assert_eq!(le.lease_of(b"k"), 2);
+    assert!(le.keys(1).is_empty());
+    // detaching from a lease it is not attached to changes nothing
+    le.detach(1, b"k");
+    assert_eq!(le.lease_of(b"k"), 2);
+    le.detach(2, b"k");
+    assert_eq!(le.lease_of(b"k"), 0);
+    le.attach(99, b"k"); // unknown lease
+    assert_eq!(le.lease_of(b"k"), 0);
 }
 
 #[test]
@@ -158,6 +183,7 @@ fn recover_from_backend_file() {
     assert_eq!(l1.granted_ttl, 10);
     assert_eq!(l1.keys, vec![b"a".to_vec(), b"b".to_vec()]);
     assert_eq!(le.time_to_live(2, 0, true).unwrap().granted_ttl, 5);
+    assert_eq!(["a", "c", "nolease", "gone"].map(|k| le.lease_of(k.as_bytes())), [1, 2, 0, 0]);
     // not primary: nothing expires until promoted, then each gets a full TTL
     assert!(le.expired(1_000_000, 10).is_empty());
     le.promote(1_000_000);

@@ -41,6 +41,25 @@ pub struct LeaseChange {
     pub new_lease: i64,
 }
 
+/// What applying a write asks of the caller's leases.
+pub trait Leases {
+    /// Whether lease `id` is granted.
+    fn exists(&self, id: i64) -> bool;
+
+    /// The lease `key` is attached to now (0 for none), or `None` when this
+    /// view cannot tell; a put then reads the key's previous value for it.
+    fn lease_of(&self, _key: &[u8]) -> Option<i64> {
+        None
+    }
+}
+
+/// A bare existence check (tests, and writes that attach no lease).
+impl<F: Fn(i64) -> bool> Leases for F {
+    fn exists(&self, id: i64) -> bool {
+        self(id)
+    }
+}
+
 /// The changes of one request (one main revision) being applied.
 pub(crate) struct Op {
     pub main: i64,
@@ -151,20 +170,16 @@ impl<'a> Batch<'a> {
         self.store.read_shared().index.get(key, self.rev).is_some()
     }
 
-    /// Applies a Put. A non-zero lease must satisfy `lease_exists`.
-    pub fn put(
-        &mut self,
-        req: &PutRequest,
-        lease_exists: &dyn Fn(i64) -> bool,
-    ) -> Result<PutResponse, MvccError> {
-        if req.lease != 0 && !lease_exists(req.lease) {
+    /// Applies a Put. A non-zero lease must exist in `leases`.
+    pub fn put(&mut self, req: &PutRequest, leases: &dyn Leases) -> Result<PutResponse, MvccError> {
+        if req.lease != 0 && !leases.exists(req.lease) {
             return Err(MvccError::LeaseNotFound);
         }
         if (req.ignore_value || req.ignore_lease) && !self.key_exists(&req.key) {
             return Err(MvccError::KeyNotFound);
         }
         let mut op = self.begin_op();
-        let r = self.put_in(&mut op, req);
+        let r = self.put_in(&mut op, req, leases);
         let r = self.guard(r);
         self.end_op(op);
         r
@@ -208,37 +223,66 @@ impl<'a> Batch<'a> {
     }
 
     /// Put inside an op; key existence and lease checks are the caller's.
+    ///
+    /// The previous value is read only when the request needs it (`prev_kv`,
+    /// `ignore_value`, `ignore_lease`) or `leases` cannot name the key's old
+    /// lease: the index knows the key's creation and version, and a watcher
+    /// that wants the previous value reads it at the revision before (as
+    /// etcd does), so most puts never touch the old value.
     pub(crate) fn put_in(
         &mut self,
         op: &mut Op,
         req: &PutRequest,
+        leases: &dyn Leases,
     ) -> Result<PutResponse, MvccError> {
         OpCounters::count(&self.store.ops.puts);
-        let prev = self.live_kvs(op, KeyRange::new(&req.key, &[]))?.pop();
-        let (value, lease) = match (&prev, req.ignore_value, req.ignore_lease) {
-            (None, true, _) | (None, _, true) => return Err(MvccError::KeyNotFound),
-            (p, iv, il) => (
-                if iv {
-                    p.as_ref().map(|p| p.value.clone()).unwrap_or_default()
-                } else {
-                    req.value.clone()
-                },
-                if il { p.as_ref().map_or(0, |p| p.lease) } else { req.lease },
-            ),
-        };
         let rev = Revision::new(op.main, op.events.len() as i64);
-        let kv = KeyValue {
-            key: req.key.clone(),
-            create_revision: prev.as_ref().map_or(rev.main, |p| p.create_revision),
-            mod_revision: rev.main,
-            version: prev.as_ref().map_or(0, |p| p.version) + 1,
-            value,
-            lease,
+        let known_lease = if req.prev_kv || req.ignore_value || req.ignore_lease {
+            None
+        } else {
+            leases.lease_of(&req.key)
         };
+        let (kv, old_lease, prev) = match known_lease {
+            Some(old_lease) => {
+                let live = self.store.read_shared().index.get(&req.key, self.read_rev(op));
+                let kv = KeyValue {
+                    key: req.key.clone(),
+                    create_revision: live.map_or(rev.main, |l| l.created.main),
+                    mod_revision: rev.main,
+                    version: live.map_or(0, |l| l.version) + 1,
+                    value: req.value.clone(),
+                    lease: req.lease,
+                };
+                (kv, if live.is_some() { old_lease } else { 0 }, None)
+            }
+            None => {
+                let prev = self.live_kvs(op, KeyRange::new(&req.key, &[]))?.pop();
+                let (value, lease) = match (&prev, req.ignore_value, req.ignore_lease) {
+                    (None, true, _) | (None, _, true) => return Err(MvccError::KeyNotFound),
+                    (p, iv, il) => (
+                        if iv {
+                            p.as_ref().map(|p| p.value.clone()).unwrap_or_default()
+                        } else {
+                            req.value.clone()
+                        },
+                        if il { p.as_ref().map_or(0, |p| p.lease) } else { req.lease },
+                    ),
+                };
+                let kv = KeyValue {
+                    key: req.key.clone(),
+                    create_revision: prev.as_ref().map_or(rev.main, |p| p.create_revision),
+                    mod_revision: rev.main,
+                    version: prev.as_ref().map_or(0, |p| p.version) + 1,
+                    value,
+                    lease,
+                };
+                (kv, prev.as_ref().map_or(0, |p| p.lease), prev)
+            }
+        };
+        let lease = kv.lease;
         self.write_txn().key_put(&rev.to_key(false), &kv.encode_to_vec())?;
         self.store.write_shared().index.put(&req.key, rev);
         self.touched.insert(req.key.clone());
-        let old_lease = prev.as_ref().map_or(0, |p| p.lease);
         if old_lease != 0 || lease != 0 {
             self.lease_changes.push(LeaseChange {
                 key: req.key.clone(),
@@ -290,12 +334,8 @@ impl<'a> Batch<'a> {
     }
 
     /// Applies a Txn (see `txn.rs` for the rules).
-    pub fn txn(
-        &mut self,
-        req: &TxnRequest,
-        lease_exists: &dyn Fn(i64) -> bool,
-    ) -> Result<TxnResponse, MvccError> {
-        let r = self.apply_txn_request(req, lease_exists);
+    pub fn txn(&mut self, req: &TxnRequest, leases: &dyn Leases) -> Result<TxnResponse, MvccError> {
+        let r = self.apply_txn_request(req, leases);
         if r.as_ref().is_ok_and(|resp| req.compare.len() + resp.responses.len() > 1) {
             OpCounters::count(&self.store.ops.txns);
         }

@@ -24,7 +24,7 @@ mod range;
 pub mod revision;
 mod txn;
 
-pub use batch::{Batch, LeaseChange};
+pub use batch::{Batch, LeaseChange, Leases};
 pub use error::MvccError;
 pub use kvstore::{
     CompactStep, HashKv, KvStore, OpCounts, RangeChunk, DEFAULT_COMPACTION_BATCH_LIMIT,

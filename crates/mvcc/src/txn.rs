@@ -26,7 +26,7 @@ use etcd_proto::etcdserverpb::response_op::Response;
 use etcd_proto::etcdserverpb::{Compare, ResponseHeader, ResponseOp, TxnRequest, TxnResponse};
 use etcd_proto::mvccpb::KeyValue;
 
-use crate::batch::{Batch, Op};
+use crate::batch::{Batch, Leases, Op};
 use crate::error::MvccError;
 use crate::index::KeyRange;
 use crate::range;
@@ -142,7 +142,7 @@ impl Batch<'_> {
         &self,
         req: &'r TxnRequest,
         path: &Path,
-        lease_exists: &dyn Fn(i64) -> bool,
+        leases: &dyn Leases,
         sim: &mut Vec<SimOp<'r>>,
     ) -> Result<(), MvccError> {
         let mut children = path.children.iter();
@@ -150,7 +150,7 @@ impl Batch<'_> {
             match &op.request {
                 Some(Request::RequestTxn(t)) => {
                     let child = children.next().expect("one path per nested txn");
-                    self.check_puts(t, child, lease_exists, sim)?;
+                    self.check_puts(t, child, leases, sim)?;
                 }
                 Some(Request::RequestPut(p)) => {
                     if p.ignore_value || p.ignore_lease {
@@ -171,7 +171,7 @@ impl Batch<'_> {
                             return Err(MvccError::KeyNotFound);
                         }
                     }
-                    if p.lease != 0 && !lease_exists(p.lease) {
+                    if p.lease != 0 && !leases.exists(p.lease) {
                         return Err(MvccError::LeaseNotFound);
                     }
                     sim.push(SimOp::Put(&p.key));
@@ -215,6 +215,7 @@ impl Batch<'_> {
         op: &mut Op,
         req: &TxnRequest,
         path: &Path,
+        leases: &dyn Leases,
     ) -> Result<TxnResponse, MvccError> {
         let mut children = path.children.iter();
         let mut responses = Vec::new();
@@ -226,7 +227,7 @@ impl Batch<'_> {
                     Some(Response::ResponseRange(resp))
                 }
                 Some(Request::RequestPut(p)) => {
-                    let mut resp = self.put_in(op, p)?;
+                    let mut resp = self.put_in(op, p, leases)?;
                     resp.header = header(op.main);
                     Some(Response::ResponsePut(resp))
                 }
@@ -237,7 +238,7 @@ impl Batch<'_> {
                 }
                 Some(Request::RequestTxn(t)) => {
                     let child = children.next().expect("one path per nested txn");
-                    let mut resp = self.apply_branch(op, t, child)?;
+                    let mut resp = self.apply_branch(op, t, child, leases)?;
                     resp.header = Some(ResponseHeader::default());
                     Some(Response::ResponseTxn(resp))
                 }
@@ -251,15 +252,15 @@ impl Batch<'_> {
     pub(crate) fn apply_txn_request(
         &mut self,
         req: &TxnRequest,
-        lease_exists: &dyn Fn(i64) -> bool,
+        leases: &dyn Leases,
     ) -> Result<TxnResponse, MvccError> {
         let path = self.compare_path(req)?;
         if !is_read_only(req) {
-            self.check_puts(req, &path, lease_exists, &mut Vec::new())?;
+            self.check_puts(req, &path, leases, &mut Vec::new())?;
         }
         self.check_ranges(req, &path)?;
         let mut op = self.begin_op();
-        let r = self.apply_branch(&mut op, req, &path);
+        let r = self.apply_branch(&mut op, req, &path, leases);
         self.end_op(op);
         r
     }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use etcd_auth::AuthStore;
 use etcd_lease::{LeaseError, Lessor};
-use etcd_mvcc::{Batch, KvStore, MvccError};
+use etcd_mvcc::{Batch, KvStore, Leases, MvccError};
 use etcd_proto::etcdrs::{InternalRaftRequest, Member, MemberChange};
 use etcd_proto::etcdserverpb::request_op::Request as Op;
 use etcd_proto::etcdserverpb::{
@@ -337,6 +337,20 @@ fn revoke(
     Ok(Ok(Response::LeaseRevoke(LeaseRevokeResponse::default())))
 }
 
+/// The lessor as the store sees it while applying: which leases exist and
+/// which lease each key is attached to (so a put need not read its old value).
+struct LessorLeases<'a>(&'a Lessor);
+
+impl Leases for LessorLeases<'_> {
+    fn exists(&self, id: i64) -> bool {
+        self.0.exists(id)
+    }
+
+    fn lease_of(&self, key: &[u8]) -> Option<i64> {
+        Some(self.0.lease_of(key))
+    }
+}
+
 fn apply_request(
     batch: &mut Batch<'_>,
     lessor: &mut Lessor,
@@ -372,15 +386,15 @@ fn apply_request(
         let response = alarms.apply(batch.write_txn(), &alarm).map_err(ApplyFailure::Alarms)?;
         return Ok(Ok(Response::Alarm(response)));
     }
-    let lease_exists = |id: i64| lessor.exists(id);
+    let leases = LessorLeases(lessor);
     if let Some(put) = request.put {
-        return client_result(batch.put(&put, &lease_exists), Response::Put);
+        return client_result(batch.put(&put, &leases), Response::Put);
     }
     if let Some(delete) = request.delete_range {
         return client_result(batch.delete_range(&delete), Response::DeleteRange);
     }
     if let Some(txn) = request.txn {
-        return client_result(batch.txn(&txn, &lease_exists), Response::Txn);
+        return client_result(batch.txn(&txn, &leases), Response::Txn);
     }
     if let Some(compaction) = request.compaction {
         return client_result(batch.compact(compaction.revision), Response::Compact);

@@ -2,6 +2,7 @@
 
 mod basic;
 mod compact;
+mod leases;
 mod model;
 mod range_opts;
 mod txn;
