@@ -78,7 +78,7 @@ pub(crate) fn force(
         };
         let raft_entry =
             conf_change_entry(next, term, MembershipChange::Remove, id, change.encode_to_vec());
-        appended.push(etcd_server::wal_entries::to_wal_entry(&raft_entry));
+        appended.push(etcd_server::wal_entries::wal_entry_ref(&raft_entry).to_entry());
         next += 1;
     }
     let hard_state = HardState { commit: next - 1, ..hard_state };

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use etcd_raftnode::{ConfState, Entry, HardState, Message, Role};
 use etcd_server::raft_core::{Effect, Input, RaftCore, RaftIo};
-use etcd_server::wal_entries::{snapshot_marker, to_wal_entry, to_wal_hard_state};
+use etcd_server::wal_entries::{snapshot_marker, to_wal_hard_state, wal_entry_ref};
 use etcd_server::{Applied, ServerError};
 use etcd_wal::Wal;
 use tokio::sync::mpsc;
@@ -71,9 +71,10 @@ impl RaftIo for DaemonIo<'_> {
 
     fn persist(&mut self, entries: &[Entry], hard_state: Option<&HardState>, must_sync: bool) {
         let persisting = Instant::now();
-        let entries: Vec<etcd_wal::Entry> = entries.iter().map(to_wal_entry).collect();
         let hard_state = hard_state.map(to_wal_hard_state);
-        if let Err(err) = self.wal.append(&entries, hard_state.as_ref()) {
+        if let Err(err) =
+            self.wal.append_refs(entries.iter().map(wal_entry_ref), hard_state.as_ref())
+        {
             fatal("failed to append to the WAL", err);
         }
         if must_sync {

@@ -20,9 +20,9 @@ pub fn to_raft_entry(entry: etcd_wal::Entry) -> Entry {
     out
 }
 
-/// The WAL's view of a raft entry.
-pub fn to_wal_entry(entry: &Entry) -> etcd_wal::Entry {
-    etcd_wal::Entry {
+/// The WAL's view of a raft entry, borrowed (appending copies the bytes once).
+pub fn wal_entry_ref(entry: &Entry) -> etcd_wal::EntryRef<'_> {
+    etcd_wal::EntryRef {
         index: entry.index,
         term: entry.term,
         entry_type: match entry.get_entry_type() {
@@ -30,8 +30,8 @@ pub fn to_wal_entry(entry: &Entry) -> etcd_wal::Entry {
             EntryType::EntryConfChange => 1,
             EntryType::EntryConfChangeV2 => 2,
         },
-        data: entry.data.to_vec(),
-        context: entry.context.to_vec(),
+        data: &entry.data,
+        context: &entry.context,
     }
 }
 

@@ -108,6 +108,43 @@ pub struct Entry {
     pub context: Vec<u8>,
 }
 
+/// An entry to append, borrowed from wherever it lives (Raft's own entries),
+/// so appending copies its bytes once, into the WAL's buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryRef<'a> {
+    pub index: u64,
+    pub term: u64,
+    pub entry_type: u8,
+    pub data: &'a [u8],
+    pub context: &'a [u8],
+}
+
+impl Entry {
+    /// This entry, borrowed.
+    pub fn as_ref(&self) -> EntryRef<'_> {
+        EntryRef {
+            index: self.index,
+            term: self.term,
+            entry_type: self.entry_type,
+            data: &self.data,
+            context: &self.context,
+        }
+    }
+}
+
+impl EntryRef<'_> {
+    /// This entry, owned.
+    pub fn to_entry(&self) -> Entry {
+        Entry {
+            index: self.index,
+            term: self.term,
+            entry_type: self.entry_type,
+            data: self.data.to_vec(),
+            context: self.context.to_vec(),
+        }
+    }
+}
+
 /// The Raft hard state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct HardState {
@@ -501,11 +538,24 @@ impl<F: Fs> Wal<F> {
     /// Appends entries and then (if given) the hard state. Buffered: not durable until
     /// [`Wal::sync`].
     pub fn append(&mut self, entries: &[Entry], hard_state: Option<&HardState>) -> Result<()> {
+        self.append_refs(entries.iter().map(Entry::as_ref), hard_state)
+    }
+
+    /// [`Wal::append`] of borrowed entries.
+    pub fn append_refs<'e>(
+        &mut self,
+        entries: impl IntoIterator<Item = EntryRef<'e>>,
+        hard_state: Option<&HardState>,
+    ) -> Result<()> {
         self.check_ok()?;
         let start = self.buf.len();
+        let mut last = None;
         let encoded = entries
-            .iter()
-            .try_for_each(|e| record::encode_entry(&mut self.buf, e))
+            .into_iter()
+            .try_for_each(|e| {
+                last = Some(e.index);
+                record::encode_entry(&mut self.buf, &e)
+            })
             .and_then(|()| match hard_state {
                 Some(hs) => record::encode_hard_state(&mut self.buf, hs),
                 None => Ok(()),
@@ -514,8 +564,8 @@ impl<F: Fs> Wal<F> {
             self.buf.truncate(start);
             return Err(e.into());
         }
-        if let Some(last) = entries.last() {
-            self.last_index = last.index;
+        if let Some(last) = last {
+            self.last_index = last;
         }
         if let Some(hs) = hard_state {
             self.hard_state = Some(*hs);

@@ -5,7 +5,7 @@
 //! little-endian integers and `u32`-length-prefixed byte strings; every payload must be consumed
 //! exactly, so a length field that does not add up is detected as corruption.
 
-use crate::{Entry, HardState, SnapshotMarker};
+use crate::{Entry, EntryRef, HardState, SnapshotMarker};
 
 /// Size of the `len | crc` header that precedes every record body.
 pub(crate) const HEADER_LEN: usize = 8;
@@ -63,13 +63,13 @@ pub(crate) fn encode_metadata(out: &mut Vec<u8>, metadata: &[u8]) -> Result<(), 
     frame(out, TYPE_METADATA, |o| put_bytes(o, metadata))
 }
 
-pub(crate) fn encode_entry(out: &mut Vec<u8>, e: &Entry) -> Result<(), TooLarge> {
+pub(crate) fn encode_entry(out: &mut Vec<u8>, e: &EntryRef<'_>) -> Result<(), TooLarge> {
     frame(out, TYPE_ENTRY, |o| {
         put_u64(o, e.index);
         put_u64(o, e.term);
         o.push(e.entry_type);
-        put_bytes(o, &e.data);
-        put_bytes(o, &e.context);
+        put_bytes(o, e.data);
+        put_bytes(o, e.context);
     })
 }
 
@@ -229,7 +229,7 @@ mod tests {
         let hs = HardState { term: 3, vote: 2, commit: 6 };
         let s = SnapshotMarker { index: 5, term: 2, conf_state: vec![1, 2, 3] };
         let mut b = Vec::new();
-        encode_entry(&mut b, &e).unwrap();
+        encode_entry(&mut b, &e.as_ref()).unwrap();
         assert_eq!(roundtrip(&b), Record::Entry(e));
         b.clear();
         encode_hard_state(&mut b, &hs).unwrap();

@@ -7,7 +7,7 @@ use std::path::Path;
 use etcd_proto::mvccpb::Event;
 use etcd_raftnode::{ConfState, Entry, HardState, Message};
 use etcd_server::member_core::MemberIo;
-use etcd_server::wal_entries::{snapshot_marker, to_wal_entry, to_wal_hard_state};
+use etcd_server::wal_entries::{snapshot_marker, to_wal_hard_state, wal_entry_ref};
 use etcd_storage::Backend;
 use etcd_wal::Wal;
 
@@ -44,9 +44,9 @@ impl MemberIo for Io<'_> {
     }
 
     fn persist(&mut self, entries: &[Entry], hard_state: Option<&HardState>, must_sync: bool) {
-        let entries: Vec<etcd_wal::Entry> = entries.iter().map(to_wal_entry).collect();
         let hard_state = hard_state.map(to_wal_hard_state);
-        self.wal.append(&entries, hard_state.as_ref()).expect("simulated WAL append");
+        let entries = entries.iter().map(wal_entry_ref);
+        self.wal.append_refs(entries, hard_state.as_ref()).expect("simulated WAL append");
         if must_sync {
             self.wal.sync().expect("simulated WAL fsync");
         }
