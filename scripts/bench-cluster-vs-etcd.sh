@@ -76,5 +76,5 @@ for round in $(seq "$ROUNDS"); do
 done
 table=target/bench-cluster-vs-etcd.md
 mkdir -p target
-markdown_table "3 members" | tee "$table"
+markdown_table "3 members" 2 | tee "$table"
 echo "(written to $table)" >&2

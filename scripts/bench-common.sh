@@ -51,7 +51,7 @@ measure() {
     /Requests\/sec/ {rps = $2}
     /^ *50% in/ {p50 = $3 * 1000}
     /^ *99% in/ {p99 = $3 * 1000}
-    END {printf "%s %.2f %.2f %.1f\n", rps, p50, p99, cpu / n}' <<<"$out"
+    END {printf "%s %.3f %.3f %.1f\n", rps, p50, p99, cpu / n}' <<<"$out"
 }
 
 # field <server> <key> <column>: the median over ${ROUNDS} rounds of one column of
@@ -64,13 +64,20 @@ field() {
   median "${values[@]}"
 }
 
-# markdown_table <what>: the medians of every entry of ${workloads[@]} ("name|requests|
-# bench args") as a Markdown table, ours against etcd, then peak RSS and the disk's
-# fsync latency; <what> heads it ("Single member", "3 members").
+# p50_us <bench args...>: the p50 in µs of one of bench's floor measures.
+p50_us() { "$BENCH" "$@" 2>/dev/null | awk '/^ *50% in/ {printf "%.0f", $3 * 1000000}'; }
+
+# markdown_table <what> [round-trips]: the medians of every entry of ${workloads[@]}
+# ("name|requests|bench args") as a Markdown table, ours against etcd, then peak RSS
+# and a single client's write floor on this disk (one fsync plus <round-trips>
+# loopback round trips: 1 for one member, 2 for a cluster, whose leader waits for a
+# follower's fsync) set against put-1-client's p50; <what> heads it ("Single
+# member", "3 members").
 markdown_table() {
-  local w name o e oc ec orss erss fsync_us
-  fsync_us=$(cd "$WORK" && dd if=/dev/zero of=fsync.test bs=4k count=200 oflag=dsync 2>&1 |
-    awk '/copied/ {for (i=1;i<=NF;i++) if ($i ~ /^s,?$/) t=$(i-1); print int(t / 200 * 1000000)}')
+  local w name o e oc ec orss erss fsync_us rtt_us floor_us ours_us etcd_us trips=${2:-1}
+  fsync_us=$(p50_us fsync --dir "$WORK" --total 1000)
+  rtt_us=$(p50_us loopback --total 20000)
+  floor_us=$((fsync_us + trips * rtt_us))
   echo "$1, $(date -u +%Y-%m-%d), $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo);"
   echo "median of $ROUNDS alternated rounds; real etcd $("$ETCD" --version | awk '/etcd Version/ {print $3}'); the load generator shares the cores."
   echo
@@ -88,5 +95,12 @@ markdown_table() {
   printf '| peak RSS (MB) | %.0f | %.0f | %.2f | | | | |\n' "$((orss / 1024))" "$((erss / 1024))" \
     "$(ratio "$orss" "$erss")"
   echo
-  echo "Disk fsync latency (4 KiB dsync write): ${fsync_us} µs, the floor of one client's write."
+  echo "A single client's write floor here: fsync p50 ${fsync_us} µs (\`bench fsync\`: 4 KiB append + fdatasync)"
+  echo "+ ${trips} x loopback round trip p50 ${rtt_us} µs (\`bench loopback\`) = ${floor_us} µs."
+  if [[ " ${workloads[*]} " == *"put-1-client|"* ]]; then
+    ours_us=$(awk -v ms="$(field ours put-1-client 2)" 'BEGIN {printf "%.0f", ms * 1000}')
+    etcd_us=$(awk -v ms="$(field etcd put-1-client 2)" 'BEGIN {printf "%.0f", ms * 1000}')
+    printf 'put-1-client p50: ours %s µs (%.2fx the floor), etcd %s µs (%.2fx).\n' \
+      "$ours_us" "$(ratio "$ours_us" "$floor_us")" "$etcd_us" "$(ratio "$etcd_us" "$floor_us")"
+  fi
 }

@@ -5,7 +5,8 @@
 # rounds as a Markdown table: throughput, p50 and p99 latency, the server's CPU
 # time per request (user + system, from /proc; the load generator shares the
 # cores, so this is the honest ratio) and peak RSS, with the ratios ours / etcd,
-# plus the disk's fsync latency, the floor of a single client's write.
+# plus a single client's write floor on this machine (fsync + loopback round trip, each
+# timed by `bench`) set against put-1-client's p50.
 #
 # usage: [ONLY=put] [ETCD=binary] scripts/bench-vs-etcd.sh [total-requests] [rounds]   (default 20000 3)
 # The table is also written to target/bench-vs-etcd.md.

@@ -3,11 +3,6 @@
 //! other RPC, unary or streaming, gets `etcdserver: rpc not supported for
 //! learner`. One gate in front of every gRPC service keeps that rule in one place.
 
-use std::sync::Arc;
-
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use etcd_daemon::EtcdServer;
 
 use crate::status::to_status;
@@ -25,21 +20,16 @@ pub(crate) fn refusal(server: &EtcdServer, grpc_path: &str) -> Option<tonic::Sta
     server.check_not_learner().err().map(|err| to_status(&err))
 }
 
-/// Refuses the request if this member is a learner and the RPC is one etcd
-/// does not serve on learners; plain HTTP paths (`/health`, `/version`) pass.
-pub(crate) async fn gate(
-    State(server): State<Arc<EtcdServer>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let path = request.uri().path();
+/// The refusal of a request to `path` (any of etcd's gRPC services) if this
+/// member is a learner and etcd does not serve that RPC on learners; plain
+/// HTTP paths (`/health`, `/version`) pass.
+pub(crate) fn gate(server: &EtcdServer, path: &str) -> Option<tonic::Status> {
     let grpc = path.starts_with("/etcdserverpb.")
         || path.starts_with("/v3electionpb.")
         || path.starts_with("/v3lockpb.");
     if grpc {
-        if let Some(status) = refusal(&server, path) {
-            return status.into_http::<axum::body::Body>().into_response();
-        }
+        refusal(server, path)
+    } else {
+        None
     }
-    next.run(request).await
 }

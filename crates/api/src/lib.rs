@@ -26,6 +26,7 @@ mod authority;
 pub mod cluster;
 mod coalesce;
 pub mod election;
+mod front;
 mod gateway;
 mod grpc_metrics;
 pub mod http;
@@ -100,8 +101,7 @@ pub async fn serve(
     let lock = LockServer::new(lock::LockService::new(server.clone()));
     let election = ElectionServer::new(election::ElectionService::new(server.clone()));
     let http_routes = http::router(server.clone(), tls.is_some());
-    let gate = axum::middleware::from_fn_with_state(server.clone(), learner::gate);
-    let server_for_metrics = server.clone();
+    let front = front::FrontLayer { server: server.clone() };
     let server_for_range = server.clone();
     let watch = WatchServer::new(watch::WatchService::new(server))
         .max_decoding_message_size(max_message_bytes)
@@ -115,14 +115,14 @@ pub async fn serve(
         .add_service(lease)
         .add_service(lock)
         .add_service(election);
-    let counted = axum::middleware::from_fn_with_state(server_for_metrics, grpc_metrics::count);
     // KV.Range answers from the stored encodings (see kv_range.rs); the
     // route takes precedence over the generated KV service's wildcard.
     let range =
         axum::routing::post(kv_range::serve).with_state((server_for_range, max_message_bytes));
     let router = routes.into_axum_router().route(kv_range::PATH, range);
-    let routes = tonic::service::Routes::from(router.layer(gate).layer(counted));
+    let routes = tonic::service::Routes::from(router);
     let builder = tonic::transport::Server::builder()
+        .layer(front)
         .accept_http1(true)
         .max_concurrent_streams(Some(max_streams))
         .http2_keepalive_interval(keepalive_interval)

@@ -3,6 +3,8 @@
 //! size) work unchanged. Events are counted where they happen (raft and apply
 //! loops, proposals); gauges that mirror published state are set at scrape time.
 
+use std::sync::Arc;
+
 use prometheus::{
     exponential_buckets, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -88,7 +90,7 @@ impl WriteStages {
 /// resolved once per method so counting a call touches only atomics.
 pub struct GrpcMetrics {
     /// By request path (`/etcdserverpb.KV/Range`).
-    methods: std::collections::HashMap<String, MethodCounters>,
+    methods: std::collections::HashMap<String, Arc<MethodCounters>>,
 }
 
 /// The counters of one gRPC method.
@@ -231,14 +233,14 @@ impl GrpcMetrics {
                     msg_sent: sent.with_label_values(&labels),
                     handling_seconds: handling.as_ref().map(|h| h.with_label_values(&labels)),
                 };
-                (format!("/{service}/{method}"), counters)
+                (format!("/{service}/{method}"), Arc::new(counters))
             })
             .collect();
         GrpcMetrics { methods }
     }
 
     /// The counters of the method at request path `path`, if it is one of etcd's.
-    pub fn method(&self, path: &str) -> Option<&MethodCounters> {
+    pub fn method(&self, path: &str) -> Option<&Arc<MethodCounters>> {
         self.methods.get(path)
     }
 }

@@ -10,6 +10,10 @@
 //!
 //! `idle-watchers` is ours, not etcd's: it holds watchers open on keys nobody
 //! writes, so a `put` run beside it shows what many watchers cost the writes.
+//! So are `fsync` and `loopback`: the two parts of a single client's write
+//! floor on this machine (see `floor.rs`).
+
+mod floor;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -140,6 +144,23 @@ enum Command {
         /// Value size of each put.
         #[arg(long, default_value_t = 32)]
         val_size: usize,
+    },
+    /// Time 4 KiB appends to a file, each followed by fdatasync (not in
+    /// etcd's tool): the disk's part of a write's floor.
+    Fsync {
+        /// Directory to write the test file in (the data dir's disk).
+        #[arg(long, default_value = ".")]
+        dir: std::path::PathBuf,
+        /// Number of appends.
+        #[arg(long, default_value_t = 1000)]
+        total: u64,
+    },
+    /// Time round trips of a small message over TCP on 127.0.0.1 (not in
+    /// etcd's tool): the network's part of a write's floor.
+    Loopback {
+        /// Number of round trips.
+        #[arg(long, default_value_t = 10_000)]
+        total: u64,
     },
     /// Hold idle watchers open until interrupted (not in etcd's tool).
     IdleWatchers {
@@ -397,6 +418,21 @@ async fn run(cli: Cli) -> Result<(), String> {
         let channels = connect(&cli).await?;
         return hold_idle_watchers(&channels, *streams, *watch_per_stream).await;
     }
+    let floor_part = match &cli.command {
+        Command::Fsync { dir, total } => Some((dir.clone(), *total, true)),
+        Command::Loopback { total } => Some((std::path::PathBuf::new(), *total, false)),
+        _ => None,
+    };
+    if let Some((dir, total, disk)) = floor_part {
+        let started = Instant::now();
+        let timed = tokio::task::spawn_blocking(move || match disk {
+            true => floor::fsync(&dir, total),
+            false => floor::loopback(total),
+        });
+        let mut latencies = timed.await.map_err(|e| e.to_string())??;
+        report(&mut latencies, 0, started.elapsed());
+        return Ok(());
+    }
     if let Command::WatchLatency { total, put_rate, key_size, val_size } = &cli.command {
         let (key, value) = (vec![b'w'; (*key_size).max(1)], vec![b'v'; *val_size]);
         return watch_latency(&cli, *total, *put_rate, key, value).await;
@@ -443,7 +479,10 @@ async fn run(cli: Cli) -> Result<(), String> {
             )
         }
         Command::LeaseKeepalive { total } => (*total, Arc::new(|_| Op::KeepAlive)),
-        Command::IdleWatchers { .. } | Command::WatchLatency { .. } => {
+        Command::IdleWatchers { .. }
+        | Command::WatchLatency { .. }
+        | Command::Fsync { .. }
+        | Command::Loopback { .. } => {
             unreachable!("handled above")
         }
     };
@@ -547,7 +586,7 @@ fn report(latencies: &mut [Duration], errors: u64, elapsed: Duration) {
             break;
         }
         let i = ((p / 100.0) * secs.len() as f64).ceil() as usize;
-        println!("  {p}% in {:.4} secs.", secs[i.clamp(1, secs.len()) - 1]);
+        println!("  {p}% in {:.6} secs.", secs[i.clamp(1, secs.len()) - 1]);
     }
 }
 
