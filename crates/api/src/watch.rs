@@ -16,7 +16,7 @@ use etcd_proto::etcdserverpb::watch_create_request::FilterType;
 use etcd_proto::etcdserverpb::watch_request::RequestUnion;
 use etcd_proto::etcdserverpb::watch_server::Watch;
 use etcd_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
-use etcd_server::watch::{KeyRange, Pulled, WatchHub, WatchSpec, Watcher};
+use etcd_server::watch::{KeyRange, Poke, Pulled, WatchHub, WatchSpec, Watcher};
 use prost::Message;
 use std::sync::atomic::{AtomicI64, Ordering};
 use tokio::sync::{mpsc, Notify};
@@ -74,7 +74,6 @@ pub(crate) fn open(
         watchers: BTreeMap::new(),
         next_id: 0,
         delivered: Arc::new(Notify::new()),
-        poke: Arc::new(Notify::new()),
         progress_pending: None,
     };
     tokio::spawn(stream.run(inbound));
@@ -91,9 +90,6 @@ struct WatchStream {
     next_id: i64,
     /// Pinged by watchers whenever they delivered more, for a deferred progress.
     delivered: Arc<Notify>,
-    /// Wakes idle watchers so they catch up with revisions that did not concern
-    /// them (they otherwise sleep until an event does).
-    poke: Arc<Notify>,
     /// The revision of a progress request not answered yet.
     progress_pending: Option<i64>,
 }
@@ -103,6 +99,9 @@ struct WatcherHandle {
     task: JoinHandle<()>,
     /// Every event of a revision at or below this was handed to the stream.
     delivered_through: Arc<AtomicI64>,
+    /// Wakes the watcher when idle so it catches up with revisions that did
+    /// not concern it (it otherwise sleeps until an event does).
+    poke: Poke,
 }
 
 impl WatchStream {
@@ -124,7 +123,7 @@ impl WatchStream {
                 // An idle watcher may have gone back to sleep just before the
                 // hub announced the revision the request waits for.
                 () = tokio::time::sleep(PROGRESS_RECHECK), if self.progress_pending.is_some() => {
-                    self.poke.notify_waiters();
+                    self.poke_watchers();
                     if !self.answer_progress().await {
                         break;
                     }
@@ -144,7 +143,7 @@ impl WatchStream {
                 Some(RequestUnion::CancelRequest(cancel)) => self.cancel(cancel.watch_id).await,
                 Some(RequestUnion::ProgressRequest(_)) => {
                     self.progress_pending = Some(self.server.watch_hub().revision());
-                    self.poke.notify_waiters();
+                    self.poke_watchers();
                     self.answer_progress().await
                 }
                 None => true,
@@ -161,6 +160,12 @@ impl WatchStream {
         }
         for watcher in self.watchers.values() {
             watcher.task.abort();
+        }
+    }
+
+    fn poke_watchers(&self) {
+        for watcher in self.watchers.values() {
+            watcher.poke.poke();
         }
     }
 
@@ -278,13 +283,10 @@ impl WatchStream {
             delivered: Arc::new(AtomicI64::new(start - 1)),
         };
         let delivered_through = watcher.delivered.clone();
-        let sink = Sink {
-            tx: self.tx.clone(),
-            delivered: self.delivered.clone(),
-            poke: self.poke.clone(),
-        };
+        let poke = watcher.core.interest().poke();
+        let sink = Sink { tx: self.tx.clone(), delivered: self.delivered.clone() };
         let task = tokio::spawn(watcher.run(self.server.clone(), sink));
-        self.watchers.insert(id, WatcherHandle { task, delivered_through });
+        self.watchers.insert(id, WatcherHandle { task, delivered_through, poke });
         true
     }
 
@@ -312,7 +314,6 @@ struct WatcherTask {
 struct Sink {
     tx: mpsc::Sender<WatchResponse>,
     delivered: Arc<Notify>,
-    poke: Arc<Notify>,
 }
 
 impl WatcherTask {
@@ -357,7 +358,6 @@ impl WatcherTask {
                     }
                     tokio::select! {
                         () = self.core.interest().flagged() => {}
-                        () = sink.poke.notified() => {}
                         _ = progress.tick(), if self.progress_notify => progress_due = true,
                     }
                     continue;

@@ -39,23 +39,34 @@ impl KeyRange {
 /// What publishing leaves for one watcher.
 #[derive(Default)]
 pub(super) struct Signal {
+    state: Mutex<SignalState>,
+}
+
+#[derive(Default)]
+struct SignalState {
     /// The lowest revision with an event in the range not yet taken.
-    pending: Mutex<Option<i64>>,
-    /// A flag not yet waited for, and the task waiting for one (a watcher has
-    /// one task: one waker at most). Plain `std` wakers: no runtime needed.
-    wake: Mutex<(bool, Option<Waker>)>,
+    pending: Option<i64>,
+    /// A wake-up not yet waited for.
+    flagged: bool,
+    /// The task waiting for one (a watcher has one task: one waker at most).
+    /// Plain `std` wakers: no runtime needed.
+    waker: Option<Waker>,
 }
 
 impl Signal {
+    /// Flags `revision` (keeping the lowest flagged) and wakes the watcher.
     pub(super) fn flag(&self, revision: i64) {
-        {
-            let mut pending = self.pending.lock().expect("watch signal lock");
-            *pending = Some(pending.map_or(revision, |p| p.min(revision)));
-        }
+        self.wake(Some(revision));
+    }
+
+    fn wake(&self, revision: Option<i64>) {
         let waker = {
-            let mut wake = self.wake.lock().expect("watch signal lock");
-            wake.0 = true;
-            wake.1.take()
+            let mut state = self.state.lock().expect("watch signal lock");
+            if let Some(revision) = revision {
+                state.pending = Some(state.pending.map_or(revision, |p| p.min(revision)));
+            }
+            state.flagged = true;
+            state.waker.take()
         };
         if let Some(waker) = waker {
             waker.wake();
@@ -70,12 +81,27 @@ impl Future for Flagged<'_> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut wake = self.0.wake.lock().expect("watch signal lock");
-        if std::mem::take(&mut wake.0) {
+        let mut state = self.0.state.lock().expect("watch signal lock");
+        if std::mem::take(&mut state.flagged) {
             return Poll::Ready(());
         }
-        wake.1 = Some(cx.waker().clone());
+        match &state.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => state.waker = Some(cx.waker().clone()),
+        }
         Poll::Pending
+    }
+}
+
+/// Wakes one watcher without flagging a revision, so it looks again at what
+/// the hub published (a progress request wants every watcher caught up).
+#[derive(Clone)]
+pub struct Poke(Arc<Signal>);
+
+impl Poke {
+    /// Wakes the watcher (at once if it waits, at its next wait otherwise).
+    pub fn poke(&self) {
+        self.0.wake(None);
     }
 }
 
@@ -153,7 +179,12 @@ impl Interest {
 
     /// Takes the lowest flagged revision, if any.
     pub fn take_pending(&self) -> Option<i64> {
-        self.signal.pending.lock().expect("watch signal lock").take()
+        self.signal.state.lock().expect("watch signal lock").pending.take()
+    }
+
+    /// A handle that wakes this watcher from elsewhere.
+    pub fn poke(&self) -> Poke {
+        Poke(self.signal.clone())
     }
 
     /// Waits until a batch flags this watcher (returns at once if one did since
