@@ -241,7 +241,7 @@ async fn watch(State(g): Shared, headers: HeaderMap, body: Bytes) -> Response {
         Ok(requests) => {
             let permit = g.stream().await;
             let rx = crate::watch::open(g.server.clone(), caller_of(&headers), requests);
-            stream_response(holding(permit, ReceiverStream::new(rx).map(Ok::<_, Status>)))
+            stream_response(holding(permit, rx.map(Ok::<_, Status>)))
         }
         Err(status) => error_response(&status),
     }

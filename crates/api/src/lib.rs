@@ -43,6 +43,7 @@ mod recipes;
 pub mod status;
 pub mod validate;
 pub mod watch;
+mod watch_queue;
 
 use std::future::Future;
 use std::sync::Arc;

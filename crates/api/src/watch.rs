@@ -1,11 +1,11 @@
 //! The Watch service: one bidirectional stream carries many watchers.
 //!
-//! Each stream has one bounded outbound channel. Control responses (created,
+//! Each stream has one bounded outbound queue (`watch_queue.rs`). Control responses (created,
 //! canceled, progress) are sent by the task reading the client's requests; each
 //! watcher is its own task that pulls revisions from the [`WatchHub`] and sends its
 //! events. Since a watcher's "created" response is queued before its task starts, no
 //! event of a watcher can overtake its creation. A client that stops reading fills
-//! the channel and stalls only its own stream's watchers; they resume from their
+//! the queue and stalls only its own stream's watchers; they resume from their
 //! revision, so nothing is lost.
 
 use std::collections::BTreeMap;
@@ -19,17 +19,15 @@ use etcd_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
 use etcd_server::watch::{KeyRange, Poke, Pulled, WatchHub, WatchSpec, Watcher};
 use prost::Message;
 use std::sync::atomic::{AtomicI64, Ordering};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::watch_queue;
 /// The stream type tonic's generated trait expects.
 use crate::BoxStream;
 
-/// Responses queued per stream at most before watchers wait for the client.
-const STREAM_QUEUE_MAX: usize = 256;
 /// How often a deferred progress request wakes the stream's watchers again.
 const PROGRESS_RECHECK: std::time::Duration = std::time::Duration::from_millis(10);
 /// The watch ID of responses that belong to no watcher (clientv3's InvalidWatchID).
@@ -55,7 +53,7 @@ impl Watch for WatchService {
     ) -> Result<Response<BoxStream<WatchResponse>>, Status> {
         let caller = crate::auth::caller(&request);
         let rx = open(self.server.clone(), caller, request.into_inner());
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
+        Ok(Response::new(Box::pin(rx.map(Ok))))
     }
 }
 
@@ -65,8 +63,8 @@ pub(crate) fn open(
     server: Arc<EtcdServer>,
     caller: Caller,
     inbound: impl Stream<Item = Result<WatchRequest, Status>> + Unpin + Send + 'static,
-) -> mpsc::Receiver<WatchResponse> {
-    let (tx, rx) = mpsc::channel(STREAM_QUEUE_MAX);
+) -> watch_queue::Receiver<WatchResponse> {
+    let (tx, rx) = watch_queue::queue();
     let stream = WatchStream {
         server,
         caller,
@@ -85,7 +83,7 @@ struct WatchStream {
     server: Arc<EtcdServer>,
     /// Who opened the stream: every create is checked with these credentials.
     caller: Caller,
-    tx: mpsc::Sender<WatchResponse>,
+    tx: watch_queue::Sender<WatchResponse>,
     watchers: BTreeMap<i64, WatcherHandle>,
     next_id: i64,
     /// Pinged by watchers whenever they delivered more, for a deferred progress.
@@ -312,7 +310,7 @@ struct WatcherTask {
 
 /// Where a watcher's responses go, and whom it tells that it delivered more.
 struct Sink {
-    tx: mpsc::Sender<WatchResponse>,
+    tx: watch_queue::Sender<WatchResponse>,
     delivered: Arc<Notify>,
 }
 
