@@ -2,8 +2,8 @@
 //! learner gate ([`crate::learner::gate`]) and go-grpc-prometheus's counting
 //! ([`crate::grpc_metrics`]). One tower layer around all routes, with its own
 //! future and body types: no boxed future per request and no extra routing
-//! layer per service (as middleware functions cost: about an eighth of a
-//! small request's CPU).
+//! layer per service (the two axum middleware functions it replaces cost about
+//! a fifth of a serializable range's server CPU).
 
 use std::future::Future;
 use std::pin::Pin;

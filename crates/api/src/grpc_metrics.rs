@@ -38,7 +38,7 @@ impl Call {
         }
         let counters = server.grpc_metrics().method(request.uri().path())?.clone();
         counters.started.inc();
-        let body = std::mem::replace(request.body_mut(), Body::empty());
+        let body = std::mem::take(request.body_mut());
         let received = Some(counters.msg_received.clone());
         *request.body_mut() = Body::new(Counted::new(body, received, None));
         let started = counters.handling_seconds.is_some().then(std::time::Instant::now);

@@ -418,18 +418,22 @@ async fn run(cli: Cli) -> Result<(), String> {
         let channels = connect(&cli).await?;
         return hold_idle_watchers(&channels, *streams, *watch_per_stream).await;
     }
-    let floor_part = match &cli.command {
-        Command::Fsync { dir, total } => Some((dir.clone(), *total, true)),
-        Command::Loopback { total } => Some((std::path::PathBuf::new(), *total, false)),
+    type FloorPart = Box<dyn FnOnce() -> Result<Vec<Duration>, String> + Send>;
+    let floor_part: Option<FloorPart> = match &cli.command {
+        Command::Fsync { dir, total } => {
+            let (dir, total) = (dir.clone(), *total);
+            Some(Box::new(move || floor::fsync(&dir, total)))
+        }
+        Command::Loopback { total } => {
+            let total = *total;
+            Some(Box::new(move || floor::loopback(total)))
+        }
         _ => None,
     };
-    if let Some((dir, total, disk)) = floor_part {
+    if let Some(measure) = floor_part {
         let started = Instant::now();
-        let timed = tokio::task::spawn_blocking(move || match disk {
-            true => floor::fsync(&dir, total),
-            false => floor::loopback(total),
-        });
-        let mut latencies = timed.await.map_err(|e| e.to_string())??;
+        let mut latencies =
+            tokio::task::spawn_blocking(measure).await.map_err(|e| e.to_string())??;
         report(&mut latencies, 0, started.elapsed());
         return Ok(());
     }
