@@ -232,3 +232,39 @@ fn a_starting_member_fast_forwards_its_election_ticks_once_it_reaches_its_peers(
         }
     }
 }
+
+/// A leader whose disk stalls for longer than an election timeout keeps
+/// leading: its WAL fsync runs on a thread of its own, so its raft thread goes
+/// on heartbeating (etcd issues #13587, #7970), and the two followers commit
+/// writes without it. Once the disk recovers, the leader applies them too.
+#[test]
+fn a_leader_whose_disk_stalls_keeps_leading_and_followers_keep_committing() {
+    const STALL_MS: u64 = 3000;
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader(ELECTION_WAIT).expect("leader");
+    let follower = (leader + 1) % 3;
+    let term = term_with_leader(&cluster, follower);
+
+    cluster.stall_fsync(leader, STALL_MS);
+    let follower_ep = cluster.members[follower].endpoint();
+    // Three election timeouts' worth of stalled fsyncs (each write waits 3 s
+    // on the leader), while writes go through a follower.
+    for i in 0..3 {
+        common::must_etcdctl(&follower_ep, &["put", &format!("k{i}"), "v"], None);
+        std::thread::sleep(Duration::from_millis(STALL_MS / 2));
+    }
+    let stalled = cluster.members[leader].full_log();
+    assert!(
+        stalled.iter().any(|l| l.contains("this WAL fsync stalls")),
+        "the leader's disk never stalled"
+    );
+    for i in 0..3 {
+        assert_eq!(term_with_leader(&cluster, i), term, "member {i} saw an election");
+    }
+    assert_eq!(cluster.leader(ELECTION_WAIT), Some(leader), "the leader changed");
+
+    cluster.stall_fsync(leader, 0);
+    cluster.wait_for_equal_raft_indexes();
+    let got = common::must_etcdctl(&cluster.members[leader].endpoint(), &["get", "k2"], None);
+    assert_eq!(got, "k2\nv\n");
+}

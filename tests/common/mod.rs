@@ -13,6 +13,9 @@ use std::time::Duration;
 /// How long a server may take to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The variable naming a member's stalling-disk fault file (see the daemon's `wal_writer.rs`).
+pub const FSYNC_DELAY_FILE_ENV: &str = "ETCD_RS_TEST_FSYNC_DELAY_FILE";
+
 /// A free TCP port on loopback for a server process to bind.
 ///
 /// Taken below the kernel's ephemeral range (32768+ on Linux): a port from
@@ -396,12 +399,16 @@ impl Cluster {
             .map(|i| {
                 let temp = tempfile::tempdir().expect("tempdir");
                 let block_file = temp.path().join("blocked-peers");
+                let fsync_delay_file = temp.path().join("fsync-delay-ms");
                 let mut server = Server::new(flavor, &format!("m{i}"), temp, extra);
                 server.unix = unix;
                 server.env.push((
                     "ETCD_RS_TEST_BLOCK_PEERS_FILE".into(),
                     block_file.display().to_string(),
                 ));
+                server
+                    .env
+                    .push((FSYNC_DELAY_FILE_ENV.into(), fsync_delay_file.display().to_string()));
                 server.env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
                 server
             })
@@ -528,6 +535,14 @@ impl Cluster {
         for i in 0..self.members.len() {
             self.block(i, &[]);
         }
+    }
+
+    /// Makes every WAL fsync of member `i` wait `ms` milliseconds first (0: no
+    /// more), a disk that stalls; the member reads it before each fsync.
+    pub fn stall_fsync(&mut self, i: usize, ms: u64) {
+        let member = &self.members[i];
+        let (_, path) = member.env.iter().find(|(k, _)| k == FSYNC_DELAY_FILE_ENV).expect("set");
+        std::fs::write(path, ms.to_string()).expect("write fsync delay file");
     }
 
     /// Writes member `i`'s fault-switch file: it drops traffic to and from `ids`.

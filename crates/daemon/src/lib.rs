@@ -37,6 +37,7 @@ mod server;
 mod shared;
 mod snapshot;
 mod start;
+mod wal_writer;
 
 pub use auth::Caller;
 pub use config::AutoCompaction;

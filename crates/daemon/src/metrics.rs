@@ -50,7 +50,9 @@ pub struct WriteStages {
     pub propose_queue: Histogram,
     /// One raft loop turn: the inputs stepped and the Ready cycles run.
     pub raft_turn: Histogram,
-    /// One WAL write of a Ready: the append and its fsync.
+    /// From a Ready's writes leaving the raft loop to the WAL writer taking them.
+    pub wal_queue: Histogram,
+    /// One WAL write: the appends the writer took together and their fsync.
     pub wal_persist: Histogram,
     /// From committed entries leaving the raft loop to the apply loop taking them.
     pub apply_queue: Histogram,
@@ -76,6 +78,7 @@ impl WriteStages {
         WriteStages {
             propose_queue: stage("propose_queue"),
             raft_turn: stage("raft_turn"),
+            wal_queue: stage("wal_queue"),
             wal_persist: stage("wal_persist"),
             apply_queue: stage("apply_queue"),
             apply: stage("apply"),

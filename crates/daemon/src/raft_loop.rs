@@ -1,9 +1,11 @@
 //! The raft loop: the shell around the member's Raft half
 //! ([`etcd_server::raft_core::RaftCore`]) on its own thread (with its own
-//! single-threaded runtime, since it blocks on fsync). Per turn it drains many
-//! inputs and messages into the core, then runs the Ready cycles (one WAL write
-//! and at most one fsync per Ready, so concurrent proposals share an fsync) and
-//! turns the core's effects into answers for the waiting requests.
+//! single-threaded runtime). Per turn it drains many inputs and messages into
+//! the core, then runs the Ready cycles, handing each Ready's writes to the WAL
+//! writer's thread (`wal_writer.rs`: one fsync for whatever queued up meanwhile,
+//! so concurrent proposals share it) without waiting, and turns the core's
+//! effects into answers for the waiting requests. A write the writer finished
+//! comes back as an input, after which Raft may commit and apply it.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -13,16 +15,22 @@ use std::time::{Duration, Instant};
 
 use etcd_raftnode::{ConfState, Entry, HardState, Message, Role};
 use etcd_server::raft_core::{Effect, Input, RaftCore, RaftIo};
-use etcd_server::wal_entries::{snapshot_marker, to_wal_hard_state, wal_entry_ref};
+use etcd_server::wal_entries::snapshot_marker;
 use etcd_server::{Applied, ServerError};
-use etcd_wal::Wal;
 use tokio::sync::mpsc;
 
 use crate::inputs::{fatal, ApplyTask, RaftInput, Reader};
 use crate::shared::Shared;
+use crate::wal_writer::WalWriter;
 
 /// Inputs accepted per turn before running a Ready cycle: bounds a turn's latency.
 const INPUTS_PER_TURN_MAX: usize = 4096;
+
+/// How long inputs and peers' messages wait at most for a write in flight (a
+/// stalled disk must not hold proposals up for longer than this before they are
+/// appended and sent to followers, which can commit them without this member's
+/// fsync, nor a follower's answers to its leader).
+const INPUTS_HELD_MAX: Duration = Duration::from_millis(5);
 
 /// Where Raft messages for other members go (the peer transport).
 pub trait PeerSender: Send + Sync {
@@ -51,9 +59,9 @@ impl PeerSender for etcd_transport::PeerTransport {
     }
 }
 
-/// The WAL and the peer transport as the Raft half uses them.
+/// The WAL writer and the peer transport as the Raft half uses them.
 struct DaemonIo<'a> {
-    wal: &'a mut Wal,
+    wal: &'a WalWriter,
     peers: &'a dyn PeerSender,
     snapshots: &'a crate::snapshot::SnapshotSender,
     apply_tx: &'a SyncSender<ApplyTask>,
@@ -69,23 +77,25 @@ impl RaftIo for DaemonIo<'_> {
         self.snapshots.send(message);
     }
 
-    fn persist(&mut self, entries: &[Entry], hard_state: Option<&HardState>, must_sync: bool) {
-        let persisting = Instant::now();
-        let hard_state = hard_state.map(to_wal_hard_state);
-        if let Err(err) =
-            self.wal.append_refs(entries.iter().map(wal_entry_ref), hard_state.as_ref())
-        {
-            fatal("failed to append to the WAL", err);
-        }
-        if must_sync {
-            let started = Instant::now();
-            if let Err(err) = self.wal.sync() {
-                fatal("failed to fsync the WAL", err);
-            }
-            self.shared.metrics.wal_fsync_seconds.observe(started.elapsed().as_secs_f64());
-        }
-        let took = persisting.elapsed().as_secs_f64();
-        self.shared.metrics.write_stages.wal_persist.observe(took);
+    fn persists_async(&self) -> bool {
+        true
+    }
+
+    fn persist_async(
+        &mut self,
+        number: u64,
+        entries: Vec<Entry>,
+        hard_state: Option<HardState>,
+        must_sync: bool,
+        after: Vec<Message>,
+    ) {
+        self.wal.append(number, entries, hard_state, must_sync, after);
+    }
+
+    /// Only a Ready that installs a leader's snapshot comes here: rare, so it
+    /// waits for the writer (synced whether or not Raft asked).
+    fn persist(&mut self, entries: &[Entry], hard_state: Option<&HardState>, _must_sync: bool) {
+        self.wal.persist(entries.to_vec(), hard_state.cloned());
     }
 
     fn apply(&mut self, committed: Vec<Entry>) {
@@ -111,16 +121,11 @@ impl RaftIo for DaemonIo<'_> {
     }
 
     fn save_snapshot(&mut self, index: u64, term: u64, conf_state: &ConfState) {
-        let marker = snapshot_marker(index, term, conf_state);
-        if let Err(err) = self.wal.save_snapshot(&marker).and_then(|()| self.wal.sync()) {
-            fatal("failed to record a snapshot in the WAL", err);
-        }
+        self.wal.save_snapshot(snapshot_marker(index, term, conf_state));
     }
 
     fn release_log(&mut self, index: u64) {
-        if let Err(err) = self.wal.release_to(index) {
-            tracing::warn!(error = %err, index, "could not release old WAL segments; will retry at the next snapshot");
-        }
+        self.wal.release_to(index);
     }
 
     fn active_peers(&self) -> usize {
@@ -140,7 +145,9 @@ impl RaftIo for DaemonIo<'_> {
 
 pub(crate) struct RaftLoop {
     pub core: RaftCore,
-    pub wal: Wal,
+    pub wal: WalWriter,
+    /// The newest Ready the WAL writer finished, as it finishes them.
+    pub persisted: mpsc::UnboundedReceiver<u64>,
     pub inputs: mpsc::Receiver<RaftInput>,
     pub messages: mpsc::Receiver<Message>,
     pub peers: Arc<dyn PeerSender>,
@@ -160,17 +167,40 @@ impl RaftLoop {
         let mut ticker = tokio::time::interval(self.heartbeat);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stopping = false;
+        let mut writing_since: Option<Instant> = None;
         loop {
             let mut turn = Vec::new();
+            // While a write is in flight, inputs and peers' messages wait for
+            // it, up to INPUTS_HELD_MAX: those arriving during an fsync then
+            // share the next Ready and write, as when this thread did the fsync
+            // itself, instead of each costing a wake-up, a Ready and a write of
+            // its own. Ticks and the writer's reports go on regardless, and a
+            // stall longer than that lets everything in again.
+            let hold_until = writing_since.map(|since| since + INPUTS_HELD_MAX);
+            let holding = hold_until.is_some_and(|until| until > Instant::now());
             tokio::select! {
                 _ = ticker.tick() => turn.push(Input::Tick),
-                input = self.inputs.recv() => match input {
+                input = self.inputs.recv(), if !holding => match input {
                     Some(RaftInput::Stop) | None => stopping = true,
                     Some(input) => turn.extend(self.input(input)),
                 },
-                Some(message) = self.messages.recv() => turn.push(Input::Message(message)),
+                Some(message) = self.messages.recv(), if !holding => turn.push(Input::Message(message)),
+                Some(number) = self.persisted.recv() => turn.push(Input::Persisted { number }),
+                () = tokio::time::sleep_until(hold_until.unwrap_or_else(Instant::now).into()), if holding => {}
             }
+            // Only the newest written Ready matters: it covers those before it.
+            let mut written = None;
+            while let Ok(number) = self.persisted.try_recv() {
+                written = Some(number);
+            }
+            turn.extend(written.map(|number| Input::Persisted { number }));
+            // A write reported lets the held inputs in.
+            let reported = turn.iter().any(|i| matches!(i, Input::Persisted { .. }));
+            let holding = holding && !reported;
             for _ in 0..INPUTS_PER_TURN_MAX {
+                if holding {
+                    break;
+                }
                 match self.messages.try_recv() {
                     Ok(message) => turn.push(Input::Message(message)),
                     Err(_) => break,
@@ -180,6 +210,9 @@ impl RaftLoop {
                 self.peers.take_unreachable().into_iter().map(|peer| Input::Unreachable { peer }),
             );
             for _ in 0..INPUTS_PER_TURN_MAX {
+                if holding {
+                    break;
+                }
                 match self.inputs.try_recv() {
                     Ok(RaftInput::Stop) => stopping = true,
                     Ok(input) => turn.extend(self.input(input)),
@@ -187,13 +220,16 @@ impl RaftLoop {
                 }
             }
             self.run_turn(turn);
+            writing_since = match writing_since {
+                _ if !self.core.write_in_flight() => None,
+                Some(since) if !reported => Some(since),
+                _ => Some(Instant::now()),
+            };
             if stopping {
                 break;
             }
         }
-        if let Err(err) = self.wal.sync() {
-            fatal("failed to fsync the WAL at shutdown", err);
-        }
+        self.wal.stop();
         tracing::info!("raft loop stopped");
     }
 

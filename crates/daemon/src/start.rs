@@ -79,9 +79,19 @@ impl EtcdServer {
             core_cfg,
             crate::clock::monotonic_ms(),
         );
+        let (persisted_tx, persisted_rx) = mpsc::unbounded_channel();
+        let peers = transport.clone();
+        let wal = crate::wal_writer::WalWriter::start(
+            opened.wal,
+            Box::new(move |messages| peers.send(messages)),
+            persisted_tx,
+            shared.clone(),
+        )
+        .map_err(|e| StartError::DataDir { path: cfg.data_dir.clone(), source: e })?;
         let raft_loop = RaftLoop {
             core,
-            wal: opened.wal,
+            wal,
+            persisted: persisted_rx,
             inputs: raft_rx,
             messages: message_rx,
             peers: Arc::new(transport.clone()),
@@ -109,6 +119,7 @@ impl EtcdServer {
             member_events: member_events_tx,
             warning_apply_duration: cfg.warning_apply_duration,
             compaction_started: None,
+            db_size_read: std::time::Instant::now(),
         };
         let spawn_error =
             |e: std::io::Error| StartError::DataDir { path: cfg.data_dir.clone(), source: e };

@@ -112,6 +112,30 @@ pub trait ReadySink {
     fn read_states(&mut self, states: Vec<ReadState>);
     /// Reports a change of leader or role.
     fn soft_state(&mut self, leader_id: u64, role: Role);
+    /// Whether the log is written on a thread of its own, so a slow fsync does
+    /// not hold up ticks, heartbeats and messages: then every Ready without a
+    /// snapshot goes to [`ReadySink::persist_async`] (while earlier writes are
+    /// in flight, even one with nothing to write, so messages keep their order),
+    /// and the caller reports finished writes with [`RaftNode::on_persisted`].
+    fn persists_async(&self) -> bool {
+        false
+    }
+    /// Queues Ready `number` for the log writer (only when
+    /// [`ReadySink::persists_async`]). The writer appends `entries` and the hard
+    /// state after everything queued before, makes them durable when
+    /// `must_sync`, then sends `after` (messages that may leave only once the
+    /// write is durable) and reports `number` back. Writes finish in order.
+    fn persist_async(
+        &mut self,
+        number: u64,
+        entries: Vec<Entry>,
+        hard_state: Option<HardState>,
+        must_sync: bool,
+        after: Vec<Message>,
+    ) {
+        let _ = (number, entries, hard_state, must_sync, after);
+        unreachable!("persist_async is called only on a sink that persists_async");
+    }
 }
 
 /// A change to the Raft configuration (simple, one member at a time).
@@ -161,6 +185,13 @@ pub struct RaftNode {
     /// every time it restarts the election clock we replace its draw with ours,
     /// so elections depend on the seed alone.
     rng: SplitMix64,
+    /// The newest Ready handed to an asynchronous log writer, and the newest
+    /// one it reported written (`persisted <= queued`).
+    queued: u64,
+    persisted: u64,
+    /// A hard state whose only change, the commit index, waits to go with the
+    /// next write to the asynchronous log writer.
+    unwritten_hard_state: Option<HardState>,
 }
 
 /// A small seeded generator (SplitMix64): deterministic, no dependency.
@@ -280,7 +311,13 @@ impl RaftNode {
     }
 
     fn seeded(raw: RawNode<RaftStorage>, seed: u64) -> RaftNode {
-        let mut node = RaftNode { raw, rng: SplitMix64::new(seed) };
+        let mut node = RaftNode {
+            raw,
+            rng: SplitMix64::new(seed),
+            queued: 0,
+            persisted: 0,
+            unwritten_hard_state: None,
+        };
         node.redraw_election_timeout();
         node
     }
@@ -468,6 +505,54 @@ impl RaftNode {
         Ok(())
     }
 
+    /// Hands a Ready's writes to the sink's log writer. raft-rs reads entries
+    /// from storage before they are durable, so they go into it first
+    /// (`advance_append_async`'s contract); they count as persisted, and commit
+    /// and apply follow, only once the writer reports them.
+    fn queue_write(
+        &mut self,
+        mut ready: raft::Ready,
+        entries: Vec<Entry>,
+        hard_state: Option<HardState>,
+        sink: &mut impl ReadySink,
+    ) -> Result<(), Error> {
+        {
+            let mut core = self.raw.mut_store().mem.wl();
+            core.append(&entries)?;
+            if let Some(hard_state) = &hard_state {
+                core.set_hardstate(hard_state.clone());
+            }
+        }
+        let number = ready.number();
+        assert!(number > self.queued, "invariant: Readies are queued in order");
+        let must_sync = ready.must_sync();
+        let after = ready.take_persisted_messages();
+        self.raw.advance_append_async(ready);
+        self.queued = number;
+        sink.persist_async(number, entries, hard_state, must_sync, after);
+        Ok(())
+    }
+
+    /// Whether a write handed to the asynchronous log writer is not reported yet.
+    pub fn write_in_flight(&self) -> bool {
+        self.queued > self.persisted
+    }
+
+    /// The log writer finished every write up to Ready `number` (see
+    /// [`ReadySink::persist_async`]): entries count as persisted now, so a
+    /// leader may commit them and any member apply them in the next Ready.
+    pub fn on_persisted(&mut self, number: u64) {
+        assert!(
+            number <= self.queued,
+            "invariant: a write is reported only after it was queued ({number} > {})",
+            self.queued
+        );
+        if number > self.persisted {
+            self.persisted = number;
+            self.raw.on_persist_ready(number);
+        }
+    }
+
     /// Runs one Ready cycle, if any work is pending. Returns whether there was work.
     pub fn process_ready(&mut self, sink: &mut impl ReadySink) -> Result<bool, Error> {
         if !self.raw.has_ready() {
@@ -489,8 +574,41 @@ impl RaftNode {
             sink.read_states(ready.take_read_states());
         }
         let entries = ready.take_entries();
-        let hard_state = ready.hs().cloned();
-        if !entries.is_empty() || hard_state.is_some() || snapshot.is_some() {
+        let mut hard_state = ready.hs().cloned();
+        if sink.persists_async() && snapshot.is_none() {
+            let in_flight = self.queued > self.persisted;
+            if entries.is_empty() && !ready.must_sync() {
+                // Only the commit index changed (term and vote changes must
+                // sync): it goes with the next write instead of a write of its
+                // own, since recovery re-derives a commit index that lags.
+                if let Some(hard_state) = hard_state.take() {
+                    self.raw.mut_store().mem.wl().set_hardstate(hard_state.clone());
+                    self.unwritten_hard_state = Some(hard_state);
+                }
+            }
+            let waiting = !ready.persisted_messages().is_empty();
+            if !entries.is_empty() || hard_state.is_some() || (in_flight && waiting) {
+                // A newer hard state replaces the one waiting (never write an older after it).
+                let waiting_hard_state = self.unwritten_hard_state.take();
+                let hard_state = hard_state.or(waiting_hard_state);
+                self.queue_write(ready, entries, hard_state, sink)?;
+                self.raw.advance_apply();
+                return Ok(true);
+            }
+            if in_flight {
+                // Nothing to write and nothing waiting for a write: the report
+                // of a later write will cover this Ready.
+                self.raw.advance_append_async(ready);
+                self.raw.advance_apply();
+                return Ok(true);
+            }
+        }
+        let writes = !entries.is_empty() || hard_state.is_some();
+        // Synchronous from here: `advance_append` below takes every Ready so far
+        // as written, true when nothing was in flight or (a snapshot) the sink's
+        // `persist` waited for the writes queued before it.
+        self.persisted = self.queued;
+        if writes || snapshot.is_some() {
             sink.persist(&entries, hard_state.as_ref(), snapshot.as_ref(), ready.must_sync());
             let store = self.raw.mut_store();
             let mut core = store.mem.wl();
@@ -511,7 +629,11 @@ impl RaftNode {
             let mut hard_state = self.raw.store().mem.rl().hard_state().clone();
             hard_state.commit = commit;
             // The commit index may lag on disk: recovery re-derives it from the log.
-            sink.persist(&[], Some(&hard_state), None, false);
+            if sink.persists_async() {
+                self.unwritten_hard_state = Some(hard_state.clone());
+            } else {
+                sink.persist(&[], Some(&hard_state), None, false);
+            }
             self.raw.mut_store().mem.wl().set_hardstate(hard_state);
         }
         if !light.messages().is_empty() {
@@ -536,6 +658,21 @@ mod tests {
         applied: Vec<Entry>,
         reads: Vec<ReadState>,
         leader: u64,
+        /// Writes on a log writer of their own: queued here until `write_queued`.
+        asynchronous: bool,
+        queued: Vec<(u64, Vec<Entry>, bool)>,
+    }
+
+    impl Recorder {
+        /// The log writer's turn: every queued write lands; returns the newest Ready written.
+        fn write_queued(&mut self) -> Option<u64> {
+            let queued = std::mem::take(&mut self.queued);
+            let newest = queued.last().map(|(number, _, _)| *number);
+            for (_, entries, _) in queued {
+                self.persisted.extend(entries);
+            }
+            newest
+        }
     }
 
     impl ReadySink for Recorder {
@@ -566,6 +703,20 @@ mod tests {
         }
         fn soft_state(&mut self, leader_id: u64, _: Role) {
             self.leader = leader_id;
+        }
+        fn persists_async(&self) -> bool {
+            self.asynchronous
+        }
+        fn persist_async(
+            &mut self,
+            number: u64,
+            entries: Vec<Entry>,
+            _: Option<HardState>,
+            must_sync: bool,
+            after: Vec<Message>,
+        ) {
+            assert!(after.is_empty(), "a single member sends nothing");
+            self.queued.push((number, entries, must_sync));
         }
     }
 
@@ -634,6 +785,51 @@ mod tests {
         drain(&mut node, &mut sink);
         let data: Vec<&[u8]> = sink.applied.iter().map(|e| e.data.as_ref()).collect();
         assert_eq!(data, vec![&b""[..], b"a", b"b"], "leader's empty entry, then proposals");
+    }
+
+    #[test]
+    fn with_a_log_writer_entries_apply_only_after_it_reports_them_written() {
+        let mut node = RaftNode::bootstrap(&single(0), &[1]).expect("bootstrap");
+        let mut sink = Recorder { asynchronous: true, ..Default::default() };
+        node.campaign().expect("campaign");
+        drain(&mut node, &mut sink);
+        // The vote and the leader's empty entry wait in the writer's queue.
+        assert!(sink.applied.is_empty());
+        assert!(node.write_in_flight());
+        while let Some(written) = sink.write_queued() {
+            node.on_persisted(written);
+            drain(&mut node, &mut sink);
+        }
+        assert!(!node.write_in_flight());
+        assert_eq!(node.role(), Role::Leader);
+        assert_eq!(sink.applied.len(), 1, "the leader's empty entry applies once written");
+
+        node.propose(b"a".to_vec()).expect("propose");
+        drain(&mut node, &mut sink);
+        node.propose(b"b".to_vec()).expect("propose");
+        drain(&mut node, &mut sink);
+        assert_eq!(sink.queued.len(), 2, "a second Ready is queued while the first is in flight");
+        assert!(sink.queued.iter().all(|(_, entries, must_sync)| entries.len() == 1 && *must_sync));
+        assert_eq!(sink.applied.len(), 1, "nothing commits before the writer reports");
+        // The writer reports the first write only: "a" commits, "b" waits.
+        let first = sink.queued[0].0;
+        let (_, entries, _) = sink.queued.remove(0);
+        sink.persisted.extend(entries);
+        node.on_persisted(first);
+        drain(&mut node, &mut sink);
+        let data: Vec<&[u8]> = sink.applied.iter().map(|e| e.data.as_ref()).collect();
+        assert_eq!(data, vec![&b""[..], b"a"]);
+        let written = sink.write_queued().expect("b's write");
+        node.on_persisted(written);
+        drain(&mut node, &mut sink);
+        let data: Vec<&[u8]> = sink.applied.iter().map(|e| e.data.as_ref()).collect();
+        assert_eq!(data, vec![&b""[..], b"a", b"b"]);
+        // Idle: the commit index's hard state is written, then nothing is left to do.
+        while let Some(written) = sink.write_queued() {
+            node.on_persisted(written);
+            drain(&mut node, &mut sink);
+        }
+        assert!(!node.process_ready(&mut sink).expect("ready"));
     }
 
     #[test]

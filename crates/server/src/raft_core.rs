@@ -50,6 +50,28 @@ pub trait RaftIo {
     fn save_snapshot(&mut self, index: u64, term: u64, conf_state: &ConfState);
     /// Lets the log drop what the snapshot at `index` covers.
     fn release_log(&mut self, index: u64);
+    /// Whether the log is written on a thread of its own (see
+    /// `etcd_raftnode::ReadySink::persists_async`): Readies' writes then go to
+    /// [`RaftIo::persist_async`] and come back as [`Input::Persisted`], so ticks
+    /// and messages go on during a slow fsync. `persist`, `save_snapshot` and
+    /// `release_log` still return only once done, after every queued write.
+    fn persists_async(&self) -> bool {
+        false
+    }
+    /// Queues Ready `number`'s entries and hard state behind the writes queued
+    /// before; once written (durable when `must_sync`) the writer sends `after`
+    /// and reports [`Input::Persisted`] with `number`.
+    fn persist_async(
+        &mut self,
+        number: u64,
+        entries: Vec<Entry>,
+        hard_state: Option<HardState>,
+        must_sync: bool,
+        after: Vec<Message>,
+    ) {
+        let _ = (number, entries, hard_state, must_sync, after);
+        unreachable!("persist_async is called only on an I/O that persists_async");
+    }
     /// Peers with a stream up now.
     fn active_peers(&self) -> usize;
     /// The leader or this member's role changed. Called within the Ready that
@@ -120,6 +142,12 @@ pub enum Input {
         to: u64,
         /// Whether it got there.
         delivered: bool,
+    },
+    /// The log writer finished every write up to Ready `number` (only with an
+    /// I/O that [`RaftIo::persists_async`]).
+    Persisted {
+        /// The newest Ready written.
+        number: u64,
     },
 }
 
@@ -287,6 +315,7 @@ impl RaftCore {
                 }
             }
             Input::ReportSnapshot { to, delivered } => self.node.report_snapshot(to, delivered),
+            Input::Persisted { number } => self.node.on_persisted(number),
         }
     }
 
@@ -464,6 +493,11 @@ impl RaftCore {
         self.node.term()
     }
 
+    /// Whether a write handed to an asynchronous log writer is not reported yet.
+    pub fn write_in_flight(&self) -> bool {
+        self.node.write_in_flight()
+    }
+
     /// The highest index known to be committed.
     pub fn commit_index(&self) -> u64 {
         self.node.commit_index()
@@ -535,6 +569,23 @@ impl<I: RaftIo> ReadySink for Sink<'_, I> {
         if !entries.is_empty() || hard_state.is_some() {
             self.io.persist(entries, hard_state, must_sync);
         }
+    }
+
+    fn persists_async(&self) -> bool {
+        self.io.persists_async()
+    }
+
+    fn persist_async(
+        &mut self,
+        number: u64,
+        entries: Vec<Entry>,
+        hard_state: Option<HardState>,
+        must_sync: bool,
+        after: Vec<Message>,
+    ) {
+        // Only a leader sends snapshots, and a leader's messages never wait for the disk.
+        debug_assert!(after.iter().all(|m| m.get_msg_type() != MessageType::MsgSnapshot));
+        self.io.persist_async(number, entries, hard_state, must_sync, after);
     }
 
     fn apply(&mut self, committed: Vec<Entry>) {

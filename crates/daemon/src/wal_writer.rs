@@ -1,0 +1,250 @@
+//! The WAL writer: the thread that owns the WAL, so the raft loop hands it
+//! each Ready's writes and goes on ticking, heartbeating and stepping messages
+//! while the disk syncs (a leader whose fsync stalls for seconds keeps its
+//! followers from electing another, etcd issues #13587 and #7970).
+//!
+//! Writes are taken in the order queued; whatever queued up while the last
+//! fsync ran is appended together and covered by one fsync. Only then do the
+//! messages that had to wait for the disk leave (a follower's acknowledgements,
+//! a candidate's votes), and the raft loop is told which Ready is written
+//! (`persisted`), so Raft counts those entries as this member's and may commit
+//! and apply them. Snapshot records, log releases and the rare synchronous
+//! write (a Ready that installs a leader's snapshot) go through the same queue
+//! and are waited for, so the WAL sees every change in Raft's order.
+
+use std::sync::mpsc::{Receiver, Sender, SyncSender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_raftnode::{Entry, HardState, Message};
+use etcd_server::wal_entries::{to_wal_hard_state, wal_entry_ref};
+use etcd_wal::{SnapshotMarker, Wal};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::inputs::fatal;
+use crate::shared::Shared;
+
+/// Jobs taken in one go at most (their appends share one fsync).
+const JOBS_PER_BATCH_MAX: usize = 1024;
+
+/// A test-only fault: when this environment variable names a file holding a
+/// number, every WAL fsync first sleeps that many milliseconds (a stalling
+/// disk). Process-level tests write the file; production never sets it.
+pub const FSYNC_DELAY_FILE_ENV: &str = "ETCD_RS_TEST_FSYNC_DELAY_FILE";
+
+enum Job {
+    /// A Ready's writes, then its messages, then the report.
+    Append {
+        number: u64,
+        entries: Vec<Entry>,
+        hard_state: Option<HardState>,
+        must_sync: bool,
+        after: Vec<Message>,
+        queued: Instant,
+    },
+    /// A write the raft loop waits for.
+    Persist { entries: Vec<Entry>, hard_state: Option<HardState>, done: SyncSender<()> },
+    /// A snapshot record, durable before `done`.
+    SaveSnapshot { marker: SnapshotMarker, done: SyncSender<()> },
+    /// Drop the segments a durable snapshot record covers.
+    Release { index: u64 },
+}
+
+/// The raft loop's handle on the writer thread.
+pub(crate) struct WalWriter {
+    jobs: Sender<Job>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WalWriter {
+    /// Starts the writer thread on `wal`: messages that waited for a write go
+    /// to `send`, written Readies are reported on `persisted`.
+    pub fn start(
+        wal: Wal,
+        send: SendMessages,
+        persisted: UnboundedSender<u64>,
+        shared: Arc<Shared>,
+    ) -> std::io::Result<WalWriter> {
+        let (jobs, queue) = std::sync::mpsc::channel();
+        let delay_file = std::env::var_os(FSYNC_DELAY_FILE_ENV).map(std::path::PathBuf::from);
+        if let Some(file) = &delay_file {
+            tracing::warn!(file = %file.display(), "test fault switch enabled: WAL fsyncs wait as long as this file says");
+        }
+        let mut thread = Writer { wal, queue, send, persisted, shared, delay_file };
+        let thread = std::thread::Builder::new().name("wal".into()).spawn(move || thread.run())?;
+        Ok(WalWriter { jobs, thread: Some(thread) })
+    }
+
+    /// Queues Ready `number`'s writes (see `RaftIo::persist_async`).
+    pub fn append(
+        &self,
+        number: u64,
+        entries: Vec<Entry>,
+        hard_state: Option<HardState>,
+        must_sync: bool,
+        after: Vec<Message>,
+    ) {
+        let queued = Instant::now();
+        self.send(Job::Append { number, entries, hard_state, must_sync, after, queued });
+    }
+
+    /// Writes and syncs, after everything queued before; returns once durable.
+    pub fn persist(&self, entries: Vec<Entry>, hard_state: Option<HardState>) {
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        self.send(Job::Persist { entries, hard_state, done });
+        Self::wait(wait);
+    }
+
+    /// Records a snapshot durably, after everything queued before.
+    pub fn save_snapshot(&self, marker: SnapshotMarker) {
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        self.send(Job::SaveSnapshot { marker, done });
+        Self::wait(wait);
+    }
+
+    /// Releases the segments a recorded snapshot covers (without waiting).
+    pub fn release_to(&self, index: u64) {
+        self.send(Job::Release { index });
+    }
+
+    /// Finishes every queued write, syncs and stops the thread.
+    pub fn stop(mut self) {
+        let (jobs, _) = std::sync::mpsc::channel();
+        drop(std::mem::replace(&mut self.jobs, jobs));
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                fatal("the WAL writer failed", "it panicked");
+            }
+        }
+    }
+
+    fn send(&self, job: Job) {
+        if self.jobs.send(job).is_err() {
+            fatal("the WAL writer stopped", "channel closed");
+        }
+    }
+
+    fn wait(done: Receiver<()>) {
+        if done.recv().is_err() {
+            fatal("the WAL writer stopped", "it dropped a write");
+        }
+    }
+}
+
+/// Where messages go once the write they waited for is done (the peer transport).
+pub(crate) type SendMessages = Box<dyn Fn(Vec<Message>) + Send>;
+
+struct Writer {
+    wal: Wal,
+    queue: Receiver<Job>,
+    send: SendMessages,
+    persisted: UnboundedSender<u64>,
+    shared: Arc<Shared>,
+    delay_file: Option<std::path::PathBuf>,
+}
+
+impl Writer {
+    fn run(&mut self) {
+        while let Ok(first) = self.queue.recv() {
+            let mut jobs = vec![first];
+            while jobs.len() < JOBS_PER_BATCH_MAX {
+                match self.queue.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.write(jobs);
+        }
+        if let Err(err) = self.wal.sync() {
+            fatal("failed to fsync the WAL at shutdown", err);
+        }
+    }
+
+    /// Appends a batch of jobs in order with at most one fsync, then lets out
+    /// what waited for it.
+    fn write(&mut self, jobs: Vec<Job>) {
+        let started = Instant::now();
+        let shared = self.shared.clone();
+        let stages = &shared.metrics.write_stages;
+        let mut must_sync = false;
+        let mut written = None;
+        let mut after = Vec::new();
+        let mut done = Vec::new();
+        let mut releases = Vec::new();
+        for job in jobs {
+            match job {
+                Job::Append {
+                    number,
+                    entries,
+                    hard_state,
+                    must_sync: sync,
+                    after: msgs,
+                    queued,
+                } => {
+                    stages.wal_queue.observe(queued.elapsed().as_secs_f64());
+                    self.append(&entries, hard_state.as_ref());
+                    must_sync |= sync;
+                    written = Some(number);
+                    after.extend(msgs);
+                }
+                Job::Persist { entries, hard_state, done: reply } => {
+                    self.append(&entries, hard_state.as_ref());
+                    must_sync = true;
+                    done.push(reply);
+                }
+                Job::SaveSnapshot { marker, done: reply } => {
+                    if let Err(err) = self.wal.save_snapshot(&marker) {
+                        fatal("failed to record a snapshot in the WAL", err);
+                    }
+                    must_sync = true;
+                    done.push(reply);
+                }
+                Job::Release { index } => releases.push(index),
+            }
+        }
+        if must_sync {
+            self.stall_if_told();
+            let syncing = Instant::now();
+            if let Err(err) = self.wal.sync() {
+                fatal("failed to fsync the WAL", err);
+            }
+            self.shared.metrics.wal_fsync_seconds.observe(syncing.elapsed().as_secs_f64());
+        }
+        stages.wal_persist.observe(started.elapsed().as_secs_f64());
+        // Released only after the snapshot records before them are durable.
+        for index in releases {
+            if let Err(err) = self.wal.release_to(index) {
+                tracing::warn!(error = %err, index, "could not release old WAL segments; will retry at the next snapshot");
+            }
+        }
+        if !after.is_empty() {
+            (self.send)(after);
+        }
+        for reply in done {
+            let _ = reply.send(());
+        }
+        if let Some(number) = written {
+            // The raft loop is gone only when the member stops.
+            let _ = self.persisted.send(number);
+        }
+    }
+
+    fn append(&mut self, entries: &[Entry], hard_state: Option<&HardState>) {
+        let hard_state = hard_state.map(to_wal_hard_state);
+        if let Err(err) =
+            self.wal.append_refs(entries.iter().map(wal_entry_ref), hard_state.as_ref())
+        {
+            fatal("failed to append to the WAL", err);
+        }
+    }
+
+    /// The test-only stalling disk (see [`FSYNC_DELAY_FILE_ENV`]).
+    fn stall_if_told(&self) {
+        let Some(file) = &self.delay_file else { return };
+        let ms = std::fs::read_to_string(file).ok().and_then(|t| t.trim().parse::<u64>().ok());
+        if let Some(ms) = ms.filter(|ms| *ms > 0) {
+            tracing::warn!(ms, "test fault switch: this WAL fsync stalls");
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+    }
+}
