@@ -13,7 +13,7 @@ use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_raftnode::{ConfState, Entry, HardState, Message, Role};
+use etcd_raftnode::{ConfState, Entry, HardState, Message, ReadyWrite, Role};
 use etcd_server::raft_core::{Effect, Input, RaftCore, RaftIo};
 use etcd_server::wal_entries::snapshot_marker;
 use etcd_server::{Applied, ServerError};
@@ -81,15 +81,8 @@ impl RaftIo for DaemonIo<'_> {
         true
     }
 
-    fn persist_async(
-        &mut self,
-        number: u64,
-        entries: Vec<Entry>,
-        hard_state: Option<HardState>,
-        must_sync: bool,
-        after: Vec<Message>,
-    ) {
-        self.wal.append(number, entries, hard_state, must_sync, after);
+    fn persist_async(&mut self, write: ReadyWrite) {
+        self.wal.append(write);
     }
 
     /// Only a Ready that installs a leader's snapshot comes here: rare, so it

@@ -16,7 +16,7 @@ use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_raftnode::{Entry, HardState, Message};
+use etcd_raftnode::{Entry, HardState, Message, ReadyWrite};
 use etcd_server::wal_entries::{to_wal_hard_state, wal_entry_ref};
 use etcd_wal::{SnapshotMarker, Wal};
 use tokio::sync::mpsc::UnboundedSender;
@@ -34,14 +34,7 @@ pub const FSYNC_DELAY_FILE_ENV: &str = "ETCD_RS_TEST_FSYNC_DELAY_FILE";
 
 enum Job {
     /// A Ready's writes, then its messages, then the report.
-    Append {
-        number: u64,
-        entries: Vec<Entry>,
-        hard_state: Option<HardState>,
-        must_sync: bool,
-        after: Vec<Message>,
-        queued: Instant,
-    },
+    Append { write: ReadyWrite, queued: Instant },
     /// A write the raft loop waits for.
     Persist { entries: Vec<Entry>, hard_state: Option<HardState>, done: SyncSender<()> },
     /// A snapshot record, durable before `done`.
@@ -75,17 +68,9 @@ impl WalWriter {
         Ok(WalWriter { jobs, thread: Some(thread) })
     }
 
-    /// Queues Ready `number`'s writes (see `RaftIo::persist_async`).
-    pub fn append(
-        &self,
-        number: u64,
-        entries: Vec<Entry>,
-        hard_state: Option<HardState>,
-        must_sync: bool,
-        after: Vec<Message>,
-    ) {
-        let queued = Instant::now();
-        self.send(Job::Append { number, entries, hard_state, must_sync, after, queued });
+    /// Queues a Ready's writes (see `RaftIo::persist_async`).
+    pub fn append(&self, write: ReadyWrite) {
+        self.send(Job::Append { write, queued: Instant::now() });
     }
 
     /// Writes and syncs, after everything queued before; returns once durable.
@@ -173,19 +158,12 @@ impl Writer {
         let mut releases = Vec::new();
         for job in jobs {
             match job {
-                Job::Append {
-                    number,
-                    entries,
-                    hard_state,
-                    must_sync: sync,
-                    after: msgs,
-                    queued,
-                } => {
+                Job::Append { write, queued } => {
                     stages.wal_queue.observe(queued.elapsed().as_secs_f64());
-                    self.append(&entries, hard_state.as_ref());
-                    must_sync |= sync;
-                    written = Some(number);
-                    after.extend(msgs);
+                    self.append(&write.entries, write.hard_state.as_ref());
+                    must_sync |= write.must_sync;
+                    written = Some(write.number);
+                    after.extend(write.after);
                 }
                 Job::Persist { entries, hard_state, done: reply } => {
                     self.append(&entries, hard_state.as_ref());

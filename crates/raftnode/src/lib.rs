@@ -15,8 +15,8 @@ mod storage;
 
 pub use conf_state::{decode_conf_state, encode_conf_state};
 pub use node::{
-    conf_change_entry, MembershipChange, NodeConfig, RaftNode, ReadySink, RestoreState, Role,
-    SplitMix64,
+    conf_change_entry, MembershipChange, NodeConfig, RaftNode, ReadySink, ReadyWrite, RestoreState,
+    Role, SplitMix64,
 };
 pub use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message, MessageType, Snapshot};
 pub use raft::ReadState;

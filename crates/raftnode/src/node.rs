@@ -113,29 +113,37 @@ pub trait ReadySink {
     /// Reports a change of leader or role.
     fn soft_state(&mut self, leader_id: u64, role: Role);
     /// Whether the log is written on a thread of its own, so a slow fsync does
-    /// not hold up ticks, heartbeats and messages: then every Ready without a
-    /// snapshot goes to [`ReadySink::persist_async`] (while earlier writes are
-    /// in flight, even one with nothing to write, so messages keep their order),
-    /// and the caller reports finished writes with [`RaftNode::on_persisted`].
+    /// not hold up ticks, heartbeats and messages: then a Ready without a
+    /// snapshot that has something to write (or messages that must wait for
+    /// the writes in flight) goes to [`ReadySink::persist_async`], and the
+    /// caller reports finished writes with [`RaftNode::on_persisted`].
     fn persists_async(&self) -> bool {
         false
     }
-    /// Queues Ready `number` for the log writer (only when
-    /// [`ReadySink::persists_async`]). The writer appends `entries` and the hard
-    /// state after everything queued before, makes them durable when
-    /// `must_sync`, then sends `after` (messages that may leave only once the
-    /// write is durable) and reports `number` back. Writes finish in order.
-    fn persist_async(
-        &mut self,
-        number: u64,
-        entries: Vec<Entry>,
-        hard_state: Option<HardState>,
-        must_sync: bool,
-        after: Vec<Message>,
-    ) {
-        let _ = (number, entries, hard_state, must_sync, after);
+    /// Queues a Ready's writes for the log writer (only when
+    /// [`ReadySink::persists_async`]); see [`ReadyWrite`]. Writes finish in order.
+    fn persist_async(&mut self, write: ReadyWrite) {
+        let _ = write;
         unreachable!("persist_async is called only on a sink that persists_async");
     }
+}
+
+/// One Ready's writes for an asynchronous log writer. The writer appends them
+/// after everything queued before, makes them durable when `must_sync`, then
+/// sends `after` and reports `number` back ([`RaftNode::on_persisted`]).
+#[derive(Debug)]
+pub struct ReadyWrite {
+    /// The Ready's number.
+    pub number: u64,
+    /// Entries to append (maybe none).
+    pub entries: Vec<Entry>,
+    /// The hard state, if it changed.
+    pub hard_state: Option<HardState>,
+    /// Whether the write must be on stable storage before it counts.
+    pub must_sync: bool,
+    /// Messages that may leave only once the write is done (a follower's
+    /// acknowledgements, a candidate's votes).
+    pub after: Vec<Message>,
 }
 
 /// A change to the Raft configuration (simple, one member at a time).
@@ -529,7 +537,7 @@ impl RaftNode {
         let after = ready.take_persisted_messages();
         self.raw.advance_append_async(ready);
         self.queued = number;
-        sink.persist_async(number, entries, hard_state, must_sync, after);
+        sink.persist_async(ReadyWrite { number, entries, hard_state, must_sync, after });
         Ok(())
     }
 
@@ -707,16 +715,9 @@ mod tests {
         fn persists_async(&self) -> bool {
             self.asynchronous
         }
-        fn persist_async(
-            &mut self,
-            number: u64,
-            entries: Vec<Entry>,
-            _: Option<HardState>,
-            must_sync: bool,
-            after: Vec<Message>,
-        ) {
-            assert!(after.is_empty(), "a single member sends nothing");
-            self.queued.push((number, entries, must_sync));
+        fn persist_async(&mut self, write: ReadyWrite) {
+            assert!(write.after.is_empty(), "a single member sends nothing");
+            self.queued.push((write.number, write.entries, write.must_sync));
         }
     }
 

@@ -13,7 +13,7 @@
 
 use etcd_raftnode::{
     ConfState, Entry, HardState, MembershipChange, Message, MessageType, RaftNode, ReadState,
-    ReadySink, Role, Snapshot,
+    ReadySink, ReadyWrite, Role, Snapshot,
 };
 
 use crate::read_queue::ReadQueue;
@@ -58,18 +58,11 @@ pub trait RaftIo {
     fn persists_async(&self) -> bool {
         false
     }
-    /// Queues Ready `number`'s entries and hard state behind the writes queued
-    /// before; once written (durable when `must_sync`) the writer sends `after`
-    /// and reports [`Input::Persisted`] with `number`.
-    fn persist_async(
-        &mut self,
-        number: u64,
-        entries: Vec<Entry>,
-        hard_state: Option<HardState>,
-        must_sync: bool,
-        after: Vec<Message>,
-    ) {
-        let _ = (number, entries, hard_state, must_sync, after);
+    /// Queues a Ready's writes behind those queued before; once written the
+    /// writer sends its `after` messages and reports [`Input::Persisted`] with
+    /// its number.
+    fn persist_async(&mut self, write: ReadyWrite) {
+        let _ = write;
         unreachable!("persist_async is called only on an I/O that persists_async");
     }
     /// Peers with a stream up now.
@@ -575,17 +568,10 @@ impl<I: RaftIo> ReadySink for Sink<'_, I> {
         self.io.persists_async()
     }
 
-    fn persist_async(
-        &mut self,
-        number: u64,
-        entries: Vec<Entry>,
-        hard_state: Option<HardState>,
-        must_sync: bool,
-        after: Vec<Message>,
-    ) {
+    fn persist_async(&mut self, write: ReadyWrite) {
         // Only a leader sends snapshots, and a leader's messages never wait for the disk.
-        debug_assert!(after.iter().all(|m| m.get_msg_type() != MessageType::MsgSnapshot));
-        self.io.persist_async(number, entries, hard_state, must_sync, after);
+        debug_assert!(write.after.iter().all(|m| m.get_msg_type() != MessageType::MsgSnapshot));
+        self.io.persist_async(write);
     }
 
     fn apply(&mut self, committed: Vec<Entry>) {
