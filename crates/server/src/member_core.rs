@@ -18,7 +18,7 @@ use etcd_proto::etcdrs::member_change::Kind;
 use etcd_proto::etcdrs::{InternalRaftRequest, Member, MemberChange, RequestHeader};
 use etcd_proto::etcdserverpb::{CompactionRequest, LeaseRevokeRequest};
 use etcd_proto::mvccpb::Event;
-use etcd_raftnode::{ConfState, Entry, HardState, MembershipChange, Message, Role};
+use etcd_raftnode::{ConfState, Entry, HardState, MembershipChange, Message, ReadyWrite, Role};
 use etcd_storage::Backend;
 use prost::Message as _;
 
@@ -40,6 +40,17 @@ pub trait MemberIo {
     fn send_snapshot(&mut self, message: Message, backend: &Backend) -> Result<(), String>;
     /// Appends entries and the hard state to the log; fsyncs when `must_sync`.
     fn persist(&mut self, entries: &[Entry], hard_state: Option<&HardState>, must_sync: bool);
+    /// Whether the log is written by a writer of its own (see
+    /// [`RaftIo::persists_async`]): Readies' writes go to
+    /// [`MemberIo::persist_async`] and come back as `Input::Persisted`.
+    fn persists_async(&self) -> bool {
+        false
+    }
+    /// Queues a Ready's writes for the writer (see [`RaftIo::persist_async`]).
+    fn persist_async(&mut self, write: ReadyWrite) {
+        let _ = write;
+        unreachable!("persist_async is called only on an I/O that persists_async");
+    }
     /// Records a snapshot durably in the log.
     fn save_snapshot(&mut self, index: u64, term: u64, conf_state: &ConfState);
     /// Lets the log drop what a snapshot at `index` covers.
@@ -566,6 +577,14 @@ impl<I: MemberIo> RaftIo for Halves<'_, I> {
 
     fn persist(&mut self, entries: &[Entry], hard_state: Option<&HardState>, must_sync: bool) {
         self.io.persist(entries, hard_state, must_sync);
+    }
+
+    fn persists_async(&self) -> bool {
+        self.io.persists_async()
+    }
+
+    fn persist_async(&mut self, write: ReadyWrite) {
+        self.io.persist_async(write);
     }
 
     fn apply(&mut self, committed: Vec<Entry>) {

@@ -20,7 +20,7 @@ use etcd_server::raft_core::Input;
 
 use check::{Call, Op, RaftSafety};
 use etcd_server::watch::{KeyRange, WatchSpec, Watcher};
-use member::{Bugs, Observed, Reply, SimMember, HEARTBEAT_MS};
+use member::{Bugs, Observed, Reply, SimMember, Writing, HEARTBEAT_MS};
 
 /// Whether `SIM_TRACE` is set: then every delivered message, operation and
 /// apply is printed to stderr (read once).
@@ -259,6 +259,7 @@ impl World {
                 }
             }
         }
+        self.writers(now);
         if now.is_multiple_of(10) {
             self.start_joiners();
         }
@@ -399,6 +400,58 @@ impl World {
         }
         self.send(outbox);
         self.collect_observations(id, now)
+    }
+
+    /// The log writers of members that write their WAL as the daemon does
+    /// (`SimMember::async_writes`): a write whose fsync completed lets out the
+    /// messages that waited for it and tells the core (unless the raft thread
+    /// is itself in an fsync); an idle writer takes everything queued since,
+    /// with one fsync that takes its time as the raft thread's would. The raft
+    /// thread meanwhile goes on with ticks, messages and Ready cycles.
+    fn writers(&mut self, now: u64) {
+        for id in self.ids() {
+            if !self.member(id).is_up() || self.member(id).busy_until > now {
+                continue;
+            }
+            if self.member(id).writing.as_ref().is_some_and(|w| w.until <= now) {
+                self.finish_write(id);
+            }
+            if self.member(id).writing.is_some() {
+                continue;
+            }
+            let Some((number, after, synced)) = self.member(id).write_queued() else { continue };
+            if self.member(id).power_failed() {
+                // The power failed at the writer's fsync: nothing that waited
+                // for it leaves.
+                if tracing() {
+                    eprintln!("{now:>6} the power fails during member {id}'s WAL writer fsync");
+                }
+                let until = now + self.rng.below(100, 1_000);
+                self.crash(id, until);
+                continue;
+            }
+            let fsync_ms = match synced {
+                false => 0,
+                true if self.rng.below(0, 100) == 0 => self.rng.below(20, 100),
+                true => self.rng.below(0, 3),
+            };
+            self.member(id).writing = Some(Writing { until: now + fsync_ms, number, after });
+            if fsync_ms == 0 {
+                self.finish_write(id);
+            }
+        }
+    }
+
+    fn finish_write(&mut self, id: u64) {
+        let Some(write) = self.member(id).writing.take() else { return };
+        if tracing() {
+            eprintln!(
+                "{:>6} member {id}'s WAL writer wrote up to Ready {}",
+                self.now, write.number
+            );
+        }
+        self.send(write.after);
+        self.member(id).input(Input::Persisted { number: write.number });
     }
 
     /// Puts messages on the network: each is dropped, delayed, or duplicated.

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use etcd_proto::mvccpb::Event;
-use etcd_raftnode::{ConfState, Entry, HardState, Message};
+use etcd_raftnode::{ConfState, Entry, HardState, Message, ReadyWrite};
 use etcd_server::member_core::MemberIo;
 use etcd_server::wal_entries::{snapshot_marker, to_wal_hard_state, wal_entry_ref};
 use etcd_storage::Backend;
@@ -23,6 +23,41 @@ pub(super) struct Io<'a> {
     pub(super) outbox: &'a mut Vec<Message>,
     pub(super) observed: &'a mut Vec<Observed>,
     pub(super) now: u64,
+    /// With a log writer of its own (the daemon's way): the writes queued for
+    /// it, which the world carries out (`Simulation::writers`).
+    pub(super) writes: Option<&'a mut Vec<ReadyWrite>>,
+    /// The newest queued write a synchronous one wrote ahead of itself: the
+    /// core is told, as the daemon's writer reports it.
+    pub(super) flushed: &'a mut Option<u64>,
+}
+
+impl Io<'_> {
+    /// Writes what is queued for the log writer before a synchronous write
+    /// (the daemon's writer takes its jobs in order); returns the messages
+    /// that waited for those writes, to leave after the synchronous fsync.
+    fn flush_queued(&mut self) -> Vec<Message> {
+        let Some(writes) = self.writes.as_deref_mut() else { return Vec::new() };
+        let mut after = Vec::new();
+        for write in writes.drain(..) {
+            let hard_state = write.hard_state.as_ref().map(to_wal_hard_state);
+            let entries = write.entries.iter().map(wal_entry_ref);
+            self.wal.append_refs(entries, hard_state.as_ref()).expect("simulated WAL append");
+            after.extend(write.after);
+            *self.flushed = Some(write.number);
+        }
+        after
+    }
+
+    /// Messages that waited for a write leave after this turn's fsync.
+    fn after_fsync(&mut self, after: Vec<Message>) {
+        if after.is_empty() {
+            return;
+        }
+        if self.fsynced_at.is_none() {
+            *self.fsynced_at = Some(self.outbox.len());
+        }
+        self.outbox.extend(after);
+    }
 }
 
 impl MemberIo for Io<'_> {
@@ -43,7 +78,18 @@ impl MemberIo for Io<'_> {
         Ok(())
     }
 
+    fn persists_async(&self) -> bool {
+        self.writes.is_some()
+    }
+
+    fn persist_async(&mut self, write: ReadyWrite) {
+        self.writes.as_deref_mut().expect("only with a log writer").push(write);
+    }
+
     fn persist(&mut self, entries: &[Entry], hard_state: Option<&HardState>, must_sync: bool) {
+        let after = self.flush_queued();
+        // The daemon's writer syncs every write the raft thread waits for.
+        let must_sync = must_sync || self.writes.is_some();
         let hard_state = hard_state.map(to_wal_hard_state);
         let entries = entries.iter().map(wal_entry_ref);
         self.wal.append_refs(entries, hard_state.as_ref()).expect("simulated WAL append");
@@ -54,15 +100,18 @@ impl MemberIo for Io<'_> {
             // What is sent from now on waits for the fsync (see `fsync_cut`).
             *self.fsynced_at = Some(self.outbox.len());
         }
+        self.after_fsync(after);
     }
 
     fn save_snapshot(&mut self, index: u64, term: u64, conf_state: &ConfState) {
         if crate::tracing() {
             eprintln!("{:>6} member {} saves a snapshot at {index}", self.now, self.id);
         }
+        let after = self.flush_queued();
         let marker = snapshot_marker(index, term, conf_state);
         self.wal.save_snapshot(&marker).expect("simulated WAL snapshot marker");
         self.wal.sync().expect("simulated WAL fsync");
+        self.after_fsync(after);
     }
 
     fn release_log(&mut self, index: u64) {

@@ -11,12 +11,12 @@ use etcd_proto::etcdrs::member_change::Kind;
 use etcd_proto::etcdrs::Member;
 use etcd_proto::etcdserverpb::RangeRequest;
 use etcd_proto::mvccpb::Event;
-use etcd_raftnode::{ConfState, Message, NodeConfig, RaftNode, RestoreState, Role};
+use etcd_raftnode::{ConfState, Message, NodeConfig, RaftNode, ReadyWrite, RestoreState, Role};
 use etcd_server::apply_core::{ApplyCore, ApplyCoreConfig};
 use etcd_server::compactor::{CompactionMode, Compactor};
 use etcd_server::member_core::{MemberCore, MemberEffect, MemberInput};
 use etcd_server::raft_core::{Input, RaftCore, RaftCoreConfig};
-use etcd_server::wal_entries::{restore_state, snapshot_marker};
+use etcd_server::wal_entries::{restore_state, snapshot_marker, to_wal_hard_state, wal_entry_ref};
 use etcd_server::watch::WatchHub;
 use etcd_server::{Response, ServerError};
 use etcd_storage::Backend;
@@ -138,6 +138,21 @@ struct Running {
     /// The real WAL code on the member's simulated disk.
     wal: Wal<SimFs>,
     core: MemberCore<Op>,
+    /// Writes queued for the log writer (with `async_writes`), lost at a crash.
+    writes: Vec<ReadyWrite>,
+    /// See `Io::flushed`.
+    flushed: Option<u64>,
+}
+
+/// The log writer's write in progress (with `async_writes`).
+#[derive(Debug)]
+pub struct Writing {
+    /// When its fsync completes.
+    pub until: u64,
+    /// The newest Ready it covers, reported to the core then.
+    pub number: u64,
+    /// Messages that leave then.
+    pub after: Vec<Message>,
 }
 
 /// The members-table record of simulated member `id`.
@@ -168,6 +183,13 @@ pub struct SimMember {
     /// The member's raft thread is in an fsync until then: it takes no tick,
     /// message or Ready cycle.
     pub busy_until: u64,
+    /// Whether it writes its WAL as the daemon does, on a writer of its own
+    /// (Readies' writes queue, the raft thread goes on, the writer's fsync
+    /// takes its time and reports), or in the raft thread's turn. Chosen per
+    /// member from the seed, so runs mix both.
+    pub async_writes: bool,
+    /// The log writer's write in progress.
+    pub writing: Option<Writing>,
     /// The disk holding its WAL (the real WAL code, on a simulated filesystem).
     fs: SimFs,
     file: SimFile,
@@ -216,6 +238,8 @@ impl SimMember {
             probing: false,
             fsync_cut: None,
             busy_until: 0,
+            async_writes: (seed ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15)).count_ones() % 2 == 1,
+            writing: None,
             fs,
             file: SimFile::default(),
             running: None,
@@ -382,7 +406,7 @@ impl SimMember {
         let compactor = Compactor::new(self.compaction, now);
         let first_request = (self.id << 48) | (self.restarts << 32);
         let core = MemberCore::new(raft, apply, compactor, first_request, now);
-        self.running = Some(Running { wal, core });
+        self.running = Some(Running { wal, core, writes: Vec::new(), flushed: None });
         Ok(())
     }
 
@@ -394,6 +418,7 @@ impl SimMember {
         self.file.crash(seed);
         self.fs.crash(seed ^ 0x0005_eed0_f10c);
         self.outbox.clear();
+        self.writing = None;
         let Some(running) = self.running.take() else { return Vec::new() };
         running.core.into_waiting().into_iter().map(|(op, _)| op).collect()
     }
@@ -487,6 +512,8 @@ impl SimMember {
             outbox: &mut self.outbox,
             observed: &mut self.observed,
             now,
+            writes: self.async_writes.then_some(&mut running.writes),
+            flushed: &mut running.flushed,
         };
         let effects = running.core.step(input, now, &mut io);
         for effect in effects {
@@ -514,6 +541,34 @@ impl SimMember {
                 MemberEffect::ProbePeers => self.probing = true,
             }
         }
+        // Queued writes a synchronous one wrote ahead of itself: the writer
+        // reports them.
+        if let Some(number) = self.running.as_mut().and_then(|r| r.flushed.take()) {
+            self.step(MemberInput::Raft(Input::Persisted { number }), now);
+        }
+    }
+
+    /// The log writer's turn: appends every queued write, with one fsync if any
+    /// must be durable. Returns the newest Ready written, the messages that
+    /// waited for it and whether it fsynced; none if nothing was queued.
+    pub fn write_queued(&mut self) -> Option<(u64, Vec<Message>, bool)> {
+        let running = self.running.as_mut()?;
+        if running.writes.is_empty() {
+            return None;
+        }
+        let (mut number, mut after, mut synced) = (0, Vec::new(), false);
+        for write in running.writes.drain(..) {
+            let hard_state = write.hard_state.as_ref().map(to_wal_hard_state);
+            let entries = write.entries.iter().map(wal_entry_ref);
+            running.wal.append_refs(entries, hard_state.as_ref()).expect("simulated WAL append");
+            number = write.number;
+            after.extend(write.after);
+            synced |= write.must_sync;
+        }
+        if synced {
+            running.wal.sync().expect("simulated WAL fsync");
+        }
+        Some((number, after, synced))
     }
 
     /// The storage failure after which the daemon aborts, if one happened:
