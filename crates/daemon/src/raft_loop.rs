@@ -85,10 +85,11 @@ impl RaftIo for DaemonIo<'_> {
         self.wal.append(write);
     }
 
-    /// Only a Ready that installs a leader's snapshot comes here: rare, so it
-    /// waits for the writer (synced whether or not Raft asked).
-    fn persist(&mut self, entries: &[Entry], hard_state: Option<&HardState>, _must_sync: bool) {
-        self.wal.persist(entries.to_vec(), hard_state.cloned());
+    /// The only voter's writes (in its own turn) and a Ready that installs a
+    /// leader's snapshot come here; the writer makes them after what it has
+    /// queued.
+    fn persist(&mut self, entries: &[Entry], hard_state: Option<&HardState>, must_sync: bool) {
+        self.wal.persist(entries, hard_state, must_sync);
     }
 
     fn apply(&mut self, committed: Vec<Entry>) {

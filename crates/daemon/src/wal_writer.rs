@@ -10,10 +10,14 @@
 //! (`persisted`), so Raft counts those entries as this member's and may commit
 //! and apply them. Snapshot records, log releases and the rare synchronous
 //! write (a Ready that installs a leader's snapshot) go through the same queue
-//! and are waited for, so the WAL sees every change in Raft's order.
+//! and are waited for, so the WAL sees every change in Raft's order. When the
+//! writer has nothing to do, a write the raft loop waits for (the only voter's,
+//! which writes in its own turn; see `etcd_raftnode::ReadySink::persists_async`)
+//! is made on the raft thread directly, with no hand-off.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use etcd_raftnode::{Entry, HardState, Message, ReadyWrite};
@@ -36,16 +40,72 @@ enum Job {
     /// A Ready's writes, then its messages, then the report.
     Append { write: ReadyWrite, queued: Instant },
     /// A write the raft loop waits for.
-    Persist { entries: Vec<Entry>, hard_state: Option<HardState>, done: SyncSender<()> },
+    Persist {
+        entries: Vec<Entry>,
+        hard_state: Option<HardState>,
+        must_sync: bool,
+        done: SyncSender<()>,
+    },
     /// A snapshot record, durable before `done`.
     SaveSnapshot { marker: SnapshotMarker, done: SyncSender<()> },
     /// Drop the segments a durable snapshot record covers.
     Release { index: u64 },
 }
 
+/// The WAL, shared by the writer thread and (while the writer is idle) the
+/// raft loop, with what every fsync of it does besides.
+struct Log {
+    wal: Mutex<Wal>,
+    shared: Arc<Shared>,
+    delay_file: Option<std::path::PathBuf>,
+}
+
+impl Log {
+    fn lock(&self) -> MutexGuard<'_, Wal> {
+        self.wal.lock().unwrap_or_else(|_| fatal("the WAL writer failed", "it panicked"))
+    }
+
+    fn append(wal: &mut Wal, entries: &[Entry], hard_state: Option<&HardState>) {
+        let hard_state = hard_state.map(to_wal_hard_state);
+        if let Err(err) = wal.append_refs(entries.iter().map(wal_entry_ref), hard_state.as_ref()) {
+            fatal("failed to append to the WAL", err);
+        }
+    }
+
+    fn save_snapshot(wal: &mut Wal, marker: &SnapshotMarker) {
+        if let Err(err) = wal.save_snapshot(marker) {
+            fatal("failed to record a snapshot in the WAL", err);
+        }
+    }
+
+    /// Makes everything appended durable, timed for `etcd_disk_wal_fsync_duration_seconds`.
+    fn sync(&self, wal: &mut Wal) {
+        self.stall_if_told();
+        let syncing = Instant::now();
+        if let Err(err) = wal.sync() {
+            fatal("failed to fsync the WAL", err);
+        }
+        self.shared.metrics.wal_fsync_seconds.observe(syncing.elapsed().as_secs_f64());
+    }
+
+    /// The test-only stalling disk (see [`FSYNC_DELAY_FILE_ENV`]).
+    fn stall_if_told(&self) {
+        let Some(file) = &self.delay_file else { return };
+        let ms = std::fs::read_to_string(file).ok().and_then(|t| t.trim().parse::<u64>().ok());
+        if let Some(ms) = ms.filter(|ms| *ms > 0) {
+            tracing::warn!(ms, "test fault switch: this WAL fsync stalls");
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+    }
+}
+
 /// The raft loop's handle on the writer thread.
 pub(crate) struct WalWriter {
     jobs: Sender<Job>,
+    /// Jobs sent and not finished yet. Only the raft loop sends, so when it
+    /// reads zero the writer is idle and stays so until the next send.
+    pending: Arc<AtomicUsize>,
+    log: Arc<Log>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -63,9 +123,12 @@ impl WalWriter {
         if let Some(file) = &delay_file {
             tracing::warn!(file = %file.display(), "test fault switch enabled: WAL fsyncs wait as long as this file says");
         }
-        let mut thread = Writer { wal, queue, send, persisted, shared, delay_file };
-        let thread = std::thread::Builder::new().name("wal".into()).spawn(move || thread.run())?;
-        Ok(WalWriter { jobs, thread: Some(thread) })
+        let log = Arc::new(Log { wal: Mutex::new(wal), shared, delay_file });
+        let pending = Arc::new(AtomicUsize::new(0));
+        let mut writer =
+            Writer { log: log.clone(), queue, send, persisted, pending: pending.clone() };
+        let thread = std::thread::Builder::new().name("wal".into()).spawn(move || writer.run())?;
+        Ok(WalWriter { jobs, pending, log, thread: Some(thread) })
     }
 
     /// Queues a Ready's writes (see `RaftIo::persist_async`).
@@ -73,15 +136,34 @@ impl WalWriter {
         self.send(Job::Append { write, queued: Instant::now() });
     }
 
-    /// Writes and syncs, after everything queued before; returns once durable.
-    pub fn persist(&self, entries: Vec<Entry>, hard_state: Option<HardState>) {
+    /// Writes (durably when `must_sync`) after everything queued before;
+    /// returns once done.
+    pub fn persist(&self, entries: &[Entry], hard_state: Option<&HardState>, must_sync: bool) {
+        if self.idle() {
+            let started = Instant::now();
+            let mut wal = self.log.lock();
+            Log::append(&mut wal, entries, hard_state);
+            if must_sync {
+                self.log.sync(&mut wal);
+            }
+            let stages = &self.log.shared.metrics.write_stages;
+            stages.wal_persist.observe(started.elapsed().as_secs_f64());
+            return;
+        }
         let (done, wait) = std::sync::mpsc::sync_channel(1);
-        self.send(Job::Persist { entries, hard_state, done });
+        let (entries, hard_state) = (entries.to_vec(), hard_state.cloned());
+        self.send(Job::Persist { entries, hard_state, must_sync, done });
         Self::wait(wait);
     }
 
     /// Records a snapshot durably, after everything queued before.
     pub fn save_snapshot(&self, marker: SnapshotMarker) {
+        if self.idle() {
+            let mut wal = self.log.lock();
+            Log::save_snapshot(&mut wal, &marker);
+            self.log.sync(&mut wal);
+            return;
+        }
         let (done, wait) = std::sync::mpsc::sync_channel(1);
         self.send(Job::SaveSnapshot { marker, done });
         Self::wait(wait);
@@ -103,7 +185,12 @@ impl WalWriter {
         }
     }
 
+    fn idle(&self) -> bool {
+        self.pending.load(Ordering::Acquire) == 0
+    }
+
     fn send(&self, job: Job) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
         if self.jobs.send(job).is_err() {
             fatal("the WAL writer stopped", "channel closed");
         }
@@ -120,12 +207,11 @@ impl WalWriter {
 pub(crate) type SendMessages = Box<dyn Fn(Vec<Message>) + Send>;
 
 struct Writer {
-    wal: Wal,
+    log: Arc<Log>,
     queue: Receiver<Job>,
     send: SendMessages,
     persisted: UnboundedSender<u64>,
-    shared: Arc<Shared>,
-    delay_file: Option<std::path::PathBuf>,
+    pending: Arc<AtomicUsize>,
 }
 
 impl Writer {
@@ -138,9 +224,11 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            let taken = jobs.len();
             self.write(jobs);
+            self.pending.fetch_sub(taken, Ordering::AcqRel);
         }
-        if let Err(err) = self.wal.sync() {
+        if let Err(err) = self.log.lock().sync() {
             fatal("failed to fsync the WAL at shutdown", err);
         }
     }
@@ -149,31 +237,30 @@ impl Writer {
     /// what waited for it.
     fn write(&mut self, jobs: Vec<Job>) {
         let started = Instant::now();
-        let shared = self.shared.clone();
-        let stages = &shared.metrics.write_stages;
+        let log = self.log.clone();
+        let stages = &log.shared.metrics.write_stages;
         let mut must_sync = false;
         let mut written = None;
         let mut after = Vec::new();
         let mut done = Vec::new();
         let mut releases = Vec::new();
+        let mut wal = log.lock();
         for job in jobs {
             match job {
                 Job::Append { write, queued } => {
                     stages.wal_queue.observe(queued.elapsed().as_secs_f64());
-                    self.append(&write.entries, write.hard_state.as_ref());
+                    Log::append(&mut wal, &write.entries, write.hard_state.as_ref());
                     must_sync |= write.must_sync;
                     written = Some(write.number);
                     after.extend(write.after);
                 }
-                Job::Persist { entries, hard_state, done: reply } => {
-                    self.append(&entries, hard_state.as_ref());
-                    must_sync = true;
+                Job::Persist { entries, hard_state, must_sync: sync, done: reply } => {
+                    Log::append(&mut wal, &entries, hard_state.as_ref());
+                    must_sync |= sync;
                     done.push(reply);
                 }
                 Job::SaveSnapshot { marker, done: reply } => {
-                    if let Err(err) = self.wal.save_snapshot(&marker) {
-                        fatal("failed to record a snapshot in the WAL", err);
-                    }
+                    Log::save_snapshot(&mut wal, &marker);
                     must_sync = true;
                     done.push(reply);
                 }
@@ -181,20 +268,16 @@ impl Writer {
             }
         }
         if must_sync {
-            self.stall_if_told();
-            let syncing = Instant::now();
-            if let Err(err) = self.wal.sync() {
-                fatal("failed to fsync the WAL", err);
-            }
-            self.shared.metrics.wal_fsync_seconds.observe(syncing.elapsed().as_secs_f64());
+            log.sync(&mut wal);
         }
         stages.wal_persist.observe(started.elapsed().as_secs_f64());
         // Released only after the snapshot records before them are durable.
         for index in releases {
-            if let Err(err) = self.wal.release_to(index) {
+            if let Err(err) = wal.release_to(index) {
                 tracing::warn!(error = %err, index, "could not release old WAL segments; will retry at the next snapshot");
             }
         }
+        drop(wal);
         if !after.is_empty() {
             (self.send)(after);
         }
@@ -204,25 +287,6 @@ impl Writer {
         if let Some(number) = written {
             // The raft loop is gone only when the member stops.
             let _ = self.persisted.send(number);
-        }
-    }
-
-    fn append(&mut self, entries: &[Entry], hard_state: Option<&HardState>) {
-        let hard_state = hard_state.map(to_wal_hard_state);
-        if let Err(err) =
-            self.wal.append_refs(entries.iter().map(wal_entry_ref), hard_state.as_ref())
-        {
-            fatal("failed to append to the WAL", err);
-        }
-    }
-
-    /// The test-only stalling disk (see [`FSYNC_DELAY_FILE_ENV`]).
-    fn stall_if_told(&self) {
-        let Some(file) = &self.delay_file else { return };
-        let ms = std::fs::read_to_string(file).ok().and_then(|t| t.trim().parse::<u64>().ok());
-        if let Some(ms) = ms.filter(|ms| *ms > 0) {
-            tracing::warn!(ms, "test fault switch: this WAL fsync stalls");
-            std::thread::sleep(Duration::from_millis(ms));
         }
     }
 }

@@ -583,17 +583,23 @@ impl RaftNode {
         }
         let entries = ready.take_entries();
         let mut hard_state = ready.hs().cloned();
-        if sink.persists_async() && snapshot.is_none() {
-            let in_flight = self.queued > self.persisted;
-            if entries.is_empty() && !ready.must_sync() {
-                // Only the commit index changed (term and vote changes must
-                // sync): it goes with the next write instead of a write of its
-                // own, since recovery re-derives a commit index that lags.
-                if let Some(hard_state) = hard_state.take() {
-                    self.raw.mut_store().mem.wl().set_hardstate(hard_state.clone());
-                    self.unwritten_hard_state = Some(hard_state);
-                }
+        let lazy_commit = sink.persists_async();
+        if lazy_commit && entries.is_empty() && !ready.must_sync() {
+            // Only the commit index changed (term and vote changes must sync):
+            // it goes with the next write instead of a write of its own, since
+            // recovery re-derives a commit index that lags.
+            if let Some(hard_state) = hard_state.take() {
+                self.raw.mut_store().mem.wl().set_hardstate(hard_state.clone());
+                self.unwritten_hard_state = Some(hard_state);
             }
+        }
+        let in_flight = self.write_in_flight();
+        // The only voter writes in its own turn all the same once nothing is in
+        // flight: no follower waits for its heartbeats, and a stall holds up
+        // nothing a writer thread would let through, while the hand-offs to the
+        // writer and back would cost every write.
+        let singleton = self.raw.raft.prs().is_singleton();
+        if sink.persists_async() && (!singleton || in_flight) && snapshot.is_none() {
             let waiting = !ready.persisted_messages().is_empty();
             if !entries.is_empty() || hard_state.is_some() || (in_flight && waiting) {
                 // A newer hard state replaces the one waiting (never write an older after it).
@@ -612,11 +618,18 @@ impl RaftNode {
             }
         }
         let writes = !entries.is_empty() || hard_state.is_some();
+        if writes {
+            let waiting_hard_state = self.unwritten_hard_state.take();
+            hard_state = hard_state.or(waiting_hard_state);
+        }
         // Synchronous from here: `advance_append` below takes every Ready so far
         // as written, true when nothing was in flight or (a snapshot) the sink's
         // `persist` waited for the writes queued before it.
         self.persisted = self.queued;
         if writes || snapshot.is_some() {
+            if hard_state.is_some() {
+                self.unwritten_hard_state = None;
+            }
             sink.persist(&entries, hard_state.as_ref(), snapshot.as_ref(), ready.must_sync());
             let store = self.raw.mut_store();
             let mut core = store.mem.wl();
@@ -637,7 +650,7 @@ impl RaftNode {
             let mut hard_state = self.raw.store().mem.rl().hard_state().clone();
             hard_state.commit = commit;
             // The commit index may lag on disk: recovery re-derives it from the log.
-            if sink.persists_async() {
+            if lazy_commit {
                 self.unwritten_hard_state = Some(hard_state.clone());
             } else {
                 sink.persist(&[], Some(&hard_state), None, false);
@@ -668,16 +681,19 @@ mod tests {
         leader: u64,
         /// Writes on a log writer of their own: queued here until `write_queued`.
         asynchronous: bool,
-        queued: Vec<(u64, Vec<Entry>, bool)>,
+        queued: Vec<ReadyWrite>,
+        outbox: Vec<Message>,
     }
 
     impl Recorder {
-        /// The log writer's turn: every queued write lands; returns the newest Ready written.
+        /// The log writer's turn: every queued write lands and what waited for
+        /// it leaves; returns the newest Ready written.
         fn write_queued(&mut self) -> Option<u64> {
             let queued = std::mem::take(&mut self.queued);
-            let newest = queued.last().map(|(number, _, _)| *number);
-            for (_, entries, _) in queued {
-                self.persisted.extend(entries);
+            let newest = queued.last().map(|write| write.number);
+            for write in queued {
+                self.persisted.extend(write.entries);
+                self.outbox.extend(write.after);
             }
             newest
         }
@@ -685,7 +701,7 @@ mod tests {
 
     impl ReadySink for Recorder {
         fn send(&mut self, messages: Vec<Message>) {
-            assert!(messages.is_empty(), "a single member sends nothing");
+            self.outbox.extend(messages);
         }
         fn persist(
             &mut self,
@@ -716,8 +732,7 @@ mod tests {
             self.asynchronous
         }
         fn persist_async(&mut self, write: ReadyWrite) {
-            assert!(write.after.is_empty(), "a single member sends nothing");
-            self.queued.push((write.number, write.entries, write.must_sync));
+            self.queued.push(write);
         }
     }
 
@@ -788,49 +803,83 @@ mod tests {
         assert_eq!(data, vec![&b""[..], b"a", b"b"], "leader's empty entry, then proposals");
     }
 
+    /// Hands every message either member sent to the other until both are quiet.
+    fn exchange(a: &mut RaftNode, sa: &mut Recorder, b: &mut RaftNode, sb: &mut Recorder) {
+        loop {
+            drain(a, sa);
+            drain(b, sb);
+            if sa.outbox.is_empty() && sb.outbox.is_empty() {
+                return;
+            }
+            for m in std::mem::take(&mut sa.outbox) {
+                b.step(m).expect("step");
+            }
+            for m in std::mem::take(&mut sb.outbox) {
+                a.step(m).expect("step");
+            }
+        }
+    }
+
     #[test]
-    fn with_a_log_writer_entries_apply_only_after_it_reports_them_written() {
+    fn with_a_log_writer_nothing_counts_before_it_reports_the_write() {
+        let (cfg_a, cfg_b) = (NodeConfig { id: 1, ..single(0) }, NodeConfig { id: 2, ..single(0) });
+        let mut a = RaftNode::bootstrap(&cfg_a, &[1, 2]).expect("bootstrap");
+        let mut b = RaftNode::bootstrap(&cfg_b, &[1, 2]).expect("bootstrap");
+        let mut sa = Recorder { asynchronous: true, ..Default::default() };
+        let mut sb = Recorder::default();
+        a.campaign().expect("campaign");
+        exchange(&mut a, &mut sa, &mut b, &mut sb);
+        // Pre-vote won; the vote for itself is queued, its requests wait for it.
+        assert_eq!(a.role(), Role::Candidate);
+        assert_eq!(sa.queued.len(), 1);
+        assert!(sa.queued[0].must_sync && sa.queued[0].hard_state.is_some());
+        assert!(sa.queued[0]
+            .after
+            .iter()
+            .all(|m| m.get_msg_type() == raft::eraftpb::MessageType::MsgRequestVote));
+        let written = sa.write_queued().expect("the vote");
+        a.on_persisted(written);
+        exchange(&mut a, &mut sa, &mut b, &mut sb);
+        assert_eq!(a.role(), Role::Leader);
+        // The follower has the leader's empty entry and acknowledged it, but a
+        // quorum of two needs the leader's own write.
+        assert_eq!(sb.persisted.len(), 1);
+        assert!(sa.applied.is_empty() && a.commit_index() == 0, "committed before written");
+        a.on_persisted(sa.write_queued().expect("the leader's entry"));
+        exchange(&mut a, &mut sa, &mut b, &mut sb);
+        assert_eq!(sa.applied.len(), 1);
+
+        a.propose(b"x".to_vec()).expect("propose");
+        exchange(&mut a, &mut sa, &mut b, &mut sb);
+        a.propose(b"y".to_vec()).expect("propose");
+        exchange(&mut a, &mut sa, &mut b, &mut sb);
+        assert_eq!(sa.queued.len(), 2, "a second write queued while the first is in flight");
+        assert_eq!(sa.applied.len(), 1, "nothing commits before the writer reports");
+        // The writer reports the first write only: x commits, y waits.
+        let first = sa.queued.remove(0);
+        sa.persisted.extend(first.entries);
+        a.on_persisted(first.number);
+        exchange(&mut a, &mut sa, &mut b, &mut sb);
+        let data: Vec<&[u8]> = sa.applied.iter().map(|e| e.data.as_ref()).collect();
+        assert_eq!(data, vec![&b""[..], b"x"]);
+        a.on_persisted(sa.write_queued().expect("y's write"));
+        exchange(&mut a, &mut sa, &mut b, &mut sb);
+        let data: Vec<&[u8]> = sa.applied.iter().map(|e| e.data.as_ref()).collect();
+        assert_eq!(data, vec![&b""[..], b"x", b"y"]);
+        assert!(!a.write_in_flight());
+    }
+
+    #[test]
+    fn the_only_voter_writes_in_its_own_turn_even_with_a_log_writer() {
         let mut node = RaftNode::bootstrap(&single(0), &[1]).expect("bootstrap");
         let mut sink = Recorder { asynchronous: true, ..Default::default() };
         node.campaign().expect("campaign");
         drain(&mut node, &mut sink);
-        // The vote and the leader's empty entry wait in the writer's queue.
-        assert!(sink.applied.is_empty());
-        assert!(node.write_in_flight());
-        while let Some(written) = sink.write_queued() {
-            node.on_persisted(written);
-            drain(&mut node, &mut sink);
-        }
-        assert!(!node.write_in_flight());
-        assert_eq!(node.role(), Role::Leader);
-        assert_eq!(sink.applied.len(), 1, "the leader's empty entry applies once written");
-
         node.propose(b"a".to_vec()).expect("propose");
         drain(&mut node, &mut sink);
-        node.propose(b"b".to_vec()).expect("propose");
-        drain(&mut node, &mut sink);
-        assert_eq!(sink.queued.len(), 2, "a second Ready is queued while the first is in flight");
-        assert!(sink.queued.iter().all(|(_, entries, must_sync)| entries.len() == 1 && *must_sync));
-        assert_eq!(sink.applied.len(), 1, "nothing commits before the writer reports");
-        // The writer reports the first write only: "a" commits, "b" waits.
-        let first = sink.queued[0].0;
-        let (_, entries, _) = sink.queued.remove(0);
-        sink.persisted.extend(entries);
-        node.on_persisted(first);
-        drain(&mut node, &mut sink);
+        assert!(sink.queued.is_empty() && !node.write_in_flight());
         let data: Vec<&[u8]> = sink.applied.iter().map(|e| e.data.as_ref()).collect();
         assert_eq!(data, vec![&b""[..], b"a"]);
-        let written = sink.write_queued().expect("b's write");
-        node.on_persisted(written);
-        drain(&mut node, &mut sink);
-        let data: Vec<&[u8]> = sink.applied.iter().map(|e| e.data.as_ref()).collect();
-        assert_eq!(data, vec![&b""[..], b"a", b"b"]);
-        // Idle: the commit index's hard state is written, then nothing is left to do.
-        while let Some(written) = sink.write_queued() {
-            node.on_persisted(written);
-            drain(&mut node, &mut sink);
-        }
-        assert!(!node.process_ready(&mut sink).expect("ready"));
     }
 
     #[test]

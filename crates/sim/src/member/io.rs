@@ -88,8 +88,6 @@ impl MemberIo for Io<'_> {
 
     fn persist(&mut self, entries: &[Entry], hard_state: Option<&HardState>, must_sync: bool) {
         let after = self.flush_queued();
-        // The daemon's writer syncs every write the raft thread waits for.
-        let must_sync = must_sync || self.writes.is_some();
         let hard_state = hard_state.map(to_wal_hard_state);
         let entries = entries.iter().map(wal_entry_ref);
         self.wal.append_refs(entries, hard_state.as_ref()).expect("simulated WAL append");
