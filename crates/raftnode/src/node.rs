@@ -594,12 +594,15 @@ impl RaftNode {
             }
         }
         let in_flight = self.write_in_flight();
-        // The only voter writes in its own turn all the same once nothing is in
-        // flight: no follower waits for its heartbeats, and a stall holds up
-        // nothing a writer thread would let through, while the hand-offs to the
-        // writer and back would cost every write.
-        let singleton = self.raw.raft.prs().is_singleton();
-        if sink.persists_async() && (!singleton || in_flight) && snapshot.is_none() {
+        // Only a leader with followers hands its writes over: its heartbeats
+        // must go on while it fsyncs, and its followers commit without it.
+        // Anyone else writes in its own turn once nothing is in flight (a
+        // follower's acknowledgements and a candidate's votes wait for its own
+        // disk anyway, and the only voter has nobody to heartbeat), sparing
+        // every write the hand-offs to the writer and back.
+        let leading = self.raw.raft.state == StateRole::Leader;
+        let hands_over = leading && !self.raw.raft.prs().is_singleton();
+        if sink.persists_async() && (hands_over || in_flight) && snapshot.is_none() {
             let waiting = !ready.persisted_messages().is_empty();
             if !entries.is_empty() || hard_state.is_some() || (in_flight && waiting) {
                 // A newer hard state replaces the one waiting (never write an older after it).
@@ -829,18 +832,10 @@ mod tests {
         let mut sb = Recorder::default();
         a.campaign().expect("campaign");
         exchange(&mut a, &mut sa, &mut b, &mut sb);
-        // Pre-vote won; the vote for itself is queued, its requests wait for it.
-        assert_eq!(a.role(), Role::Candidate);
-        assert_eq!(sa.queued.len(), 1);
-        assert!(sa.queued[0].must_sync && sa.queued[0].hard_state.is_some());
-        assert!(sa.queued[0]
-            .after
-            .iter()
-            .all(|m| m.get_msg_type() == raft::eraftpb::MessageType::MsgRequestVote));
-        let written = sa.write_queued().expect("the vote");
-        a.on_persisted(written);
-        exchange(&mut a, &mut sa, &mut b, &mut sb);
+        // A candidate writes its vote in its own turn; the leader hands its
+        // first entry to the writer.
         assert_eq!(a.role(), Role::Leader);
+        assert!(sa.persisted.is_empty() && sa.queued.len() == 1 && a.write_in_flight());
         // The follower has the leader's empty entry and acknowledged it, but a
         // quorum of two needs the leader's own write.
         assert_eq!(sb.persisted.len(), 1);
