@@ -1,9 +1,10 @@
 //! What the daemon's tasks hand each other: requests for the raft loop, work
-//! for the apply loop, and the way out when continuing could lose data. At the
+//! for the apply loop, where Raft's messages go (the raft loop and the WAL
+//! writer both send), and the way out when continuing could lose data. At the
 //! bottom of the daemon, so the loops and the services that feed them do not
 //! refer to each other.
 
-use etcd_raftnode::{Entry, MembershipChange};
+use etcd_raftnode::{Entry, MembershipChange, Message};
 use etcd_server::{Applied, ServerError};
 use tokio::sync::oneshot;
 
@@ -60,4 +61,31 @@ pub(crate) type DefragReply = oneshot::Sender<Result<DefragSizes, ServerError>>;
 pub(crate) fn fatal(what: &str, err: impl std::fmt::Display) -> ! {
     tracing::error!(error = %err, "{what}; the member cannot continue safely and stops now");
     std::process::abort();
+}
+
+/// Where Raft messages for other members go (the peer transport).
+pub trait PeerSender: Send + Sync {
+    /// Queues messages for their destinations without blocking.
+    fn send(&self, messages: Vec<Message>);
+    /// Peers that could not be reached since the last call.
+    fn take_unreachable(&self) -> Vec<u64>;
+    /// Peers with a stream up now.
+    fn active_peers(&self) -> usize;
+    /// Sends every peer an empty batch (a removed member is refused and stops).
+    fn probe(&self);
+}
+
+impl PeerSender for etcd_transport::PeerTransport {
+    fn send(&self, messages: Vec<Message>) {
+        etcd_transport::PeerTransport::send(self, messages);
+    }
+    fn take_unreachable(&self) -> Vec<u64> {
+        etcd_transport::PeerTransport::take_unreachable(self)
+    }
+    fn active_peers(&self) -> usize {
+        etcd_transport::PeerTransport::active_peers(self)
+    }
+    fn probe(&self) {
+        etcd_transport::PeerTransport::probe(self);
+    }
 }

@@ -19,7 +19,7 @@ use etcd_server::wal_entries::snapshot_marker;
 use etcd_server::{Applied, ServerError};
 use tokio::sync::mpsc;
 
-use crate::inputs::{fatal, ApplyTask, RaftInput, Reader};
+use crate::inputs::{fatal, ApplyTask, PeerSender, RaftInput, Reader};
 use crate::shared::Shared;
 use crate::wal_writer::WalWriter;
 
@@ -31,33 +31,6 @@ const INPUTS_PER_TURN_MAX: usize = 4096;
 /// appended and sent to followers, which can commit them without this member's
 /// fsync, nor a follower's answers to its leader).
 const INPUTS_HELD_MAX: Duration = Duration::from_millis(5);
-
-/// Where Raft messages for other members go (the peer transport).
-pub trait PeerSender: Send + Sync {
-    /// Queues messages for their destinations without blocking.
-    fn send(&self, messages: Vec<Message>);
-    /// Peers that could not be reached since the last call.
-    fn take_unreachable(&self) -> Vec<u64>;
-    /// Peers with a stream up now.
-    fn active_peers(&self) -> usize;
-    /// Sends every peer an empty batch (a removed member is refused and stops).
-    fn probe(&self);
-}
-
-impl PeerSender for etcd_transport::PeerTransport {
-    fn send(&self, messages: Vec<Message>) {
-        etcd_transport::PeerTransport::send(self, messages);
-    }
-    fn take_unreachable(&self) -> Vec<u64> {
-        etcd_transport::PeerTransport::take_unreachable(self)
-    }
-    fn active_peers(&self) -> usize {
-        etcd_transport::PeerTransport::active_peers(self)
-    }
-    fn probe(&self) {
-        etcd_transport::PeerTransport::probe(self);
-    }
-}
 
 /// The WAL writer and the peer transport as the Raft half uses them.
 struct DaemonIo<'a> {
@@ -85,9 +58,9 @@ impl RaftIo for DaemonIo<'_> {
         self.wal.append(write);
     }
 
-    /// The only voter's writes (in its own turn) and a Ready that installs a
-    /// leader's snapshot come here; the writer makes them after what it has
-    /// queued.
+    /// The writes of a member that writes in its own turn (anyone but a
+    /// leader with followers) and of a Ready that installs a leader's snapshot;
+    /// made after whatever the writer has queued.
     fn persist(&mut self, entries: &[Entry], hard_state: Option<&HardState>, must_sync: bool) {
         self.wal.persist(entries, hard_state, must_sync);
     }

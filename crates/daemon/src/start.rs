@@ -80,10 +80,10 @@ impl EtcdServer {
             crate::clock::monotonic_ms(),
         );
         let (persisted_tx, persisted_rx) = mpsc::unbounded_channel();
-        let peers = transport.clone();
+        let peers: Arc<dyn crate::inputs::PeerSender> = Arc::new(transport.clone());
         let wal = crate::wal_writer::WalWriter::start(
             opened.wal,
-            Box::new(move |messages| peers.send(messages)),
+            peers.clone(),
             persisted_tx,
             shared.clone(),
         )
@@ -94,7 +94,7 @@ impl EtcdServer {
             persisted: persisted_rx,
             inputs: raft_rx,
             messages: message_rx,
-            peers: Arc::new(transport.clone()),
+            peers,
             apply_tx,
             snapshots: crate::snapshot::SnapshotSender {
                 backend: opened.backend.clone(),

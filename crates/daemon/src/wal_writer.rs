@@ -20,12 +20,11 @@ use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use etcd_raftnode::{Entry, HardState, Message, ReadyWrite};
-use etcd_server::wal_entries::{to_wal_hard_state, wal_entry_ref};
+use etcd_raftnode::{Entry, HardState, ReadyWrite};
 use etcd_wal::{SnapshotMarker, Wal};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::inputs::fatal;
+use crate::inputs::{fatal, PeerSender};
 use crate::shared::Shared;
 
 /// Jobs taken in one go at most (their appends share one fsync).
@@ -66,8 +65,7 @@ impl Log {
     }
 
     fn append(wal: &mut Wal, entries: &[Entry], hard_state: Option<&HardState>) {
-        let hard_state = hard_state.map(to_wal_hard_state);
-        if let Err(err) = wal.append_refs(entries.iter().map(wal_entry_ref), hard_state.as_ref()) {
+        if let Err(err) = etcd_server::wal_entries::append(wal, entries, hard_state) {
             fatal("failed to append to the WAL", err);
         }
     }
@@ -111,10 +109,10 @@ pub(crate) struct WalWriter {
 
 impl WalWriter {
     /// Starts the writer thread on `wal`: messages that waited for a write go
-    /// to `send`, written Readies are reported on `persisted`.
+    /// to `peers`, written Readies are reported on `persisted`.
     pub fn start(
         wal: Wal,
-        send: SendMessages,
+        peers: Arc<dyn PeerSender>,
         persisted: UnboundedSender<u64>,
         shared: Arc<Shared>,
     ) -> std::io::Result<WalWriter> {
@@ -125,8 +123,7 @@ impl WalWriter {
         }
         let log = Arc::new(Log { wal: Mutex::new(wal), shared, delay_file });
         let pending = Arc::new(AtomicUsize::new(0));
-        let mut writer =
-            Writer { log: log.clone(), queue, send, persisted, pending: pending.clone() };
+        let writer = Writer { log: log.clone(), queue, peers, persisted, pending: pending.clone() };
         let thread = std::thread::Builder::new().name("wal".into()).spawn(move || writer.run())?;
         Ok(WalWriter { jobs, pending, log, thread: Some(thread) })
     }
@@ -203,19 +200,16 @@ impl WalWriter {
     }
 }
 
-/// Where messages go once the write they waited for is done (the peer transport).
-pub(crate) type SendMessages = Box<dyn Fn(Vec<Message>) + Send>;
-
 struct Writer {
     log: Arc<Log>,
     queue: Receiver<Job>,
-    send: SendMessages,
+    peers: Arc<dyn PeerSender>,
     persisted: UnboundedSender<u64>,
     pending: Arc<AtomicUsize>,
 }
 
 impl Writer {
-    fn run(&mut self) {
+    fn run(&self) {
         while let Ok(first) = self.queue.recv() {
             let mut jobs = vec![first];
             while jobs.len() < JOBS_PER_BATCH_MAX {
@@ -235,9 +229,9 @@ impl Writer {
 
     /// Appends a batch of jobs in order with at most one fsync, then lets out
     /// what waited for it.
-    fn write(&mut self, jobs: Vec<Job>) {
+    fn write(&self, jobs: Vec<Job>) {
         let started = Instant::now();
-        let log = self.log.clone();
+        let log = &self.log;
         let stages = &log.shared.metrics.write_stages;
         let mut must_sync = false;
         let mut written = None;
@@ -279,7 +273,7 @@ impl Writer {
         }
         drop(wal);
         if !after.is_empty() {
-            (self.send)(after);
+            self.peers.send(after);
         }
         for reply in done {
             let _ = reply.send(());

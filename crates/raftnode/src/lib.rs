@@ -11,15 +11,16 @@
 
 mod conf_state;
 mod node;
+mod ready;
 mod storage;
 
 pub use conf_state::{decode_conf_state, encode_conf_state};
 pub use node::{
-    conf_change_entry, MembershipChange, NodeConfig, RaftNode, ReadySink, ReadyWrite, RestoreState,
-    Role, SplitMix64,
+    conf_change_entry, MembershipChange, NodeConfig, RaftNode, RestoreState, Role, SplitMix64,
 };
 pub use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message, MessageType, Snapshot};
 pub use raft::ReadState;
+pub use ready::{ReadySink, ReadyWrite};
 
 /// Errors the driver reports to its caller.
 #[derive(Debug, thiserror::Error)]

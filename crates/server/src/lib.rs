@@ -29,6 +29,7 @@ pub mod ids;
 pub mod member_core;
 pub mod membership;
 pub mod raft_core;
+mod raft_io;
 mod read_queue;
 pub mod waiters;
 pub mod wal_entries;

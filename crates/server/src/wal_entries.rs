@@ -40,6 +40,16 @@ pub fn to_wal_hard_state(hs: &HardState) -> etcd_wal::HardState {
     etcd_wal::HardState { term: hs.term, vote: hs.vote, commit: hs.commit }
 }
 
+/// Appends Raft's entries and hard state to the WAL (durable only after a sync).
+pub fn append<F: etcd_wal::Fs>(
+    wal: &mut etcd_wal::Wal<F>,
+    entries: &[Entry],
+    hard_state: Option<&HardState>,
+) -> etcd_wal::Result<()> {
+    let hard_state = hard_state.map(to_wal_hard_state);
+    wal.append_refs(entries.iter().map(wal_entry_ref), hard_state.as_ref())
+}
+
 /// The Raft hard state a WAL record holds.
 pub fn to_raft_hard_state(hs: &etcd_wal::HardState) -> HardState {
     HardState { term: hs.term, vote: hs.vote, commit: hs.commit, ..Default::default() }

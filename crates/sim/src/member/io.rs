@@ -7,7 +7,7 @@ use std::path::Path;
 use etcd_proto::mvccpb::Event;
 use etcd_raftnode::{ConfState, Entry, HardState, Message, ReadyWrite};
 use etcd_server::member_core::MemberIo;
-use etcd_server::wal_entries::{snapshot_marker, to_wal_hard_state, wal_entry_ref};
+use etcd_server::wal_entries::{self, snapshot_marker};
 use etcd_storage::Backend;
 use etcd_wal::Wal;
 
@@ -39,9 +39,8 @@ impl Io<'_> {
         let Some(writes) = self.writes.as_deref_mut() else { return Vec::new() };
         let mut after = Vec::new();
         for write in writes.drain(..) {
-            let hard_state = write.hard_state.as_ref().map(to_wal_hard_state);
-            let entries = write.entries.iter().map(wal_entry_ref);
-            self.wal.append_refs(entries, hard_state.as_ref()).expect("simulated WAL append");
+            wal_entries::append(self.wal, &write.entries, write.hard_state.as_ref())
+                .expect("simulated WAL append");
             after.extend(write.after);
             *self.flushed = Some(write.number);
         }
@@ -88,9 +87,7 @@ impl MemberIo for Io<'_> {
 
     fn persist(&mut self, entries: &[Entry], hard_state: Option<&HardState>, must_sync: bool) {
         let after = self.flush_queued();
-        let hard_state = hard_state.map(to_wal_hard_state);
-        let entries = entries.iter().map(wal_entry_ref);
-        self.wal.append_refs(entries, hard_state.as_ref()).expect("simulated WAL append");
+        wal_entries::append(self.wal, entries, hard_state).expect("simulated WAL append");
         if must_sync {
             self.wal.sync().expect("simulated WAL fsync");
         }

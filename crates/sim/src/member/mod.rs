@@ -16,7 +16,7 @@ use etcd_server::apply_core::{ApplyCore, ApplyCoreConfig};
 use etcd_server::compactor::{CompactionMode, Compactor};
 use etcd_server::member_core::{MemberCore, MemberEffect, MemberInput};
 use etcd_server::raft_core::{Input, RaftCore, RaftCoreConfig};
-use etcd_server::wal_entries::{restore_state, snapshot_marker, to_wal_hard_state, wal_entry_ref};
+use etcd_server::wal_entries::{self, restore_state, snapshot_marker};
 use etcd_server::watch::WatchHub;
 use etcd_server::{Response, ServerError};
 use etcd_storage::Backend;
@@ -558,9 +558,8 @@ impl SimMember {
         }
         let (mut number, mut after, mut synced) = (0, Vec::new(), false);
         for write in running.writes.drain(..) {
-            let hard_state = write.hard_state.as_ref().map(to_wal_hard_state);
-            let entries = write.entries.iter().map(wal_entry_ref);
-            running.wal.append_refs(entries, hard_state.as_ref()).expect("simulated WAL append");
+            wal_entries::append(&mut running.wal, &write.entries, write.hard_state.as_ref())
+                .expect("simulated WAL append");
             number = write.number;
             after.extend(write.after);
             synced |= write.must_sync;
