@@ -1,11 +1,12 @@
 //! The apply loop: the shell around the member's apply half
-//! ([`etcd_server::apply_core::ApplyCore`]) on its own thread. It merges queued
+//! ([`etcd_server::apply_core::ApplyCore`]), a task on the runtime that serves
+//! clients (so a proposer it wakes runs next on the same worker, with no
+//! cross-thread wake-up; it yields after every batch). It merges queued
 //! batches into one backend transaction, then publishes the events to watchers
 //! and the applied index (releasing linearizable reads), wakes the proposers'
 //! waiters and asks the raft loop for the snapshots the core schedules.
 
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
 use etcd_mvcc::CompactStep;
@@ -13,7 +14,7 @@ use etcd_server::apply_core::ApplyCore;
 use etcd_server::membership::MemberEvent;
 use tokio::sync::mpsc;
 
-use crate::inputs::{fatal, ApplyTask, RaftInput};
+use crate::inputs::{fatal, ApplyReceiver, ApplyTask, RaftInput};
 use crate::shared::Shared;
 use etcd_server::watch::WatchHub;
 
@@ -29,7 +30,7 @@ const DB_SIZE_REFRESH: std::time::Duration = std::time::Duration::from_millis(10
 pub(crate) struct ApplyLoop {
     pub member_id: u64,
     pub core: ApplyCore,
-    pub tasks: Receiver<ApplyTask>,
+    pub tasks: ApplyReceiver,
     pub shared: Arc<Shared>,
     pub watch_hub: Arc<WatchHub>,
     pub raft_tx: mpsc::Sender<RaftInput>,
@@ -43,7 +44,7 @@ pub(crate) struct ApplyLoop {
 
 impl ApplyLoop {
     /// Runs until the raft loop drops its sender.
-    pub fn run(mut self) {
+    pub async fn run(mut self) {
         let mut pending: Option<ApplyTask> = None;
         loop {
             let task = match pending.take() {
@@ -52,16 +53,18 @@ impl ApplyLoop {
                     match self.tasks.try_recv() {
                         Ok(task) => task,
                         Err(std::sync::mpsc::TryRecvError::Empty) => {
-                            // Nothing to apply: the compaction's next batch.
+                            // Nothing to apply: the compaction's next batch,
+                            // then the worker's other tasks.
                             self.compact_step();
+                            tokio::task::yield_now().await;
                             continue;
                         }
                         Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
                     }
                 }
-                None => match self.tasks.recv() {
-                    Ok(task) => task,
-                    Err(_) => break,
+                None => match self.tasks.recv().await {
+                    Some(task) => task,
+                    None => break,
                 },
             };
             let keep_going = match task {
@@ -79,15 +82,16 @@ impl ApplyLoop {
                             Err(_) => break,
                         }
                     }
-                    self.apply(&entries)
+                    self.apply(&entries).await
                 }
                 ApplyTask::Install { index, path, done } => {
-                    self.install(index, &path);
+                    self.install(index, &path).await;
                     let _ = done.send(());
                     true
                 }
                 ApplyTask::Defragment(reply) => {
-                    let rewritten = crate::defrag::rewrite(self.core.kv().backend());
+                    let rewritten =
+                        off_the_workers(|| crate::defrag::rewrite(self.core.kv().backend()));
                     self.record_db_size();
                     let _ = reply.send(rewritten);
                     true
@@ -101,6 +105,9 @@ impl ApplyLoop {
             if self.core.kv().compaction_in_progress().is_some() {
                 self.compact_step();
             }
+            // The proposers just woken (and anything else queued on this
+            // worker) run before the next batch.
+            tokio::task::yield_now().await;
         }
         tracing::info!("apply loop stopped");
     }
@@ -137,7 +144,7 @@ impl ApplyLoop {
     }
 
     /// Applies entries; false once the raft loop is gone.
-    fn apply(&mut self, entries: &[etcd_raftnode::Entry]) -> bool {
+    async fn apply(&mut self, entries: &[etcd_raftnode::Entry]) -> bool {
         let leading = self.shared.leader_id.load(Ordering::Relaxed) == self.member_id;
         let started = std::time::Instant::now();
         let result = match self.core.apply(entries, crate::clock::monotonic_ms(), leading) {
@@ -173,7 +180,7 @@ impl ApplyLoop {
         }
         self.shared.applied_index.send_replace(self.core.applied_index());
         for event in outcome.member_events {
-            if self.member_events.blocking_send(event).is_err() {
+            if self.member_events.send(event).await.is_err() {
                 return false;
             }
         }
@@ -181,7 +188,7 @@ impl ApplyLoop {
             self.shared.wake(applied);
         }
         if let Some((index, term)) = result.snapshot {
-            if self.raft_tx.blocking_send(RaftInput::Snapshot { index, term }).is_err() {
+            if self.raft_tx.send(RaftInput::Snapshot { index, term }).await.is_err() {
                 return false;
             }
         }
@@ -190,17 +197,18 @@ impl ApplyLoop {
 
     /// Replaces the backend with a leader's snapshot and reloads everything that
     /// was derived from it.
-    fn install(&mut self, index: u64, path: &std::path::Path) {
-        if let Err(err) = self.core.kv().backend().replace_with(path) {
-            fatal("failed to install the received snapshot", err);
-        }
-        match self.core.installed(index) {
-            // The follow-up task reconciles the transport's peers with these.
-            Ok(members) => {
-                let _ = self.member_events.blocking_send(MemberEvent::Reset(members));
+    async fn install(&mut self, index: u64, path: &std::path::Path) {
+        let members = off_the_workers(|| {
+            if let Err(err) = self.core.kv().backend().replace_with(path) {
+                fatal("failed to install the received snapshot", err);
             }
-            Err(err) => fatal("failed to load the installed snapshot", err),
-        }
+            match self.core.installed(index) {
+                Ok(members) => members,
+                Err(err) => fatal("failed to load the installed snapshot", err),
+            }
+        });
+        // The follow-up task reconciles the transport's peers with these.
+        let _ = self.member_events.send(MemberEvent::Reset(members)).await;
         let revision = self.core.kv().current_revision();
         self.watch_hub.reset(revision);
         // The snapshot may have brought a compaction of its own, or none.
@@ -213,5 +221,17 @@ impl ApplyLoop {
             consistent_index = self.core.applied_index(),
             "loaded the leader's snapshot"
         );
+    }
+}
+
+/// Runs `work` that takes long (a backend rewrite or swap: seconds on a large
+/// backend) without holding a runtime worker from the other tasks: on a
+/// multi-threaded runtime the worker's queue moves to another thread
+/// meanwhile. A current-thread runtime (tests) has nowhere to move it, so
+/// the work runs in place.
+fn off_the_workers<R>(work: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(work),
+        _ => work(),
     }
 }

@@ -1,6 +1,7 @@
 //! The async shell of one member. It opens the data directory
-//! ([`bootstrap`]), runs the raft loop (the only owner of Raft and the WAL) and the
-//! apply loop (the only writer of the backend) on their own threads, and offers
+//! ([`bootstrap`]), runs the raft loop (the only owner of Raft and the WAL) on its
+//! own thread and the apply loop (the only writer of the backend) as a task of
+//! the runtime that serves clients, and offers
 //! [`EtcdServer`] to the API layer: proposals and ReadIndex barriers as futures.
 //!
 //! Write path: handler -> [`EtcdServer::propose`] registers a waiter and hands the

@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +18,7 @@ use etcd_server::wal_entries::snapshot_marker;
 use etcd_server::{Applied, ServerError};
 use tokio::sync::mpsc;
 
-use crate::inputs::{fatal, ApplyTask, PeerSender, RaftInput, Reader};
+use crate::inputs::{fatal, ApplySender, ApplyTask, PeerSender, RaftInput, Reader};
 use crate::shared::Shared;
 use crate::wal_writer::WalWriter;
 
@@ -37,7 +36,7 @@ struct DaemonIo<'a> {
     wal: &'a WalWriter,
     peers: &'a dyn PeerSender,
     snapshots: &'a crate::snapshot::SnapshotSender,
-    apply_tx: &'a SyncSender<ApplyTask>,
+    apply_tx: &'a ApplySender,
     shared: &'a Shared,
 }
 
@@ -118,7 +117,7 @@ pub(crate) struct RaftLoop {
     pub inputs: mpsc::Receiver<RaftInput>,
     pub messages: mpsc::Receiver<Message>,
     pub peers: Arc<dyn PeerSender>,
-    pub apply_tx: SyncSender<ApplyTask>,
+    pub apply_tx: ApplySender,
     pub snapshots: crate::snapshot::SnapshotSender,
     pub shared: Arc<Shared>,
     pub heartbeat: Duration,
@@ -283,7 +282,7 @@ impl RaftLoop {
                 return None;
             }
             RaftInput::Defragment(reply) => {
-                if let Err(std::sync::mpsc::SendError(ApplyTask::Defragment(reply))) =
+                if let Err(ApplyTask::Defragment(reply)) =
                     self.apply_tx.send(ApplyTask::Defragment(reply))
                 {
                     let _ = reply.send(Err(ServerError::Stopped));

@@ -62,7 +62,9 @@ pub struct EtcdServer {
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) removed: tokio::sync::Notify,
     pub(crate) member_events: Mutex<Option<mpsc::Receiver<etcd_server::membership::MemberEvent>>>,
-    pub(crate) threads: Mutex<Vec<JoinHandle<()>>>,
+    pub(crate) raft_thread: Mutex<Option<JoinHandle<()>>>,
+    /// The apply loop, a task on the runtime that started the member.
+    pub(crate) apply_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl EtcdServer {
@@ -351,14 +353,14 @@ impl EtcdServer {
     pub async fn shutdown(&self) {
         self.stopped.store(true, Ordering::Relaxed);
         let _ = self.raft_tx.send(RaftInput::Stop).await;
-        let threads: Vec<JoinHandle<()>> =
-            std::mem::take(&mut *self.threads.lock().expect("threads lock"));
-        let _ = tokio::task::spawn_blocking(move || {
-            for thread in threads {
-                let _ = thread.join();
-            }
-        })
-        .await;
+        let raft_thread = self.raft_thread.lock().expect("raft thread lock").take();
+        if let Some(thread) = raft_thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        let apply_task = self.apply_task.lock().expect("apply task lock").take();
+        if let Some(task) = apply_task {
+            let _ = task.await;
+        }
     }
 }
 

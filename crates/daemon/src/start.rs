@@ -60,7 +60,7 @@ impl EtcdServer {
             transport.set_peer(member.id, member.peer_urls.clone());
         }
         mark_removed_members(&transport, &opened.backend);
-        let (apply_tx, apply_rx) = std::sync::mpsc::sync_channel(APPLY_TASKS_MAX);
+        let (apply_tx, apply_rx) = crate::inputs::apply_queue(APPLY_TASKS_MAX);
         let core_cfg = etcd_server::raft_core::RaftCoreConfig {
             heartbeat_ms: cfg.heartbeat_interval.as_millis() as u64,
             election_ticks: cfg.election_ticks(),
@@ -133,10 +133,7 @@ impl EtcdServer {
                 runtime.block_on(raft_loop.run());
             })
             .map_err(spawn_error)?;
-        let apply_thread = std::thread::Builder::new()
-            .name("apply".into())
-            .spawn(move || apply_loop.run())
-            .map_err(spawn_error)?;
+        let apply_task = tokio::spawn(apply_loop.run());
         let now_ms =
             SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         // etcd's scheme: the member ID's low 16 bits, then a time-based counter, so
@@ -159,7 +156,8 @@ impl EtcdServer {
             runtime: tokio::runtime::Handle::current(),
             removed: tokio::sync::Notify::new(),
             member_events: Mutex::new(Some(member_events_rx)),
-            threads: Mutex::new(vec![raft_thread, apply_thread]),
+            raft_thread: Mutex::new(Some(raft_thread)),
+            apply_task: Mutex::new(Some(apply_task)),
             cfg,
         });
         let weak = Arc::downgrade(&server);
