@@ -241,7 +241,8 @@ async fn watch(State(g): Shared, headers: HeaderMap, body: Bytes) -> Response {
         Ok(requests) => {
             let permit = g.stream().await;
             let rx = crate::watch::open(g.server.clone(), caller_of(&headers), requests);
-            stream_response(holding(permit, rx.map(Ok::<_, Status>)))
+            let responses = rx.map(|outbound| Ok::<_, Status>(outbound.into_response()));
+            stream_response(holding(permit, responses))
         }
         Err(status) => error_response(&status),
     }

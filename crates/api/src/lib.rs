@@ -43,6 +43,7 @@ mod recipes;
 pub mod status;
 pub mod validate;
 pub mod watch;
+mod watch_codec;
 mod watch_queue;
 
 use std::future::Future;
@@ -56,7 +57,6 @@ use etcd_proto::etcdserverpb::cluster_server::ClusterServer;
 use etcd_proto::etcdserverpb::kv_server::KvServer;
 use etcd_proto::etcdserverpb::lease_server::LeaseServer;
 use etcd_proto::etcdserverpb::maintenance_server::MaintenanceServer;
-use etcd_proto::etcdserverpb::watch_server::WatchServer;
 use etcd_proto::v3electionpb::election_server::ElectionServer;
 use etcd_proto::v3lockpb::lock_server::LockServer;
 use etcd_tls::Listener;
@@ -104,23 +104,24 @@ pub async fn serve(
     let http_routes = http::router(server.clone(), tls.is_some());
     let front = front::FrontLayer { server: server.clone() };
     let server_for_range = server.clone();
-    let watch = WatchServer::new(watch::WatchService::new(server))
-        .max_decoding_message_size(max_message_bytes)
-        .max_encoding_message_size(usize::MAX);
+    let server_for_watch = server.clone();
     let routes = tonic::service::Routes::from(http_routes)
         .add_service(kv)
         .add_service(cluster)
         .add_service(auth)
         .add_service(maintenance)
-        .add_service(watch)
         .add_service(lease)
         .add_service(lock)
         .add_service(election);
     // KV.Range answers from the stored encodings (see kv_range.rs); the
-    // route takes precedence over the generated KV service's wildcard.
+    // route takes precedence over the generated KV service's wildcard. Watch
+    // has a codec of its own (watch_codec.rs).
     let range =
         axum::routing::post(kv_range::serve).with_state((server_for_range, max_message_bytes));
-    let router = routes.into_axum_router().route(kv_range::PATH, range);
+    let watch =
+        axum::routing::post(watch_codec::serve).with_state((server_for_watch, max_message_bytes));
+    let router =
+        routes.into_axum_router().route(kv_range::PATH, range).route(watch_codec::PATH, watch);
     let routes = tonic::service::Routes::from(router);
     let builder = tonic::transport::Server::builder()
         .layer(front)

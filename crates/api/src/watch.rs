@@ -14,7 +14,6 @@ use std::sync::Arc;
 use etcd_daemon::{Caller, EtcdServer};
 use etcd_proto::etcdserverpb::watch_create_request::FilterType;
 use etcd_proto::etcdserverpb::watch_request::RequestUnion;
-use etcd_proto::etcdserverpb::watch_server::Watch;
 use etcd_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
 use etcd_server::watch::{KeyRange, Poke, Pulled, WatchHub, WatchSpec, Watcher};
 use prost::Message;
@@ -22,40 +21,15 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_stream::{Stream, StreamExt};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::Status;
 
+use crate::watch_codec::Outbound;
 use crate::watch_queue;
-/// The stream type tonic's generated trait expects.
-use crate::BoxStream;
 
 /// How often a deferred progress request wakes the stream's watchers again.
 const PROGRESS_RECHECK: std::time::Duration = std::time::Duration::from_millis(10);
 /// The watch ID of responses that belong to no watcher (clientv3's InvalidWatchID).
 const INVALID_WATCH_ID: i64 = -1;
-
-/// etcd's Watch service over one member.
-pub struct WatchService {
-    server: Arc<EtcdServer>,
-}
-
-impl WatchService {
-    /// Serves Watch streams with `server`.
-    pub fn new(server: Arc<EtcdServer>) -> WatchService {
-        WatchService { server }
-    }
-}
-
-#[tonic::async_trait]
-impl Watch for WatchService {
-    async fn watch(
-        &self,
-        request: Request<Streaming<WatchRequest>>,
-    ) -> Result<Response<BoxStream<WatchResponse>>, Status> {
-        let caller = crate::auth::caller(&request);
-        let rx = open(self.server.clone(), caller, request.into_inner());
-        Ok(Response::new(Box::pin(rx.map(Ok))))
-    }
-}
 
 /// Serves one watch stream whose requests arrive on `inbound`; its responses
 /// come out of the returned channel. Shared by the gRPC and JSON gateway routes.
@@ -63,7 +37,7 @@ pub(crate) fn open(
     server: Arc<EtcdServer>,
     caller: Caller,
     inbound: impl Stream<Item = Result<WatchRequest, Status>> + Unpin + Send + 'static,
-) -> watch_queue::Receiver<WatchResponse> {
+) -> watch_queue::Receiver<Outbound> {
     let (tx, rx) = watch_queue::queue();
     let stream = WatchStream {
         server,
@@ -83,7 +57,7 @@ struct WatchStream {
     server: Arc<EtcdServer>,
     /// Who opened the stream: every create is checked with these credentials.
     caller: Caller,
-    tx: watch_queue::Sender<WatchResponse>,
+    tx: watch_queue::Sender<Outbound>,
     watchers: BTreeMap<i64, WatcherHandle>,
     next_id: i64,
     /// Pinged by watchers whenever they delivered more, for a deferred progress.
@@ -200,7 +174,7 @@ impl WatchStream {
         self.delivered.wanted.store(false, Ordering::SeqCst);
         let header = Some(self.server.header(revision));
         let progress = WatchResponse { header, watch_id: INVALID_WATCH_ID, ..Default::default() };
-        self.tx.send(progress).await.is_ok()
+        self.tx.send(Outbound::Response(progress)).await.is_ok()
     }
 
     /// etcd's `isWatchPermitted`: read permission on the watched range with
@@ -242,7 +216,7 @@ impl WatchStream {
                 cancel_reason: reason,
                 ..Default::default()
             };
-            return self.tx.send(refused).await.is_ok();
+            return self.tx.send(Outbound::Response(refused)).await.is_ok();
         }
         let range = match create.range_end.as_slice() {
             [] => KeyRange::Single(create.key),
@@ -259,7 +233,8 @@ impl WatchStream {
         };
         if let KeyRange::Between(start, end) = &range {
             if start >= end {
-                return self.tx.send(refused("mvcc: watcher range is empty")).await.is_ok();
+                let refused = Outbound::Response(refused("mvcc: watcher range is empty"));
+                return self.tx.send(refused).await.is_ok();
             }
         }
         let id = if create.watch_id == 0 {
@@ -270,12 +245,12 @@ impl WatchStream {
             self.next_id - 1
         } else if self.watchers.contains_key(&create.watch_id) {
             let reason = "mvcc: duplicate watch ID provided on the WatchStream";
-            return self.tx.send(refused(reason)).await.is_ok();
+            return self.tx.send(Outbound::Response(refused(reason))).await.is_ok();
         } else {
             create.watch_id
         };
         let created = WatchResponse { header, watch_id: id, created: true, ..Default::default() };
-        if self.tx.send(created).await.is_err() {
+        if self.tx.send(Outbound::Response(created)).await.is_err() {
             return false;
         }
         let start =
@@ -307,7 +282,7 @@ impl WatchStream {
         watcher.task.abort();
         let header = Some(self.server.header(self.server.watch_hub().revision()));
         let canceled = WatchResponse { header, watch_id: id, canceled: true, ..Default::default() };
-        self.tx.send(canceled).await.is_ok()
+        self.tx.send(Outbound::Response(canceled)).await.is_ok()
     }
 }
 
@@ -324,7 +299,7 @@ struct WatcherTask {
 
 /// Where a watcher's responses go, and whom it tells that it delivered more.
 struct Sink {
-    tx: watch_queue::Sender<WatchResponse>,
+    tx: watch_queue::Sender<Outbound>,
     delivered: Arc<Delivered>,
 }
 
@@ -362,7 +337,7 @@ impl WatcherTask {
                             let header = Some(server.header(self.core.next_revision() - 1));
                             let note =
                                 WatchResponse { header, watch_id: self.id, ..Default::default() };
-                            if tx.send(note).await.is_err() {
+                            if tx.send(Outbound::Response(note)).await.is_err() {
                                 return;
                             }
                         }
@@ -382,7 +357,7 @@ impl WatcherTask {
                         compact_revision,
                         ..Default::default()
                     };
-                    let _ = tx.send(compacted).await;
+                    let _ = tx.send(Outbound::Response(compacted)).await;
                     return;
                 }
                 Pulled::Failed => return,
@@ -392,15 +367,18 @@ impl WatcherTask {
                 continue;
             }
             sent_since_progress = true;
-            let response = WatchResponse {
-                header: Some(server.header(covered)),
-                watch_id: self.id,
-                events,
-                ..Default::default()
-            };
+            let header = server.header(covered);
+            if !self.fragment {
+                let events = Outbound::Events { header, watch_id: self.id, events };
+                if tx.send(events).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            let response = Outbound::Events { header, watch_id: self.id, events }.into_response();
             let limit = server.config().max_request_bytes;
-            for part in fragments(response, self.fragment, limit) {
-                if tx.send(part).await.is_err() {
+            for part in fragments(response, limit) {
+                if tx.send(Outbound::Response(part)).await.is_err() {
                     return;
                 }
             }
@@ -409,10 +387,10 @@ impl WatcherTask {
 }
 
 /// Splits a response whose encoding exceeds `limit` bytes into several, all but the
-/// last marked `fragment` (only for watchers that asked for fragmentation, and never
+/// last marked `fragment` (for watchers that asked for fragmentation, and never
 /// below one event per response), as etcd does.
-fn fragments(response: WatchResponse, fragment: bool, limit: usize) -> Vec<WatchResponse> {
-    if !fragment || response.events.len() < 2 || response.encoded_len() < limit {
+fn fragments(response: WatchResponse, limit: usize) -> Vec<WatchResponse> {
+    if response.events.len() < 2 || response.encoded_len() < limit {
         return vec![response];
     }
     let mut parts = Vec::new();
@@ -453,8 +431,8 @@ mod tests {
     fn large_responses_fragment_only_when_asked_and_keep_every_event_in_order() {
         let events: Vec<Event> = (0..10).map(|i| event(&format!("k{i}"), 100)).collect();
         let response = WatchResponse { watch_id: 3, events: events.clone(), ..Default::default() };
-        assert_eq!(fragments(response.clone(), false, 300).len(), 1);
-        let parts = fragments(response, true, 300);
+        assert_eq!(fragments(response.clone(), 100_000).len(), 1);
+        let parts = fragments(response, 300);
         assert!(parts.len() > 1);
         assert!(parts[..parts.len() - 1].iter().all(|p| p.fragment));
         assert!(!parts.last().expect("last").fragment);

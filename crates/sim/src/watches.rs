@@ -206,7 +206,8 @@ impl WatchClient {
                     return Ok(Outcome::Restart);
                 }
                 Pulled::Failed => return Ok(Outcome::Restart),
-                Pulled::Events { covered, mut events } => {
+                Pulled::Events { covered, events } => {
+                    let mut events: Vec<_> = events.into_iter().map(|e| e.into_event()).collect();
                     if *skip_one && !events.is_empty() {
                         *skip_one = false;
                         events.remove(0);

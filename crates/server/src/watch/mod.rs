@@ -11,9 +11,11 @@
 //! were never flagged for them.
 
 mod interest;
+mod shared;
 mod watcher;
 
 pub use interest::{Interest, KeyRange, Poke};
+pub use shared::{Published, Selected};
 pub use watcher::{Pulled, WatchSpec, Watcher};
 
 use std::collections::{HashMap, VecDeque};
@@ -33,7 +35,7 @@ const RING_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub const READ_REVISIONS_MAX: i64 = 256;
 
 /// The events of one revision, shared by every watcher that reads them.
-pub type RevisionEvents = (i64, Arc<Vec<Event>>);
+pub type RevisionEvents = (i64, Arc<Published>);
 
 #[derive(Default)]
 struct Ring {
@@ -91,13 +93,13 @@ impl WatchHub {
                     }
                 }
                 ring.bytes += event_bytes(&events);
-                let events = Arc::new(events);
+                let events = Arc::new(Published::new(events));
                 published.push((revision, events.clone()));
                 ring.revisions.push_back((revision, events));
             }
             while ring.revisions.len() > RING_REVISIONS_MAX || ring.bytes > RING_BYTES_MAX {
                 let Some((_, events)) = ring.revisions.pop_front() else { break };
-                ring.bytes -= event_bytes(&events);
+                ring.bytes -= event_bytes(events.events());
             }
         }
         self.revision.store(current_revision, Ordering::Release);
@@ -108,7 +110,7 @@ impl WatchHub {
         let registry = self.registry.lock().expect("watch registry lock");
         let mut concerned: HashMap<u64, (i64, &Arc<interest::Signal>)> = HashMap::new();
         for (revision, events) in &published {
-            for event in events.iter() {
+            for event in events.events() {
                 let Some(kv) = &event.kv else { continue };
                 for (id, signal) in registry.for_key(&kv.key) {
                     concerned.entry(id).or_insert((*revision, signal));
@@ -186,7 +188,7 @@ impl WatchHub {
                         .skip(skip)
                         .take_while(|(revision, _)| *revision <= covered)
                         .map(|(revision, events)| match *revision <= compacted {
-                            true => (*revision, Arc::new(as_compacted(events))),
+                            true => (*revision, Arc::new(as_compacted(events.events()))),
                             false => (*revision, events.clone()),
                         })
                         .collect();
@@ -209,7 +211,7 @@ impl WatchHub {
                 _ => grouped.push((revision, vec![event])),
             }
         }
-        Ok((grouped.into_iter().map(|(r, e)| (r, Arc::new(e))).collect(), to))
+        Ok((grouped.into_iter().map(|(r, e)| (r, Arc::new(Published::new(e)))).collect(), to))
     }
 }
 
@@ -217,12 +219,14 @@ impl WatchHub {
 /// compaction removed that revision's tombstones and every older revision, so
 /// no delete and no `prev_kv` (etcd's watch reads both from the backend: its
 /// prev_kv is a read at the revision before, which is compacted).
-fn as_compacted(events: &[Event]) -> Vec<Event> {
-    events
-        .iter()
-        .filter(|e| e.r#type != EventType::Delete as i32)
-        .map(|e| Event { prev_kv: None, ..e.clone() })
-        .collect()
+fn as_compacted(events: &[Event]) -> Published {
+    Published::new(
+        events
+            .iter()
+            .filter(|e| e.r#type != EventType::Delete as i32)
+            .map(|e| Event { prev_kv: None, ..e.clone() })
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -294,7 +298,7 @@ mod tests {
         let (revisions, _) = hub.read(kv, from, kv.current_revision()).expect("read");
         revisions
             .iter()
-            .flat_map(|(_, events)| events.iter())
+            .flat_map(|(_, events)| events.events().iter())
             .map(|e| {
                 let kv = e.kv.as_ref().expect("kv");
                 let key = String::from_utf8_lossy(&kv.key).into_owned();
@@ -352,6 +356,7 @@ mod tests {
             watcher.skip_quiet(hub);
             match watcher.pull(hub, kv) {
                 Pulled::Events { events, .. } => out.extend(events.into_iter().map(|e| {
+                    let e = e.into_event();
                     let kv = e.kv.expect("kv");
                     let prev = e.prev_kv.map(|p| String::from_utf8_lossy(&p.value).into_owned());
                     (e.r#type, String::from_utf8_lossy(&kv.key).into_owned(), kv.mod_revision, prev)
