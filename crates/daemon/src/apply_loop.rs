@@ -22,7 +22,7 @@ use etcd_server::watch::WatchHub;
 const ENTRIES_PER_BATCH_MAX: usize = 8192;
 
 /// How often applying re-reads the backend file's size (a `stat` per batch
-/// cost about 1% of the apply thread). etcd's quota sees the size its last
+/// cost about 1% of the apply loop). etcd's quota sees the size its last
 /// batch commit left, up to `--backend-batch-interval` (100 ms) old; this is
 /// no staler.
 const DB_SIZE_REFRESH: std::time::Duration = std::time::Duration::from_millis(100);
