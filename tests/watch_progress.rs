@@ -11,7 +11,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Cluster, Server};
-use etcd_client::{GetOptions, WatchOptions, WatchStream};
+use etcd_client::{EventType, GetOptions, WatchOptions, WatchStream};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -94,5 +94,53 @@ async fn every_member_answers_progress_with_the_revision_its_store_is_at() {
         assert_eq!(revision, last, "{} answers progress at another revision", member.name);
         let local = c.get("k0", Some(GetOptions::new().with_serializable())).await.expect("get");
         assert_eq!(local.header().expect("header").revision(), revision);
+    }
+}
+
+/// Events reach watchers on every member as each asked for them: many watchers
+/// of one key share the hub's events (encoded once), a `prev_kv` watcher gets
+/// its own copy with the previous value, and a deletion arrives as one;
+/// written through one follower, watched on the other follower and the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_on_every_member_get_shared_events_and_their_own_prev_kv() {
+    let cluster = tokio::task::block_in_place(|| Cluster::start(3, &[]));
+    let leader = cluster.leader(Duration::from_secs(10)).expect("a leader");
+    let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let mut writer = cluster.members[followers[0]].client().await;
+    let mut streams = Vec::new();
+    for &member in &[followers[1], leader] {
+        let mut c = cluster.members[member].client().await;
+        for prev_kv in [false, false, true] {
+            let options = if prev_kv { Some(WatchOptions::new().with_prev_key()) } else { None };
+            let stream = c.watch("shared", options).await.expect("watch");
+            streams.push((member, prev_kv, stream));
+        }
+    }
+    for value in ["v1", "v2", "v3"] {
+        writer.put("shared", value, None).await.expect("put");
+    }
+    writer.delete("shared", None).await.expect("delete");
+    for (member, prev_kv, stream) in &mut streams {
+        let mut seen = Vec::new();
+        while seen.len() < 4 {
+            let response = tokio::time::timeout(Duration::from_secs(10), stream.message())
+                .await
+                .expect("events in time")
+                .expect("stream")
+                .expect("open");
+            for event in response.events() {
+                let kv = event.kv().expect("kv");
+                let prev = event.prev_kv().map(|p| p.value_str().expect("utf-8").to_string());
+                seen.push((event.event_type(), kv.value_str().expect("utf-8").to_string(), prev));
+            }
+        }
+        let prev = |v: &str| if *prev_kv { Some(v.to_string()) } else { None };
+        let expected = vec![
+            (EventType::Put, "v1".to_string(), None),
+            (EventType::Put, "v2".to_string(), prev("v1")),
+            (EventType::Put, "v3".to_string(), prev("v2")),
+            (EventType::Delete, String::new(), prev("v3")),
+        ];
+        assert_eq!(seen, expected, "member {member}, prev_kv {prev_kv}");
     }
 }

@@ -16,8 +16,9 @@ use etcd_server::watch::Selected;
 use prost::encoding::{encode_key, encode_varint, WireType};
 use prost::Message;
 use tokio_stream::StreamExt;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{Codec, EncodeBuf, Encoder};
 use tonic::Status;
+use tonic_prost::ProstDecoder;
 
 use crate::BoxStream;
 
@@ -72,7 +73,8 @@ impl Outbound {
     }
 }
 
-/// The Watch RPC's codec: requests decoded by prost, responses as [`Outbound`].
+/// The Watch RPC's codec: requests decoded as the generated service does,
+/// responses written as [`Outbound`].
 #[derive(Default)]
 struct WatchCodec;
 
@@ -80,14 +82,14 @@ impl Codec for WatchCodec {
     type Encode = Outbound;
     type Decode = WatchRequest;
     type Encoder = OutboundEncoder;
-    type Decoder = RequestDecoder;
+    type Decoder = ProstDecoder<WatchRequest>;
 
     fn encoder(&mut self) -> OutboundEncoder {
         OutboundEncoder
     }
 
-    fn decoder(&mut self) -> RequestDecoder {
-        RequestDecoder
+    fn decoder(&mut self) -> ProstDecoder<WatchRequest> {
+        ProstDecoder::default()
     }
 }
 
@@ -100,17 +102,6 @@ impl Encoder for OutboundEncoder {
     fn encode(&mut self, item: Outbound, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
         item.encode(dst);
         Ok(())
-    }
-}
-
-struct RequestDecoder;
-
-impl Decoder for RequestDecoder {
-    type Item = WatchRequest;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<WatchRequest>, Status> {
-        WatchRequest::decode(src).map(Some).map_err(|e| Status::internal(e.to_string()))
     }
 }
 

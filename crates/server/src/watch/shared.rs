@@ -14,15 +14,16 @@ use prost::Message;
 #[derive(Debug)]
 pub struct Published {
     events: Vec<Event>,
-    /// `events[i]` encoded as an `Event` message without its `prev_kv`.
-    encoded: Vec<OnceLock<Vec<u8>>>,
+    /// `events[i]` encoded as an `Event` message without its `prev_kv`; the
+    /// cells themselves made only once a watcher needs one, so publishing a
+    /// revision nobody watches allocates nothing more.
+    encoded: OnceLock<Box<[OnceLock<Vec<u8>>]>>,
 }
 
 impl Published {
     /// Shares `events` (one revision's, in order).
     pub fn new(events: Vec<Event>) -> Published {
-        let encoded = events.iter().map(|_| OnceLock::new()).collect();
-        Published { events, encoded }
+        Published { events, encoded: OnceLock::new() }
     }
 
     /// The events, as applied (each with its `prev_kv` when the store had one).
@@ -32,7 +33,9 @@ impl Published {
 
     /// The encoding of event `index` without `prev_kv`.
     fn encoded(&self, index: usize) -> &[u8] {
-        self.encoded[index].get_or_init(|| without_prev_kv(&self.events[index]).encode_to_vec())
+        let cells =
+            self.encoded.get_or_init(|| self.events.iter().map(|_| OnceLock::new()).collect());
+        cells[index].get_or_init(|| without_prev_kv(&self.events[index]).encode_to_vec())
     }
 }
 
@@ -59,14 +62,6 @@ impl Selected {
     pub fn into_event(self) -> Event {
         match self {
             Selected::Shared { events, index } => without_prev_kv(&events.events[index]),
-            Selected::Shaped(event) => event,
-        }
-    }
-
-    /// The event's key and value, wherever they are.
-    pub fn event(&self) -> &Event {
-        match self {
-            Selected::Shared { events, index } => &events.events[*index],
             Selected::Shaped(event) => event,
         }
     }
