@@ -44,7 +44,7 @@ pub mod status;
 pub mod validate;
 pub mod watch;
 mod watch_codec;
-mod watch_queue;
+mod watch_outlet;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -9,8 +9,6 @@
 //! it can skip them instead of reading them.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
@@ -48,7 +46,7 @@ struct SignalState {
     pending: Option<i64>,
     /// A wake-up not yet waited for.
     flagged: bool,
-    /// The task waiting for one (a watcher has one task: one waker at most).
+    /// Who waits for one (one waker at most: whoever polled last).
     /// Plain `std` wakers: no runtime needed.
     waker: Option<Waker>,
 }
@@ -56,15 +54,9 @@ struct SignalState {
 impl Signal {
     /// Flags `revision` (keeping the lowest flagged) and wakes the watcher.
     pub(super) fn flag(&self, revision: i64) {
-        self.wake(Some(revision));
-    }
-
-    fn wake(&self, revision: Option<i64>) {
         let waker = {
             let mut state = self.state.lock().expect("watch signal lock");
-            if let Some(revision) = revision {
-                state.pending = Some(state.pending.map_or(revision, |p| p.min(revision)));
-            }
+            state.pending = Some(state.pending.map_or(revision, |p| p.min(revision)));
             state.flagged = true;
             state.waker.take()
         };
@@ -72,16 +64,11 @@ impl Signal {
             waker.wake();
         }
     }
-}
 
-/// Completes once the signal was flagged since the last time one completed.
-struct Flagged<'a>(&'a Signal);
-
-impl Future for Flagged<'_> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut state = self.0.state.lock().expect("watch signal lock");
+    /// Ready (and the flag taken) when flagged since the last time this was
+    /// ready; otherwise `cx`'s waker is kept for the next flag.
+    fn poll_flagged(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.state.lock().expect("watch signal lock");
         if std::mem::take(&mut state.flagged) {
             return Poll::Ready(());
         }
@@ -90,18 +77,6 @@ impl Future for Flagged<'_> {
             _ => state.waker = Some(cx.waker().clone()),
         }
         Poll::Pending
-    }
-}
-
-/// Wakes one watcher without flagging a revision, so it looks again at what
-/// the hub published (a progress request wants every watcher caught up).
-#[derive(Clone)]
-pub struct Poke(Arc<Signal>);
-
-impl Poke {
-    /// Wakes the watcher (at once if it waits, at its next wait otherwise).
-    pub fn poke(&self) {
-        self.0.wake(None);
     }
 }
 
@@ -182,15 +157,18 @@ impl Interest {
         self.signal.state.lock().expect("watch signal lock").pending.take()
     }
 
-    /// A handle that wakes this watcher from elsewhere.
-    pub fn poke(&self) -> Poke {
-        Poke(self.signal.clone())
-    }
-
     /// Waits until a batch flags this watcher (returns at once if one did since
     /// the last wait).
     pub async fn flagged(&self) {
-        Flagged(&self.signal).await;
+        std::future::poll_fn(|cx| self.signal.poll_flagged(cx)).await;
+    }
+
+    /// [`flagged`](Interest::flagged) for a caller polling by hand: ready, and
+    /// the flag taken, if a batch flagged this watcher since the last time it
+    /// was; otherwise `cx`'s waker is woken by the next flag (one waker per
+    /// interest: the last one polled).
+    pub fn poll_flagged(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.signal.poll_flagged(cx)
     }
 }
 

@@ -14,7 +14,7 @@ mod interest;
 mod shared;
 mod watcher;
 
-pub use interest::{Interest, KeyRange, Poke};
+pub use interest::{Interest, KeyRange};
 pub use shared::{Published, Selected};
 pub use watcher::{Pulled, WatchSpec, Watcher};
 
@@ -438,28 +438,6 @@ mod tests {
         hub.publish(vec![(4, vec![put("y", 4)])], 4);
         assert_eq!(from.take_pending(), Some(4));
         assert_eq!(single.take_pending(), None, "taking clears the flag");
-    }
-
-    #[tokio::test]
-    async fn a_poke_wakes_a_watcher_without_flagging_a_revision() {
-        let hub = WatchHub::new(1);
-        let watcher = std::sync::Arc::new(hub.register(KeyRange::Single(b"a".to_vec())));
-        let waiting = {
-            let watcher = watcher.clone();
-            tokio::spawn(async move { watcher.flagged().await })
-        };
-        tokio::task::yield_now().await;
-        watcher.poke().poke();
-        tokio::time::timeout(std::time::Duration::from_secs(1), waiting)
-            .await
-            .expect("a waiting watcher is woken")
-            .expect("the waiter finished");
-        assert_eq!(watcher.take_pending(), None, "no revision was flagged");
-        // A poke while the watcher is busy is kept for its next wait.
-        watcher.poke().poke();
-        tokio::time::timeout(std::time::Duration::from_secs(1), watcher.flagged())
-            .await
-            .expect("a poke is not lost");
     }
 
     #[test]
