@@ -1,6 +1,6 @@
 //! Watch: the real `etcdctl watch` compared with real etcd, history replay,
-//! filters, compaction, cancellation, many watchers with a slow reader, and
-//! resuming after a restart.
+//! filters, compaction, cancellation, refused creations and watch IDs compared
+//! with real etcd, many watchers with a slow reader, and resuming after a restart.
 
 mod common;
 
@@ -415,4 +415,48 @@ async fn progress_notifications_and_progress_requests_carry_the_current_revision
             break;
         }
     }
+}
+
+/// (watch ID, created, canceled, cancel reason) of every response to one
+/// stream's creations and cancellations: explicit IDs, a duplicate, an empty
+/// range, an automatic ID, a cancel, and an ID used again after its cancel.
+async fn creations_and_refusals(endpoint: &str) -> Vec<(i64, bool, bool, String)> {
+    let mut client = etcd_client::Client::connect([endpoint], None).await.expect("connect");
+    let mut stream =
+        client.watch("a", Some(WatchOptions::new().with_watch_id(7))).await.expect("watch");
+    stream.watch("b", Some(WatchOptions::new().with_watch_id(7))).await.expect("duplicate");
+    stream.watch("b", Some(WatchOptions::new().with_range("a"))).await.expect("empty range");
+    stream.watch("c", None).await.expect("automatic ID");
+    stream.cancel(7).await.expect("cancel");
+    stream.watch("d", Some(WatchOptions::new().with_watch_id(7))).await.expect("ID again");
+    let mut got = Vec::new();
+    while got.len() < 6 {
+        let response = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("a response in time")
+            .expect("recv")
+            .expect("response");
+        got.push((
+            response.watch_id(),
+            response.created(),
+            response.canceled(),
+            response.cancel_reason().to_string(),
+        ));
+    }
+    got
+}
+
+#[tokio::test]
+async fn refused_creations_and_watch_ids_are_answered_as_real_etcd_answers_them() {
+    assert!(real_etcd().is_some(), "real etcd is required: apt-get install -y etcd-server");
+    let ours = Server::start();
+    let oracle = Server::start_with(Flavor::RealEtcd, &[]);
+    let got = creations_and_refusals(&ours.endpoint()).await;
+    let want = creations_and_refusals(&oracle.endpoint()).await;
+    assert_eq!(
+        want[1],
+        (-1, true, true, "mvcc: duplicate watch ID provided on the WatchStream".into()),
+        "real etcd"
+    );
+    assert_eq!(got, want);
 }

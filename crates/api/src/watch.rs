@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use etcd_daemon::{Caller, EtcdServer};
 use etcd_proto::etcdserverpb::watch_request::RequestUnion;
-use etcd_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
+use etcd_proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse};
 use etcd_server::watch::KeyRange;
 use prost::Message;
 use tokio_stream::{Stream, StreamExt};
@@ -19,6 +19,19 @@ use crate::watch_outlet::{self, Control, Outlet, Requests};
 
 /// The watch ID of responses that belong to no watcher (clientv3's InvalidWatchID).
 pub(crate) const INVALID_WATCH_ID: i64 = -1;
+
+/// A creation refused with etcd's `reason`: etcd answers it as a watcher
+/// created and canceled at once, with no watch ID.
+pub(crate) fn refusal(header: ResponseHeader, reason: &str) -> WatchResponse {
+    WatchResponse {
+        header: Some(header),
+        watch_id: INVALID_WATCH_ID,
+        created: true,
+        canceled: true,
+        cancel_reason: reason.to_string(),
+        ..Default::default()
+    }
+}
 
 /// Serves one watch stream whose requests arrive on `inbound`; its responses
 /// come out of the returned outlet. Shared by the gRPC and JSON gateway routes.
@@ -68,18 +81,9 @@ async fn creation(server: &EtcdServer, caller: &Caller, mut create: WatchCreateR
     if create.key.is_empty() {
         create.key = vec![0];
     }
-    let refused = |reason: String| {
-        Control::Respond(WatchResponse {
-            header: Some(server.header(hub_revision)),
-            watch_id: INVALID_WATCH_ID,
-            created: true,
-            canceled: true,
-            cancel_reason: reason,
-            ..Default::default()
-        })
-    };
+    let refused = |reason: &str| Control::Respond(refusal(server.header(hub_revision), reason));
     if let Err(reason) = permitted(server, caller, &create).await {
-        return refused(reason);
+        return refused(&reason);
     }
     let range = match create.range_end.as_slice() {
         [] => KeyRange::Single(std::mem::take(&mut create.key)),
@@ -88,7 +92,7 @@ async fn creation(server: &EtcdServer, caller: &Caller, mut create: WatchCreateR
     };
     if let KeyRange::Between(start, end) = &range {
         if start >= end {
-            return refused("mvcc: watcher range is empty".into());
+            return refused("mvcc: watcher range is empty");
         }
     }
     Control::Create { create, range, hub_revision }

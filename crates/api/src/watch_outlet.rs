@@ -27,11 +27,11 @@ use etcd_server::watch::{KeyRange, Pulled, WatchSpec, Watcher};
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 
-use crate::watch::{fragments, INVALID_WATCH_ID};
+use crate::watch::{fragments, refusal, INVALID_WATCH_ID};
 use crate::watch_codec::Outbound;
 
 /// Requests queued before the task reading them waits for the client to read.
-pub(crate) const CONTROL_QUEUED_MAX: usize = 64;
+const CONTROL_QUEUED_MAX: usize = 64;
 /// Watchers served in one poll without producing anything before the stream
 /// lets its task's other work run.
 const SERVED_PER_POLL_MAX: usize = 64;
@@ -246,7 +246,7 @@ impl Outlet {
     }
 
     fn create(&mut self, create: WatchCreateRequest, range: KeyRange, hub_revision: i64) {
-        let header = Some(self.server.header(hub_revision));
+        let header = self.server.header(hub_revision);
         let id = if create.watch_id == 0 {
             while self.slots.contains_key(&self.next_id) {
                 self.next_id += 1;
@@ -254,20 +254,18 @@ impl Outlet {
             self.next_id += 1;
             self.next_id - 1
         } else if self.slots.contains_key(&create.watch_id) {
-            let refused = WatchResponse {
-                header,
-                watch_id: INVALID_WATCH_ID,
-                created: true,
-                canceled: true,
-                cancel_reason: "mvcc: duplicate watch ID provided on the WatchStream".into(),
-                ..Default::default()
-            };
-            self.output.push_back(Outbound::Response(refused));
+            let reason = "mvcc: duplicate watch ID provided on the WatchStream";
+            self.output.push_back(Outbound::Response(refusal(header, reason)));
             return;
         } else {
             create.watch_id
         };
-        let created = WatchResponse { header, watch_id: id, created: true, ..Default::default() };
+        let created = WatchResponse {
+            header: Some(header),
+            watch_id: id,
+            created: true,
+            ..Default::default()
+        };
         self.output.push_back(Outbound::Response(created));
         let start =
             if create.start_revision == 0 { hub_revision + 1 } else { create.start_revision };
