@@ -367,7 +367,9 @@ impl Outlet {
 
     /// Serves one watcher: one read from where it is, its responses queued.
     fn serve(&mut self, slot: usize) {
-        let server = self.server.clone();
+        // Borrowed, not cloned: every stream counting on the one server handle
+        // for every event would share a contended cache line.
+        let server = &*self.server;
         let hub = server.watch_hub();
         let Some(Some(watcher)) = self.watchers.get_mut(slot) else { return };
         watcher.queued = false;
