@@ -245,3 +245,45 @@ async fn persisted_checkpoints_survive_a_restart_of_the_whole_cluster() {
     .await;
     assert!(persisted <= 27, "the persisted remaining TTL was not used: {persisted}");
 }
+
+/// A keep-alive of a lease that does not exist is answered with TTL 0, not an
+/// error status (as etcd answers it; the client library turns that TTL into its
+/// own error), and renewing a lease whose remaining TTL was checkpointed
+/// records the checkpoint cleared before answering: killed right after, the
+/// member restarts the lease from its whole TTL, not from the checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_answers_unknown_leases_and_clears_a_persisted_checkpoint() {
+    const LONG_TTL: i64 = 30;
+    let mut cluster = tokio::task::block_in_place(|| {
+        Cluster::start_with_env(
+            1,
+            &[
+                "--experimental-enable-lease-checkpoint",
+                "--experimental-enable-lease-checkpoint-persist",
+            ],
+            &[("ETCD_RS_TEST_LEASE_CHECKPOINT_INTERVAL_MS", "1000")],
+        )
+    });
+    let mut c = client_of(&cluster.members[0].endpoint()).await;
+    match c.lease_keep_alive(0x1234).await.map(|_| ()) {
+        Err(etcd_client::Error::LeaseKeepAliveError(reason)) => {
+            assert_eq!(reason, "lease not found")
+        }
+        other => panic!("an unknown lease's keep-alive is answered with TTL 0: {other:?}"),
+    }
+    let lease = c.lease_grant(LONG_TTL, None).await.expect("grant").id();
+    // Checkpoints record the remaining TTL, a few seconds short of the whole.
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    let (mut keeper, mut answers) = c.lease_keep_alive(lease).await.expect("keepalive");
+    keeper.keep_alive().await.expect("send");
+    let answer = answers.message().await.expect("recv").expect("answer");
+    assert_eq!(answer.ttl(), LONG_TTL);
+    tokio::task::block_in_place(|| {
+        cluster.members[0].kill9();
+        cluster.members[0].spawn();
+        cluster.members[0].wait_ready();
+    });
+    let mut c = client_of(&cluster.members[0].endpoint()).await;
+    let ttl = c.lease_time_to_live(lease, None).await.expect("timetolive").ttl();
+    assert!(ttl >= LONG_TTL - 1, "the renewal did not clear the checkpoint: {ttl}");
+}

@@ -27,7 +27,6 @@ use etcd_proto::v3lockpb::lock_server::Lock;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Status};
 
@@ -253,8 +252,7 @@ async fn keep_alive(State(g): Shared, body: Bytes) -> Response {
     match inbound::<LeaseKeepAliveRequest>(&g, "/etcdserverpb.Lease/LeaseKeepAlive", &body) {
         Ok(requests) => {
             let permit = g.stream().await;
-            let responses =
-                ReceiverStream::new(crate::lease::keep_alive(g.server.clone(), requests));
+            let responses = crate::lease::KeepAlives::new(g.server.clone(), requests);
             stream_response(holding(permit, responses))
         }
         Err(status) => error_response(&status),

@@ -2,9 +2,12 @@
 //! answered by the leader's lessor (a follower forwards them); Leases by this
 //! member's.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use etcd_daemon::EtcdServer;
+use etcd_daemon::{EtcdServer, RenewNow};
 use etcd_proto::etcdserverpb::lease_server::Lease;
 use etcd_proto::etcdserverpb::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
@@ -12,15 +15,10 @@ use etcd_proto::etcdserverpb::{
     LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
 use etcd_server::{Applied, Response as AppliedResponse, ServerError};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::{Stream, StreamExt};
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::status::to_status;
-
-/// KeepAlive responses queued per stream at most.
-const KEEP_ALIVE_QUEUE_MAX: usize = 64;
 
 use crate::BoxStream;
 
@@ -86,8 +84,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<BoxStream<LeaseKeepAliveResponse>>, Status> {
-        let rx = keep_alive(self.server.clone(), request.into_inner());
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(KeepAlives::new(self.server.clone(), request.into_inner()))))
     }
 
     async fn lease_time_to_live(
@@ -127,26 +124,80 @@ impl Lease for LeaseService {
     }
 }
 
-/// Renews leases as the requests on `inbound` ask, answering each on the
-/// returned channel; ends at the first failure or when `inbound` ends (as
-/// etcd's keep-alive stream does). Shared by the gRPC and JSON gateway routes.
-pub(crate) fn keep_alive(
+/// A renewal that has to wait (forwarded to the leader, a new leader applying
+/// what was committed, a checkpoint to clear): the lease and its answer.
+type Waiting = Pin<Box<dyn Future<Output = (i64, Result<i64, ServerError>)> + Send>>;
+
+/// Renews leases as the requests on `inbound` ask, one answer per request in
+/// order; ends after the first failure or when `inbound` ends (as etcd's
+/// keep-alive stream does). Shared by the gRPC and JSON gateway routes.
+///
+/// The answers are made where they are read, by the task sending them (the
+/// HTTP/2 stream's): a renewal the leader can answer at once is a lock and a
+/// map update, and a task of its own with a channel between them cost two
+/// wake-ups per keep-alive. Only a renewal that must wait is boxed and awaited.
+pub(crate) struct KeepAlives<S> {
     server: Arc<EtcdServer>,
-    mut inbound: impl Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Unpin + Send + 'static,
-) -> mpsc::Receiver<Result<LeaseKeepAliveResponse, Status>> {
-    let (tx, rx) = mpsc::channel(KEEP_ALIVE_QUEUE_MAX);
-    tokio::spawn(async move {
-        while let Some(Ok(request)) = inbound.next().await {
-            let reply = server.lease_renew(request.id).await.map(|ttl| LeaseKeepAliveResponse {
-                header: Some(server.header(server.kv().current_revision())),
-                id: request.id,
-                ttl,
-            });
-            let failed = reply.is_err();
-            if tx.send(reply.map_err(|e| to_status(&e))).await.is_err() || failed {
-                break;
-            }
+    inbound: S,
+    waiting: Option<Waiting>,
+    ended: bool,
+}
+
+impl<S> KeepAlives<S> {
+    pub(crate) fn new(server: Arc<EtcdServer>, inbound: S) -> KeepAlives<S> {
+        KeepAlives { server, inbound, waiting: None, ended: false }
+    }
+
+    fn answer(
+        &mut self,
+        id: i64,
+        renewed: Result<i64, ServerError>,
+    ) -> Poll<Option<Result<LeaseKeepAliveResponse, Status>>> {
+        let server = &self.server;
+        let reply = renewed.map(|ttl| LeaseKeepAliveResponse {
+            header: Some(server.header(server.kv().current_revision())),
+            id,
+            ttl,
+        });
+        self.ended = reply.is_err();
+        Poll::Ready(Some(reply.map_err(|e| to_status(&e))))
+    }
+}
+
+impl<S> Stream for KeepAlives<S>
+where
+    S: Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Unpin,
+{
+    type Item = Result<LeaseKeepAliveResponse, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
         }
-    });
-    rx
+        if let Some(waiting) = this.waiting.as_mut() {
+            let Poll::Ready((id, renewed)) = waiting.as_mut().poll(cx) else {
+                return Poll::Pending;
+            };
+            this.waiting = None;
+            return this.answer(id, renewed);
+        }
+        let id = match Pin::new(&mut this.inbound).poll_next(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Ok(request))) => request.id,
+            Poll::Ready(None | Some(Err(_))) => {
+                this.ended = true;
+                return Poll::Ready(None);
+            }
+        };
+        let server = this.server.clone();
+        this.waiting = match this.server.lease_renew_now(id) {
+            RenewNow::Answered(renewed) => return this.answer(id, renewed),
+            RenewNow::Clear(ttl) => {
+                Some(Box::pin(async move { (id, server.lease_renew_cleared(id, ttl).await) }))
+            }
+            RenewNow::Wait => Some(Box::pin(async move { (id, server.lease_renew(id).await) })),
+        };
+        Pin::new(this).poll_next(cx)
+    }
 }

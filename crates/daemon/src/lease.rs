@@ -30,6 +30,17 @@ const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_millis(LEASE_DUTY_INTERVA
 /// lease request (etcd's `applyTimeout`).
 const APPLY_WAIT_MAX: Duration = Duration::from_secs(1);
 
+/// What [`EtcdServer::lease_renew_now`] came to.
+#[derive(Debug)]
+pub enum RenewNow {
+    /// The TTL (0 for a lease that does not exist), or the failure.
+    Answered(Result<i64, ServerError>),
+    /// Renewed to this TTL; [`EtcdServer::lease_renew_cleared`] finishes it.
+    Clear(i64),
+    /// Await [`EtcdServer::lease_renew`].
+    Wait,
+}
+
 /// The client-visible error of a lessor failure.
 fn lease_error(err: &etcd_lease::LeaseError) -> ServerError {
     ServerError::from_lease(err).unwrap_or_else(|| {
@@ -118,6 +129,37 @@ impl EtcdServer {
         }
     }
 
+    /// A KeepAlive answered without waiting, when it can be: this member leads
+    /// and has applied everything committed. Otherwise (or when the renewal
+    /// must first record that the lease's checkpoint is cleared) the caller
+    /// awaits [`EtcdServer::lease_renew`] or [`EtcdServer::lease_renew_cleared`],
+    /// which this answers exactly as.
+    pub fn lease_renew_now(&self, id: i64) -> RenewNow {
+        let committed = self.shared.commit_index.load(Ordering::Relaxed);
+        if self.is_stopped() || !self.is_leader() || *self.shared.applied_index.borrow() < committed
+        {
+            return RenewNow::Wait;
+        }
+        match self.renew_step(id) {
+            Attempt::Done(Ok(Renewed { ttl, clear_checkpoint: false })) => {
+                RenewNow::Answered(Ok(ttl))
+            }
+            Attempt::Done(Ok(Renewed { ttl, clear_checkpoint: true })) => RenewNow::Clear(ttl),
+            Attempt::Done(Err(ServerError::LeaseNotFound)) => RenewNow::Answered(Ok(0)),
+            Attempt::Done(Err(err)) => RenewNow::Answered(Err(err)),
+            Attempt::Retry => RenewNow::Wait,
+        }
+    }
+
+    /// The end of a renewal that cleared the lease's checkpoint: the clearing
+    /// recorded through Raft before the TTL is answered.
+    pub async fn lease_renew_cleared(&self, id: i64, ttl: i64) -> Result<i64, ServerError> {
+        // Recorded before answering (as etcd), so no later leader can start
+        // the renewed lease from the old remaining TTL.
+        let cleared = LeaseCheckpoint { id, remaining_ttl: 0 };
+        self.lease_checkpoint(vec![cleared]).await.map(|_| ttl)
+    }
+
     /// A lease's granted and remaining TTL (and keys when asked) as the leader's
     /// lessor knows them; `Ok(None)` when it does not exist.
     pub async fn lease_time_to_live(
@@ -150,18 +192,19 @@ impl EtcdServer {
         if let Err(err) = self.wait_applied_to_commit().await {
             return Attempt::Done(Err(err));
         }
-        let renewed = self.lessor.lock().expect("lessor lock").renew(id, monotonic_ms());
-        match renewed {
-            Ok(Renewed { ttl, clear_checkpoint: false }) => Attempt::Done(Ok(ttl)),
-            Ok(Renewed { ttl, clear_checkpoint: true }) => {
-                // Recorded before answering (as etcd), so no later leader can start
-                // the renewed lease from the old remaining TTL.
-                let cleared = LeaseCheckpoint { id, remaining_ttl: 0 };
-                match self.lease_checkpoint(vec![cleared]).await {
-                    Ok(_) => Attempt::Done(Ok(ttl)),
-                    Err(err) => Attempt::Done(Err(err)),
-                }
+        match self.renew_step(id) {
+            Attempt::Done(Ok(Renewed { ttl, clear_checkpoint: true })) => {
+                Attempt::Done(self.lease_renew_cleared(id, ttl).await)
             }
+            Attempt::Done(renewed) => Attempt::Done(renewed.map(|r| r.ttl)),
+            Attempt::Retry => Attempt::Retry,
+        }
+    }
+
+    /// Renews in this member's lessor; `Retry` when it is not the primary.
+    fn renew_step(&self, id: i64) -> Attempt<Renewed> {
+        match self.lessor.lock().expect("lessor lock").renew(id, monotonic_ms()) {
+            Ok(renewed) => Attempt::Done(Ok(renewed)),
             Err(etcd_lease::LeaseError::NotPrimary) => Attempt::Retry,
             Err(err) => Attempt::Done(Err(lease_error(&err))),
         }
