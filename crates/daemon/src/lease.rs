@@ -12,8 +12,8 @@ use std::time::Duration;
 use etcd_lease::{Renewed, LEASE_CHECKPOINT_BATCH_MAX};
 use etcd_proto::etcdrs::InternalRaftRequest;
 use etcd_proto::etcdserverpb::{
-    LeaseCheckpoint, LeaseCheckpointRequest, LeaseGrantRequest, LeaseKeepAliveRequest,
-    LeaseRevokeRequest, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    LeaseCheckpoint, LeaseCheckpointRequest, LeaseGrantRequest, LeaseRevokeRequest,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
 use etcd_server::apply_core::{lease_duties, LeaseDuties, LEASE_DUTY_INTERVAL_MS};
 use etcd_server::{Applied, ServerError};
@@ -22,6 +22,7 @@ use crate::clock::monotonic_ms;
 use crate::config::ServerConfig;
 use crate::lease_peer::{remote_attempt, Attempt};
 use crate::server::EtcdServer;
+use etcd_proto::etcdrs::lease_peer_client::LeasePeerClient;
 
 /// How often the leader looks for expired leases (etcd: 500 ms).
 const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_millis(LEASE_DUTY_INTERVAL_MS);
@@ -114,13 +115,7 @@ impl EtcdServer {
         let renewed = self
             .on_leader(
                 || self.renew_here(id),
-                |mut client, left| async move {
-                    let request = self.forwarded(LeaseKeepAliveRequest { id }, left);
-                    match remote_attempt(client.renew(request).await) {
-                        Attempt::Done(answer) => Attempt::Done(answer.map(|r| r.ttl)),
-                        Attempt::Retry => Attempt::Retry,
-                    }
-                },
+                |leader, channel, left| self.renew_forwarded(leader, channel, id, left),
             )
             .await;
         match renewed {
@@ -170,7 +165,8 @@ impl EtcdServer {
         let answer = self
             .on_leader(
                 || self.time_to_live_here(id, keys),
-                |mut client, left| async move {
+                |_, channel, left| async move {
+                    let mut client = LeasePeerClient::new(channel);
                     let request = self.forwarded(LeaseTimeToLiveRequest { id, keys }, left);
                     remote_attempt(client.time_to_live(request).await)
                 },

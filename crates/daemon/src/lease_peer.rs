@@ -1,7 +1,8 @@
 //! Lease requests that only the leader can answer. The leader's lessor is the
 //! only one that tracks deadlines, so a KeepAlive or TimeToLive that reaches a
 //! follower is forwarded to the leader over the peer listener (the `LeasePeer`
-//! service, etcd forwards these over its peer HTTP handler), and retried on
+//! service, etcd forwards these over its peer HTTP handler; keep-alives share
+//! one stream per leader, `lease_forward.rs`), and retried on
 //! whichever member leads next until the request timeout: a client's keep-alive
 //! stream on a follower survives a leader change.
 //!
@@ -13,7 +14,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_proto::etcdrs::lease_peer_client::LeasePeerClient;
 use etcd_proto::etcdrs::lease_peer_server::{LeasePeer, LeasePeerServer};
 use etcd_proto::etcdserverpb::{
     LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
@@ -21,7 +21,7 @@ use etcd_proto::etcdserverpb::{
 use etcd_server::ServerError;
 use tokio::time::Instant;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::server::EtcdServer;
 
@@ -52,7 +52,7 @@ impl EtcdServer {
     where
         L: Fn() -> LF,
         LF: Future<Output = Attempt<T>>,
-        R: Fn(LeasePeerClient<Channel>, Duration) -> RF,
+        R: Fn(u64, Channel, Duration) -> RF,
         RF: Future<Output = Attempt<T>>,
     {
         let deadline = Instant::now() + self.config().request_timeout();
@@ -69,7 +69,7 @@ impl EtcdServer {
                 match self.transport().channel(leader) {
                     Ok(channel) => {
                         let left = deadline.saturating_duration_since(Instant::now());
-                        remote(LeasePeerClient::new(channel), left).await
+                        remote(leader, channel, left).await
                     }
                     Err(reason) => {
                         tracing::debug!(leader = %format!("{leader:x}"), %reason, "cannot forward a lease request to the leader");
@@ -92,9 +92,7 @@ impl EtcdServer {
     pub(crate) fn forwarded<M>(&self, message: M, left: Duration) -> Request<M> {
         let mut request = Request::new(message);
         request.set_timeout(left.max(Duration::from_millis(1)));
-        if let Ok(value) = format!("{:x}", self.member_id()).parse() {
-            request.metadata_mut().insert(FROM_METADATA, value);
-        }
+        mark_sender(&mut request, self.member_id());
         request
     }
 
@@ -103,6 +101,22 @@ impl EtcdServer {
         tonic::service::Routes::new(LeasePeerServer::new(LeasePeerService { server: self.clone() }))
             .add_service(self.peer_check_service())
     }
+}
+
+/// Names the forwarding member `from` in `request`'s metadata.
+pub(crate) fn mark_sender<M>(request: &mut Request<M>, from: u64) {
+    if let Ok(value) = format!("{from:x}").parse() {
+        request.metadata_mut().insert(FROM_METADATA, value);
+    }
+}
+
+/// The forwarding member a request names, if any.
+fn sender<M>(request: &Request<M>) -> Option<u64> {
+    request
+        .metadata()
+        .get(FROM_METADATA)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| u64::from_str_radix(v, 16).ok())
 }
 
 /// How a forwarded request's answer maps back: a missing lease is final,
@@ -120,6 +134,11 @@ pub(crate) fn remote_attempt<T>(outcome: Result<Response<T>, Status>) -> Attempt
     }
 }
 
+/// The leader's answers on a follower's renewal stream.
+type RenewalAnswers = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<etcd_proto::etcdrs::RenewalAnswer, Status>> + Send>,
+>;
+
 /// The leader's side of [`EtcdServer::on_leader`].
 struct LeasePeerService {
     server: Arc<EtcdServer>,
@@ -127,12 +146,7 @@ struct LeasePeerService {
 
 impl LeasePeerService {
     fn check_sender<M>(&self, request: &Request<M>) -> Result<(), Status> {
-        let from = request
-            .metadata()
-            .get(FROM_METADATA)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| u64::from_str_radix(v, 16).ok());
-        match from {
+        match sender(request) {
             Some(from) if self.server.transport().is_blocked(from) => {
                 Err(Status::unavailable(format!("traffic from {from:x} is blocked")))
             }
@@ -170,6 +184,17 @@ impl LeasePeer for LeasePeerService {
             Attempt::Done(Err(err)) => Attempt::Done(Err(err)),
             Attempt::Retry => Attempt::Retry,
         })
+    }
+
+    async fn renew_stream(
+        &self,
+        request: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<RenewalAnswers>, Status> {
+        self.check_sender(&request)?;
+        let from = sender(&request);
+        let renewals =
+            crate::lease_forward::Renewals::new(self.server.clone(), from, request.into_inner());
+        Ok(Response::new(Box::pin(renewals)))
     }
 
     async fn time_to_live(

@@ -27,6 +27,7 @@ mod faults;
 mod force_new_cluster;
 mod inputs;
 mod lease;
+mod lease_forward;
 mod lease_peer;
 mod membership;
 mod metrics;

@@ -65,6 +65,8 @@ pub struct EtcdServer {
     pub(crate) raft_thread: Mutex<Option<JoinHandle<()>>>,
     /// The apply loop, a task on the runtime that started the member.
     pub(crate) apply_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The stream keep-alives are forwarded to the leader on, on a follower.
+    pub(crate) forwarder: crate::lease_forward::Forwarder,
 }
 
 impl EtcdServer {

@@ -158,6 +158,7 @@ impl EtcdServer {
             member_events: Mutex::new(Some(member_events_rx)),
             raft_thread: Mutex::new(Some(raft_thread)),
             apply_task: Mutex::new(Some(apply_task)),
+            forwarder: Default::default(),
             cfg,
         });
         let weak = Arc::downgrade(&server);
