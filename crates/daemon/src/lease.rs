@@ -20,7 +20,7 @@ use etcd_server::{Applied, ServerError};
 
 use crate::clock::monotonic_ms;
 use crate::config::ServerConfig;
-use crate::lease_peer::{remote_attempt, Attempt};
+use crate::lease_peer::{remote_attempt, Attempt, RenewNow};
 use crate::server::EtcdServer;
 use etcd_proto::etcdrs::lease_peer_client::LeasePeerClient;
 
@@ -30,17 +30,6 @@ const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_millis(LEASE_DUTY_INTERVA
 /// How long a new leader waits to apply what was committed before answering a
 /// lease request (etcd's `applyTimeout`).
 const APPLY_WAIT_MAX: Duration = Duration::from_secs(1);
-
-/// What [`EtcdServer::lease_renew_now`] came to.
-#[derive(Debug)]
-pub enum RenewNow {
-    /// The TTL (0 for a lease that does not exist), or the failure.
-    Answered(Result<i64, ServerError>),
-    /// Renewed to this TTL; [`EtcdServer::lease_renew_cleared`] finishes it.
-    Clear(i64),
-    /// Await [`EtcdServer::lease_renew`].
-    Wait,
-}
 
 /// The client-visible error of a lessor failure.
 fn lease_error(err: &etcd_lease::LeaseError) -> ServerError {

@@ -11,25 +11,38 @@
 //! client then retries on another endpoint, where a quorum may well be serving.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use etcd_proto::etcdrs::lease_peer_server::{LeasePeer, LeasePeerServer};
+use etcd_proto::etcdrs::RenewalAnswer;
 use etcd_proto::etcdserverpb::{
     LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
 use etcd_server::ServerError;
 use tokio::time::Instant;
+use tokio_stream::Stream;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status, Streaming};
 
+use crate::lease_forward::{mark_sender, FROM_METADATA};
 use crate::server::EtcdServer;
 
-/// Metadata key naming the forwarding member, so the receiver's fault switch
-/// can drop requests from members it is partitioned from.
-const FROM_METADATA: &str = "etcd-rs-from";
 /// Pause between attempts while the leader is unreachable or changing.
 const RETRY_PAUSE: Duration = Duration::from_millis(25);
+
+/// What [`EtcdServer::lease_renew_now`] came to.
+#[derive(Debug)]
+pub enum RenewNow {
+    /// The TTL (0 for a lease that does not exist), or the failure.
+    Answered(Result<i64, ServerError>),
+    /// Renewed to this TTL; [`EtcdServer::lease_renew_cleared`] finishes it.
+    Clear(i64),
+    /// Await [`EtcdServer::lease_renew`].
+    Wait,
+}
 
 /// One attempt at a leader-only request.
 pub(crate) enum Attempt<T> {
@@ -103,13 +116,6 @@ impl EtcdServer {
     }
 }
 
-/// Names the forwarding member `from` in `request`'s metadata.
-pub(crate) fn mark_sender<M>(request: &mut Request<M>, from: u64) {
-    if let Ok(value) = format!("{from:x}").parse() {
-        request.metadata_mut().insert(FROM_METADATA, value);
-    }
-}
-
 /// The forwarding member a request names, if any.
 fn sender<M>(request: &Request<M>) -> Option<u64> {
     request
@@ -135,9 +141,7 @@ pub(crate) fn remote_attempt<T>(outcome: Result<Response<T>, Status>) -> Attempt
 }
 
 /// The leader's answers on a follower's renewal stream.
-type RenewalAnswers = std::pin::Pin<
-    Box<dyn tokio_stream::Stream<Item = Result<etcd_proto::etcdrs::RenewalAnswer, Status>> + Send>,
->;
+type RenewalAnswers = std::pin::Pin<Box<dyn Stream<Item = Result<RenewalAnswer, Status>> + Send>>;
 
 /// The leader's side of [`EtcdServer::on_leader`].
 struct LeasePeerService {
@@ -192,8 +196,7 @@ impl LeasePeer for LeasePeerService {
     ) -> Result<Response<RenewalAnswers>, Status> {
         self.check_sender(&request)?;
         let from = sender(&request);
-        let renewals =
-            crate::lease_forward::Renewals::new(self.server.clone(), from, request.into_inner());
+        let renewals = Renewals::new(self.server.clone(), from, request.into_inner());
         Ok(Response::new(Box::pin(renewals)))
     }
 
@@ -204,5 +207,102 @@ impl LeasePeer for LeasePeerService {
         self.check_sender(&request)?;
         let request = request.into_inner();
         leader_status(self.server.time_to_live_here(request.id, request.keys).await)
+    }
+}
+
+impl EtcdServer {
+    /// One attempt at renewing `id` through `leader`'s stream, waiting at most `left`.
+    pub(crate) async fn renew_forwarded(
+        &self,
+        leader: u64,
+        channel: Channel,
+        id: i64,
+        left: Duration,
+    ) -> Attempt<i64> {
+        let (answer, generation) = self.forwarder.send(self.member_id(), leader, channel, id);
+        match tokio::time::timeout(left, answer).await {
+            Ok(Ok(RenewalAnswer { retry: false, ttl, .. })) => Attempt::Done(Ok(ttl)),
+            Ok(Ok(RenewalAnswer { retry: true, .. })) => Attempt::Retry,
+            // The stream ended, or the leader did not answer in time.
+            Ok(Err(_)) | Err(_) => {
+                self.forwarder.drop_stream(generation);
+                Attempt::Retry
+            }
+        }
+    }
+}
+
+/// An answer the leader is still working on.
+type Pending = Pin<Box<dyn Future<Output = RenewalAnswer> + Send>>;
+
+/// The leader's side of a follower's renewal stream: each renewal answered in
+/// order, as [`EtcdServer::renew_here`] answers it (a lease that does not exist
+/// has TTL 0; anything but an answer, including this member no longer leading,
+/// asks the follower to retry). Answered where read, as client keep-alives are.
+pub(crate) struct Renewals {
+    server: Arc<EtcdServer>,
+    from: Option<u64>,
+    inbound: Streaming<LeaseKeepAliveRequest>,
+    pending: Option<Pending>,
+}
+
+impl Renewals {
+    pub(crate) fn new(
+        server: Arc<EtcdServer>,
+        from: Option<u64>,
+        inbound: Streaming<LeaseKeepAliveRequest>,
+    ) -> Renewals {
+        Renewals { server, from, inbound, pending: None }
+    }
+}
+
+fn answered(id: i64, ttl: i64) -> RenewalAnswer {
+    RenewalAnswer { id, ttl, retry: false }
+}
+
+fn retry(id: i64) -> RenewalAnswer {
+    RenewalAnswer { id, ttl: 0, retry: true }
+}
+
+impl Stream for Renewals {
+    type Item = Result<RenewalAnswer, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if let Some(pending) = this.pending.as_mut() {
+            let Poll::Ready(answer) = pending.as_mut().poll(cx) else {
+                return Poll::Pending;
+            };
+            this.pending = None;
+            return Poll::Ready(Some(Ok(answer)));
+        }
+        let id = match Pin::new(&mut this.inbound).poll_next(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Ok(request))) => request.id,
+            Poll::Ready(None | Some(Err(_))) => return Poll::Ready(None),
+        };
+        // The test fault switch may cut the sender off while its stream is open.
+        if this.from.is_some_and(|from| this.server.transport().is_blocked(from)) {
+            return Poll::Ready(Some(Ok(retry(id))));
+        }
+        let server = this.server.clone();
+        this.pending = match this.server.lease_renew_now(id) {
+            RenewNow::Answered(Ok(ttl)) => return Poll::Ready(Some(Ok(answered(id, ttl)))),
+            RenewNow::Answered(Err(_)) => return Poll::Ready(Some(Ok(retry(id)))),
+            RenewNow::Clear(ttl) => Some(Box::pin(async move {
+                match server.lease_renew_cleared(id, ttl).await {
+                    Ok(ttl) => answered(id, ttl),
+                    Err(_) => retry(id),
+                }
+            })),
+            RenewNow::Wait => Some(Box::pin(async move {
+                match server.renew_here(id).await {
+                    Attempt::Done(Ok(ttl)) => answered(id, ttl),
+                    Attempt::Done(Err(ServerError::LeaseNotFound)) => answered(id, 0),
+                    Attempt::Done(Err(_)) | Attempt::Retry => retry(id),
+                }
+            })),
+        };
+        Pin::new(this).poll_next(cx)
     }
 }

@@ -45,7 +45,7 @@ pub use auth::Caller;
 pub use config::AutoCompaction;
 pub use config::{ClusterState, ServerConfig};
 pub use data_dir::StartError;
-pub use lease::RenewNow;
+pub use lease_peer::RenewNow;
 pub use server::{EtcdServer, StatusInfo};
 
 /// The server version reported to clients (`Status`, `/version`) and in metrics:
