@@ -40,6 +40,7 @@ pub(crate) struct Forwarder {
     open: Mutex<Option<Open>>,
 }
 
+/// An open stream to one leader.
 #[derive(Debug)]
 struct Open {
     leader: u64,
@@ -49,10 +50,10 @@ struct Open {
     answers: Arc<Mutex<Waiting>>,
 }
 
-/// The senders of a stream's unanswered renewals, oldest first.
+/// A stream's unanswered renewals (the lease and its answer's sender), oldest first.
 #[derive(Debug, Default)]
 struct Waiting {
-    senders: VecDeque<oneshot::Sender<RenewalAnswer>>,
+    senders: VecDeque<(i64, oneshot::Sender<RenewalAnswer>)>,
     /// The stream ended: nothing sent now would be answered.
     ended: bool,
 }
@@ -78,7 +79,7 @@ impl Forwarder {
         let stream = open.as_ref().expect("stream just opened");
         let mut waiting = stream.answers.lock().expect("answers lock");
         if !waiting.ended && stream.requests.send(LeaseKeepAliveRequest { id }).is_ok() {
-            waiting.senders.push_back(tx);
+            waiting.senders.push_back((id, tx));
         }
         (rx, stream.generation)
     }
@@ -107,12 +108,16 @@ impl Open {
                 Ok(response) => {
                     let mut incoming = response.into_inner();
                     while let Some(Ok(answer)) = incoming.next().await {
-                        let Some(tx) = waiting.lock().expect("answers lock").senders.pop_front()
-                        else {
-                            tracing::warn!(leader = %format!("{leader:x}"), "the leader answered a renewal that was never sent; dropping the stream");
-                            break;
-                        };
-                        let _ = tx.send(answer);
+                        let oldest = waiting.lock().expect("answers lock").senders.pop_front();
+                        match oldest {
+                            Some((id, tx)) if id == answer.id => {
+                                let _ = tx.send(answer);
+                            }
+                            _ => {
+                                tracing::warn!(leader = %format!("{leader:x}"), lease = answer.id, "the leader's answer is not the oldest renewal waiting; dropping the stream");
+                                break;
+                            }
+                        }
                     }
                 }
                 Err(status) => {
