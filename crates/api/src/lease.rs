@@ -190,14 +190,18 @@ where
                 return Poll::Ready(None);
             }
         };
-        let server = this.server.clone();
-        this.waiting = match this.server.lease_renew_now(id) {
+        let waiting: Waiting = match this.server.lease_renew_now(id) {
             RenewNow::Answered(renewed) => return this.answer(id, renewed),
             RenewNow::Clear(ttl) => {
-                Some(Box::pin(async move { (id, server.lease_renew_cleared(id, ttl).await) }))
+                let server = this.server.clone();
+                Box::pin(async move { (id, server.lease_renew_cleared(id, ttl).await) })
             }
-            RenewNow::Wait => Some(Box::pin(async move { (id, server.lease_renew(id).await) })),
+            RenewNow::Wait => {
+                let server = this.server.clone();
+                Box::pin(async move { (id, server.lease_renew(id).await) })
+            }
         };
+        this.waiting = Some(waiting);
         Pin::new(this).poll_next(cx)
     }
 }

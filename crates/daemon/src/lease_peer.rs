@@ -285,24 +285,30 @@ impl Stream for Renewals {
         if this.from.is_some_and(|from| this.server.transport().is_blocked(from)) {
             return Poll::Ready(Some(Ok(retry(id))));
         }
-        let server = this.server.clone();
-        this.pending = match this.server.lease_renew_now(id) {
+        let pending: Pending = match this.server.lease_renew_now(id) {
             RenewNow::Answered(Ok(ttl)) => return Poll::Ready(Some(Ok(answered(id, ttl)))),
             RenewNow::Answered(Err(_)) => return Poll::Ready(Some(Ok(retry(id)))),
-            RenewNow::Clear(ttl) => Some(Box::pin(async move {
-                match server.lease_renew_cleared(id, ttl).await {
-                    Ok(ttl) => answered(id, ttl),
-                    Err(_) => retry(id),
-                }
-            })),
-            RenewNow::Wait => Some(Box::pin(async move {
-                match server.renew_here(id).await {
-                    Attempt::Done(Ok(ttl)) => answered(id, ttl),
-                    Attempt::Done(Err(ServerError::LeaseNotFound)) => answered(id, 0),
-                    Attempt::Done(Err(_)) | Attempt::Retry => retry(id),
-                }
-            })),
+            RenewNow::Clear(ttl) => {
+                let server = this.server.clone();
+                Box::pin(async move {
+                    match server.lease_renew_cleared(id, ttl).await {
+                        Ok(ttl) => answered(id, ttl),
+                        Err(_) => retry(id),
+                    }
+                })
+            }
+            RenewNow::Wait => {
+                let server = this.server.clone();
+                Box::pin(async move {
+                    match server.renew_here(id).await {
+                        Attempt::Done(Ok(ttl)) => answered(id, ttl),
+                        Attempt::Done(Err(ServerError::LeaseNotFound)) => answered(id, 0),
+                        Attempt::Done(Err(_)) | Attempt::Retry => retry(id),
+                    }
+                })
+            }
         };
+        this.pending = Some(pending);
         Pin::new(this).poll_next(cx)
     }
 }
