@@ -2,8 +2,9 @@
 //! knows deadlines, so a follower forwards KeepAlive and TimeToLive to it (as
 //! etcd does). A client connected to one follower only keeps its lease alive
 //! through a leader change and a restart, every member reports the same
-//! remaining TTL, and a lock taken through one follower is released through
-//! another.
+//! remaining TTL, a lock taken through one follower is released through
+//! another, and keep-alives forwarded on one stream come back to the right
+//! client.
 
 mod common;
 
@@ -286,4 +287,32 @@ async fn keep_alive_answers_unknown_leases_and_clears_a_persisted_checkpoint() {
     let mut c = client_of(&cluster.members[0].endpoint()).await;
     let ttl = c.lease_time_to_live(lease, None).await.expect("timetolive").ttl();
     assert!(ttl >= LONG_TTL - 1, "the renewal did not clear the checkpoint: {ttl}");
+}
+
+/// Keep-alives sent to a follower travel to the leader on one shared stream
+/// and come back to the right client: two leases renewed in turn through one
+/// follower each get their own TTL, and a lease that does not exist gets TTL 0
+/// (which the client library reports as its own "lease not found").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alives_through_a_follower_answer_each_lease_and_unknown_ones_with_ttl_0() {
+    let cluster = tokio::task::block_in_place(|| Cluster::start(3, &[]));
+    let (_, follower, _) = followers(&cluster);
+    let mut c = client_of(&cluster.members[follower].endpoint()).await;
+    let short = c.lease_grant(TTL, None).await.expect("grant").id();
+    let long = c.lease_grant(3 * TTL, None).await.expect("grant").id();
+    let (mut short_keeper, mut short_answers) = c.lease_keep_alive(short).await.expect("keep");
+    let (mut long_keeper, mut long_answers) = c.lease_keep_alive(long).await.expect("keep");
+    for _ in 0..5 {
+        short_keeper.keep_alive().await.expect("send");
+        long_keeper.keep_alive().await.expect("send");
+        let a = short_answers.message().await.expect("recv").expect("answer");
+        let b = long_answers.message().await.expect("recv").expect("answer");
+        assert_eq!((a.id(), a.ttl(), b.id(), b.ttl()), (short, TTL, long, 3 * TTL));
+    }
+    match c.lease_keep_alive(0x1234).await.map(|_| ()) {
+        Err(etcd_client::Error::LeaseKeepAliveError(reason)) => {
+            assert_eq!(reason, "lease not found")
+        }
+        other => panic!("an unknown lease's keep-alive is answered with TTL 0: {other:?}"),
+    }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_lease::{Renewed, LEASE_CHECKPOINT_BATCH_MAX};
+use etcd_proto::etcdrs::lease_peer_client::LeasePeerClient;
 use etcd_proto::etcdrs::InternalRaftRequest;
 use etcd_proto::etcdserverpb::{
     LeaseCheckpoint, LeaseCheckpointRequest, LeaseGrantRequest, LeaseRevokeRequest,
@@ -22,7 +23,6 @@ use crate::clock::monotonic_ms;
 use crate::config::ServerConfig;
 use crate::lease_peer::{remote_attempt, Attempt, RenewNow};
 use crate::server::EtcdServer;
-use etcd_proto::etcdrs::lease_peer_client::LeasePeerClient;
 
 /// How often the leader looks for expired leases (etcd: 500 ms).
 const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_millis(LEASE_DUTY_INTERVAL_MS);
@@ -101,16 +101,11 @@ impl EtcdServer {
     /// Renews a lease through the leader (this member, or the one it forwards
     /// to); returns its TTL, 0 when it does not exist (as etcd's KeepAlive answers).
     pub async fn lease_renew(&self, id: i64) -> Result<i64, ServerError> {
-        let renewed = self
-            .on_leader(
-                || self.renew_here(id),
-                |leader, channel, left| self.renew_forwarded(leader, channel, id, left),
-            )
-            .await;
-        match renewed {
-            Err(ServerError::LeaseNotFound) => Ok(0),
-            other => other,
-        }
+        self.on_leader(
+            || self.renew_here(id),
+            |leader, channel, left| self.renew_forwarded(leader, channel, id, left),
+        )
+        .await
     }
 
     /// A KeepAlive answered without waiting, when it can be: this member leads
@@ -129,7 +124,6 @@ impl EtcdServer {
                 RenewNow::Answered(Ok(ttl))
             }
             Attempt::Done(Ok(Renewed { ttl, clear_checkpoint: true })) => RenewNow::Clear(ttl),
-            Attempt::Done(Err(ServerError::LeaseNotFound)) => RenewNow::Answered(Ok(0)),
             Attempt::Done(Err(err)) => RenewNow::Answered(Err(err)),
             Attempt::Retry => RenewNow::Wait,
         }
@@ -186,10 +180,15 @@ impl EtcdServer {
         }
     }
 
-    /// Renews in this member's lessor; `Retry` when it is not the primary.
+    /// Renews in this member's lessor; `Retry` when it is not the primary. A
+    /// lease it does not know renews to TTL 0: etcd answers such a KeepAlive
+    /// with TTL 0 rather than an error.
     fn renew_step(&self, id: i64) -> Attempt<Renewed> {
         match self.lessor.lock().expect("lessor lock").renew(id, monotonic_ms()) {
             Ok(renewed) => Attempt::Done(Ok(renewed)),
+            Err(etcd_lease::LeaseError::NotFound) => {
+                Attempt::Done(Ok(Renewed { ttl: 0, clear_checkpoint: false }))
+            }
             Err(etcd_lease::LeaseError::NotPrimary) => Attempt::Retry,
             Err(err) => Attempt::Done(Err(lease_error(&err))),
         }

@@ -37,7 +37,14 @@ pub(crate) fn mark_sender<M>(request: &mut Request<M>, from: u64) {
 /// The stream this member forwards renewals on, if one is open.
 #[derive(Debug, Default)]
 pub(crate) struct Forwarder {
-    open: Mutex<Option<Open>>,
+    slot: Mutex<Slot>,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    open: Option<Open>,
+    /// Streams opened so far, for [`Open::generation`].
+    opened: u64,
 }
 
 /// An open stream to one leader.
@@ -58,9 +65,6 @@ struct Waiting {
     ended: bool,
 }
 
-/// Streams opened so far, for [`Open::generation`].
-static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
 impl Forwarder {
     /// Sends a renewal of `id` to `leader` (over `channel` if a stream must be
     /// opened); the receiver of its answer and the stream's generation.
@@ -72,11 +76,12 @@ impl Forwarder {
         id: i64,
     ) -> (oneshot::Receiver<RenewalAnswer>, u64) {
         let (tx, rx) = oneshot::channel();
-        let mut open = self.open.lock().expect("forwarder lock");
-        if open.as_ref().is_none_or(|o| o.leader != leader || o.requests.is_closed()) {
-            *open = Some(Open::start(from, leader, channel));
+        let mut slot = self.slot.lock().expect("forwarder lock");
+        if slot.open.as_ref().is_none_or(|o| o.leader != leader || o.requests.is_closed()) {
+            slot.opened += 1;
+            slot.open = Some(Open::start(from, leader, slot.opened, channel));
         }
-        let stream = open.as_ref().expect("stream just opened");
+        let stream = slot.open.as_ref().expect("stream just opened");
         let mut waiting = stream.answers.lock().expect("answers lock");
         if !waiting.ended && stream.requests.send(LeaseKeepAliveRequest { id }).is_ok() {
             waiting.senders.push_back((id, tx));
@@ -86,9 +91,9 @@ impl Forwarder {
 
     /// Drops the stream of `generation`, if it is still the one in use.
     pub(crate) fn drop_stream(&self, generation: u64) {
-        let mut open = self.open.lock().expect("forwarder lock");
-        if open.as_ref().is_some_and(|o| o.generation == generation) {
-            *open = None;
+        let mut slot = self.slot.lock().expect("forwarder lock");
+        if slot.open.as_ref().is_some_and(|o| o.generation == generation) {
+            slot.open = None;
         }
     }
 }
@@ -96,11 +101,10 @@ impl Forwarder {
 impl Open {
     /// Opens a stream to `leader`: a task makes the call and hands the answers
     /// out until the stream ends, then drops the senders still waiting.
-    fn start(from: u64, leader: u64, channel: Channel) -> Open {
+    fn start(from: u64, leader: u64, generation: u64, channel: Channel) -> Open {
         let (requests, outgoing) = mpsc::unbounded_channel();
         let answers: Arc<Mutex<Waiting>> = Arc::default();
         let waiting = answers.clone();
-        let generation = GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         tokio::spawn(async move {
             let mut request = Request::new(UnboundedReceiverStream::new(outgoing));
             mark_sender(&mut request, from);

@@ -141,7 +141,7 @@ pub(crate) fn remote_attempt<T>(outcome: Result<Response<T>, Status>) -> Attempt
 }
 
 /// The leader's answers on a follower's renewal stream.
-type RenewalAnswers = std::pin::Pin<Box<dyn Stream<Item = Result<RenewalAnswer, Status>> + Send>>;
+type RenewalAnswers = Pin<Box<dyn Stream<Item = Result<RenewalAnswer, Status>> + Send>>;
 
 /// The leader's side of [`EtcdServer::on_leader`].
 struct LeasePeerService {
@@ -236,8 +236,7 @@ impl EtcdServer {
 type Pending = Pin<Box<dyn Future<Output = RenewalAnswer> + Send>>;
 
 /// The leader's side of a follower's renewal stream: each renewal answered in
-/// order, as [`EtcdServer::renew_here`] answers it (a lease that does not exist
-/// has TTL 0; anything but an answer, including this member no longer leading,
+/// order, as [`EtcdServer::renew_here`] answers it (anything but an answer, including this member no longer leading,
 /// asks the follower to retry). Answered where read, as client keep-alives are.
 pub(crate) struct Renewals {
     server: Arc<EtcdServer>,
@@ -302,7 +301,6 @@ impl Stream for Renewals {
                 Box::pin(async move {
                     match server.renew_here(id).await {
                         Attempt::Done(Ok(ttl)) => answered(id, ttl),
-                        Attempt::Done(Err(ServerError::LeaseNotFound)) => answered(id, 0),
                         Attempt::Done(Err(_)) | Attempt::Retry => retry(id),
                     }
                 })
