@@ -595,3 +595,46 @@ fn a_learner_removed_while_down_stops_when_it_comes_back() {
     assert!(exited, "the removed learner kept running:\n{log}");
     assert!(log.contains("the member has been permanently removed from the cluster"), "{log}");
 }
+
+/// The `Put` calls a member served, from its gRPC counters.
+fn puts_served(member: &common::Server) -> u64 {
+    let out = std::process::Command::new("curl")
+        .args(["-s", &format!("http://{}/metrics", member.endpoint())])
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| {
+            l.starts_with("grpc_server_handled_total{")
+                && l.contains("grpc_code=\"OK\"")
+                && l.contains("grpc_method=\"Put\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+#[test]
+fn bench_targets_the_leader_or_a_follower_as_asked() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader(ELECTION_WAIT).expect("a leader");
+    let bench = |target: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_bench"))
+            .args(["--endpoints", &cluster.endpoints(), target, "put", "--total", "20"])
+            .output()
+            .expect("bench runs");
+        assert!(out.status.success(), "bench {target}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let served = || cluster.members.iter().map(puts_served).collect::<Vec<_>>();
+    let before = served();
+    bench("--target-leader");
+    let after_leader = served();
+    for (i, (b, a)) in before.iter().zip(&after_leader).enumerate() {
+        assert_eq!(a - b, if i == leader { 20 } else { 0 }, "member {i} after --target-leader");
+    }
+    bench("--target-follower");
+    let after_follower = served();
+    let moved: Vec<u64> = after_leader.iter().zip(&after_follower).map(|(b, a)| a - b).collect();
+    assert_eq!(moved[leader], 0, "the leader served none of --target-follower's puts");
+    assert_eq!(moved.iter().sum::<u64>(), 20, "one follower served all 20: {moved:?}");
+}

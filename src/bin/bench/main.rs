@@ -47,6 +47,14 @@ struct Cli {
     /// with the token (the servers' auth must be enabled).
     #[arg(long, global = true)]
     user: Option<String>,
+    /// Benchmark the leader only (of the endpoints, the one whose status names
+    /// itself the leader), as etcd's tool does.
+    #[arg(long, global = true, conflicts_with = "target_follower")]
+    target_leader: bool,
+    /// Benchmark one follower only: the first endpoint that is not the leader
+    /// (not in etcd's tool).
+    #[arg(long, global = true)]
+    target_follower: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -174,22 +182,47 @@ enum Command {
 }
 
 async fn connect(cli: &Cli) -> Result<Vec<Channel>, String> {
-    let endpoints: Vec<String> = cli
+    let mut endpoints: Vec<String> = cli
         .endpoints
         .split(',')
         .map(|e| if e.contains("://") { e.to_string() } else { format!("http://{e}") })
         .collect();
+    if cli.target_leader || cli.target_follower {
+        endpoints = vec![pick_endpoint(&endpoints, cli.target_leader).await?];
+    }
     let mut clients = Vec::new();
     for i in 0..cli.conns.max(1) {
         let url = &endpoints[i % endpoints.len()];
-        let channel = Endpoint::from_shared(url.clone())
-            .map_err(|e| format!("bad endpoint {url}: {e}"))?
-            .connect()
-            .await
-            .map_err(|e| format!("cannot connect to {url}: {e} (is the server running?)"))?;
-        clients.push(channel);
+        clients.push(dial(url).await?);
     }
     Ok(clients)
+}
+
+async fn dial(url: &str) -> Result<Channel, String> {
+    Endpoint::from_shared(url.to_string())
+        .map_err(|e| format!("bad endpoint {url}: {e}"))?
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to {url}: {e} (is the server running?)"))
+}
+
+/// The first endpoint that leads (`leader`) or follows, by its own status.
+async fn pick_endpoint(endpoints: &[String], leader: bool) -> Result<String, String> {
+    use etcd_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+    use etcd_proto::etcdserverpb::StatusRequest;
+    for url in endpoints {
+        let status = MaintenanceClient::new(dial(url).await?)
+            .status(StatusRequest {})
+            .await
+            .map_err(|e| format!("cannot read the status of {url}: {}", e.message()))?
+            .into_inner();
+        let member = status.header.map_or(0, |h| h.member_id);
+        if status.leader != 0 && (status.leader == member) == leader {
+            return Ok(url.clone());
+        }
+    }
+    let wanted = if leader { "the leader" } else { "a follower" };
+    Err(format!("none of the endpoints is {wanted} (list every member in --endpoints)"))
 }
 
 /// The token of `--user name:password`, from `Authenticate` on `channel`.
