@@ -1,6 +1,6 @@
 //! The raft loop: the shell around the member's Raft half
 //! ([`etcd_server::raft_core::RaftCore`]) on its own thread (with its own
-//! single-threaded runtime). Per turn it drains many inputs and messages into
+//! single-threaded runtime, which also runs the peers' sender tasks). Per turn it drains many inputs and messages into
 //! the core, then runs the Ready cycles, handing each Ready's writes to the WAL
 //! writer's thread (`wal_writer.rs`: one fsync for whatever queued up meanwhile,
 //! so concurrent proposals share it) without waiting, and turns the core's
@@ -186,6 +186,9 @@ impl RaftLoop {
                 }
             }
             self.run_turn(turn);
+            // The peers' sender tasks share this thread: they send this turn's
+            // messages now, not once a busy loop's cooperative budget runs out.
+            tokio::task::yield_now().await;
             writing_since = match writing_since {
                 _ if !self.core.write_in_flight() => None,
                 Some(since) if !reported => Some(since),

@@ -50,6 +50,16 @@ impl EtcdServer {
         let (raft_tx, raft_rx) = mpsc::channel(RAFT_INPUTS_MAX);
         let (message_tx, message_rx) = mpsc::channel(RAFT_MESSAGES_MAX);
         let transport = PeerTransport::new(opened.member_id, opened.cluster_id, message_tx);
+        // The raft loop's runtime also runs the peers' sender tasks: a message
+        // the loop queues wakes its stream's task on this same thread instead
+        // of a parked worker of the client runtime (3 members, 3 alternated
+        // rounds: put-64 1.06x at 0.94x CPU; one client's put p50 0.94x on
+        // the leader, 0.93x through a follower).
+        let raft_runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StartError::DataDir { path: cfg.data_dir.clone(), source: e })?;
+        transport.set_senders_runtime(raft_runtime.handle().clone());
         if let Some(dir) = opened.backend.path().parent() {
             transport.set_snapshot_dir(dir.to_path_buf());
         }
@@ -126,11 +136,7 @@ impl EtcdServer {
         let raft_thread = std::thread::Builder::new()
             .name("raft".into())
             .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_time()
-                    .build()
-                    .expect("a current-thread runtime for the raft loop");
-                runtime.block_on(raft_loop.run());
+                raft_runtime.block_on(raft_loop.run());
             })
             .map_err(spawn_error)?;
         let apply_task = tokio::spawn(apply_loop.run());

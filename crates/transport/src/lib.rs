@@ -129,6 +129,8 @@ struct Inner {
     channels: Mutex<HashMap<u64, (Vec<String>, tonic::transport::Channel)>>,
     /// Set by `stop_inbound`; ends the streams of services made by `service`.
     stop: watch::Sender<bool>,
+    /// Where the peers' sender tasks run (the raft thread's runtime), if set.
+    senders_runtime: Mutex<Option<tokio::runtime::Handle>>,
 }
 
 impl std::fmt::Debug for PeerTransport {
@@ -163,6 +165,7 @@ impl PeerTransport {
                 peers: Mutex::new(HashMap::new()),
                 channels: Mutex::new(HashMap::new()),
                 stop: watch::Sender::new(false),
+                senders_runtime: Mutex::new(None),
             }),
         }
     }
@@ -234,6 +237,13 @@ impl PeerTransport {
         self.inner.shared.cluster_id
     }
 
+    /// Runs the sender tasks of the peers added from now on on `runtime` (the
+    /// raft loop's, which queues their messages); without it they run on the
+    /// runtime that adds the peer.
+    pub fn set_senders_runtime(&self, runtime: tokio::runtime::Handle) {
+        *self.inner.senders_runtime.lock().unwrap_or_else(PoisonError::into_inner) = Some(runtime);
+    }
+
     fn peers(&self) -> std::sync::MutexGuard<'_, HashMap<u64, PeerHandle>> {
         self.inner.peers.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -247,7 +257,14 @@ impl PeerTransport {
         match peers.get(&id) {
             Some(peer) => peer.queue.set_urls(urls),
             None => {
-                let handle = PeerHandle::spawn(Arc::clone(&self.inner.shared), id, urls);
+                let runtime = self
+                    .inner
+                    .senders_runtime
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                let handle =
+                    PeerHandle::spawn(Arc::clone(&self.inner.shared), id, urls, runtime.as_ref());
                 peers.insert(id, handle);
             }
         }

@@ -215,7 +215,12 @@ impl Drop for PeerHandle {
 
 impl PeerHandle {
     /// Creates the queue and spawns the peer's task on the current runtime.
-    pub(crate) fn spawn(shared: Arc<Shared>, id: u64, urls: Vec<String>) -> PeerHandle {
+    pub(crate) fn spawn(
+        shared: Arc<Shared>,
+        id: u64,
+        urls: Vec<String>,
+        runtime: Option<&tokio::runtime::Handle>,
+    ) -> PeerHandle {
         let queue = Arc::new(PeerQueue {
             id,
             state: Mutex::new(QueueState { messages: VecDeque::new(), urls, urls_changed: false }),
@@ -224,7 +229,10 @@ impl PeerHandle {
             connected_since: Mutex::new(None),
             probe: AtomicBool::new(false),
         });
-        let task = tokio::spawn(run(shared, Arc::clone(&queue)));
+        let task = match runtime {
+            Some(runtime) => runtime.spawn(run(shared, Arc::clone(&queue))),
+            None => tokio::spawn(run(shared, Arc::clone(&queue))),
+        };
         PeerHandle { queue, task }
     }
 }
