@@ -169,6 +169,11 @@ enum Command {
         /// Number of round trips.
         #[arg(long, default_value_t = 10_000)]
         total: u64,
+        /// Where the two ends run: `same` (one core), `apart` (two cores) or
+        /// `any` (where the scheduler puts them, which on some machines
+        /// alternates between the two from run to run).
+        #[arg(long, default_value = "any", value_parser = ["same", "apart", "any"])]
+        cores: String,
     },
     /// Hold idle watchers open until interrupted (not in etcd's tool).
     IdleWatchers {
@@ -457,9 +462,14 @@ async fn run(cli: Cli) -> Result<(), String> {
             let (dir, total) = (dir.clone(), *total);
             Some(Box::new(move || floor::fsync(&dir, total)))
         }
-        Command::Loopback { total } => {
+        Command::Loopback { total, cores } => {
             let total = *total;
-            Some(Box::new(move || floor::loopback(total)))
+            let cores = match cores.as_str() {
+                "same" => floor::Cores::Same,
+                "apart" => floor::Cores::Apart,
+                _ => floor::Cores::Any,
+            };
+            Some(Box::new(move || floor::loopback(total, cores)))
         }
         _ => None,
     };
