@@ -1,9 +1,10 @@
 //! The raft loop: the shell around the member's Raft half
 //! ([`etcd_server::raft_core::RaftCore`]) on its own thread (with its own
-//! single-threaded runtime, which also runs the peers' sender tasks). Per turn it drains many inputs and messages into
-//! the core, then runs the Ready cycles, handing each Ready's writes to the WAL
-//! writer's thread (`wal_writer.rs`: one fsync for whatever queued up meanwhile,
-//! so concurrent proposals share it) without waiting, and turns the core's
+//! single-threaded runtime, which also runs the peers' sender tasks). Per turn
+//! it drains many inputs and messages into the core, then runs the Ready
+//! cycles, handing each Ready's writes to the WAL writer's thread
+//! (`wal_writer.rs`: one fsync for whatever queued up meanwhile, so concurrent
+//! proposals share it) without waiting, and turns the core's
 //! effects into answers for the waiting requests. A write the writer finished
 //! comes back as an input, after which Raft may commit and apply it.
 

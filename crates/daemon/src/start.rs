@@ -58,7 +58,11 @@ impl EtcdServer {
         let raft_runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| StartError::DataDir { path: cfg.data_dir.clone(), source: e })?;
+            .map_err(|e| {
+                StartError::Raft(format!(
+                    "cannot create the raft thread's runtime: {e} (is the process out of file descriptors or memory?)"
+                ))
+            })?;
         transport.set_senders_runtime(raft_runtime.handle().clone());
         if let Some(dir) = opened.backend.path().parent() {
             transport.set_snapshot_dir(dir.to_path_buf());
@@ -131,8 +135,11 @@ impl EtcdServer {
             compaction_started: None,
             db_size_read: std::time::Instant::now(),
         };
-        let spawn_error =
-            |e: std::io::Error| StartError::DataDir { path: cfg.data_dir.clone(), source: e };
+        let spawn_error = |e: std::io::Error| {
+            StartError::Raft(format!(
+                "cannot start the raft thread: {e} (is the process out of threads or memory?)"
+            ))
+        };
         let raft_thread = std::thread::Builder::new()
             .name("raft".into())
             .spawn(move || {

@@ -262,9 +262,9 @@ impl PeerTransport {
                     .senders_runtime
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .clone();
-                let handle =
-                    PeerHandle::spawn(Arc::clone(&self.inner.shared), id, urls, runtime.as_ref());
+                    .clone()
+                    .unwrap_or_else(tokio::runtime::Handle::current);
+                let handle = PeerHandle::spawn(Arc::clone(&self.inner.shared), id, urls, &runtime);
                 peers.insert(id, handle);
             }
         }

@@ -214,12 +214,12 @@ impl Drop for PeerHandle {
 }
 
 impl PeerHandle {
-    /// Creates the queue and spawns the peer's task on the current runtime.
+    /// Creates the queue and spawns the peer's task on `runtime`.
     pub(crate) fn spawn(
         shared: Arc<Shared>,
         id: u64,
         urls: Vec<String>,
-        runtime: Option<&tokio::runtime::Handle>,
+        runtime: &tokio::runtime::Handle,
     ) -> PeerHandle {
         let queue = Arc::new(PeerQueue {
             id,
@@ -229,10 +229,7 @@ impl PeerHandle {
             connected_since: Mutex::new(None),
             probe: AtomicBool::new(false),
         });
-        let task = match runtime {
-            Some(runtime) => runtime.spawn(run(shared, Arc::clone(&queue))),
-            None => tokio::spawn(run(shared, Arc::clone(&queue))),
-        };
+        let task = runtime.spawn(run(shared, Arc::clone(&queue)));
         PeerHandle { queue, task }
     }
 }

@@ -42,7 +42,7 @@ pub fn fsync(dir: &Path, total: u64) -> Result<Vec<Duration>, String> {
 }
 
 /// Where the two ends of `loopback` run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Cores {
     /// Both on the first core this process may use: no cross-core wake-up.
     Same,

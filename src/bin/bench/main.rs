@@ -169,11 +169,10 @@ enum Command {
         /// Number of round trips.
         #[arg(long, default_value_t = 10_000)]
         total: u64,
-        /// Where the two ends run: `same` (one core), `apart` (two cores) or
-        /// `any` (where the scheduler puts them, which on some machines
-        /// alternates between the two from run to run).
-        #[arg(long, default_value = "any", value_parser = ["same", "apart", "any"])]
-        cores: String,
+        /// Where the two ends run (where the scheduler puts them, `any`, can
+        /// alternate between the other two from run to run on some machines).
+        #[arg(long, value_enum, default_value_t = floor::Cores::Any)]
+        cores: floor::Cores,
     },
     /// Hold idle watchers open until interrupted (not in etcd's tool).
     IdleWatchers {
@@ -463,12 +462,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             Some(Box::new(move || floor::fsync(&dir, total)))
         }
         Command::Loopback { total, cores } => {
-            let total = *total;
-            let cores = match cores.as_str() {
-                "same" => floor::Cores::Same,
-                "apart" => floor::Cores::Apart,
-                _ => floor::Cores::Any,
-            };
+            let (total, cores) = (*total, *cores);
             Some(Box::new(move || floor::loopback(total, cores)))
         }
         _ => None,
