@@ -62,10 +62,22 @@ impl ApplyLoop {
                         Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
                     }
                 }
-                None => match self.tasks.recv().await {
-                    Some(task) => task,
-                    None => break,
-                },
+                None => {
+                    let due = self.core.durable_due().map(|at| {
+                        let wait = at.saturating_sub(crate::clock::monotonic_ms());
+                        tokio::time::Instant::now() + std::time::Duration::from_millis(wait)
+                    });
+                    tokio::select! {
+                        task = self.tasks.recv() => match task {
+                            Some(task) => task,
+                            None => break,
+                        },
+                        () = sleep_until(due) => {
+                            self.make_durable();
+                            continue;
+                        }
+                    }
+                }
             };
             let keep_going = match task {
                 ApplyTask::Entries(mut entries, handed_on) => {
@@ -109,7 +121,21 @@ impl ApplyLoop {
             // worker) run before the next batch.
             tokio::task::yield_now().await;
         }
+        // A clean stop leaves everything applied in the backend, as etcd's
+        // does: tools that read the data dir offline rely on it.
+        if self.core.durable_due().is_some() {
+            self.make_durable();
+        }
         tracing::info!("apply loop stopped");
+    }
+
+    /// Makes what was applied durable after a quiet batch interval, as etcd's
+    /// batch transaction commits on its interval whether or not more comes.
+    fn make_durable(&mut self) {
+        match self.core.make_durable(crate::clock::monotonic_ms()) {
+            Ok(took) => self.shared.metrics.backend_commit_seconds.observe(took.as_secs_f64()),
+            Err(err) => fatal("failed to make the applied entries durable", err),
+        }
     }
 
     /// Removes one batch of a compaction's rows (timed as etcd times them);
@@ -233,5 +259,13 @@ fn off_the_workers<R>(work: impl FnOnce() -> R) -> R {
     match tokio::runtime::Handle::current().runtime_flavor() {
         tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(work),
         _ => work(),
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

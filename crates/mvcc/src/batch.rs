@@ -22,12 +22,14 @@ use etcd_proto::etcdserverpb::{
 };
 use etcd_proto::mvccpb::{event::EventType, Event, KeyValue};
 use etcd_storage::{schema, WriteTxn};
+use prost::bytes::Bytes;
 use prost::Message;
 
 use crate::error::MvccError;
 use crate::index::KeyRange;
 use crate::kvstore::{KvStore, OpCounters, PhysicalCompaction};
 use crate::range;
+use crate::recent::PARK_LIMIT_BYTES;
 use crate::revision::Revision;
 
 /// A key whose lease attachment changed in this batch (for the lessor).
@@ -60,6 +62,15 @@ impl<F: Fn(i64) -> bool> Leases for F {
     }
 }
 
+/// What [`Batch::commit`] did.
+#[derive(Debug)]
+pub struct Finished {
+    /// The batch's events grouped per revision, in revision order.
+    pub events: Vec<(i64, Vec<Event>)>,
+    /// Whether the backend committed (otherwise the transaction is parked).
+    pub committed: bool,
+}
+
 /// The changes of one request (one main revision) being applied.
 pub(crate) struct Op {
     pub main: i64,
@@ -79,10 +90,17 @@ pub struct Batch<'a> {
     pub(crate) compact_rev: i64,
     pending_compact: Option<i64>,
     touched: HashSet<Vec<u8>>,
+    /// Encodings of the revisions put, for readers while the transaction is parked.
+    encoded: Vec<(Revision, Bytes)>,
+    encoded_bytes: usize,
     events: Vec<(i64, Vec<Event>)>,
     lease_changes: Vec<LeaseChange>,
     poisoned: bool,
     finished: bool,
+    /// Whether the transaction holds parked writes of earlier batches.
+    resumed: bool,
+    /// Whether [`Batch::write_txn`] was handed out (for writes of the caller's).
+    written_through: std::cell::Cell<bool>,
 }
 
 impl KvStore {
@@ -96,6 +114,7 @@ impl KvStore {
         );
         let guard = self.batch_lock.lock().unwrap_or_else(|e| e.into_inner());
         let txn = self.backend.begin_write()?;
+        let resumed = txn.mark() > self.backend.committed_mark();
         let (rev, compact_rev) = self.revisions();
         Ok(Batch {
             store: self,
@@ -106,10 +125,14 @@ impl KvStore {
             compact_rev,
             pending_compact: None,
             touched: HashSet::new(),
+            encoded: Vec::new(),
+            encoded_bytes: 0,
             events: Vec::new(),
             lease_changes: Vec::new(),
             poisoned: false,
             finished: false,
+            resumed,
+            written_through: std::cell::Cell::new(false),
         })
     }
 }
@@ -118,7 +141,17 @@ impl<'a> Batch<'a> {
     /// The redb write transaction, for the server's own writes (consistent
     /// index, members, leases) that must commit atomically with this batch.
     pub fn write_txn(&self) -> &WriteTxn {
+        self.written_through.set(true);
+        self.tx()
+    }
+
+    pub(crate) fn tx(&self) -> &WriteTxn {
         self.txn.as_ref().expect("write transaction present until commit")
+    }
+
+    /// Whether this batch changed anything in its transaction.
+    fn changed(&self) -> bool {
+        !self.touched.is_empty() || self.pending_compact.is_some() || self.written_through.get()
     }
 
     /// Store revision after the requests applied so far (the header revision
@@ -211,7 +244,7 @@ impl<'a> Batch<'a> {
             let g = self.store.read_shared();
             range::plan(req, &g.index, at, self.compact_rev)?
         };
-        let kvs = range::fetch(self.write_txn(), &plan.revs)?;
+        let kvs = range::fetch(self.tx(), &plan.revs)?;
         Ok(range::finish(req, &plan, kvs))
     }
 
@@ -219,7 +252,7 @@ impl<'a> Batch<'a> {
     fn live_kvs(&self, op: &Op, range: KeyRange<'_>) -> Result<Vec<KeyValue>, MvccError> {
         let at = self.read_rev(op);
         let revs = self.store.read_shared().index.revisions(range, at);
-        range::fetch(self.write_txn(), &revs)
+        range::fetch(self.tx(), &revs)
     }
 
     /// Put inside an op; key existence and lease checks are the caller's.
@@ -280,7 +313,10 @@ impl<'a> Batch<'a> {
             }
         };
         let lease = kv.lease;
-        self.write_txn().key_put(&rev.to_key(false), &kv.encode_to_vec())?;
+        let encoded = kv.encode_to_vec();
+        self.tx().key_put(&rev.to_key(false), &encoded)?;
+        self.encoded_bytes += encoded.len();
+        self.encoded.push((rev, Bytes::from(encoded)));
         self.store.write_shared().index.put(&req.key, rev);
         self.touched.insert(req.key.clone());
         if old_lease != 0 || lease != 0 {
@@ -308,7 +344,7 @@ impl<'a> Batch<'a> {
         for kv in &prev {
             let rev = Revision::new(op.main, op.events.len() as i64);
             let tomb = KeyValue { key: kv.key.clone(), ..Default::default() };
-            self.write_txn().key_put(&rev.to_key(true), &tomb.encode_to_vec())?;
+            self.tx().key_put(&rev.to_key(true), &tomb.encode_to_vec())?;
             if !self.store.write_shared().index.tombstone(&kv.key, rev) {
                 return Err(MvccError::Corrupt("tombstone of a key that is not live".into()));
             }
@@ -354,7 +390,7 @@ impl<'a> Batch<'a> {
             return Err(MvccError::FutureRev);
         }
         let r = self
-            .write_txn()
+            .tx()
             .meta_put(schema::META_SCHEDULED_COMPACT_REV, &Revision::new(rev, 0).to_key(false));
         self.guard(r.map_err(MvccError::from))?;
         self.compact_rev = rev;
@@ -362,20 +398,41 @@ impl<'a> Batch<'a> {
         Ok(CompactionResponse { header: None })
     }
 
-    /// Commits the write transaction (durably if asked), then publishes the
-    /// batch's revision (and compaction) to readers. Returns the events of the
-    /// batch grouped per revision, in revision order. Each event carries
-    /// `prev_kv` (the key's previous value, if it existed); a watcher that did
-    /// not ask for it must clear it. A Delete event's `kv` holds the key and
-    /// the deletion revision as `mod_revision`, as etcd's does.
-    pub fn commit(mut self, durable: bool) -> Result<Vec<(i64, Vec<Event>)>, MvccError> {
+    /// Ends the batch and publishes its revision (and compaction) to readers:
+    /// commits the write transaction when asked to be durable, when it
+    /// compacts, or when the encodings readers would otherwise be served from
+    /// memory pass [`PARK_LIMIT_BYTES`]; otherwise parks it (see `recent.rs`),
+    /// and a later batch or a reader that needs the backend itself commits it.
+    /// Returns the events of the batch grouped per revision, in revision
+    /// order. Each event carries `prev_kv` (the key's previous value, if it
+    /// existed); a watcher that did not ask for it must clear it. A Delete
+    /// event's `kv` holds the key and the deletion revision as `mod_revision`,
+    /// as etcd's does.
+    pub fn commit(mut self, durable: bool) -> Result<Finished, MvccError> {
         if self.poisoned {
             return Err(MvccError::Corrupt(
                 "batch poisoned by an earlier storage error; drop it".into(),
             ));
         }
-        let txn = self.txn.take().expect("write transaction present until commit");
+        let mut txn = self.txn.take().expect("write transaction present until commit");
+        txn.set_mark(self.rev);
         let store = self.store;
+        let encoded = std::mem::take(&mut self.encoded);
+        let park = !durable
+            && self.pending_compact.is_none()
+            && store.read_shared().recent.bytes() + self.encoded_bytes <= PARK_LIMIT_BYTES;
+        if park {
+            {
+                let mut g = store.write_shared();
+                assert!(self.rev >= g.current_rev, "invariant: revisions only grow");
+                g.recent.add(encoded);
+                g.recent.trim(store.backend.committed_mark());
+                g.current_rev = self.rev;
+            }
+            txn.park();
+            self.finished = true;
+            return Ok(Finished { events: std::mem::take(&mut self.events), committed: false });
+        }
         if let Some(c) = self.pending_compact {
             let mut g = store.write_shared();
             if let Err(e) = txn.commit(durable) {
@@ -386,6 +443,7 @@ impl<'a> Batch<'a> {
             let keep = g.index.compact(c);
             g.compact_rev = c;
             g.current_rev = self.rev;
+            g.recent.clear();
             // A compaction still removing rows is superseded: this one's
             // batches start over and remove what the older one would have.
             *store.physical.lock().expect("compaction lock poisoned") =
@@ -394,16 +452,37 @@ impl<'a> Batch<'a> {
             if let Err(e) = txn.commit(durable) {
                 return Err(e.into()); // Drop undoes the index changes
             }
-            store.write_shared().current_rev = self.rev;
+            let mut g = store.write_shared();
+            g.current_rev = self.rev;
+            g.recent.clear();
         }
         self.finished = true;
-        Ok(std::mem::take(&mut self.events))
+        Ok(Finished { events: std::mem::take(&mut self.events), committed: true })
     }
 }
 
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
-        if !self.finished && !self.touched.is_empty() {
+        if self.finished {
+            return;
+        }
+        if !self.changed() {
+            // Nothing of this batch to undo: the parked writes stay parked.
+            if let Some(txn) = self.txn.take() {
+                txn.park();
+            }
+            return;
+        }
+        // Aborts the transaction, with the parked writes of earlier batches it
+        // resumed, whose revisions were published.
+        drop(self.txn.take());
+        if self.resumed {
+            // Back to the last commit: the index is rebuilt from the backend
+            // (a storage failure's path; the member stops after it).
+            if let Err(e) = self.store.reload_unlocked() {
+                panic!("failed to reload the store after a discarded batch: {e}");
+            }
+        } else if !self.touched.is_empty() {
             let mut g = self.store.write_shared();
             g.index.rollback(self.touched.iter().map(Vec::as_slice), self.base_rev);
         }

@@ -5,13 +5,19 @@
 //! `shared` (an `RwLock`) holds the key index together with the *published*
 //! current and compacted revisions. The apply batch ([`crate::Batch`]) adds
 //! its revisions to the shared index as it goes (each change under a short
-//! write lock), but only publishes its new current revision after the redb
-//! commit. A reader takes the read lock, reads the published revisions,
-//! opens its redb read transaction and looks the index up *at the published
-//! revision*, then drops the lock and fetches the values from its snapshot.
-//! Unpublished revisions are newer than the published revision, so the
-//! index lookup ignores them; the snapshot always holds every revision up to
-//! the published one because publishing follows the commit.
+//! write lock), but only publishes its new current revision when it ends:
+//! after the redb commit, or, when it parks its write transaction instead,
+//! together with the encodings of the revisions it put (`recent.rs`). A
+//! reader takes the read lock, reads the published revisions, looks the
+//! index up *at the published revision*, opens its redb read transaction and
+//! takes the parked encodings it needs, then drops the lock and fetches the
+//! values. Unpublished revisions are newer than the published revision, so
+//! the index lookup ignores them; every revision up to the published one is
+//! in the read's snapshot or among the encodings it took.
+//!
+//! Readers that scan the `key` table instead (HashKV, watchers catching up
+//! from the backend) hold batches off and commit the parked transaction
+//! first.
 //!
 //! Compaction is the one change that removes data. A batch that compacts
 //! records the compaction (`scheduledCompactRev`) in its write transaction
@@ -27,7 +33,10 @@
 //! the batches.
 //!
 //! If a batch is dropped without committing, the revisions it added to the
-//! index are removed again (the write transaction is discarded by redb).
+//! index are removed again (the write transaction is discarded by redb). If
+//! its transaction held parked writes of earlier batches, those are
+//! discarded with it, and the store goes back to the last commit (a storage
+//! failure's path: the member stops, and its WAL replays them).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -41,6 +50,7 @@ use crate::index::{Index, KeyRange};
 use crate::key_index::KeyIndex;
 use crate::kv_view::KvView;
 use crate::range;
+use crate::recent::{Recent, Values};
 use crate::revision::Revision;
 
 /// State shared between readers and the batch.
@@ -51,6 +61,8 @@ pub(crate) struct Shared {
     pub current_rev: i64,
     /// Revision of the last compaction; -1 if the store was never compacted (as in etcd).
     pub compact_rev: i64,
+    /// Encodings of published revisions a commit may not cover yet (`recent.rs`).
+    pub recent: Recent,
 }
 
 /// The result of [`KvStore::hash_kv`].
@@ -174,6 +186,11 @@ impl KvStore {
     /// replaced wholesale (a snapshot from the leader was installed).
     pub fn reload(&self) -> Result<(), MvccError> {
         let _no_batch = self.batch_lock.lock().expect("batch lock poisoned");
+        self.reload_unlocked()
+    }
+
+    /// [`KvStore::reload`] for the holder of the batch lock.
+    pub(crate) fn reload_unlocked(&self) -> Result<(), MvccError> {
         let (shared, physical) = load(&self.backend)?;
         *self.write_shared() = shared;
         *self.physical.lock().expect("compaction lock poisoned") = physical;
@@ -279,7 +296,7 @@ fn load(backend: &Backend) -> Result<(Shared, Option<PhysicalCompaction>), MvccE
             compact_rev = scheduled;
         }
         let current_rev = current_rev.max(compact_rev);
-        Ok((Shared { index, current_rev, compact_rev }, physical))
+        Ok((Shared { index, current_rev, compact_rev, recent: Recent::default() }, physical))
     }
 }
 
@@ -317,6 +334,15 @@ impl KvStore {
 
     pub(crate) fn write_shared(&self) -> RwLockWriteGuard<'_, Shared> {
         self.shared.write().expect("mvcc index lock poisoned")
+    }
+
+    /// Holds batches off and commits the parked write transaction: until the
+    /// guard drops, a read transaction sees every published revision (for
+    /// readers that scan the `key` table instead of fetching planned revisions).
+    fn parked_committed(&self) -> Result<std::sync::MutexGuard<'_, ()>, MvccError> {
+        let no_batch = self.batch_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.backend.flush()?;
+        Ok(no_batch)
     }
 
     /// The backend this store was opened on.
@@ -362,29 +388,23 @@ impl KvStore {
             debug_assert!(response.header.is_none());
             return Ok((response.encode_to_vec(), current));
         }
-        let (plan, rtx, current) = self.plan_range(req)?;
-        Ok((range::fetch_encoded(rtx.as_ref(), req, &plan)?, current))
+        let (plan, values, current) = self.plan_range(req)?;
+        Ok((range::fetch_encoded(&values, req, &plan)?, current))
     }
 
-    /// A range's plan under the index lock, with a backend read opened before
-    /// the lock is let go when there is anything to fetch, and the current
-    /// revision: the read sees exactly the revision the plan was made at.
-    fn plan_range(
-        &self,
-        req: &RangeRequest,
-    ) -> Result<(range::RangePlan, Option<ReadTxn>, i64), MvccError> {
+    /// A range's plan under the index lock, with its values' source taken
+    /// before the lock is let go, and the current revision: the read sees
+    /// exactly the revision the plan was made at.
+    fn plan_range(&self, req: &RangeRequest) -> Result<(range::RangePlan, Values, i64), MvccError> {
         let g = self.read_shared();
         let plan = range::plan(req, &g.index, g.current_rev, g.compact_rev)?;
-        let rtx = if plan.revs.is_empty() { None } else { Some(self.backend.begin_read()?) };
-        Ok((plan, rtx, g.current_rev))
+        let values = g.recent.values(&self.backend, &plan.revs)?;
+        Ok((plan, values, g.current_rev))
     }
 
     fn range_uncounted(&self, req: &RangeRequest) -> Result<(RangeResponse, i64), MvccError> {
-        let (plan, rtx, current) = self.plan_range(req)?;
-        let kvs = match rtx {
-            Some(rtx) => range::fetch(&rtx, &plan.revs)?,
-            None => Vec::new(),
-        };
+        let (plan, values, current) = self.plan_range(req)?;
+        let kvs = range::fetch(&values, &plan.revs)?;
         Ok((range::finish(req, &plan, kvs), current))
     }
 
@@ -417,18 +437,15 @@ impl KvStore {
         keys_only: bool,
     ) -> Result<RangeChunk, MvccError> {
         OpCounters::count(&self.ops.ranges);
-        let (found, rtx) = {
+        let (found, revs, values) = {
             let g = self.read_shared();
             range::read_revision(at, g.current_rev, g.compact_rev)?;
             let found = g.index.range_limited(KeyRange::new(from, range_end), at, max);
-            let rtx = if found.is_empty() { None } else { Some(self.backend.begin_read()?) };
-            (found, rtx)
+            let revs: Vec<Revision> = found.iter().map(|(_, kr)| kr.modified).collect();
+            let values = g.recent.values(&self.backend, &revs)?;
+            (found, revs, values)
         };
-        let revs: Vec<Revision> = found.iter().map(|(_, kr)| kr.modified).collect();
-        let mut kvs = match rtx {
-            Some(rtx) => range::fetch(&rtx, &revs)?,
-            None => Vec::new(),
-        };
+        let mut kvs = range::fetch(&values, &revs)?;
         if keys_only {
             kvs.iter_mut().for_each(|kv| kv.value.clear());
         }
@@ -462,6 +479,7 @@ impl KvStore {
     /// etcd's HashKV: a hash of the MVCC history up to `rev` (0 = current).
     pub fn hash_kv(&self, rev: i64) -> Result<HashKv, MvccError> {
         let (keep, rtx, current, compacted, rev) = {
+            let _no_batch = self.parked_committed()?;
             let g = self.read_shared();
             let (current, compacted) = (g.current_rev, g.compact_rev);
             if rev > 0 && rev <= compacted {
@@ -472,7 +490,7 @@ impl KvStore {
             }
             let rev = if rev == 0 { current } else { rev };
             let keep: HashSet<Revision> = g.index.keep(rev);
-            (keep, self.backend.begin_read()?, current, compacted, rev)
+            (keep, self.backend.read_committed()?, current, compacted, rev)
         };
         let lower = Revision::new(compacted + 1, 0);
         let mut h = crc32c::crc32c(b"key");
@@ -512,11 +530,12 @@ impl KvStore {
     /// whether or not the compaction's batches have removed them yet.
     pub fn events_range(&self, from: i64, to: i64) -> Result<Vec<Event>, MvccError> {
         let (rtx, to, compacted) = {
+            let _no_batch = self.parked_committed()?;
             let g = self.read_shared();
             if from < g.compact_rev {
                 return Err(MvccError::Compacted);
             }
-            (self.backend.begin_read()?, to.min(g.current_rev), g.compact_rev)
+            (self.backend.read_committed()?, to.min(g.current_rev), g.compact_rev)
         };
         let mut out = Vec::new();
         if from > to {

@@ -9,9 +9,10 @@
 //! which keys changed lease). Response headers are the caller's, except the
 //! revision-only headers etcd puts on the responses nested in a Txn.
 //!
-//! Writes go through a [`Batch`] (one redb write transaction, committed by
-//! the caller together with its own meta writes); reads on [`KvStore`] run
-//! concurrently and only ever see committed batches (see `kvstore.rs`).
+//! Writes go through a [`Batch`] (one redb write transaction, ended by the
+//! caller together with its own meta writes: committed, or parked for the
+//! next batch); reads on [`KvStore`] run concurrently and only ever see whole
+//! batches (see `kvstore.rs`).
 #![warn(missing_docs)]
 
 mod batch;
@@ -21,10 +22,11 @@ pub mod key_index;
 mod kv_view;
 mod kvstore;
 mod range;
+mod recent;
 pub mod revision;
 mod txn;
 
-pub use batch::{Batch, LeaseChange, Leases};
+pub use batch::{Batch, Finished, LeaseChange, Leases};
 pub use error::MvccError;
 pub use kvstore::{
     CompactStep, HashKv, KvStore, OpCounts, RangeChunk, DEFAULT_COMPACTION_BATCH_LIMIT,

@@ -21,11 +21,11 @@
 use etcd_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use etcd_proto::etcdserverpb::{RangeRequest, RangeResponse};
 use etcd_proto::mvccpb::KeyValue;
-use etcd_storage::ReadTables;
 use prost::Message;
 
 use crate::error::MvccError;
 use crate::index::{Index, KeyRange};
+use crate::recent::ValueSource;
 use crate::revision::Revision;
 
 /// The revision a read at `req_rev` is served at, given the store's current
@@ -92,24 +92,25 @@ fn passes_filters(req: &RangeRequest, kv: &KeyValue) -> bool {
 }
 
 /// Reads and decodes the values of `revs` (plain, non-tombstone revisions).
-pub(crate) fn fetch(txn: &impl ReadTables, revs: &[Revision]) -> Result<Vec<KeyValue>, MvccError> {
-    if revs.is_empty() {
-        return Ok(Vec::new());
-    }
-    let keys: Vec<Vec<u8>> = revs.iter().map(|r| r.to_key(false)).collect();
-    let vals = txn.key_get_many(&keys)?;
-    revs.iter()
-        .zip(vals)
-        .map(|(r, v)| {
-            let v = v.ok_or_else(|| {
-                MvccError::Corrupt(format!(
-                    "revision {}.{} is indexed but not stored",
-                    r.main, r.sub
-                ))
-            })?;
-            decode_kv(&v)
-        })
-        .collect()
+pub(crate) fn fetch(src: &impl ValueSource, revs: &[Revision]) -> Result<Vec<KeyValue>, MvccError> {
+    let mut kvs = Vec::with_capacity(revs.len());
+    let mut failed = None;
+    src.each_value(revs, &mut |value| {
+        let decoded = match value {
+            Some(v) => decode_kv(v),
+            None => Err(not_stored(revs[kvs.len()])),
+        };
+        match decoded {
+            Ok(kv) => kvs.push(kv),
+            Err(e) => failed = Some(e),
+        }
+        failed.is_none()
+    })?;
+    failed.map_or(Ok(kvs), Err)
+}
+
+fn not_stored(r: Revision) -> MvccError {
+    MvccError::Corrupt(format!("revision {}.{} is indexed but not stored", r.main, r.sub))
 }
 
 pub(crate) fn decode_kv(v: &[u8]) -> Result<KeyValue, MvccError> {
@@ -131,7 +132,7 @@ pub(crate) fn plain(req: &RangeRequest) -> bool {
 /// key order, at most `limit`) as a `kvs` entry, then `more` and `count`.
 /// Byte for byte what encoding [`finish`]'s answer gives.
 pub(crate) fn fetch_encoded(
-    txn: Option<&impl ReadTables>,
+    src: &impl ValueSource,
     req: &RangeRequest,
     plan: &RangePlan,
 ) -> Result<Vec<u8>, MvccError> {
@@ -142,27 +143,20 @@ pub(crate) fn fetch_encoded(
     let revs = &plan.revs[..plan.revs.len().min(limit)];
     let mut out = Vec::new();
     let mut missing = None;
-    assert!(txn.is_some() || revs.is_empty(), "invariant: revisions to fetch come with a read");
-    if let Some(txn) = txn.filter(|_| !revs.is_empty()) {
-        let mut keys = revs.iter().map(|r| r.to_key(false));
-        let mut at = 0;
-        txn.key_get_each(&mut keys, &mut |value| {
-            let Some(value) = value else {
-                missing = Some(revs[at]);
-                return false;
-            };
-            encode_key(2, WireType::LengthDelimited, &mut out);
-            encode_varint(value.len() as u64, &mut out);
-            out.extend_from_slice(value);
-            at += 1;
-            true
-        })?;
-    }
+    let mut at = 0;
+    src.each_value(revs, &mut |value| {
+        let Some(value) = value else {
+            missing = Some(revs[at]);
+            return false;
+        };
+        encode_key(2, WireType::LengthDelimited, &mut out);
+        encode_varint(value.len() as u64, &mut out);
+        out.extend_from_slice(value);
+        at += 1;
+        true
+    })?;
     if let Some(r) = missing {
-        return Err(MvccError::Corrupt(format!(
-            "revision {}.{} is indexed but not stored",
-            r.main, r.sub
-        )));
+        return Err(not_stored(r));
     }
     if more {
         prost::encoding::bool::encode(3, &true, &mut out);

@@ -113,7 +113,7 @@ impl Batch<'_> {
             }
             return Ok(compare_kv(c, &KeyValue::default()));
         }
-        for kv in range::fetch(self.write_txn(), &revs)? {
+        for kv in range::fetch(self.tx(), &revs)? {
             if !compare_kv(c, &kv) {
                 return Ok(false);
             }

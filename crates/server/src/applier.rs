@@ -105,7 +105,7 @@ pub struct BatchOutcome {
     pub applied_index: u64,
     /// Its term.
     pub applied_term: u64,
-    /// How long committing the backend transaction took.
+    /// How long committing the backend transaction took (zero: it was parked).
     pub commit_duration: std::time::Duration,
     /// Whether a new leader's first entry promoted the lessor.
     pub promoted_lessor: bool,
@@ -245,8 +245,11 @@ impl Applier {
         etcd_storage::set_consistent_index(batch.write_txn(), last.index, last.term)
             .map_err(MvccError::from)?;
         let committing = std::time::Instant::now();
-        outcome.events = batch.commit(durable)?;
-        outcome.commit_duration = committing.elapsed();
+        let finished = batch.commit(durable)?;
+        outcome.events = finished.events;
+        if finished.committed {
+            outcome.commit_duration = committing.elapsed();
+        }
         self.consistent_index = last.index;
         outcome.applied_index = last.index;
         outcome.applied_term = last.term;

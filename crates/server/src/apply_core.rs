@@ -157,6 +157,28 @@ impl ApplyCore {
         Ok(ApplyResult { outcome, snapshot })
     }
 
+    /// When the backend is next due to be made durable with nothing to apply:
+    /// `batch_interval_ms` after the last durable commit, if entries were
+    /// applied since (etcd's batch transaction commits on its interval, idle or
+    /// not). None: everything applied is durable.
+    pub fn durable_due(&self) -> Option<u64> {
+        (self.applier.consistent_index() > self.durable_index)
+            .then(|| self.durable_at.saturating_add(self.cfg.batch_interval_ms))
+    }
+
+    /// Makes everything applied durable: commits the parked transaction, if
+    /// any, with an fsync. Returns how long the commit took.
+    pub fn make_durable(&mut self, now: u64) -> Result<std::time::Duration, String> {
+        let started = std::time::Instant::now();
+        self.backend
+            .begin_write()
+            .and_then(|txn| txn.commit(true))
+            .map_err(|e| format!("failed to commit the backend: {e}"))?;
+        self.durable_index = self.applier.consistent_index();
+        self.durable_at = now;
+        Ok(started.elapsed())
+    }
+
     /// Removes one batch of the rows a compaction left ([`KvStore::compact_step`]);
     /// the shell calls it between applies while a compaction is in progress.
     pub fn compact_step(&mut self) -> Result<etcd_mvcc::CompactStep, String> {

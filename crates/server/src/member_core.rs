@@ -369,6 +369,16 @@ impl<W> MemberCore<W> {
             self.apply.applied_index(),
             self.raft.commit_index()
         );
+        let quiet_and_due = results.is_empty()
+            && self.fatal.is_none()
+            && self.apply.durable_due().is_some_and(|due| due <= now);
+        if quiet_and_due {
+            // As the daemon's apply loop when nothing comes: what was applied
+            // becomes durable within a batch interval.
+            if let Err(why) = self.apply.make_durable(now) {
+                self.stop(why);
+            }
+        }
         let membership_changed = self.installs > installs_before
             || results.iter().any(|r| !r.outcome.member_events.is_empty());
         if membership_changed {

@@ -6,6 +6,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableM
 
 use crate::error::{Result, StorageError, VersionFound};
 use crate::schema::{self, AuthTable, KEY, LEASE, MEMBERS, MEMBERS_REMOVED, META};
+use crate::writer::{Turn, Writer};
 
 /// The memory redb may hold for caching pages and buffering a commit's writes.
 /// redb's default is 1 GiB, which a big store fills and keeps; reads past the
@@ -32,6 +33,7 @@ pub struct Backend {
     /// already running keep the database they started on.
     db: std::sync::RwLock<std::sync::Arc<Database>>,
     path: PathBuf,
+    writer: std::sync::Arc<Writer>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -40,10 +42,22 @@ impl std::fmt::Debug for Backend {
     }
 }
 
-/// A write transaction. Nothing it writes is visible to readers until
-/// [`WriteTxn::commit`]; dropping it without commit discards everything.
+/// A write transaction: the writer's turn (see `writer.rs`). Nothing it writes
+/// is visible to readers until [`WriteTxn::commit`]; [`WriteTxn::park`] leaves
+/// it open for the next writer. Dropping it without either discards everything
+/// it holds, parked writes it resumed included: only a writer that is about to
+/// stop the member may do that.
 pub struct WriteTxn {
+    // Declared before `turn`: the transaction ends before the turn is given back.
     txn: redb::WriteTransaction,
+    mark: i64,
+    turn: Turn,
+}
+
+impl std::fmt::Debug for WriteTxn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteTxn").field("mark", &self.mark).finish()
+    }
 }
 
 /// A read transaction: a consistent snapshot of the last committed state.
@@ -73,6 +87,7 @@ impl Backend {
         let backend = Backend {
             db: std::sync::RwLock::new(std::sync::Arc::new(db)),
             path: path.to_path_buf(),
+            writer: Default::default(),
         };
         backend.init_or_check(existed)?;
         Ok(backend)
@@ -88,6 +103,7 @@ impl Backend {
         let backend = Backend {
             db: std::sync::RwLock::new(std::sync::Arc::new(db)),
             path: label.to_path_buf(),
+            writer: Default::default(),
         };
         backend.init_or_check(existed)?;
         Ok(backend)
@@ -99,8 +115,11 @@ impl Backend {
         let db = builder()
             .create_with_backend(storage)
             .map_err(|e| classify_open_error(&self.path, true, e))?;
+        let (_turn, parked) = self.writer.acquire();
+        drop(parked); // superseded by the received backend
         *self.db.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
             std::sync::Arc::new(db);
+        self.writer.reset_marks();
         self.init_or_check(true)
     }
 
@@ -114,6 +133,9 @@ impl Backend {
     /// The caller must hold off writers while this runs.
     pub fn replace_with(&self, source: &Path) -> Result<()> {
         drop(Backend::open(source)?);
+        let (_turn, parked) = self.writer.acquire();
+        drop(parked); // superseded by the received backend
+        self.writer.reset_marks();
         let mut slot = self.db.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         std::fs::rename(source, &self.path).map_err(|e| StorageError::Io {
             context: format!("rename {} over {}", source.display(), self.path.display()),
@@ -185,17 +207,50 @@ impl Backend {
         &self.path
     }
 
-    /// Starts a write transaction (blocks while another one is open). Its
-    /// commit is non-durable unless [`WriteTxn::commit`] is asked otherwise:
-    /// the Raft WAL is the source of truth and replays lost commits.
+    /// Starts a write transaction (blocks while another one is out), or
+    /// resumes the parked one. Its commit is non-durable unless
+    /// [`WriteTxn::commit`] is asked otherwise: the Raft WAL is the source of
+    /// truth and replays lost commits.
     pub fn begin_write(&self) -> Result<WriteTxn> {
-        let mut txn = self.db().begin_write()?;
-        txn.set_durability(Durability::None)?;
-        Ok(WriteTxn { txn })
+        let (turn, parked) = self.writer.acquire();
+        let (txn, mark) = match parked {
+            Some(parked) => parked,
+            None => {
+                let mut txn = self.db().begin_write()?;
+                txn.set_durability(Durability::None)?;
+                (txn, self.writer.committed_mark())
+            }
+        };
+        Ok(WriteTxn { txn, mark, turn })
     }
 
-    /// Starts a read transaction on the last committed state.
+    /// Commits the parked write transaction, if any (non-durably), waiting for
+    /// a writer that holds it. Must not be called while holding anything the
+    /// writer may wait for.
+    pub fn flush(&self) -> Result<()> {
+        let (turn, parked) = self.writer.acquire();
+        match parked {
+            Some((txn, mark)) => WriteTxn { txn, mark, turn }.commit(false),
+            None => Ok(()),
+        }
+    }
+
+    /// The newest mark a commit covered (see [`WriteTxn::park`]; 0 before any,
+    /// and after the database was replaced).
+    pub fn committed_mark(&self) -> i64 {
+        self.writer.committed_mark()
+    }
+
+    /// Starts a read transaction that sees every write made so far: parked
+    /// writes are committed first ([`Backend::flush`], with its caveat).
     pub fn begin_read(&self) -> Result<ReadTxn> {
+        self.flush()?;
+        self.read_committed()
+    }
+
+    /// Starts a read transaction on the last commit, without parked writes:
+    /// for readers that get those from whoever parked them.
+    pub fn read_committed(&self) -> Result<ReadTxn> {
         Ok(ReadTxn { txn: self.db().begin_read()? })
     }
 
@@ -211,9 +266,10 @@ impl Backend {
     /// would shrink to after a defragmentation). Walks every page, and takes the
     /// writer's turn for that long: callers cache it.
     pub fn size_in_use(&self) -> Result<u64> {
-        let txn = self.db().begin_write()?;
-        let stats = txn.stats()?;
-        txn.abort()?;
+        let txn = self.begin_write()?;
+        let stats = txn.txn.stats()?;
+        // Parked writes stay parked; an empty transaction parked costs nothing.
+        txn.park();
         Ok(stats.allocated_pages() * stats.page_size() as u64)
     }
 
@@ -239,7 +295,7 @@ impl Backend {
     }
 
     fn copy_into(&self, out: Database) -> Result<()> {
-        let src = self.db().begin_read()?;
+        let src = self.begin_read()?.txn;
         let mut w = out.begin_write()?;
         w.set_durability(Durability::Immediate)?;
         {
@@ -288,17 +344,40 @@ impl WriteTxn {
     /// (`Durability::Immediate`); otherwise the commit is visible to readers
     /// at once but may be lost in a crash, together with every other
     /// non-durable commit since the last durable one.
-    pub fn commit(mut self, durable: bool) -> Result<()> {
+    pub fn commit(self, durable: bool) -> Result<()> {
+        let WriteTxn { mut txn, mark, turn } = self;
         if durable {
-            self.txn.set_durability(Durability::Immediate)?;
+            txn.set_durability(Durability::Immediate)?;
         }
-        self.txn.commit()?;
+        txn.commit()?;
+        turn.committed(mark);
         Ok(())
     }
 
-    /// Discards every change of this transaction.
+    /// Leaves this transaction open for the next writer instead of committing:
+    /// readers do not see its writes until one commits it. Its mark is recorded
+    /// as committed then.
+    pub fn park(self) {
+        let WriteTxn { txn, mark, turn } = self;
+        turn.park(txn, mark);
+    }
+
+    /// The mark [`Backend::committed_mark`] reports once this transaction
+    /// commits; a resumed transaction keeps the one it was parked with.
+    pub fn mark(&self) -> i64 {
+        self.mark
+    }
+
+    /// Sets this transaction's mark (it only grows).
+    pub fn set_mark(&mut self, mark: i64) {
+        self.mark = self.mark.max(mark);
+    }
+
+    /// Discards every change of this transaction, parked writes it resumed included.
     pub fn abort(self) -> Result<()> {
-        self.txn.abort()?;
+        let WriteTxn { txn, turn, .. } = self;
+        txn.abort()?;
+        drop(turn);
         Ok(())
     }
 

@@ -93,7 +93,7 @@ fn readers_see_only_committed_state() {
     let w = b.begin_write().unwrap();
     w.key_put(b"aaaaaaaaaaaaaaaaa", b"1").unwrap();
     assert_eq!(w.key_get(b"aaaaaaaaaaaaaaaaa").unwrap(), Some(b"1".to_vec()));
-    let r = b.begin_read().unwrap();
+    let r = b.read_committed().unwrap();
     assert_eq!(r.key_get(b"aaaaaaaaaaaaaaaaa").unwrap(), None);
     w.commit(false).unwrap();
     assert_eq!(r.key_get(b"aaaaaaaaaaaaaaaaa").unwrap(), None, "snapshot");
@@ -104,6 +104,60 @@ fn readers_see_only_committed_state() {
     w.key_put(b"bbbbbbbbbbbbbbbbb", b"1").unwrap();
     drop(w);
     assert_eq!(b.begin_read().unwrap().key_get(b"bbbbbbbbbbbbbbbbb").unwrap(), None);
+}
+
+#[test]
+fn parked_writes_wait_for_a_commit_and_carry_their_mark() {
+    let (_d, p) = tmp();
+    let b = Arc::new(Backend::open(&p).unwrap());
+    assert_eq!(b.committed_mark(), 0);
+    let mut w = b.begin_write().unwrap();
+    w.key_put(b"aaaaaaaaaaaaaaaaa", b"1").unwrap();
+    w.set_mark(7);
+    w.park();
+    assert_eq!(b.read_committed().unwrap().key_get(b"aaaaaaaaaaaaaaaaa").unwrap(), None);
+    // The next writer resumes the parked transaction, mark included.
+    let w = b.begin_write().unwrap();
+    assert_eq!(w.mark(), 7);
+    assert_eq!(w.key_get(b"aaaaaaaaaaaaaaaaa").unwrap(), Some(b"1".to_vec()));
+    w.key_put(b"bbbbbbbbbbbbbbbbb", b"2").unwrap();
+    w.park();
+    // Another thread's writer waits for the turn and gets the parked writes.
+    let b2 = b.clone();
+    let other = std::thread::spawn(move || {
+        let w = b2.begin_write().unwrap();
+        w.key_get(b"bbbbbbbbbbbbbbbbb").unwrap()
+    });
+    assert_eq!(other.join().unwrap(), Some(b"2".to_vec()), "its drop aborted them");
+    assert_eq!(b.begin_read().unwrap().key_get(b"aaaaaaaaaaaaaaaaa").unwrap(), None);
+    // A plain read commits what is parked first.
+    let w = b.begin_write().unwrap();
+    w.key_put(b"ccccccccccccccccc", b"3").unwrap();
+    w.park();
+    assert_eq!(b.begin_read().unwrap().key_get(b"ccccccccccccccccc").unwrap(), Some(b"3".to_vec()));
+    assert_eq!(b.committed_mark(), 0, "no mark was set");
+    // The size in use keeps parked writes parked.
+    let mut w = b.begin_write().unwrap();
+    w.key_put(b"ddddddddddddddddd", b"4").unwrap();
+    w.set_mark(9);
+    w.park();
+    assert!(b.size_in_use().unwrap() > 0);
+    assert_eq!(b.read_committed().unwrap().key_get(b"ddddddddddddddddd").unwrap(), None);
+    b.flush().unwrap();
+    assert_eq!(b.committed_mark(), 9);
+    assert_eq!(
+        b.read_committed().unwrap().key_get(b"ddddddddddddddddd").unwrap(),
+        Some(b"4".to_vec())
+    );
+}
+
+#[test]
+#[should_panic(expected = "a thread holding the backend's write transaction waits for it")]
+fn a_read_that_commits_refuses_to_wait_for_its_own_thread() {
+    let (_d, p) = tmp();
+    let b = Backend::open(&p).unwrap();
+    let _w = b.begin_write().unwrap();
+    let _ = b.begin_read();
 }
 
 #[test]

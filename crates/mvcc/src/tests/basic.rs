@@ -56,7 +56,7 @@ fn etcd_sequence() {
         .unwrap();
     assert!(t.succeeded);
     assert_eq!(b.revision(), 6);
-    let events = b.commit(false).unwrap();
+    let events = b.commit(false).unwrap().events;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].0, 6);
     assert_eq!(events[0].1.len(), 2);
@@ -68,7 +68,7 @@ fn etcd_sequence() {
     let mut b = e.store.begin_batch(&e.backend).unwrap();
     b.txn(&TxnRequest::default(), &|_| false).unwrap();
     assert_eq!(b.revision(), 6);
-    assert!(b.commit(false).unwrap().is_empty());
+    assert!(b.commit(false).unwrap().events.is_empty());
 }
 
 #[test]
@@ -137,7 +137,7 @@ fn delete_range_prev_kvs_and_events() {
         .unwrap();
     assert_eq!(r.deleted, 2);
     assert_eq!(keys(&r.prev_kvs), vec!["a", "b"]);
-    let ev = b.commit(false).unwrap();
+    let ev = b.commit(false).unwrap().events;
     assert_eq!(ev.len(), 1);
     let (rev, evs) = &ev[0];
     assert_eq!(*rev, 5);
@@ -187,6 +187,7 @@ fn reopen_gives_identical_state() {
 fn dropped_batch_changes_nothing() {
     let e = open();
     e.put("a", "1");
+    e.backend.flush().unwrap(); // see the next test for parked writes
     {
         let mut b = e.store.begin_batch(&e.backend).unwrap();
         b.put(&PutRequest { key: "a".into(), value: "2".into(), ..Default::default() }, &|_| true)
@@ -282,7 +283,7 @@ fn events_from_commit_and_from_history_agree() {
     b.put(&PutRequest { key: "a".into(), value: "2".into(), ..Default::default() }, &|_| true)
         .unwrap();
     b.delete_range(&DeleteRangeRequest { key: "a".into(), ..Default::default() }).unwrap();
-    let committed = b.commit(false).unwrap();
+    let committed = b.commit(false).unwrap().events;
     assert_eq!(committed.iter().map(|(r, _)| *r).collect::<Vec<_>>(), [3, 4]);
     assert_eq!(committed[0].1[0].prev_kv.as_ref().unwrap(), &kv("a", "1", 2, 2, 1));
     assert_eq!(committed[1].1[0].prev_kv.as_ref().unwrap(), &kv("a", "2", 2, 3, 2));

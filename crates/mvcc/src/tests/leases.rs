@@ -91,7 +91,8 @@ fn puts_knowing_the_old_lease_change_the_store_as_puts_reading_it() {
             assert_eq!(changes, b.take_lease_changes(), "step {step}");
             attached.follow(&changes);
         }
-        let (from_reads, from_index) = (a.commit(false).unwrap(), b.commit(false).unwrap());
+        let (from_reads, from_index) =
+            (a.commit(false).unwrap().events, b.commit(false).unwrap().events);
         let puts_read = from_index
             .iter()
             .flat_map(|(_, evs)| evs)

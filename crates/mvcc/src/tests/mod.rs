@@ -4,6 +4,7 @@ mod basic;
 mod compact;
 mod leases;
 mod model;
+mod parked;
 mod range_opts;
 mod txn;
 
@@ -36,6 +37,7 @@ pub(crate) fn open() -> Env {
 impl Env {
     pub fn reopen(self) -> Env {
         let Env { dir, backend, store } = self;
+        backend.flush().unwrap(); // a clean stop: parked writes committed
         drop(store);
         drop(backend);
         let backend = Arc::new(Backend::open(&path_of(&dir)).unwrap());

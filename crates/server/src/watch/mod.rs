@@ -282,7 +282,7 @@ mod tests {
                     batch.delete_range(&del).expect("delete");
                 }
             }
-            let events = batch.commit(false).expect("commit");
+            let events = batch.commit(false).expect("commit").events;
             hub.publish(events, kv.current_revision());
         }
     }
