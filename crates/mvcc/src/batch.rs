@@ -418,20 +418,18 @@ impl<'a> Batch<'a> {
         txn.set_mark(self.rev);
         let store = self.store;
         let encoded = std::mem::take(&mut self.encoded);
-        let park = !durable
-            && self.pending_compact.is_none()
-            && store.read_shared().recent.bytes() + self.encoded_bytes <= PARK_LIMIT_BYTES;
-        if park {
-            {
-                let mut g = store.write_shared();
+        if !durable && self.pending_compact.is_none() {
+            let mut g = store.write_shared();
+            if g.recent.bytes() + self.encoded_bytes <= PARK_LIMIT_BYTES {
                 assert!(self.rev >= g.current_rev, "invariant: revisions only grow");
                 g.recent.add(encoded);
                 g.recent.trim(store.backend.committed_mark());
                 g.current_rev = self.rev;
+                drop(g);
+                txn.park();
+                self.finished = true;
+                return Ok(Finished { events: std::mem::take(&mut self.events), committed: false });
             }
-            txn.park();
-            self.finished = true;
-            return Ok(Finished { events: std::mem::take(&mut self.events), committed: false });
         }
         if let Some(c) = self.pending_compact {
             let mut g = store.write_shared();

@@ -27,7 +27,8 @@ fn builder() -> redb::Builder {
 /// [`WriteTxn`] is open; a reader sees the state of the last commit that
 /// finished before it began and never anything of an uncommitted write.
 /// redb allows one write transaction at a time: `begin_write` blocks while
-/// another is open.
+/// another writer holds one, and hands out the parked one if a writer left it
+/// open ([`WriteTxn::park`], `writer.rs`).
 pub struct Backend {
     /// Swapped whole when a snapshot from the leader is installed; transactions
     /// already running keep the database they started on.
