@@ -145,13 +145,18 @@ impl<'a> Batch<'a> {
         self.tx()
     }
 
+    /// The write transaction, for the batch's own reads and writes.
     pub(crate) fn tx(&self) -> &WriteTxn {
         self.txn.as_ref().expect("write transaction present until commit")
     }
 
-    /// Whether this batch changed anything in its transaction.
+    /// Whether this batch may have changed anything in its transaction (a
+    /// storage error may have left part of a write behind).
     fn changed(&self) -> bool {
-        !self.touched.is_empty() || self.pending_compact.is_some() || self.written_through.get()
+        !self.touched.is_empty()
+            || self.pending_compact.is_some()
+            || self.written_through.get()
+            || self.poisoned
     }
 
     /// Store revision after the requests applied so far (the header revision
