@@ -92,7 +92,6 @@ pub struct Batch<'a> {
     touched: HashSet<Vec<u8>>,
     /// Encodings of the revisions put, for readers while the transaction is parked.
     encoded: Vec<(Revision, Bytes)>,
-    encoded_bytes: usize,
     events: Vec<(i64, Vec<Event>)>,
     lease_changes: Vec<LeaseChange>,
     poisoned: bool,
@@ -126,7 +125,6 @@ impl KvStore {
             pending_compact: None,
             touched: HashSet::new(),
             encoded: Vec::new(),
-            encoded_bytes: 0,
             events: Vec::new(),
             lease_changes: Vec::new(),
             poisoned: false,
@@ -320,7 +318,6 @@ impl<'a> Batch<'a> {
         let lease = kv.lease;
         let encoded = kv.encode_to_vec();
         self.tx().key_put(&rev.to_key(false), &encoded)?;
-        self.encoded_bytes += encoded.len();
         self.encoded.push((rev, Bytes::from(encoded)));
         self.store.write_shared().index.put(&req.key, rev);
         self.touched.insert(req.key.clone());
@@ -423,9 +420,10 @@ impl<'a> Batch<'a> {
         txn.set_mark(self.rev);
         let store = self.store;
         let encoded = std::mem::take(&mut self.encoded);
+        let encoded_bytes: usize = encoded.iter().map(|(_, e)| e.len()).sum();
         if !durable && self.pending_compact.is_none() {
             let mut g = store.write_shared();
-            if g.recent.bytes() + self.encoded_bytes <= PARK_LIMIT_BYTES {
+            if g.recent.bytes() + encoded_bytes <= PARK_LIMIT_BYTES {
                 assert!(self.rev >= g.current_rev, "invariant: revisions only grow");
                 g.recent.add(encoded);
                 g.recent.trim(store.backend.committed_mark());

@@ -116,11 +116,9 @@ impl Backend {
         let db = builder()
             .create_with_backend(storage)
             .map_err(|e| classify_open_error(&self.path, true, e))?;
-        let (_turn, parked) = self.writer.acquire();
-        drop(parked); // superseded by the received backend
+        let _turn = self.writer.discard_parked();
         *self.db.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
             std::sync::Arc::new(db);
-        self.writer.reset_marks();
         self.init_or_check(true)
     }
 
@@ -134,9 +132,7 @@ impl Backend {
     /// The caller must hold off writers while this runs.
     pub fn replace_with(&self, source: &Path) -> Result<()> {
         drop(Backend::open(source)?);
-        let (_turn, parked) = self.writer.acquire();
-        drop(parked); // superseded by the received backend
-        self.writer.reset_marks();
+        let _turn = self.writer.discard_parked();
         let mut slot = self.db.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         std::fs::rename(source, &self.path).map_err(|e| StorageError::Io {
             context: format!("rename {} over {}", source.display(), self.path.display()),
@@ -267,10 +263,21 @@ impl Backend {
     /// would shrink to after a defragmentation). Walks every page, and takes the
     /// writer's turn for that long: callers cache it.
     pub fn size_in_use(&self) -> Result<u64> {
-        let txn = self.begin_write()?;
-        let stats = txn.txn.stats()?;
-        // Parked writes stay parked; an empty transaction parked costs nothing.
-        txn.park();
+        let (turn, parked) = self.writer.acquire();
+        let stats = match parked {
+            // Parked writes stay parked.
+            Some((txn, mark)) => {
+                let stats = txn.stats();
+                turn.park(txn, mark);
+                stats?
+            }
+            None => {
+                let txn = self.db().begin_write()?;
+                let stats = txn.stats()?;
+                txn.abort()?;
+                stats
+            }
+        };
         Ok(stats.allocated_pages() * stats.page_size() as u64)
     }
 
@@ -509,8 +516,6 @@ pub trait ReadTables: sealed::Sealed {
     fn leases_list(&self) -> Result<Vec<(i64, Vec<u8>)>>;
     /// One entry of the `key` table.
     fn key_get(&self, rev_key: &[u8]) -> Result<Option<Vec<u8>>>;
-    /// Several entries of the `key` table (one table open), in the order asked.
-    fn key_get_many(&self, rev_keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>>;
     /// Looks up each of `rev_keys` in the `key` table and hands `f` the
     /// stored bytes (none: absent) without copying them; stops when `f`
     /// returns false.
@@ -576,14 +581,6 @@ macro_rules! impl_read_tables {
                 let t = self.txn.open_table(KEY)?;
                 let v = t.get(rev_key)?.map(|v| v.value().to_vec());
                 Ok(v)
-            }
-            fn key_get_many(&self, rev_keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
-                let t = self.txn.open_table(KEY)?;
-                let mut out = Vec::with_capacity(rev_keys.len());
-                for k in rev_keys {
-                    out.push(t.get(k.as_slice())?.map(|v| v.value().to_vec()));
-                }
-                Ok(out)
             }
             fn key_get_each(
                 &self,

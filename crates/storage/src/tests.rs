@@ -186,7 +186,13 @@ fn key_scan_retain_and_delete() {
     assert!(w.key_delete(&encode_rev_key(5, 0, false)).unwrap());
     assert!(!w.key_delete(&encode_rev_key(5, 0, false)).unwrap());
     assert_eq!(w.key_count().unwrap(), 3);
-    let got = w.key_get_many(&[encode_rev_key(1, 0, false), encode_rev_key(4, 0, false)]).unwrap();
+    let mut got = Vec::new();
+    let mut keys = [encode_rev_key(1, 0, false), encode_rev_key(4, 0, false)].into_iter();
+    w.key_get_each(&mut keys, &mut |v| {
+        got.push(v.map(<[u8]>::to_vec));
+        true
+    })
+    .unwrap();
     assert_eq!(got, vec![None, Some(vec![4])]);
     w.commit(false).unwrap();
 }

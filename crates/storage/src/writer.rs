@@ -69,9 +69,13 @@ impl Writer {
         self.committed_mark.load(Ordering::Acquire)
     }
 
-    /// Forgets every mark: the database was replaced.
-    pub(crate) fn reset_marks(&self) {
+    /// Takes the writer's turn to replace the database: the parked
+    /// transaction, superseded, is discarded and the committed mark forgotten.
+    pub(crate) fn discard_parked(self: &Arc<Self>) -> Turn {
+        let (turn, parked) = self.acquire();
+        drop(parked);
         self.committed_mark.store(0, Ordering::Release);
+        turn
     }
 }
 
